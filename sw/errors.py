@@ -1,0 +1,43 @@
+"""User-facing errors and the CLI wrapper that reports them in one line.
+
+A :class:`UserError` means the *user* has to change something (a missing or
+corrupt file, a bad option, a schema mismatch).  Command-line entry points wrap
+their ``main`` with :func:`cli_main`, which prints ``error: <message>`` to
+stderr and exits with status 2 instead of showing a traceback.  Any other
+exception is a bug and propagates with its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, NoReturn
+
+__all__ = ["UserError", "cli_main"]
+
+
+class UserError(Exception):
+    """An error caused by user input; its message names the problem and the fix."""
+
+
+def cli_main(fn: Callable[[], int | None]) -> NoReturn:
+    """Run ``fn()`` as a program and exit with its status.
+
+    Parameters
+    ----------
+    fn
+        The entry point; it returns an exit status (``None`` means 0).
+
+    Exits with the status returned by ``fn``; with 2 after printing a single
+    ``error: <msg>`` line to stderr if ``fn`` raises :class:`UserError`; with
+    130 on Ctrl-C.
+    """
+    try:
+        status = fn()
+    except UserError as exc:
+        msg = " ".join(str(exc).split())  # always one line
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(0 if status is None else int(status))
