@@ -1,0 +1,25 @@
+"""Avnet Ultra96-V1: Zynq UltraScale+ ZU3EG, extended grade (``--board ultra96v1``)."""
+
+from .base import Resources, ZynqBoard
+from ._zynqmp import zynqmp_ps_config
+
+__all__ = ["BOARD"]
+
+BOARD = ZynqBoard(
+    name="ultra96v1",
+    title="Avnet Ultra96-V1",
+    part="xczu3eg-sbva484-1-e",
+    family="zynq_us+",
+    ps_config=zynqmp_ps_config(gp_width=32, hp_width=64),
+    gp_port="M_AXI_HPM0_FPD",
+    hp_port="S_AXI_HP0_FPD",
+    pl_clock_pin="pl_clk0",
+    pl_clock_property="PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ",
+    pl_reset_pin="pl_resetn0",
+    hp_data_width=64,
+    default_clock_mhz=100.0,
+    max_clock_mhz=400.0,
+    resources=Resources(lut=70_560, ff=141_120, bram=216, dsp=360),
+    yosys_family="xcup",
+    vivado_board_part="em.avnet.com:ultra96:part0:1.2",
+)

@@ -1,0 +1,25 @@
+"""Xilinx ZCU104: Zynq UltraScale+ ZU7EV (``--board zcu104``)."""
+
+from .base import Resources, ZynqBoard
+from ._zynqmp import zynqmp_ps_config
+
+__all__ = ["BOARD"]
+
+BOARD = ZynqBoard(
+    name="zcu104",
+    title="Xilinx ZCU104",
+    part="xczu7ev-ffvc1156-2-e",
+    family="zynq_us+",
+    ps_config=zynqmp_ps_config(gp_width=32, hp_width=128),
+    gp_port="M_AXI_HPM0_FPD",
+    hp_port="S_AXI_HP0_FPD",
+    pl_clock_pin="pl_clk0",
+    pl_clock_property="PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ",
+    pl_reset_pin="pl_resetn0",
+    hp_data_width=128,
+    default_clock_mhz=100.0,
+    max_clock_mhz=400.0,
+    resources=Resources(lut=230_400, ff=460_800, bram=312, dsp=1_728),
+    yosys_family="xcup",
+    vivado_board_part="xilinx.com:zcu104:part0:1.1",
+)

@@ -1,0 +1,260 @@
+"""The accelerator top level: AXI-Stream pixels in, class + scores out, AXI4-Lite registers.
+
+Dataflow (one stage per box, all streams valid/ready)::
+
+    s_axis -> framing check -> ThermometerEncoder -> [width conv + pad] -> MVTU 0
+           -> [width conv] -> MVTU 1 -> ... -> MVTU L-1 -> OutputSerializer -> m_axis
+
+A width converter is inserted only where the element counts differ (or layer 0 needs
+padding); otherwise the streams are connected directly.  Ports are flat so the emitted
+Verilog module (``fracbnn_top``) matches cocotbext-axi's ``from_prefix`` naming; see
+docs/hardware.md "Top level".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from amaranth import Module, Signal
+from amaranth.hdl import Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from sw.compiled_net import CompiledNetwork
+from sw.errors import UserError
+
+from .axi_lite_regs import AxiLiteRegisterBlock
+from .output_serializer import SCORE_BEAT_BITS, OutputSerializer
+from .thermometer import ThermometerEncoder
+from .width_converter import BIT, ML_PAIR, StreamWidthConverter
+
+__all__ = ["Accelerator", "StageInfo", "plan_stages"]
+
+
+class StageInfo:
+    """Static description of one pipeline stage (used by the cycle model and design.json).
+
+    ``kind`` is ``"thermometer"``, ``"convert"``, ``"mvtu"`` or ``"serializer"``; ``params``
+    holds the numbers that determine its timing.
+    """
+
+    __slots__ = ("kind", "name", "params")
+
+    def __init__(self, kind: str, name: str, **params):
+        self.kind, self.name, self.params = kind, name, params
+
+    def __repr__(self):
+        return f"StageInfo({self.kind!r}, {self.name!r}, {self.params!r})"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "name": self.name, **self.params}
+
+
+def _elem_for(out_kind: str):
+    return ML_PAIR if out_kind == "frac2" else BIT
+
+
+def plan_stages(net: CompiledNetwork, pixels_per_beat: int) -> list[StageInfo]:
+    """The stage sequence of the accelerator for ``net`` (no hardware built).
+
+    Raises :class:`sw.errors.UserError` if the image size is not a multiple of
+    ``pixels_per_beat``.
+    """
+    if not isinstance(pixels_per_beat, int) or isinstance(pixels_per_beat, bool) \
+            or pixels_per_beat < 1:
+        raise UserError(f"pixels per beat must be a positive integer, not {pixels_per_beat!r}")
+    if net.input.pixel_bits != 8:
+        raise UserError(f"the hardware takes 8-bit pixels, the network has "
+                        f"{net.input.pixel_bits}-bit pixels; export it with 8-bit input")
+    pixels = net.input.pixels
+    if pixels % pixels_per_beat:
+        raise UserError(f"the image has {pixels} pixels, not a multiple of {pixels_per_beat} "
+                        f"pixels per beat; choose --pixels-per-beat from "
+                        f"{[d for d in range(1, min(pixels, 64) + 1) if pixels % d == 0]}")
+    levels = net.input.levels
+    stages = [StageInfo("thermometer", "thermometer", pixels_per_beat=pixels_per_beat,
+                        levels=levels, beats_per_image=pixels // pixels_per_beat)]
+    elem, count, vector = BIT, pixels_per_beat * levels, net.input.bits
+    for layer in net.layers:
+        pad = layer.mw_padded - layer.in_features
+        if count != layer.folding.simd or pad:
+            stages.append(StageInfo(
+                "convert", f"conv{layer.index}", layer=layer.index, planes=1 if elem == BIT else 2,
+                in_count=count, out_count=layer.folding.simd,
+                vector_elems=vector if pad else None, pad_elems=pad))
+        stages.append(StageInfo(
+            "mvtu", f"mvtu{layer.index}", layer=layer.index, pe=layer.folding.pe,
+            simd=layer.folding.simd, synapse_folds=layer.synapse_folds,
+            neuron_folds=layer.neuron_folds, in_bits=layer.in_bits, out=layer.out))
+        elem, count, vector = _elem_for(layer.out), layer.folding.pe, layer.out_features
+    last = net.layers[-1]
+    stages.append(StageInfo("serializer", "serializer", classes=net.classes,
+                            pe=last.folding.pe, neuron_folds=last.neuron_folds))
+    return stages
+
+
+class Accelerator(wiring.Component):
+    """The whole streaming accelerator for one compiled network.
+
+    Parameters
+    ----------
+    net : CompiledNetwork
+        The network with its folding (use :func:`sw.compiled_net.refold` for another).
+    init_dir : path
+        Directory with the network's ``.mem`` files laid out for ``net``'s folding.
+    pixels_per_beat : int
+        Pixels per ``s_axis`` beat (``P`` must be a multiple of it).
+    rom_mode : {"sim", "verilog"}
+        ROM elaboration (Amaranth memories, or ``fracbnn_rom`` instances for Verilog).
+
+    Ports (flat, see docs/hardware.md "Top level")
+    -----
+    ``s_axis_tdata[8*PPB-1:0]``, ``s_axis_tvalid``, ``s_axis_tready``, ``s_axis_tlast``;
+    ``m_axis_tdata[31:0]``, ``m_axis_tvalid``, ``m_axis_tready``, ``m_axis_tlast``;
+    ``s_axil_*`` (AXI4-Lite, :mod:`hw.axi_lite_regs`).  Clock ``clk`` and active-high
+    synchronous reset ``rst`` come from the ``sync`` domain.
+
+    Framing: the input is counted in images of ``P/PPB`` beats regardless of ``tlast``; a
+    ``tlast`` on any other beat, or missing on the last one, sets the sticky STATUS framing
+    error.  Output: ``1 + C`` beats per image (class index, then the C scores
+    sign-extended), ``tlast`` on the last.
+    """
+
+    def __init__(self, net: CompiledNetwork, *, init_dir, pixels_per_beat: int = 8,
+                 rom_mode: str = "sim"):
+        from .mvtu import MatrixVectorThresholdUnit  # the layer engine
+
+        if not isinstance(net, CompiledNetwork):
+            raise TypeError(f"net must be a CompiledNetwork, not {type(net).__name__}")
+        self._net = net
+        self._ppb = pixels_per_beat
+        self._rom_mode = rom_mode
+        self._init_dir = Path(init_dir)
+        self._stages = plan_stages(net, pixels_per_beat)
+        self._beats_per_image = net.input.pixels // pixels_per_beat
+        # Build the layer engines now so their timing properties are available up front.
+        self._mvtus = [MatrixVectorThresholdUnit(layer, init_dir=self._init_dir,
+                                                 rom_mode=rom_mode) for layer in net.layers]
+        last = net.layers[-1]
+        acc_shape = self._mvtus[-1].o.payload.shape().elem_shape
+        self._acc_width = acc_shape.width
+        if self._acc_width > SCORE_BEAT_BITS:
+            raise UserError(f"last layer scores need {self._acc_width} bits, more than the "
+                            f"{SCORE_BEAT_BITS}-bit output beat; reduce its fan-in")
+        self._serializer = OutputSerializer(net.classes, last.folding.pe, last.neuron_folds,
+                                            self._acc_width)
+        self._regs = AxiLiteRegisterBlock(
+            [(l.folding.pe, l.folding.simd, l.in_features, l.out_features) for l in net.layers],
+            pixels_per_beat=pixels_per_beat, classes=net.classes,
+            thermometer_levels=net.input.levels)
+        super().__init__({
+            "s_axis_tdata": In(8 * pixels_per_beat), "s_axis_tvalid": In(1),
+            "s_axis_tready": Out(1), "s_axis_tlast": In(1),
+            "m_axis_tdata": Out(SCORE_BEAT_BITS), "m_axis_tvalid": Out(1),
+            "m_axis_tready": In(1), "m_axis_tlast": Out(1),
+            **{name: member for name, member in self._regs.signature.members.items()
+               if name.startswith("s_axil_")},
+        })
+
+    net = property(lambda self: self._net)
+    pixels_per_beat = property(lambda self: self._ppb)
+    rom_mode = property(lambda self: self._rom_mode)
+    beats_per_image = property(lambda self: self._beats_per_image)
+    acc_width = property(lambda self: self._acc_width)
+
+    @property
+    def stages(self) -> list[StageInfo]:
+        """The pipeline stages in dataflow order."""
+        return list(self._stages)
+
+    @property
+    def engines(self) -> list:
+        """The layer engines (:class:`hw.mvtu.MatrixVectorThresholdUnit`), one per layer."""
+        return list(self._mvtus)
+
+    @property
+    def output_beats_per_image(self) -> int:
+        return 1 + self._net.classes
+
+    def elaborate(self, platform):
+        m = Module()
+        net, ppb = self._net, self._ppb
+
+        m.submodules.thermometer = therm = ThermometerEncoder(ppb, net.input.thresholds)
+        m.submodules.regs = regs = self._regs
+        m.submodules.serializer = ser = self._serializer
+
+        # Input: AXI-Stream -> thermometer, with the framing check on the side.
+        s_fire = Signal()
+        m.d.comb += [
+            therm.i.payload.eq(self.s_axis_tdata),
+            therm.i.valid.eq(self.s_axis_tvalid),
+            self.s_axis_tready.eq(therm.i.ready),
+            s_fire.eq(self.s_axis_tvalid & therm.i.ready),
+        ]
+        beat = Signal(range(max(self._beats_per_image, 2)))
+        last_beat = beat == self._beats_per_image - 1
+        with m.If(s_fire):
+            with m.If(last_beat):
+                m.d.sync += beat.eq(0)
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+        m.d.comb += regs.frame_error.eq(s_fire & (self.s_axis_tlast != last_beat))
+
+        # Chain: thermometer -> (converter) -> MVTU -> ... -> serializer.
+        upstream = therm.o
+        mvtu_iter = iter(self._mvtus)
+        for info in self._stages[1:-1]:
+            if info.kind == "convert":
+                p = info.params
+                conv = StreamWidthConverter(BIT if p["planes"] == 1 else ML_PAIR,
+                                            p["in_count"], p["out_count"],
+                                            vector_elems=p["vector_elems"],
+                                            pad_elems=p["pad_elems"])
+                m.submodules[info.name] = conv
+                _connect_stream(m, upstream, conv.i)
+                upstream = conv.o
+            else:
+                engine = next(mvtu_iter)
+                m.submodules[info.name] = engine
+                _connect_stream(m, upstream, engine.i)
+                upstream = engine.o
+        _connect_stream(m, upstream, ser.i)
+
+        # Output: serializer -> AXI-Stream.
+        m_fire = Signal()
+        m.d.comb += [
+            self.m_axis_tdata.eq(ser.o.payload.data),
+            self.m_axis_tlast.eq(ser.o.payload.last),
+            self.m_axis_tvalid.eq(ser.o.valid),
+            ser.o.ready.eq(self.m_axis_tready),
+            m_fire.eq(ser.o.valid & self.m_axis_tready),
+        ]
+
+        # Busy: images whose first beat came in and whose last result beat has not left.
+        in_flight = Signal(16)
+        started = s_fire & (beat == 0)
+        finished = m_fire & ser.o.payload.last
+        m.d.sync += in_flight.eq(in_flight + started - finished)
+        m.d.comb += [
+            regs.busy.eq((in_flight != 0) | (beat != 0)),
+            regs.image_done.eq(finished),
+        ]
+
+        # Registers: pass the flat AXI4-Lite ports through.
+        for name, member in self._regs.signature.members.items():
+            if not name.startswith("s_axil_"):
+                continue
+            if member.flow == In:
+                m.d.comb += getattr(regs, name).eq(getattr(self, name))
+            else:
+                m.d.comb += getattr(self, name).eq(getattr(regs, name))
+        return m
+
+
+def _connect_stream(m: Module, source, sink) -> None:
+    """Connect two stream interfaces whose payloads have the same width."""
+    src, dst = Value.cast(source.payload), Value.cast(sink.payload)
+    if len(src) != len(dst):
+        raise AssertionError(f"stream width mismatch: {len(src)} -> {len(dst)} bits")
+    m.d.comb += [dst.eq(src), sink.valid.eq(source.valid), source.ready.eq(sink.ready)]

@@ -1,0 +1,209 @@
+"""AXI4-Lite register block: identification, configuration read-back, status and counters.
+
+Register map (32-bit registers, byte addresses; documented in docs/hardware.md "Register map"):
+
+====  ===========  ====  ==================================================================
+Addr  Name         Acc   Contents
+====  ===========  ====  ==================================================================
+0x00  ID           RO    0x464E4231 ("FNB1")
+0x04  VERSION      RO    register-map version, 0x00010000 (1.0)
+0x08  CONFIG       RO    [7:0] layers, [15:8] pixels per beat, [23:16] classes,
+                         [31:24] thermometer levels
+0x0C  STATUS       RO    bit 0 busy (an image is inside the pipeline), bit 1 sticky framing error
+0x10  IMAGES_DONE  RO    images whose last output beat was accepted (since reset/clear)
+0x14  CYCLES_LO    RO    clock cycles since reset/clear, bits [31:0]; reading it latches [63:32]
+0x18  CYCLES_HI    RO    bits [63:32] latched by the last CYCLES_LO read
+0x1C  CTRL         WO    write bit 0 = 1: clear IMAGES_DONE, CYCLES and the framing error
+0x20+8i LAYERi_FOLD RO   {PE, SIMD}: PE in [31:16], SIMD in [15:0]
+0x24+8i LAYERi_SHAPE RO  {MW, MH}: MW in [31:16], MH in [15:0]
+====  ===========  ====  ==================================================================
+
+Unmapped addresses read 0; writes other than to CTRL are ignored; every response is OKAY.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["AxiLiteRegisterBlock", "AXIL_ADDR_BITS", "REG", "REG_ID_VALUE", "REG_VERSION_VALUE",
+           "axil_signature", "max_layers"]
+
+AXIL_ADDR_BITS = 8
+REG_ID_VALUE = 0x464E4231
+REG_VERSION_VALUE = 0x00010000
+
+#: Register byte addresses.
+REG = {
+    "ID": 0x00, "VERSION": 0x04, "CONFIG": 0x08, "STATUS": 0x0C, "IMAGES_DONE": 0x10,
+    "CYCLES_LO": 0x14, "CYCLES_HI": 0x18, "CTRL": 0x1C, "LAYER_BASE": 0x20,
+}
+
+
+def max_layers() -> int:
+    """Most layers whose two read-back registers fit in the 8-bit address space."""
+    return (2 ** AXIL_ADDR_BITS - REG["LAYER_BASE"]) // 8
+
+
+def axil_signature() -> dict:
+    """Flat AXI4-Lite slave members (prefix ``s_axil_``), as seen from the slave."""
+    return {
+        "s_axil_awaddr": In(AXIL_ADDR_BITS), "s_axil_awvalid": In(1), "s_axil_awready": Out(1),
+        "s_axil_wdata": In(32), "s_axil_wstrb": In(4), "s_axil_wvalid": In(1),
+        "s_axil_wready": Out(1),
+        "s_axil_bresp": Out(2), "s_axil_bvalid": Out(1), "s_axil_bready": In(1),
+        "s_axil_araddr": In(AXIL_ADDR_BITS), "s_axil_arvalid": In(1), "s_axil_arready": Out(1),
+        "s_axil_rdata": Out(32), "s_axil_rresp": Out(2), "s_axil_rvalid": Out(1),
+        "s_axil_rready": In(1),
+    }
+
+
+def _check_field(name, value, bits):
+    if not isinstance(value, int) or not 0 <= value < 2 ** bits:
+        raise ValueError(f"{name} must be an integer in [0, {2 ** bits}), not {value!r}")
+
+
+class AxiLiteRegisterBlock(wiring.Component):
+    """AXI4-Lite slave for the accelerator's register map (see the module docstring).
+
+    Parameters
+    ----------
+    layers : sequence of (pe, simd, mw, mh)
+        Per-layer folding and shape for the read-back registers (each field < 2**16).
+    pixels_per_beat, classes, thermometer_levels : int
+        Packed into CONFIG (each < 256).
+
+    Interface
+    ---------
+    ``s_axil_*`` : flat AXI4-Lite slave (8-bit addresses, 32-bit data).
+    busy : In(1)            level, STATUS bit 0.
+    image_done : In(1)      one-cycle pulse per finished image (increments IMAGES_DONE).
+    frame_error : In(1)     one-cycle pulse; sets the sticky STATUS bit 1.
+    clear : Out(1)          one-cycle pulse when CTRL bit 0 is written.
+
+    Handshakes
+    ----------
+    Write address and write data are accepted independently (``awready = ~have_aw & ~bvalid``,
+    ``wready = ~have_w & ~bvalid``); once both are held the write is performed and ``bvalid``
+    raised the next cycle; a new write is accepted after ``bready``.  Reads: ``arready =
+    ~rvalid``; data is returned with ``rvalid`` the cycle after ``arvalid & arready``.  One
+    outstanding transaction per channel; responses are always OKAY (0).  ``wstrb`` is ignored
+    (the only writable register holds a single control bit).
+    """
+
+    def __init__(self, layers, *, pixels_per_beat: int, classes: int, thermometer_levels: int):
+        layers = [tuple(int(v) for v in layer) for layer in layers]
+        if not 1 <= len(layers) <= max_layers():
+            raise ValueError(f"layers must have between 1 and {max_layers()} entries, "
+                             f"not {len(layers)}")
+        for i, layer in enumerate(layers):
+            if len(layer) != 4:
+                raise ValueError(f"layers[{i}] must be (pe, simd, mw, mh), not {layer!r}")
+            for name, value in zip(("pe", "simd", "mw", "mh"), layer):
+                _check_field(f"layer {i} {name}", value, 16)
+        _check_field("pixels_per_beat", pixels_per_beat, 8)
+        _check_field("classes", classes, 8)
+        _check_field("thermometer_levels", thermometer_levels, 8)
+        self._layers = tuple(layers)
+        #: 64-bit free-running cycle counter (exposed for tests).
+        self.cycle_counter = Signal(64)
+        self._config = (len(layers) | pixels_per_beat << 8 | classes << 16
+                        | thermometer_levels << 24)
+        super().__init__({
+            **axil_signature(),
+            "busy": In(1), "image_done": In(1), "frame_error": In(1), "clear": Out(1),
+        })
+
+    @property
+    def config_word(self) -> int:
+        """Value of the CONFIG register."""
+        return self._config
+
+    @property
+    def layers(self):
+        return self._layers
+
+    def constant_registers(self) -> dict[int, int]:
+        """Byte address -> value of every read-only constant register."""
+        regs = {REG["ID"]: REG_ID_VALUE, REG["VERSION"]: REG_VERSION_VALUE,
+                REG["CONFIG"]: self._config}
+        for i, (pe, simd, mw, mh) in enumerate(self._layers):
+            regs[REG["LAYER_BASE"] + 8 * i] = pe << 16 | simd
+            regs[REG["LAYER_BASE"] + 8 * i + 4] = mw << 16 | mh
+        return regs
+
+    def elaborate(self, platform):
+        m = Module()
+
+        # Counters and sticky status.
+        images_done = Signal(32)
+        cycles = self.cycle_counter
+        cycles_hi_latch = Signal(32)
+        frame_err = Signal()
+        m.d.comb += self.clear.eq(0)
+        with m.If(self.clear):
+            m.d.sync += [images_done.eq(0), cycles.eq(0), frame_err.eq(0)]
+        with m.Else():
+            m.d.sync += cycles.eq(cycles + 1)
+            with m.If(self.image_done):
+                m.d.sync += images_done.eq(images_done + 1)
+            with m.If(self.frame_error):
+                m.d.sync += frame_err.eq(1)
+
+        # Write channel: independent AW / W capture, one outstanding write.
+        have_aw = Signal()
+        have_w = Signal()
+        aw_addr = Signal(AXIL_ADDR_BITS)
+        w_data = Signal(32)
+        bvalid = Signal()
+        m.d.comb += [
+            self.s_axil_awready.eq(~have_aw & ~bvalid),
+            self.s_axil_wready.eq(~have_w & ~bvalid),
+            self.s_axil_bvalid.eq(bvalid),
+            self.s_axil_bresp.eq(0),
+        ]
+        with m.If(self.s_axil_awvalid & self.s_axil_awready):
+            m.d.sync += [have_aw.eq(1), aw_addr.eq(self.s_axil_awaddr)]
+        with m.If(self.s_axil_wvalid & self.s_axil_wready):
+            m.d.sync += [have_w.eq(1), w_data.eq(self.s_axil_wdata)]
+        with m.If(have_aw & have_w):
+            m.d.sync += [have_aw.eq(0), have_w.eq(0), bvalid.eq(1)]
+            with m.If((aw_addr[2:] == REG["CTRL"] >> 2) & w_data[0]):
+                m.d.comb += self.clear.eq(1)
+        with m.If(bvalid & self.s_axil_bready):
+            m.d.sync += bvalid.eq(0)
+
+        # Read channel.
+        rvalid = Signal()
+        rdata = Signal(32)
+        m.d.comb += [
+            self.s_axil_arready.eq(~rvalid),
+            self.s_axil_rvalid.eq(rvalid),
+            self.s_axil_rdata.eq(rdata),
+            self.s_axil_rresp.eq(0),
+        ]
+        word = self.s_axil_araddr[2:]
+        with m.If(self.s_axil_arvalid & self.s_axil_arready):
+            m.d.sync += rvalid.eq(1)
+            with m.Switch(word):
+                for addr, value in self.constant_registers().items():
+                    with m.Case(addr >> 2):
+                        m.d.sync += rdata.eq(value)
+                with m.Case(REG["STATUS"] >> 2):
+                    m.d.sync += rdata.eq(self.busy | frame_err << 1)
+                with m.Case(REG["IMAGES_DONE"] >> 2):
+                    m.d.sync += rdata.eq(images_done)
+                with m.Case(REG["CYCLES_LO"] >> 2):
+                    m.d.sync += rdata.eq(cycles[:32])
+                with m.Case(REG["CYCLES_HI"] >> 2):
+                    m.d.sync += rdata.eq(cycles_hi_latch)
+                with m.Default():
+                    m.d.sync += rdata.eq(0)
+        # Reading CYCLES_LO latches the high word for a consistent 64-bit read.
+        with m.If(self.s_axil_arvalid & self.s_axil_arready
+                  & (word == REG["CYCLES_LO"] >> 2)):
+            m.d.sync += cycles_hi_latch.eq(cycles[32:])
+        with m.If(rvalid & self.s_axil_rready):
+            m.d.sync += rvalid.eq(0)
+        return m

@@ -1,0 +1,429 @@
+"""Cycle-exact performance model of the accelerator pipeline.
+
+The model steps every stage of :func:`hw.accelerator.plan_stages` one clock cycle at a time,
+at the level of counters rather than data, using each block's documented timing:
+
+* ``thermometer``: one pipeline register, ``ready = ~full | ready_downstream``;
+* ``convert``: :class:`hw.width_converter.StreamWidthConverter` (fill level ``count``,
+  ``valid = count >= out``, ``ready = count <= capacity - in - pad``);
+* ``mvtu``: :class:`hw.mvtu.MatrixVectorThresholdUnit`'s timing contract (ping-pong input
+  banks, one read per cycle, credit check at each neuron fold's first read, the speculative
+  LSB pass abandoned ``gate_delay`` cycles into it when every gate of the fold is closed,
+  result written to the output FIFO ``pipeline_latency - 1`` cycles after the fold's last
+  used read and valid one cycle later);
+* ``serializer``: :class:`hw.output_serializer.OutputSerializer` (collect ``NF`` beats into
+  one register set, transfer to a second when its emitter is idle or finishing, emit
+  ``1 + C`` beats).
+
+Cycle ``c`` is the ``c``-th rising clock edge after reset; a handshake "at cycle c" fires on
+that edge.  The input offers the images' beats back to back from cycle 0 and the output is
+always ready.  Frac layers' timing depends on the data: pass the golden model's gate
+decisions (``GoldenModel(net).run(images).gates``).
+
+The steady-state initiation interval of a data-independent pipeline is the largest per-image
+occupancy of any stage (:func:`stage_cycles_per_image`): thermometer and converters one
+cycle per beat, a layer engine ``compute_cycles``, the serializer ``max(NF + 1, 1 + C)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sw.compiled_net import CompiledNetwork
+
+__all__ = ["CycleModelResult", "simulate_pipeline", "stage_cycles_per_image",
+           "steady_state_ii", "engine_timing"]
+
+
+@dataclass(frozen=True)
+class CycleModelResult:
+    """Per-image timing predicted by :func:`simulate_pipeline`.
+
+    Attributes
+    ----------
+    input_start
+        ``(N,)`` cycle at which each image's first ``s_axis`` beat is accepted.
+    output_start
+        ``(N,)`` cycle at which each image's first ``m_axis`` beat (the class) is accepted.
+    output_end
+        ``(N,)`` cycle of each image's last ``m_axis`` beat.
+    """
+
+    input_start: np.ndarray
+    output_start: np.ndarray
+    output_end: np.ndarray
+
+    @property
+    def latency(self) -> np.ndarray:
+        """Per image: first output beat cycle minus first input beat cycle."""
+        return self.output_start - self.input_start
+
+    @property
+    def intervals(self) -> np.ndarray:
+        """Spacing of consecutive images' first input beats (``N-1`` values)."""
+        return np.diff(self.input_start)
+
+    @property
+    def output_intervals(self) -> np.ndarray:
+        """Spacing of consecutive images' first output beats (``N-1`` values)."""
+        return np.diff(self.output_start)
+
+
+def engine_timing(layer) -> dict:
+    """The layer engine's timing constants for ``layer`` (a LayerSpec), without building it.
+
+    Mirrors the properties of :class:`hw.mvtu.MatrixVectorThresholdUnit` (``popcount_latency``
+    of a ``SIMD``-bit tree with 3 adder levels per stage, ``pipeline_latency = lp + 3``,
+    ``gate_delay = lp + 1``, ``output_depth = pipeline_latency + 1``).
+    """
+    from .mvtu import _LEVELS_PER_STAGE
+    from .popcount import popcount_latency
+    lp = popcount_latency(layer.folding.simd, _LEVELS_PER_STAGE)
+    return {"popcount_latency": lp, "pipeline_latency": lp + 3, "gate_delay": lp + 1,
+            "output_depth": lp + 4}
+
+
+def _timing_of(engine) -> dict:
+    """Timing constants of a built :class:`hw.mvtu.MatrixVectorThresholdUnit`."""
+    return {"popcount_latency": engine.popcount_latency,
+            "pipeline_latency": engine.pipeline_latency, "gate_delay": engine.gate_delay,
+            "output_depth": engine.output_depth}
+
+
+# ----------------------------------------------------------------------------- stage models
+# Each model: valid() and ready(ready_down) from the current state (ready may look at the
+# downstream ready combinationally), then step(in_fire, out_fire, cycle) moves to the next.
+
+
+class _Thermometer:
+    def __init__(self):
+        self.full = False
+
+    def valid(self):
+        return self.full
+
+    def ready(self, down_ready):
+        return (not self.full) or down_ready
+
+    def step(self, in_fire, out_fire, cycle):
+        if (not self.full) or out_fire:
+            self.full = in_fire
+
+
+class _Converter:
+    def __init__(self, p):
+        self.n_in, self.n_out, self.pad = p["in_count"], p["out_count"], p["pad_elems"]
+        cap = self.n_out + 2 * self.n_in - 1 + self.pad
+        self.limit = cap - self.n_in - self.pad
+        self.beats = (p["vector_elems"] // self.n_in) if p["vector_elems"] else None
+        self.count = 0
+        self.beat = 0
+
+    def valid(self):
+        return self.count >= self.n_out
+
+    def ready(self, down_ready):
+        return self.count <= self.limit
+
+    def step(self, in_fire, out_fire, cycle):
+        self.count -= self.n_out * out_fire
+        if in_fire:
+            self.count += self.n_in
+            if self.beats:
+                if self.beat == self.beats - 1:
+                    self.count += self.pad
+                    self.beat = 0
+                else:
+                    self.beat += 1
+
+
+class _Engine:
+    """MatrixVectorThresholdUnit timing (see its class docstring)."""
+
+    def __init__(self, layer, fold_gates_per_vector, timing):
+        self.sf, self.nf = layer.synapse_folds, layer.neuron_folds
+        self.two = layer.in_bits == 2
+        self.gd = timing["gate_delay"]
+        self.write_delay = timing["pipeline_latency"] - 1   # FIFO write after the last read
+        self.depth = timing["output_depth"]
+        self.speculate = self.two and self.gd < self.sf
+        self.gates = fold_gates_per_vector    # callable: vector index -> list[bool] per fold
+        # Input side.
+        self.full = [False, False]
+        self.wr_bank = 0
+        self.wr_sf = 0
+        # Read sequencer: position of the next read of the active vector.
+        self.active = False
+        self.rd_bank = 0
+        self.vec = 0           # index of the vector in rd_bank / being read
+        self.pos = (0, 0, 0)   # (nf, lsb, sf)
+        self.cur_gates = None
+        self.credits = 0
+        # Output FIFO: cycles at which results are written; count of visible entries.
+        self.pending = []
+        self.fifo = 0
+
+    def valid(self):
+        return self.fifo > 0
+
+    def ready(self, down_ready):
+        return not self.full[self.wr_bank]
+
+    def _fold_open(self, nf):
+        return self.cur_gates[nf]
+
+    def step(self, in_fire, out_fire, cycle):
+        set_full = [False, False]
+        clr_full = [False, False]
+        if in_fire:
+            if self.wr_sf == self.sf - 1:
+                self.wr_sf = 0
+                set_full[self.wr_bank] = True
+                self.wr_bank ^= 1
+            else:
+                self.wr_sf += 1
+
+        # Candidate read of this cycle.
+        nf, lsb, sf = self.pos
+        abort = (self.speculate and self.active and lsb and sf == self.gd
+                 and not self._fold_open(nf))
+        cand = None                     # (bank, vector, nf, lsb, sf)
+        if not self.active:
+            if self.full[self.rd_bank]:
+                cand = (self.rd_bank, self.vec, 0, 0, 0)
+        elif abort and nf == self.nf - 1:
+            clr_full[self.rd_bank] = True
+            if self.full[self.rd_bank ^ 1]:
+                cand = (self.rd_bank ^ 1, self.vec + 1, 0, 0, 0)
+        elif abort:
+            cand = (self.rd_bank, self.vec, nf + 1, 0, 0)
+        else:
+            cand = (self.rd_bank, self.vec, nf, lsb, sf)
+        issue = False
+        if cand is not None:
+            fold_start = cand[3] == 0 and cand[4] == 0
+            issue = (not fold_start) or self.credits < self.depth
+        if issue:
+            bank, vec, c_nf, c_lsb, c_sf = cand
+            if vec != self.vec or self.cur_gates is None:
+                self.vec = vec
+                self.cur_gates = self.gates(vec)
+            open_ = self.two and self.cur_gates[c_nf]
+            last_sf = c_sf == self.sf - 1
+            # The fold's result depends on reads up to its last used one.
+            if last_sf and ((not self.two) or (c_lsb == 0 and not open_) or
+                            (c_lsb == 1 and open_)):
+                self.pending.append(cycle + self.write_delay)
+            if c_sf == 0 and c_lsb == 0:
+                self.credits += 1
+            if not last_sf:
+                self.active, self.rd_bank, self.pos = True, bank, (c_nf, c_lsb, c_sf + 1)
+            elif self.two and c_lsb == 0:
+                self.active, self.rd_bank, self.pos = True, bank, (c_nf, 1, 0)
+            elif c_nf != self.nf - 1:
+                self.active, self.rd_bank, self.pos = True, bank, (c_nf + 1, 0, 0)
+            else:
+                self.active, self.rd_bank, self.pos = False, bank ^ 1, (0, 0, 0)
+                clr_full[bank] = True
+                self.vec = vec + 1
+                self.cur_gates = None
+        elif abort:
+            if nf == self.nf - 1:
+                self.active, self.rd_bank, self.pos = False, self.rd_bank ^ 1, (0, 0, 0)
+                self.vec += 1
+                self.cur_gates = None
+            else:
+                self.pos = (nf + 1, 0, 0)
+
+        if out_fire:
+            self.fifo -= 1
+            self.credits -= 1
+        # Results written in this cycle become visible in the next.
+        while self.pending and self.pending[0] <= cycle:
+            self.pending.pop(0)
+            self.fifo += 1
+        for b in (0, 1):
+            self.full[b] = (self.full[b] and not clr_full[b]) or set_full[b]
+
+
+class _Serializer:
+    def __init__(self, p):
+        self.nf, self.beats = p["neuron_folds"], 1 + p["classes"]
+        self.have = False
+        self.emitting = False
+        self.fold = 0
+        self.out_beat = 0
+
+    def valid(self):
+        return self.emitting
+
+    def ready(self, down_ready):
+        return not self.have
+
+    def step(self, in_fire, out_fire, cycle):
+        last_out = out_fire and self.out_beat == self.beats - 1
+        transfer = self.have and (not self.emitting or last_out)
+        if in_fire:
+            if self.fold == self.nf - 1:
+                self.fold, self.have = 0, True
+            else:
+                self.fold += 1
+        if out_fire:
+            if last_out:
+                self.emitting, self.out_beat = False, 0
+            else:
+                self.out_beat += 1
+        if transfer:
+            self.have, self.emitting, self.out_beat = False, True, 0
+
+
+def _fold_gate_fn(layer, gates, images):
+    """vector index -> per-fold 'any gate open' list for one engine."""
+    nf, pe = layer.neuron_folds, layer.folding.pe
+    if layer.in_bits == 1:
+        closed = [False] * nf
+        return lambda v: closed
+    if gates is None:
+        raise ValueError(f"layer {layer.index} has 2-bit inputs: pass its gate decisions "
+                         f"(GoldenModel(net).run(images).gates)")
+    g = np.asarray(gates, dtype=bool)
+    if g.ndim != 2 or g.shape[0] < images or g.shape[1] != layer.out_features:
+        raise ValueError(f"gates of layer {layer.index} must be ({images}, "
+                         f"{layer.out_features}) booleans, not {g.shape}")
+    padded = np.zeros((g.shape[0], layer.mh_padded), dtype=bool)
+    padded[:, :layer.out_features] = g
+    per_fold = padded.reshape(g.shape[0], nf, pe).any(axis=2)
+    # Beyond the last image the engine never starts; any pattern will do.
+    return lambda v: [bool(x) for x in per_fold[min(v, g.shape[0] - 1)]]
+
+
+def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int = 8,
+                      gates=None, engines=None,
+                      max_cycles: int | None = None) -> CycleModelResult:
+    """Predict the timing of ``images`` images streamed back to back.
+
+    Parameters
+    ----------
+    net
+        The compiled network (its folding is the hardware's).
+    images
+        Number of images offered back to back from cycle 0 at one beat per cycle.
+    pixels_per_beat
+        As :class:`hw.accelerator.Accelerator`.
+    gates
+        Per layer ``(images, MH)`` booleans (``GoldenModel(net).run(imgs).gates``); entries
+        for layers with 1-bit inputs are ignored (``None``).  ``"open"``/``"closed"`` assume
+        every gate open / closed (worst / best case).
+    engines
+        Optional built engines (``Accelerator.engines``) to take the timing constants from;
+        by default :func:`engine_timing` derives the same numbers from the folding.
+    """
+    from .accelerator import plan_stages
+
+    stages = plan_stages(net, pixels_per_beat)
+    if gates in ("open", "closed"):
+        gates = [np.full((images, l.out_features), gates == "open") if l.in_bits == 2 else None
+                 for l in net.layers]
+    if gates is None:
+        gates = [None] * len(net.layers)
+    models = []
+    for info in stages:
+        if info.kind == "thermometer":
+            models.append(_Thermometer())
+        elif info.kind == "convert":
+            models.append(_Converter(info.params))
+        elif info.kind == "mvtu":
+            layer = net.layers[info.params["layer"]]
+            timing = (engine_timing(layer) if engines is None
+                      else _timing_of(engines[layer.index]))
+            models.append(_Engine(layer, _fold_gate_fn(layer, gates[layer.index], images),
+                                  timing))
+        else:
+            models.append(_Serializer(info.params))
+
+    beats_in = stages[0].params["beats_per_image"]
+    beats_out = 1 + net.classes
+    total_in, total_out = images * beats_in, images * beats_out
+    sent = received = 0
+    input_start, output_start, output_end = [], [], []
+    if max_cycles is None:
+        per_image = sum(stage_cycles_per_image(net, pixels_per_beat, worst=True).values())
+        max_cycles = 1000 + 4 * per_image * (images + 2)
+    n = len(models)
+    cycle = 0
+    while received < total_out:
+        if cycle > max_cycles:
+            raise RuntimeError(f"cycle model made no progress after {max_cycles} cycles "
+                               f"({received} of {total_out} output beats)")
+        src_valid = sent < total_in
+        valids = [mdl.valid() for mdl in models]
+        readies = [False] * n
+        down = True                      # the output is always ready
+        for k in range(n - 1, -1, -1):
+            readies[k] = models[k].ready(down)
+            down = readies[k]
+        in_fires = [src_valid and readies[0]] + [valids[k - 1] and readies[k]
+                                                  for k in range(1, n)]
+        out_fires = [in_fires[k + 1] for k in range(n - 1)] + [valids[-1]]
+        if in_fires[0]:
+            if sent % beats_in == 0:
+                input_start.append(cycle)
+            sent += 1
+        if out_fires[-1]:
+            if received % beats_out == 0:
+                output_start.append(cycle)
+            if received % beats_out == beats_out - 1:
+                output_end.append(cycle)
+            received += 1
+        for k, mdl in enumerate(models):
+            mdl.step(in_fires[k], out_fires[k], cycle)
+        cycle += 1
+    return CycleModelResult(np.array(input_start), np.array(output_start), np.array(output_end))
+
+
+def stage_cycles_per_image(net: CompiledNetwork, pixels_per_beat: int = 8, *,
+                           gates=None, worst: bool = False) -> dict[str, int]:
+    """Cycles each stage is busy per image (the pipeline's II is the largest of these).
+
+    Thermometer: ``P/PPB`` beats; converters: the larger of their input and output beats
+    per vector; engines: ``compute_cycles`` (frac layers: with ``gates`` = per-layer ``(MH,)``
+    decisions of one image, or every gate open if ``worst``, else every gate closed);
+    serializer ``max(NF + 1, 1 + C)``.
+    """
+    from .accelerator import plan_stages
+
+    out = {}
+    for info in plan_stages(net, pixels_per_beat):
+        p = info.params
+        if info.kind == "thermometer":
+            out[info.name] = p["beats_per_image"]
+        elif info.kind == "convert":
+            # One beat per cycle on each side: the larger beat count per vector.
+            layer = net.layers[p["layer"]]
+            vec_in = net.input.bits if layer.index == 0 else layer.in_features
+            out[info.name] = max(vec_in // p["in_count"], layer.synapse_folds)
+        elif info.kind == "mvtu":
+            layer = net.layers[p["layer"]]
+            sf, nf = layer.synapse_folds, layer.neuron_folds
+            if layer.in_bits == 1:
+                out[info.name] = sf * nf
+            else:
+                closed = sf + min(engine_timing(layer)["gate_delay"], sf)
+                g = None if gates is None else gates[layer.index]
+                if g is None:
+                    per_fold = [worst] * nf
+                else:
+                    padded = np.zeros(layer.mh_padded, dtype=bool)
+                    padded[:layer.out_features] = np.asarray(g, dtype=bool)
+                    per_fold = list(padded.reshape(nf, layer.folding.pe).any(axis=1))
+                out[info.name] = sum(2 * sf if o else closed for o in per_fold)
+        else:
+            out[info.name] = max(p["neuron_folds"] + 1, 1 + p["classes"])
+    return out
+
+
+def steady_state_ii(net: CompiledNetwork, pixels_per_beat: int = 8, **kwargs) -> int:
+    """The bottleneck stage's cycles per image (see :func:`stage_cycles_per_image`)."""
+    return max(stage_cycles_per_image(net, pixels_per_beat, **kwargs).values())

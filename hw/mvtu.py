@@ -1,0 +1,505 @@
+"""Matrix-vector-threshold unit: one folded binary dense layer (FINN MVAU style).
+
+One :class:`MatrixVectorThresholdUnit` computes one layer of the compiled network
+(docs/compiled-network.md, "Layer arithmetic"): XNOR-popcount dot products folded over
+``PE`` neurons x ``SIMD`` inputs per cycle, FracBNN's gated two-pass evaluation for 2-bit
+inputs, and the threshold activation (or raw scores for the last layer).  See the class
+docstring for the exact timing contract the whole-pipeline cycle model is built from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from sw.compiled_net import LayerSpec, signed_bits
+from sw.errors import UserError
+from sw.memfile import read_mem
+
+from .popcount import PopcountTree, popcount_latency, popcount_width
+from .rom import ROM_MODES, InitFileROM
+from .threshold import ThresholdUnit, out_layout
+
+__all__ = ["POPCOUNT_LEVELS_PER_STAGE", "VectorTiming", "mvtu_in_layout", "mvtu_out_layout",
+           "MatrixVectorThresholdUnit"]
+
+#: Adder levels per register stage of the PE popcount trees (fixes ``popcount_latency``).
+POPCOUNT_LEVELS_PER_STAGE = 3
+_LEVELS_PER_STAGE = POPCOUNT_LEVELS_PER_STAGE  # older private name, kept for importers
+
+
+def mvtu_in_layout(in_bits: int, simd: int):
+    """Input beat: ``unsigned(SIMD)`` (1-bit inputs) or ``{"m": SIMD, "l": SIMD}`` planes."""
+    if in_bits == 1:
+        return unsigned(simd)
+    if in_bits == 2:
+        return data.StructLayout({"m": simd, "l": simd})
+    raise ValueError(f"in_bits must be 1 or 2, not {in_bits!r}")
+
+
+def mvtu_out_layout(out: str, pe: int, acc_width: int):
+    """Output beat: sign ``unsigned(PE)``, frac2 ``{"m", "l"}``, scores ``ArrayLayout``."""
+    if out == "scores":
+        return data.ArrayLayout(signed(acc_width), pe)
+    return out_layout(out, pe)
+
+
+@dataclass(frozen=True)
+class VectorTiming:
+    """Cycle offsets of one vector, relative to the cycle ``s`` of its first weight read.
+
+    Attributes
+    ----------
+    compute_cycles
+        Engine-busy cycles: the next vector's first read can issue at ``s + compute_cycles``.
+    output_offsets
+        ``output_offsets[nf]``: cycle (minus ``s``) in which output beat ``nf`` is first
+        valid on ``o``, assuming ``o.ready`` stays high (no backpressure).
+    bank_free_offset
+        Cycle (minus ``s``) from which the vector's input bank accepts the next input beat
+        (``i.ready`` can be high again for it).
+    """
+
+    compute_cycles: int
+    output_offsets: tuple[int, ...]
+    bank_free_offset: int
+
+
+class MatrixVectorThresholdUnit(wiring.Component):
+    """One binary dense layer: input buffer, weight ROM, PE x SIMD XNOR-popcount, thresholds.
+
+    Parameters
+    ----------
+    layer : sw.compiled_net.LayerSpec
+        The layer (shape, in_bits, out kind, folding).  Its contents are *not* taken from
+        the arrays but from the memory files, the source of truth.
+    init_dir : str or Path
+        Directory with ``L{index}_weights.mem``, ``L{index}_thresholds.mem`` (sign/frac2)
+        and ``L{index}_gates.mem`` (2-bit inputs).
+    rom_mode : {"sim", "verilog"}
+        How the ROMs elaborate (see :class:`hw.rom.InitFileROM`).
+
+    Ports
+    -----
+    i : In(stream.Signature(mvtu_in_layout(in_bits, SIMD)))
+        One beat per synapse fold, ``SF`` beats per input vector, vectors back to back.
+        Bit ``j`` (of each plane) is input ``sf*SIMD + j``; padding inputs must be 0.
+    o : Out(stream.Signature(mvtu_out_layout(out, PE, acc_width)))
+        One beat per neuron fold, ``NF`` beats per vector, in order ``nf = 0..NF-1``.  Lane
+        ``p`` is neuron ``nf*PE + p``: sign bit, frac2 planes ``m``/``l`` (``q = 2m + l``),
+        or the signed score ``acc``.
+
+    Arithmetic: per neuron ``dot = 2*popcount(XNOR(w, x)) - MW`` (true ``MW``); 1-bit inputs:
+    ``acc = dot``; 2-bit inputs: ``acc_m = dot(m)``, ``gate = acc_m > G``,
+    ``acc = 2*acc_m + (gate ? dot(l) : 0)``.  Accumulators are ``acc_width`` bits, the
+    smallest signed width holding ``[acc_min, acc_max]``.
+
+    Timing contract (cycle-exact; used by the whole-pipeline cycle model)
+    ---------------------------------------------------------------------
+    * **Input buffer.**  Two banks of ``SF`` words, filled alternately (bank 0 first).
+      ``i.ready`` is high exactly while the bank being filled is free.  A bank becomes
+      *full* at the end of the cycle that accepts its ``SF``-th beat (visible to the engine
+      the next cycle).
+    * **Engine start.**  The engine issues one read (weight word + input word) per cycle.
+      It starts vector ``v`` (issues its first read) in the first cycle ``s_v`` in which
+      (a) ``v``'s bank is full, (b) the engine is free, i.e. ``s_v >= s_{v-1} +
+      compute_cycles(v-1)``, and (c) an output credit is free.  There are
+      ``output_depth`` credits; one is taken by the first read of every neuron fold and
+      returned in the cycle after that fold's output beat is accepted (``o.valid & o.ready``).
+      Condition (c) is checked at the start of every neuron fold, so a blocked output stalls
+      the engine only between neuron folds; without backpressure it never stalls.
+    * **Schedule of a vector** (no stall): neuron folds back to back from ``s_v``.
+      1-bit inputs: fold ``nf`` reads ``sf = 0..SF-1`` (``SF`` cycles).  2-bit inputs:
+      the MSB pass (``SF`` cycles), then, speculatively, the LSB pass.  The gate decision
+      of the fold is known ``gate_delay`` cycles after the MSB pass; if no lane's gate is
+      open the LSB pass is abandoned there and the next fold starts at once.  A fold thus
+      takes ``SF`` (1-bit), ``2*SF`` (2-bit, some gate open) or
+      ``SF + min(gate_delay, SF)`` (2-bit, all gates closed) cycles.
+      :meth:`compute_cycles` is the sum over the folds.
+    * **Outputs.**  Beat ``nf`` is written into the output FIFO (depth ``output_depth``)
+      ``pipeline_latency - 1`` cycles after the fold's last *used* read (the last read of its
+      last needed pass: the MSB pass if all gates are closed), so it is valid on ``o``
+      ``pipeline_latency`` cycles after that read, or in the cycle after the previous beat
+      was accepted if that is later (FIFO order).  ``latency`` is this, counted from ``s_v``,
+      for fold 0 of a 1-bit layer (or of a 2-bit layer whose fold 0 has all gates closed).
+    * **Bank release.**  A vector's bank accepts input again from ``s_v + compute_cycles``
+      on; for a 2-bit layer whose last fold has all gates closed and ``gate_delay < SF``,
+      one cycle later (the abandonment is decided in that cycle).
+    :meth:`vector_timing` returns all these offsets for a given gate pattern.
+    """
+
+    def __init__(self, layer: LayerSpec, *, init_dir, rom_mode: str = "sim"):
+        if not isinstance(layer, LayerSpec):
+            raise TypeError(f"layer must be a sw.compiled_net.LayerSpec, not {type(layer).__name__}")
+        if rom_mode not in ROM_MODES:
+            raise ValueError(f"rom_mode must be one of {ROM_MODES}, not {rom_mode!r}")
+        pe, simd = layer.folding.pe, layer.folding.simd
+        mw, mh = layer.in_features, layer.out_features
+        where = f"layer {layer.index}"
+        if layer.mw_padded % simd or layer.mh_padded % pe:
+            raise UserError(f"{where}: SIMD {simd} must divide MWp {layer.mw_padded} and PE {pe} "
+                            f"must divide MHp {layer.mh_padded}; choose another folding")
+        if not layer.folding.pad and (layer.mw_padded != mw or layer.mh_padded != mh):
+            raise UserError(f"{where}: folding PE={pe}, SIMD={simd} does not divide the "
+                            f"{mh}x{mw} layer; choose divisors or set \"pad\": true")
+        self._layer = layer
+        self._init_dir = Path(init_dir)
+        self._rom_mode = rom_mode
+        idx = layer.index
+        # (width, depth, file) of each ROM; the files are read and checked now so that a
+        # missing or malformed file is reported at construction, not at elaboration.
+        self._rom_specs = {"weights": (layer.weight_width, layer.weight_depth,
+                                       self._init_dir / f"L{idx}_weights.mem")}
+        if layer.out != "scores":
+            self._rom_specs["thresholds"] = (layer.threshold_width, layer.neuron_folds,
+                                             self._init_dir / f"L{idx}_thresholds.mem")
+        if layer.in_bits == 2:
+            self._rom_specs["gates"] = (layer.gate_width, layer.neuron_folds,
+                                        self._init_dir / f"L{idx}_gates.mem")
+        for width, depth, path in self._rom_specs.values():
+            read_mem(path, width, depth)
+        super().__init__({
+            "i": In(stream.Signature(mvtu_in_layout(layer.in_bits, simd))),
+            "o": Out(stream.Signature(mvtu_out_layout(layer.out, pe, self.acc_width))),
+        })
+
+    # ------------------------------------------------------------------ read-only facts
+    @property
+    def layer(self) -> LayerSpec:
+        """The layer this engine computes."""
+        return self._layer
+
+    @property
+    def rom_mode(self) -> str:
+        """``"sim"`` or ``"verilog"``."""
+        return self._rom_mode
+
+    @property
+    def pe(self) -> int:
+        """Neurons computed in parallel."""
+        return self._layer.folding.pe
+
+    @property
+    def simd(self) -> int:
+        """Input bits per PE per cycle."""
+        return self._layer.folding.simd
+
+    @property
+    def synapse_folds(self) -> int:
+        """``SF = MWp / SIMD``: input beats (and reads per pass) per vector."""
+        return self._layer.synapse_folds
+
+    @property
+    def neuron_folds(self) -> int:
+        """``NF = MHp / PE``: output beats per vector."""
+        return self._layer.neuron_folds
+
+    @property
+    def in_bits(self) -> int:
+        """1 or 2 (two planes, gated LSB pass)."""
+        return self._layer.in_bits
+
+    @property
+    def acc_width(self) -> int:
+        """Signed accumulator (and score) width holding ``[acc_min, acc_max]``."""
+        return signed_bits(self._layer.acc_min, self._layer.acc_max)
+
+    @property
+    def popcount_latency(self) -> int:
+        """Register stages of each ``SIMD``-bit popcount tree."""
+        return popcount_latency(self.simd, _LEVELS_PER_STAGE)
+
+    @property
+    def pipeline_latency(self) -> int:
+        """Cycles from a fold's last used read to its output beat being valid on ``o``.
+
+        Read (1) + popcount tree + accumulate (1) + threshold/FIFO write (1).
+        """
+        return self.popcount_latency + 3
+
+    @property
+    def gate_delay(self) -> int:
+        """Cycles after an MSB pass until the gate decision steers the read sequence."""
+        return self.popcount_latency + 1
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a vector's first read to its first output beat (no backpressure).
+
+        ``SF - 1 + pipeline_latency``; for a 2-bit layer whose fold 0 has a gate open,
+        ``SF`` more.
+        """
+        return self.synapse_folds - 1 + self.pipeline_latency
+
+    @property
+    def output_depth(self) -> int:
+        """Output FIFO depth = output credits; enough for zero bubbles without backpressure."""
+        return self.pipeline_latency + 1
+
+    # ------------------------------------------------------------------ timing model
+    def fold_gates(self, gate_pattern=None) -> list[bool]:
+        """Per neuron fold: is any lane's gate open?  (All ``False`` for 1-bit inputs.)
+
+        ``gate_pattern``: booleans per neuron (``MH`` or ``MHp`` of them, as
+        ``GoldenModel(...).run(...).gates[i][image]``) or per fold (``NF``).  ``None`` for a
+        2-bit layer means every gate open.  Padding neurons never open (their gate is ``MW``).
+        """
+        nf, pe = self.neuron_folds, self.pe
+        if self.in_bits == 1:
+            if gate_pattern is not None and np.asarray(gate_pattern).any():
+                raise ValueError("a layer with 1-bit inputs has no gates")
+            return [False] * nf
+        if gate_pattern is None:
+            return [True] * nf
+        g = np.asarray(gate_pattern, dtype=bool).reshape(-1)
+        if g.size == nf and nf not in (self._layer.out_features, self._layer.mh_padded):
+            return [bool(x) for x in g]
+        if g.size not in (self._layer.out_features, self._layer.mh_padded):
+            raise ValueError(f"gate_pattern must have {self._layer.out_features} (MH), "
+                             f"{self._layer.mh_padded} (MHp) or {nf} (NF) entries, not {g.size}")
+        padded = np.zeros(self._layer.mh_padded, dtype=bool)
+        padded[:g.size] = g
+        return [bool(x) for x in padded.reshape(nf, pe).any(axis=1)]
+
+    def fold_cycles(self, gate_pattern=None) -> list[int]:
+        """Engine cycles of each neuron fold (see the class docstring)."""
+        sf = self.synapse_folds
+        if self.in_bits == 1:
+            return [sf] * self.neuron_folds
+        closed = sf + min(self.gate_delay, sf)
+        return [2 * sf if g else closed for g in self.fold_gates(gate_pattern)]
+
+    def compute_cycles(self, gate_pattern=None) -> int:
+        """Engine-busy cycles per vector: ``NF*SF`` (1-bit inputs), else the sum over neuron
+        folds of ``2*SF`` (some gate open) or ``SF + min(gate_delay, SF)`` (all closed)."""
+        return sum(self.fold_cycles(gate_pattern))
+
+    def vector_timing(self, gate_pattern=None) -> VectorTiming:
+        """All cycle offsets of one vector (no backpressure), see :class:`VectorTiming`."""
+        sf, lat = self.synapse_folds, self.pipeline_latency
+        gates = self.fold_gates(gate_pattern)
+        offsets, start = [], 0
+        for g, cycles in zip(gates, self.fold_cycles(gate_pattern)):
+            used = 2 * sf if g else sf  # reads up to the last one the result depends on
+            offsets.append(start + used - 1 + lat)
+            start += cycles
+        free = start
+        if self.in_bits == 2 and not gates[-1] and self.gate_delay < sf:
+            free += 1
+        return VectorTiming(start, tuple(offsets), free)
+
+    # ------------------------------------------------------------------ gateware
+    def elaborate(self, platform):
+        m = Module()
+        layer = self._layer
+        pe, simd, sf_n, nf_n = self.pe, self.simd, self.synapse_folds, self.neuron_folds
+        two = self.in_bits == 2
+        lp = self.popcount_latency
+        gd = self.gate_delay
+        speculate = two and gd < sf_n  # the LSB pass can be abandoned part way
+        mw = layer.in_features
+        in_w = simd * self.in_bits
+        accw = self.acc_width
+        cnt_w = popcount_width(layer.mw_padded)
+        # Counter ranges of at least 1 bit (no zero-width signals in the Verilog).
+        sf_range, nf_range = range(max(sf_n, 2)), range(max(nf_n, 2))
+        base_range = range(max(nf_n * sf_n, 2))
+
+        # ---------------------------------------------------------- input buffer (2 banks)
+        m.submodules.inbuf = inbuf = memory.Memory(shape=in_w, depth=2 * sf_n, init=[])
+        wport = inbuf.write_port()
+        rport = inbuf.read_port(domain="sync")
+        full = Signal(2)            # bank b holds a complete vector not yet released
+        wr_bank = Signal()
+        wr_sf = Signal(sf_range)
+        m.d.comb += [
+            self.i.ready.eq(~full.bit_select(wr_bank, 1)),
+            wport.addr.eq(Mux(wr_bank, sf_n, 0) + wr_sf),
+            wport.data.eq(Value.cast(self.i.payload)),
+            wport.en.eq(self.i.valid & self.i.ready),
+        ]
+        set_full = Signal(2)
+        clr_full = Signal(2)
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(wr_sf == sf_n - 1):
+                m.d.sync += [wr_sf.eq(0), wr_bank.eq(~wr_bank)]
+                m.d.comb += set_full.bit_select(wr_bank, 1).eq(1)
+            with m.Else():
+                m.d.sync += wr_sf.eq(wr_sf + 1)
+        m.d.sync += full.eq((full & ~clr_full) | set_full)
+
+        # ---------------------------------------------------------- ROMs
+        roms = {name: InitFileROM(width, depth, path, rom_mode=self._rom_mode)
+                for name, (width, depth, path) in self._rom_specs.items()}
+        for name, rom in roms.items():
+            m.submodules[f"{name}_rom"] = rom
+        wrom, grom, trom = roms["weights"], roms.get("gates"), roms.get("thresholds")
+
+        # ---------------------------------------------------------- issue (read sequencer)
+        active = Signal()               # a vector is being read from rd_bank
+        rd_bank = Signal()
+        pos_nf = Signal(nf_range)    # next read of the active vector
+        pos_sf = Signal(sf_range)
+        pos_l = Signal()                # LSB pass
+        pos_base = Signal(base_range)   # pos_nf * SF (weight address base)
+        anyg_reg = Signal()             # any gate open in the last decided fold
+
+        credits_used = Signal(range(self.output_depth + 1))
+        credit_ok = credits_used < self.output_depth
+
+        abort = Signal()                # abandon the speculative LSB pass now
+        if speculate:
+            m.d.comb += abort.eq(active & pos_l & (pos_sf == gd) & ~anyg_reg)
+
+        # Candidate read for this cycle.
+        c_valid = Signal()
+        c_bank = Signal()
+        c_nf = Signal(nf_range)
+        c_sf = Signal(sf_range)
+        c_l = Signal()
+        c_base = Signal(base_range)
+        last_fold = pos_nf == nf_n - 1
+        with m.If(~active):
+            m.d.comb += [c_valid.eq(full.bit_select(rd_bank, 1)), c_bank.eq(rd_bank)]
+        with m.Elif(abort & last_fold):
+            m.d.comb += [c_valid.eq(full.bit_select(~rd_bank, 1)), c_bank.eq(~rd_bank)]
+        with m.Elif(abort):
+            m.d.comb += [c_valid.eq(1), c_bank.eq(rd_bank), c_nf.eq(pos_nf + 1),
+                         c_base.eq(pos_base + sf_n)]
+        with m.Else():
+            m.d.comb += [c_valid.eq(1), c_bank.eq(rd_bank), c_nf.eq(pos_nf), c_sf.eq(pos_sf),
+                         c_l.eq(pos_l), c_base.eq(pos_base)]
+        fold_start = (c_sf == 0) & ~c_l
+        issue = Signal()
+        m.d.comb += issue.eq(c_valid & (~fold_start | credit_ok))
+
+        # A vector ended by abandoning its last fold releases its bank now.
+        with m.If(abort & last_fold):
+            m.d.comb += clr_full.bit_select(rd_bank, 1).eq(1)
+
+        c_last_sf = c_sf == sf_n - 1
+        with m.If(issue):
+            with m.If(~c_last_sf):
+                m.d.sync += [active.eq(1), rd_bank.eq(c_bank), pos_nf.eq(c_nf),
+                             pos_sf.eq(c_sf + 1), pos_l.eq(c_l), pos_base.eq(c_base)]
+            with m.Elif(Const(two) & ~c_l):
+                m.d.sync += [active.eq(1), rd_bank.eq(c_bank), pos_nf.eq(c_nf),
+                             pos_sf.eq(0), pos_l.eq(1), pos_base.eq(c_base)]
+            with m.Elif(c_nf != nf_n - 1):
+                m.d.sync += [active.eq(1), rd_bank.eq(c_bank), pos_nf.eq(c_nf + 1),
+                             pos_sf.eq(0), pos_l.eq(0), pos_base.eq(c_base + sf_n)]
+            with m.Else():
+                # Last read of the vector: release its bank, look at the other one next.
+                m.d.sync += [active.eq(0), rd_bank.eq(~c_bank), pos_nf.eq(0), pos_sf.eq(0),
+                             pos_l.eq(0), pos_base.eq(0)]
+                m.d.comb += clr_full.bit_select(c_bank, 1).eq(1)
+        with m.Elif(abort):
+            with m.If(last_fold):
+                m.d.sync += [active.eq(0), rd_bank.eq(~rd_bank), pos_nf.eq(0), pos_sf.eq(0),
+                             pos_l.eq(0), pos_base.eq(0)]
+            with m.Else():
+                m.d.sync += [pos_nf.eq(pos_nf + 1), pos_sf.eq(0), pos_l.eq(0),
+                             pos_base.eq(pos_base + sf_n)]
+
+        m.d.comb += [
+            wrom.addr.eq(c_base + c_sf),
+            rport.addr.eq(Mux(c_bank, sf_n, 0) + c_sf),
+        ]
+
+        # Output credits: taken by a fold's first read, returned after its beat is accepted.
+        take = issue & fold_start
+        give = self.o.valid & self.o.ready
+        with m.If(take & ~give):
+            m.d.sync += credits_used.eq(credits_used + 1)
+        with m.Elif(give & ~take):
+            m.d.sync += credits_used.eq(credits_used - 1)
+
+        # ---------------------------------------------------------- tag pipeline
+        tag_layout = data.StructLayout({
+            "valid": 1, "first": 1, "last": 1, "lsb": 1, "nf": nf_range})
+        tags = [Signal(tag_layout, name="tag_issue")]
+        m.d.comb += [tags[0].valid.eq(issue), tags[0].first.eq(c_sf == 0),
+                     tags[0].last.eq(c_last_sf), tags[0].lsb.eq(c_l), tags[0].nf.eq(c_nf)]
+        for k in range(1, lp + 2):
+            t = Signal(tag_layout, name=f"tag_d{k}")
+            m.d.sync += t.eq(tags[-1])
+            tags.append(t)
+        s1, sa = tags[1], tags[lp + 1]   # memory-data stage, accumulate stage
+
+        # ---------------------------------------------------------- XNOR + popcount (S1 .. A)
+        word = rport.data
+        x = Signal(simd)
+        if two:
+            m.d.comb += x.eq(Mux(s1.lsb, word[simd:], word[:simd]))
+        else:
+            m.d.comb += x.eq(word)
+        counts = []
+        for p in range(pe):
+            tree = PopcountTree(simd, levels_per_stage=_LEVELS_PER_STAGE)
+            m.submodules[f"popcount{p}"] = tree
+            m.d.comb += [tree.i_data.eq(~(wrom.data[p * simd:(p + 1) * simd] ^ x)),
+                         tree.i_valid.eq(s1.valid)]
+            counts.append(tree.o_count)
+
+        # ---------------------------------------------------------- accumulate (stage A)
+        res_valid = Signal()
+        res_acc = Signal(data.ArrayLayout(signed(accw), pe))
+        m.d.sync += res_valid.eq(0)
+        if two:
+            m.d.comb += grom.addr.eq(tags[lp].nf)   # gate word ready in stage A
+            gw = layer.gate_bits
+            gates_reg = Signal(pe)
+            gate_now = Signal(pe)
+        dot_w = signed_bits(-mw, mw)
+        for p in range(pe):
+            cnt = Signal(cnt_w, name=f"cnt{p}")
+            total = Signal(cnt_w, name=f"total{p}")
+            dot = Signal(signed(dot_w), name=f"dot{p}")
+            m.d.comb += [total.eq(Mux(sa.first, 0, cnt) + counts[p]),
+                         dot.eq((total << 1) - mw)]
+            with m.If(sa.valid):
+                m.d.sync += cnt.eq(total)
+            if not two:
+                with m.If(sa.valid & sa.last):
+                    m.d.sync += res_acc[p].eq(dot)
+            else:
+                accm = Signal(signed(dot_w), name=f"accm{p}")
+                g = grom.data[p * gw:(p + 1) * gw].as_signed()
+                m.d.comb += gate_now[p].eq(dot > g)
+                with m.If(sa.valid & sa.last & ~sa.lsb):
+                    m.d.sync += [accm.eq(dot), res_acc[p].eq(dot << 1)]
+                with m.If(sa.valid & sa.last & sa.lsb):
+                    m.d.sync += res_acc[p].eq((accm << 1) + Mux(gates_reg[p], dot, 0))
+        if not two:
+            with m.If(sa.valid & sa.last):
+                m.d.sync += res_valid.eq(1)
+        else:
+            with m.If(sa.valid & sa.last & ~sa.lsb):
+                m.d.sync += [gates_reg.eq(gate_now), anyg_reg.eq(gate_now.any()),
+                             res_valid.eq(~gate_now.any())]
+            with m.If(sa.valid & sa.last & sa.lsb):
+                m.d.sync += res_valid.eq(anyg_reg)
+
+        # ---------------------------------------------------------- threshold + FIFO (stage R)
+        out_w = len(Value.cast(self.o.payload))
+        m.submodules.out_fifo = ofifo = fifo.SyncFIFO(width=out_w, depth=self.output_depth)
+        if layer.out == "scores":
+            m.d.comb += ofifo.w_data.eq(Value.cast(res_acc))
+        else:
+            m.d.comb += trom.addr.eq(sa.nf)   # threshold word ready in stage R
+            m.submodules.threshold = thr = ThresholdUnit(pe, accw, layer.out,
+                                                         layer.threshold_bits)
+            m.d.comb += [thr.acc.eq(res_acc), thr.thresholds.eq(trom.data),
+                         ofifo.w_data.eq(Value.cast(thr.act))]
+        m.d.comb += [
+            ofifo.w_en.eq(res_valid),
+            self.o.valid.eq(ofifo.r_rdy),
+            self.o.payload.eq(ofifo.r_data),
+            ofifo.r_en.eq(self.o.ready),
+        ]
+        return m

@@ -1,0 +1,138 @@
+"""Read-only memories initialised from the exported ``.mem`` files.
+
+The ``.mem`` files are the source of truth for weights, thresholds and gates
+(docs/compiled-network.md, "Memory files").  :class:`InitFileROM` has two
+elaborations with the same one-cycle read latency:
+
+* ``rom_mode="sim"``: an :class:`amaranth.lib.memory.Memory` initialised from the file
+  (for the Amaranth simulator);
+* ``rom_mode="verilog"``: an ``Instance`` of the hand-written ``fracbnn_rom`` module
+  (``hw/verilog/fracbnn_rom.v``, ``$readmemh(INIT_FILE)``), so the emitted Verilog
+  loads the file at elaboration and new weights need no new HDL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from amaranth.hdl import ClockSignal, Instance, Module
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from sw.memfile import read_mem
+
+__all__ = ["ROM_MODES", "VERILOG_ROM_SOURCE", "InitFileROM"]
+
+#: Accepted ``rom_mode`` values.
+ROM_MODES = ("sim", "verilog")
+
+#: The Verilog module instantiated in ``rom_mode="verilog"``.
+VERILOG_ROM_SOURCE = Path(__file__).with_name("verilog") / "fracbnn_rom.v"
+
+
+class InitFileROM(wiring.Component):
+    """A ``width`` x ``depth`` ROM with one synchronous read port.
+
+    Parameters
+    ----------
+    width, depth : int
+        Word width in bits and number of words (both >= 1).
+    init_file : str or Path
+        The ``.mem`` file (exactly ``depth`` words of ``ceil(width/4)`` hex digits); it is
+        read and checked here in both modes (:class:`sw.errors.UserError` if missing or
+        malformed).
+    rom_mode : {"sim", "verilog"}
+        Elaboration: Amaranth memory, or ``fracbnn_rom`` instance.
+    init_name : str, optional
+        The ``INIT_FILE`` parameter of the Verilog instance; default: the file's base name
+        (the generator copies the ``.mem`` files next to the Verilog).
+
+    Ports
+    -----
+    addr : In(addr_width)
+        Read address, sampled at the clock edge ending a cycle in which ``en`` is high.
+    en : In(1), init 1
+        Read enable; while low, ``data`` holds its value.
+    data : Out(width)
+        ``mem[addr]`` of the previous enabled cycle (1-cycle read latency).
+    """
+
+    def __init__(self, width: int, depth: int, init_file, *, rom_mode: str = "sim",
+                 init_name: str | None = None):
+        for name, value in (("width", width), ("depth", depth)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
+        if rom_mode not in ROM_MODES:
+            raise ValueError(f"rom_mode must be one of {ROM_MODES}, not {rom_mode!r}")
+        self._width = width
+        self._depth = depth
+        self._init_file = Path(init_file)
+        self._rom_mode = rom_mode
+        self._init_name = init_name if init_name is not None else self._init_file.name
+        self._words = tuple(read_mem(self._init_file, width, depth))
+        super().__init__({
+            "addr": In(self.addr_width),
+            "en": In(1, init=1),
+            "data": Out(width),
+        })
+
+    @property
+    def width(self) -> int:
+        """Word width in bits."""
+        return self._width
+
+    @property
+    def depth(self) -> int:
+        """Number of words."""
+        return self._depth
+
+    @property
+    def addr_width(self) -> int:
+        """Address bits (at least 1)."""
+        return max(1, (self._depth - 1).bit_length())
+
+    @property
+    def init_file(self) -> Path:
+        """The ``.mem`` file the contents come from."""
+        return self._init_file
+
+    @property
+    def init_name(self) -> str:
+        """``INIT_FILE`` of the Verilog instance."""
+        return self._init_name
+
+    @property
+    def rom_mode(self) -> str:
+        """``"sim"`` or ``"verilog"``."""
+        return self._rom_mode
+
+    @property
+    def words(self) -> tuple[int, ...]:
+        """The contents, as read from :attr:`init_file`."""
+        return self._words
+
+    @property
+    def latency(self) -> int:
+        """Read latency in cycles (always 1)."""
+        return 1
+
+    def elaborate(self, platform):
+        m = Module()
+        if self._rom_mode == "sim":
+            m.submodules.mem = mem = memory.Memory(
+                shape=self._width, depth=self._depth, init=self._words)
+            port = mem.read_port(domain="sync")
+            m.d.comb += [port.addr.eq(self.addr), port.en.eq(self.en), self.data.eq(port.data)]
+        else:
+            m.submodules.rom = Instance(
+                "fracbnn_rom",
+                p_WIDTH=self._width,
+                p_DEPTH=self._depth,
+                p_ADDR_WIDTH=self.addr_width,
+                p_INIT_FILE=self._init_name,
+                i_clk=ClockSignal("sync"),
+                i_en=self.en,
+                i_addr=self.addr,
+                o_data=self.data,
+            )
+        return m

@@ -1,0 +1,141 @@
+"""Threshold unit: per-neuron monotone activation of the integer accumulator.
+
+Exactly docs/compiled-network.md, "Layer arithmetic": per lane ``a = neg ? -acc : acc``;
+``sign``: output bit ``a >= T0``; ``frac2``: ``q = [a >= T0] + [a >= T1] + [a >= T2]``,
+``m = q >> 1``, ``l = q & 1``.  Only negation and comparators: no multipliers, no DSPs.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["THRESHOLD_KINDS", "threshold_count", "threshold_lane_bits", "out_layout",
+           "ThresholdUnit"]
+
+#: Output kinds with thresholds, and their threshold counts.
+THRESHOLD_KINDS = {"sign": 1, "frac2": 3}
+
+
+def threshold_count(out: str) -> int:
+    """Thresholds per neuron for an output kind (``sign``: 1, ``frac2``: 3)."""
+    try:
+        return THRESHOLD_KINDS[out]
+    except KeyError:
+        raise ValueError(f"out must be one of {sorted(THRESHOLD_KINDS)}, not {out!r}") from None
+
+
+def threshold_lane_bits(out: str, threshold_bits: int) -> int:
+    """Bits of one lane of a threshold word: ``LW = count * TW + 1`` (the ``neg`` flag last)."""
+    return threshold_count(out) * threshold_bits + 1
+
+
+def out_layout(out: str, pe: int):
+    """Stream payload of ``pe`` activations: ``unsigned(pe)`` (sign) or ``{"m", "l"}`` planes."""
+    if out == "sign":
+        return unsigned(pe)
+    if out == "frac2":
+        return data.StructLayout({"m": pe, "l": pe})
+    raise ValueError(f"out must be 'sign' or 'frac2', not {out!r}")
+
+
+class ThresholdUnit(wiring.Component):
+    """``pe`` lanes of accumulator -> activation, combinational (latency 0).
+
+    Parameters
+    ----------
+    pe : int
+        Lanes (neurons per beat).
+    acc_width : int
+        Signed width of each accumulator.
+    out : {"sign", "frac2"}
+        Activation kind (1 or 3 thresholds per lane).
+    threshold_bits : int
+        ``TW``, two's-complement width of each threshold.
+
+    Ports
+    -----
+    acc : In(ArrayLayout(signed(acc_width), pe))
+        Lane ``p`` is the accumulator of neuron ``nf*PE + p``.
+    thresholds : In(pe * LW)
+        One threshold-ROM word: lane ``p`` at bits ``[p*LW, (p+1)*LW)``, threshold ``c`` at
+        ``[c*TW, (c+1)*TW)`` of the lane, ``neg`` at bit ``count*TW``.
+    act : Out(out_layout(out, pe))
+        ``sign``: bit ``p`` = ``a_p >= T0_p``; ``frac2``: ``m[p] = q_p >> 1``, ``l[p] = q_p & 1``.
+    """
+
+    def __init__(self, pe: int, acc_width: int, out: str, threshold_bits: int):
+        for name, value in (("pe", pe), ("acc_width", acc_width),
+                            ("threshold_bits", threshold_bits)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
+        self._count = threshold_count(out)
+        self._pe = pe
+        self._acc_width = acc_width
+        self._out = out
+        self._threshold_bits = threshold_bits
+        super().__init__({
+            "acc": In(data.ArrayLayout(signed(acc_width), pe)),
+            "thresholds": In(pe * self.lane_bits),
+            "act": Out(out_layout(out, pe)),
+        })
+
+    @property
+    def pe(self) -> int:
+        """Lanes."""
+        return self._pe
+
+    @property
+    def acc_width(self) -> int:
+        """Signed accumulator width."""
+        return self._acc_width
+
+    @property
+    def out(self) -> str:
+        """Activation kind."""
+        return self._out
+
+    @property
+    def count(self) -> int:
+        """Thresholds per lane."""
+        return self._count
+
+    @property
+    def threshold_bits(self) -> int:
+        """Threshold width ``TW``."""
+        return self._threshold_bits
+
+    @property
+    def lane_bits(self) -> int:
+        """``LW = count * TW + 1``."""
+        return self._count * self._threshold_bits + 1
+
+    @property
+    def latency(self) -> int:
+        """Cycles from ``acc``/``thresholds`` to ``act`` (0: combinational)."""
+        return 0
+
+    def elaborate(self, platform):
+        m = Module()
+        tw, lw = self._threshold_bits, self.lane_bits
+        for p in range(self._pe):
+            lane = self.thresholds[p * lw:(p + 1) * lw]
+            neg = lane[self._count * tw]
+            acc = self.acc[p]
+            # |acc| range is symmetric, so -acc fits one extra bit.
+            a = Signal(signed(self._acc_width + 1), name=f"a{p}")
+            m.d.comb += a.eq(Mux(neg, -acc, acc))
+            ge = []
+            for c in range(self._count):
+                t = lane[c * tw:(c + 1) * tw].as_signed()
+                g = Signal(name=f"ge{p}_{c}")
+                m.d.comb += g.eq(a >= t)
+                ge.append(g)
+            if self._out == "sign":
+                m.d.comb += self.act[p].eq(ge[0])
+            else:
+                q = Signal(2, name=f"q{p}")
+                m.d.comb += q.eq(ge[0] + ge[1] + ge[2])
+                m.d.comb += [self.act.m[p].eq(q[1]), self.act.l[p].eq(q[0])]
+        return m

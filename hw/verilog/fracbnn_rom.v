@@ -1,0 +1,45 @@
+// fracbnn_rom: synchronous-read ROM initialised from a $readmemh file.
+//
+// One read port: `addr` sampled on the rising edge of `clk` while `en` is high;
+// `data` holds mem[addr] from the next cycle on (1-cycle read latency) and keeps
+// its value while `en` is low.  The contents come only from INIT_FILE (one hex
+// word per line, exactly DEPTH lines, see docs/compiled-network.md), so a
+// retrained network with the same shapes needs new .mem files, not new HDL.
+// Instantiated by hw/rom.py (InitFileROM in rom_mode="verilog").
+//
+// Memories of at least BLOCK_MIN_BITS bits get a block-RAM hint, smaller ones a
+// distributed (LUT) ROM hint.
+`default_nettype none
+
+module fracbnn_rom #(
+    parameter integer WIDTH = 8,
+    parameter integer DEPTH = 16,
+    parameter integer ADDR_WIDTH = 4,
+    parameter INIT_FILE = "rom.mem",
+    parameter integer BLOCK_MIN_BITS = 4096
+) (
+    input  wire                  clk,
+    input  wire                  en,
+    input  wire [ADDR_WIDTH-1:0] addr,
+    output reg  [WIDTH-1:0]      data
+);
+    generate
+        if (WIDTH * DEPTH >= BLOCK_MIN_BITS) begin : g_block
+            (* rom_style = "block", ram_style = "block" *)
+            reg [WIDTH-1:0] mem [0:DEPTH-1];
+            initial $readmemh(INIT_FILE, mem);
+            always @(posedge clk) begin
+                if (en) data <= mem[addr];
+            end
+        end else begin : g_distributed
+            (* rom_style = "distributed", ram_style = "distributed" *)
+            reg [WIDTH-1:0] mem [0:DEPTH-1];
+            initial $readmemh(INIT_FILE, mem);
+            always @(posedge clk) begin
+                if (en) data <= mem[addr];
+            end
+        end
+    endgenerate
+endmodule
+
+`default_nettype wire

@@ -1,0 +1,184 @@
+"""Order-preserving stream width converter between arbitrary element counts per beat.
+
+Elements are either single bits or ``(m, l)`` pairs (the two planes of a 2-bit activation).
+A beat of ``n`` bit elements is ``unsigned(n)`` with element ``k`` at bit ``k``; a beat of ``n``
+pair elements is ``StructLayout({"m": n, "l": n})`` with element ``k`` at bit ``k`` of both
+planes (the layouts of hw_common's "Internal streams").  The converter can also append a fixed
+number of zero elements after every input vector (layer 0's ``MW -> MWp`` padding).
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal, Value, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["BIT", "ML_PAIR", "StreamWidthConverter", "beat_layout", "plane_names"]
+
+#: One binary element per position.
+BIT = unsigned(1)
+#: One 2-bit activation per position, carried as an MSB plane ``m`` and an LSB plane ``l``.
+ML_PAIR = data.StructLayout({"m": 1, "l": 1})
+
+
+def plane_names(elem_shape) -> tuple[str, ...] | None:
+    """Plane field names of an element shape: ``None`` for :data:`BIT`, ``("m", "l")`` for pairs."""
+    if elem_shape == BIT or elem_shape == 1:
+        return None
+    if elem_shape == ML_PAIR:
+        return ("m", "l")
+    raise ValueError(f"elem_shape must be BIT (unsigned(1)) or ML_PAIR, not {elem_shape!r}")
+
+
+def beat_layout(elem_shape, count: int):
+    """Payload shape of a beat of ``count`` elements of ``elem_shape``."""
+    names = plane_names(elem_shape)
+    if names is None:
+        return unsigned(count)
+    return data.StructLayout({name: count for name in names})
+
+
+class StreamWidthConverter(wiring.Component):
+    """Re-pack a stream of ``in_count`` elements per beat into ``out_count`` elements per beat.
+
+    Parameters
+    ----------
+    elem_shape : :data:`BIT` or :data:`ML_PAIR`
+        Element kind.
+    in_count, out_count : int
+        Elements per input / output beat (any positive integers, not necessarily multiples).
+    vector_elems : int or None
+        With padding: elements per input vector (a multiple of ``in_count``).
+    pad_elems : int
+        Zero elements appended after each input vector of ``vector_elems`` elements.
+
+    Interface
+    ---------
+    i : In(stream.Signature(beat_layout(elem_shape, in_count)))
+    o : Out(stream.Signature(beat_layout(elem_shape, out_count)))
+
+    The element sequence on ``o`` is the sequence on ``i`` (lowest element index of a beat
+    first), with ``pad_elems`` zeros after every vector; nothing is lost or duplicated.
+
+    Timing
+    ------
+    A buffer holds ``capacity = out_count + 2*in_count - 1 + pad_elems`` elements with fill
+    level ``count`` (a register).  Each cycle:
+
+    * ``o.valid = count >= out_count`` (registered; ``o.payload`` = the oldest ``out_count``);
+    * ``i.ready = count <= capacity - in_count - pad_elems`` (registered, independent of
+      ``o.ready``);
+    * ``count' = count - out_count*[o fires] + in_count*[i fires]
+      + pad_elems*[i fires on the last beat of a vector]``.
+
+    So an element accepted in cycle ``t`` can leave at ``t+1`` at the earliest (latency 1),
+    and the converter sustains the full rate of the slower side.
+    """
+
+    def __init__(self, elem_shape, in_count: int, out_count: int, *,
+                 vector_elems: int | None = None, pad_elems: int = 0):
+        self._planes = plane_names(elem_shape)
+        for name, value in (("in_count", in_count), ("out_count", out_count)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if not isinstance(pad_elems, int) or pad_elems < 0:
+            raise ValueError(f"pad_elems must be a non-negative integer, not {pad_elems!r}")
+        if pad_elems and vector_elems is None:
+            raise ValueError("pad_elems needs vector_elems (elements per input vector)")
+        if vector_elems is not None:
+            if not isinstance(vector_elems, int) or vector_elems < 1 or vector_elems % in_count:
+                raise ValueError(f"vector_elems must be a positive multiple of in_count={in_count}, "
+                                 f"not {vector_elems!r}")
+        self._elem_shape = ML_PAIR if self._planes else BIT
+        self._in_count = in_count
+        self._out_count = out_count
+        self._vector_elems = vector_elems
+        self._pad_elems = pad_elems
+        super().__init__({
+            "i": In(stream.Signature(beat_layout(self._elem_shape, in_count))),
+            "o": Out(stream.Signature(beat_layout(self._elem_shape, out_count))),
+        })
+
+    elem_shape = property(lambda self: self._elem_shape)
+    in_count = property(lambda self: self._in_count)
+    out_count = property(lambda self: self._out_count)
+    vector_elems = property(lambda self: self._vector_elems)
+    pad_elems = property(lambda self: self._pad_elems)
+
+    @property
+    def capacity(self) -> int:
+        """Buffer size in elements."""
+        return self._out_count + 2 * self._in_count - 1 + self._pad_elems
+
+    @property
+    def accept_limit(self) -> int:
+        """The input is ready while the fill level is at most this."""
+        return self.capacity - self._in_count - self._pad_elems
+
+    @property
+    def beats_per_vector(self) -> int | None:
+        """Input beats per vector (``None`` without padding)."""
+        if self._vector_elems is None:
+            return None
+        return self._vector_elems // self._in_count
+
+    @property
+    def latency(self) -> int:
+        """Minimum cycles from accepting an element to offering it."""
+        return 1
+
+    def _planes_of(self, view):
+        if self._planes is None:
+            return [view]
+        return [getattr(view, name) for name in self._planes]
+
+    def elaborate(self, platform):
+        m = Module()
+        cap, n_in, n_out = self.capacity, self._in_count, self._out_count
+        count = Signal(range(cap + 1))
+        in_planes = self._planes_of(self.i.payload)
+        out_planes = self._planes_of(self.o.payload)
+        bufs = [Signal(cap, name=f"buf{k}") for k in range(len(in_planes))]
+
+        o_fire = Signal()
+        i_fire = Signal()
+        m.d.comb += [
+            self.o.valid.eq(count >= n_out),
+            self.i.ready.eq(count <= self.accept_limit),
+            o_fire.eq(self.o.valid & self.o.ready),
+            i_fire.eq(self.i.valid & self.i.ready),
+        ]
+        for buf, plane in zip(bufs, out_planes):
+            m.d.comb += plane.eq(buf[:n_out])
+
+        # Fill level after this cycle's output; new elements are written right above it.
+        base = Signal(range(cap + 1))
+        m.d.comb += base.eq(count - (o_fire * n_out))
+
+        pad_now = Signal()
+        if self._vector_elems is not None and self._pad_elems:
+            beat = Signal(range(self.beats_per_vector))
+            last_beat = beat == self.beats_per_vector - 1
+            with m.If(i_fire):
+                with m.If(last_beat):
+                    m.d.sync += beat.eq(0)
+                with m.Else():
+                    m.d.sync += beat.eq(beat + 1)
+            m.d.comb += pad_now.eq(last_beat)
+
+        # Elements above the fill level are always zero, so padding is just a larger count.
+        for buf, plane in zip(bufs, in_planes):
+            shifted = Signal(cap)
+            m.d.comb += shifted.eq(buf >> n_out)
+            kept = Signal(cap)
+            with m.If(o_fire):
+                m.d.comb += kept.eq(shifted)
+            with m.Else():
+                m.d.comb += kept.eq(buf)
+            with m.If(i_fire):
+                m.d.sync += buf.eq(kept | (Value.cast(plane) << base)[:cap])
+            with m.Else():
+                m.d.sync += buf.eq(kept)
+
+        m.d.sync += count.eq(base + i_fire * n_in + (i_fire & pad_now) * self._pad_elems)
+        return m

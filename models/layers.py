@@ -1,0 +1,456 @@
+"""PyTorch layers of the FracBNN-style binary MLP, with an exact integer eval path.
+
+Semantics follow ``docs/compiled-network.md`` ("Layer arithmetic" and "Relation
+to the PyTorch model").  In eval mode every layer computes the integer
+accumulator ``acc`` exactly in float32 (all partial sums are small integers),
+then a per-channel, element-wise, monotone activation of ``acc``; the exporter
+folds that activation into integer thresholds by evaluating :meth:`BinaryDense.activate`
+on every integer ``acc`` value.
+
+Value conventions
+-----------------
+* binary values are floats in {-1, +1};
+* 2-bit ("frac2") activations are carried as ``u = 2m + l`` in {-3, -1, +1, +3}
+  (three times FracBNN's levels {-1, -1/3, +1/3, +1}), ``m`` and ``l`` in {-1, +1};
+* thermometer input bit ``i = p*T + k`` is ``pixel_p >= t_k`` (pixel-major, plane-minor).
+
+Training uses straight-through estimators (STE): the sign of latent weights and
+activations is differentiated as the identity clipped to ``|x| <= 1``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "binarize",
+    "clip_latent_weights",
+    "Thermometer",
+    "TensorNorm",
+    "BinaryDense",
+    "BinaryMLP",
+    "FRAC2_THRESHOLDS",
+]
+
+#: Quantiser steps of the 2-bit activation, as float32 constants (see the contract).
+FRAC2_THRESHOLDS = (-2.0 / 3.0, 0.0, 2.0 / 3.0)
+
+_OUT_KINDS = ("sign", "frac2", "scores")
+
+
+class _SignSTE(torch.autograd.Function):
+    """``+1 if x >= 0 else -1`` forward, ``grad * (|x| <= 1)`` backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+def binarize(w: torch.Tensor) -> torch.Tensor:
+    """Binarise to {-1, +1} (``w >= 0`` -> +1) with the clipped straight-through gradient.
+
+    Parameters
+    ----------
+    w
+        Latent (real-valued) tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape and dtype, values exactly -1.0 or +1.0; the backward pass
+        multiplies the incoming gradient by ``|w| <= 1``.
+    """
+    return _SignSTE.apply(w)
+
+
+def _frac2_levels(t: torch.Tensor) -> torch.Tensor:
+    """Return ``q = [t >= -2/3] + [t >= 0] + [t >= 2/3]`` (float, 0..3), float32 constants."""
+    lo, mid, hi = (torch.tensor(c, dtype=torch.float32) for c in FRAC2_THRESHOLDS)
+    return (t >= lo).to(t.dtype) + (t >= mid).to(t.dtype) + (t >= hi).to(t.dtype)
+
+
+class _Frac2STE(torch.autograd.Function):
+    """``u = 2q - 3`` forward; backward ``3 * grad * (|t| <= 1)`` (STE of v = u/3 on t)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(t)
+        return 2.0 * _frac2_levels(t) - 3.0
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (t,) = ctx.saved_tensors
+        return 3.0 * grad * (t.abs() <= 1).to(grad.dtype)
+
+
+@torch.no_grad()
+def clip_latent_weights(model: nn.Module) -> None:
+    """Clamp the latent weights of every :class:`BinaryDense` in ``model`` to [-1, 1].
+
+    Call after each optimiser step; weights outside the STE window would never
+    receive gradient again.
+    """
+    for module in model.modules():
+        if isinstance(module, BinaryDense):
+            module.weight.clamp_(-1.0, 1.0)
+
+
+class Thermometer(nn.Module):
+    """Thermometer encoding of 8-bit pixels into binary planes.
+
+    Parameters
+    ----------
+    levels
+        Number of thresholds ``T`` (bits per pixel), >= 1.
+    thresholds
+        Strictly increasing integers in 1..255; default ``floor(256*(k+1)/(T+1))``
+        (``T = 1``: binarise at 128).
+
+    Forward: ``pixels`` (B, P) in 0..255 (any real or integer dtype) ->
+    (B, P*T) float32 in {-1, +1} with bit ``i = p*T + k`` = ``pixel_p >= t_k``.
+    """
+
+    def __init__(self, levels: int, thresholds: Sequence[int] | None = None):
+        super().__init__()
+        if not isinstance(levels, int) or levels < 1:
+            raise ValueError(f"thermometer levels must be a positive int, not {levels!r}")
+        if thresholds is None:
+            thresholds = [256 * (k + 1) // (levels + 1) for k in range(levels)]
+        thresholds = [int(t) for t in thresholds]
+        if len(thresholds) != levels:
+            raise ValueError(f"thermometer needs {levels} thresholds, not {len(thresholds)}")
+        if any(not 1 <= t <= 255 for t in thresholds) or any(a >= b for a, b in zip(thresholds, thresholds[1:])):
+            raise ValueError(f"thermometer thresholds must be strictly increasing in 1..255, not {thresholds!r}")
+        self.levels = levels
+        self.register_buffer("thresholds", torch.tensor(thresholds, dtype=torch.int64))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.dim() != 2:
+            raise ValueError(f"thermometer input must be (batch, pixels), not {tuple(pixels.shape)}")
+        bits = pixels.to(torch.float32).unsqueeze(-1) >= self.thresholds.to(torch.float32)
+        return bits.reshape(pixels.shape[0], -1).to(torch.float32) * 2.0 - 1.0
+
+
+class TensorNorm(nn.Module):
+    """Tensor-wide (scalar) normalisation with a positive scale.
+
+    Train mode normalises with the batch mean/variance (all elements) and
+    updates running statistics (momentum 0.1).  Eval mode computes exactly
+    ``(x - running_mean) * self.scale() + beta`` as separate float32 ops, a
+    strictly increasing map since ``scale() = exp(log_gamma) / sqrt(running_var + eps) > 0``.
+    """
+
+    def __init__(self, eps: float = 1e-4, momentum: float = 0.1):
+        super().__init__()
+        self.eps = eps
+        self.momentum = momentum
+        self.log_gamma = nn.Parameter(torch.zeros(()))
+        self.beta = nn.Parameter(torch.zeros(()))
+        self.register_buffer("running_mean", torch.zeros(()))
+        self.register_buffer("running_var", torch.ones(()))
+
+    def scale(self) -> torch.Tensor:
+        """The positive eval-mode scale ``exp(log_gamma) / sqrt(running_var + eps)``."""
+        return torch.exp(self.log_gamma) / torch.sqrt(self.running_var + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            mean = x.mean()
+            var = x.var(unbiased=False)
+            with torch.no_grad():
+                n = x.numel()
+                unbiased = var * n / max(n - 1, 1)
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(unbiased.detach(), self.momentum)
+            return (x - mean) * (torch.exp(self.log_gamma) / torch.sqrt(var + self.eps)) + self.beta
+        return (x - self.running_mean) * self.scale() + self.beta
+
+
+class _HardGate(torch.autograd.Function):
+    """Forward ``acc_m > delta`` (0/1 float); backward via ``sigmoid((acc_m - delta)/tau)``."""
+
+    @staticmethod
+    def forward(ctx, acc_m: torch.Tensor, delta: torch.Tensor, tau: float) -> torch.Tensor:
+        ctx.save_for_backward(acc_m, delta)
+        ctx.tau = tau
+        return (acc_m > delta).to(acc_m.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        acc_m, delta = ctx.saved_tensors
+        s = torch.sigmoid((acc_m - delta) / ctx.tau)
+        d_delta = -(grad * s * (1 - s) / ctx.tau)
+        # Reduce over the batch to delta's (out,) shape; acc_m gets no gradient here
+        # (its straight-through gradient comes from the 2*acc_m term).
+        return None, d_delta.reshape(-1, delta.shape[-1]).sum(0), None
+
+
+class BinaryDense(nn.Module):
+    """Dense layer with binary weights, 1- or 2-bit inputs and a folded-able activation.
+
+    Parameters
+    ----------
+    in_features, out_features
+        ``MW`` and ``MH`` of the contract.
+    in_bits
+        1: inputs in {-1, +1}; 2: inputs ``u`` in {-3, -1, +1, +3} with precision gating.
+    out
+        ``"sign"`` (outputs ±1), ``"frac2"`` (outputs u) or ``"scores"`` (logits via :class:`TensorNorm`).
+    dropout
+        Training-only dropout probability on this layer's inputs (identity in eval).
+    gate_tau
+        Temperature of the gate's surrogate gradient; default ``0.25 * sqrt(in_features)``.
+
+    Attributes
+    ----------
+    weight : Parameter (out, in)
+        Latent weights in [-1, 1]; :meth:`binary_weight` gives their signs.
+    bn : BatchNorm1d, act_bias : Parameter (out,)
+        Only for ``sign``/``frac2``.
+    norm : TensorNorm
+        Only for ``scores``.
+    gate_delta : Parameter (out,)
+        Only for ``in_bits == 2``; the LSB plane is used where ``acc_m > gate_delta``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, in_bits: int, out: str,
+                 dropout: float = 0.0, gate_tau: float | None = None):
+        super().__init__()
+        if not isinstance(in_features, int) or in_features < 1:
+            raise ValueError(f"in_features must be a positive int, not {in_features!r}")
+        if not isinstance(out_features, int) or out_features < 1:
+            raise ValueError(f"out_features must be a positive int, not {out_features!r}")
+        if in_bits not in (1, 2):
+            raise ValueError(f"in_bits must be 1 or 2, not {in_bits!r}")
+        if out not in _OUT_KINDS:
+            raise ValueError(f"out must be one of {_OUT_KINDS}, not {out!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {dropout!r}")
+        self.in_features, self.out_features = in_features, out_features
+        self.in_bits, self.out = in_bits, out
+        self.dropout = float(dropout)
+        self.gate_tau = float(gate_tau) if gate_tau is not None else 0.25 * math.sqrt(in_features)
+
+        bound = math.sqrt(6.0 / (in_features + out_features))  # Glorot-uniform latent init
+        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
+        if out == "scores":
+            self.norm = TensorNorm()
+        else:
+            self.bn = nn.BatchNorm1d(out_features, eps=1e-4)
+            self.act_bias = nn.Parameter(torch.zeros(out_features))
+        if in_bits == 2:
+            self.gate_delta = nn.Parameter(torch.zeros(out_features))
+        self.last_gate: torch.Tensor | None = None       # hard gate of the last forward (B, out)
+        self.last_soft_gate: torch.Tensor | None = None  # surrogate gate, carries grad to gate_delta
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"in_bits={self.in_bits}, out={self.out!r}, dropout={self.dropout}")
+
+    def binary_weight(self) -> torch.Tensor:
+        """Signs of the latent weights, (out, in) float32 in {-1, +1} (``w >= 0`` -> +1), detached."""
+        return torch.where(self.weight.detach() >= 0, 1.0, -1.0).to(torch.float32)
+
+    def _dropout_mask(self, x: torch.Tensor) -> torch.Tensor | None:
+        if not (self.training and self.dropout > 0):
+            return None
+        keep = torch.rand_like(x) >= self.dropout
+        return keep.to(x.dtype) / (1.0 - self.dropout)
+
+    def accumulate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Integer accumulators of the contract, computed exactly in float32.
+
+        Parameters
+        ----------
+        x
+            (B, in): ±1 for ``in_bits == 1``; ``u`` in {-3,-1,1,3} for ``in_bits == 2``.
+
+        Returns
+        -------
+        acc : Tensor (B, out)
+            ``W x`` for 1-bit inputs; ``2*acc_m + gate * (W l)`` for 2-bit inputs.
+        gate : Tensor (B, out) bool, or None
+            ``acc_m > gate_delta`` (2-bit inputs only).
+        """
+        wb = binarize(self.weight)
+        mask = self._dropout_mask(x)
+        if self.in_bits == 1:
+            if mask is not None:
+                x = x * mask
+            self.last_gate = self.last_soft_gate = None
+            return x @ wb.t(), None
+        # Split u = 2m + l into planes; straight-through so that d acc / d u = W.
+        m_hard = torch.where(x > 0, 1.0, -1.0).to(x.dtype)
+        m = (m_hard - x / 2).detach() + x / 2
+        l = (x - 2 * m_hard).detach()
+        if mask is not None:
+            m, l = m * mask, l * mask
+        acc_m = m @ wb.t()
+        acc_l = l @ wb.t()
+        gate = _HardGate.apply(acc_m, self.gate_delta, self.gate_tau)
+        self.last_gate = gate.detach() > 0
+        self.last_soft_gate = torch.sigmoid((acc_m.detach() - self.gate_delta) / self.gate_tau)
+        return 2 * acc_m + gate * acc_l, self.last_gate
+
+    def activate(self, acc: torch.Tensor) -> torch.Tensor:
+        """Per-channel activation of the accumulators.
+
+        Eval mode is exactly the contract's element-wise float32 sequence
+        ``z = (acc - mean) * (gamma / sqrt(var + eps)) + beta``, ``t = z + act_bias``,
+        then ``sign`` -> ±1, ``frac2`` -> ``u = 2q - 3``, ``scores`` -> :class:`TensorNorm` logits.
+        It depends only on each element and its channel, so it may be called on
+        any (R, out) grid of accumulator values.
+        """
+        if self.out == "scores":
+            return self.norm(acc)
+        bn = self.bn
+        if self.training:
+            z = F.batch_norm(acc, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                             training=True, momentum=bn.momentum, eps=bn.eps)
+        else:
+            z = (acc - bn.running_mean) * (bn.weight / torch.sqrt(bn.running_var + bn.eps)) + bn.bias
+        t = z + self.act_bias
+        if self.out == "sign":
+            if self.training:
+                return binarize(t)
+            return torch.where(t >= 0, 1.0, -1.0).to(t.dtype)
+        if self.training:
+            return _Frac2STE.apply(t)
+        return 2.0 * _frac2_levels(t) - 3.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        acc, _ = self.accumulate(x)
+        return self.activate(acc)
+
+
+class BinaryMLP(nn.Module):
+    """Thermometer input followed by a stack of :class:`BinaryDense` layers.
+
+    Parameters
+    ----------
+    input_shape
+        (C, H, W) of the 8-bit input images; ``P = C*H*W``.
+    thermometer_levels
+        ``T``; layer 0 has ``P*T`` binary inputs.
+    hidden
+        Widths of the hidden layers.
+    activation
+        ``"sign"`` (1-bit) or ``"frac2"`` (2-bit with precision gating in every layer after the first).
+    classes
+        Outputs of the last (``scores``) layer.
+    dropout
+        Training-only dropout on the inputs of every layer after the first.
+    thermometer_thresholds
+        Optional explicit thermometer thresholds.
+    """
+
+    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), thermometer_levels: int = 1,
+                 hidden: Sequence[int] = (1024, 1024, 1024), activation: str = "sign",
+                 classes: int = 10, dropout: float = 0.0,
+                 thermometer_thresholds: Sequence[int] | None = None):
+        super().__init__()
+        if len(input_shape) != 3 or any(not isinstance(d, int) or d < 1 for d in input_shape):
+            raise ValueError(f"input_shape must be three positive ints (C, H, W), not {input_shape!r}")
+        if activation not in ("sign", "frac2"):
+            raise ValueError(f"activation must be 'sign' or 'frac2', not {activation!r}")
+        if not hidden:
+            raise ValueError("hidden must list at least one layer width")
+        self.input_shape = tuple(input_shape)
+        self.hidden = [int(h) for h in hidden]
+        self.activation = activation
+        self.classes = int(classes)
+        self.dropout = float(dropout)
+        self.thermometer = Thermometer(thermometer_levels, thermometer_thresholds)
+        pixels = math.prod(self.input_shape)
+        widths = [pixels * thermometer_levels, *self.hidden, self.classes]
+        in_bits_rest = 2 if activation == "frac2" else 1
+        self.layers = nn.ModuleList(
+            BinaryDense(widths[i], widths[i + 1],
+                        in_bits=1 if i == 0 else in_bits_rest,
+                        out="scores" if i == len(widths) - 2 else activation,
+                        dropout=0.0 if i == 0 else self.dropout)
+            for i in range(len(widths) - 1))
+
+    @property
+    def pixels(self) -> int:
+        """Pixels per image, ``P = C*H*W``."""
+        return math.prod(self.input_shape)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, P) pixels in 0..255 -> (B, classes) float32 logits."""
+        x = self.thermometer(pixels.reshape(pixels.shape[0], -1))
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    @torch.no_grad()
+    def forward_trace(self, pixels: torch.Tensor) -> dict[str, list]:
+        """Eval-mode forward that records every layer.
+
+        Returns
+        -------
+        dict
+            ``outputs``: per layer its output (±1, ``u``, or logits for the last);
+            ``accs``: per layer the integer accumulators (float32);
+            ``gates``: per layer the bool gate tensor, or None for 1-bit-input layers.
+            The model must be in eval mode.
+        """
+        if self.training:
+            raise RuntimeError("forward_trace needs eval mode; call model.eval() first")
+        outputs, accs, gates = [], [], []
+        x = self.thermometer(pixels.reshape(pixels.shape[0], -1))
+        for layer in self.layers:
+            acc, gate = layer.accumulate(x)
+            x = layer.activate(acc)
+            outputs.append(x)
+            accs.append(acc)
+            gates.append(gate)
+        return {"outputs": outputs, "accs": accs, "gates": gates}
+
+    def gated_layers(self) -> list[BinaryDense]:
+        """Layers with 2-bit inputs (and thus a precision gate)."""
+        return [layer for layer in self.layers if layer.in_bits == 2]
+
+    def gate_penalty(self) -> torch.Tensor:
+        """Mean surrogate gate rate of the last forward over gated layers (0 if none).
+
+        Differentiable with respect to every ``gate_delta``; add ``lambda * gate_penalty()``
+        to the loss to push towards fewer LSB computations.
+        """
+        rates = [layer.last_soft_gate.mean() for layer in self.gated_layers()
+                 if layer.last_soft_gate is not None]
+        if not rates:
+            return torch.zeros(())
+        return torch.stack(rates).mean()
+
+    def gate_counts(self) -> tuple[int, int]:
+        """(fired, total) hard gates of the last forward over all gated layers."""
+        fired = total = 0
+        for layer in self.gated_layers():
+            if layer.last_gate is not None:
+                fired += int(layer.last_gate.sum())
+                total += layer.last_gate.numel()
+        return fired, total
+
+    def config(self) -> dict:
+        """Constructor arguments that rebuild this architecture (JSON-serialisable)."""
+        return {
+            "input_shape": list(self.input_shape),
+            "thermometer_levels": self.thermometer.levels,
+            "thermometer_thresholds": [int(t) for t in self.thermometer.thresholds.tolist()],
+            "hidden": list(self.hidden),
+            "activation": self.activation,
+            "classes": self.classes,
+            "dropout": self.dropout,
+        }

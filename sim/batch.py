@@ -1,0 +1,255 @@
+"""Fast batch simulation: the C++ harness ``sim/harness/batch_main.cpp``.
+
+The harness is compiled together with the Verilated design once per design
+(cached like :mod:`sim.build`: the key covers the HDL, the harness source,
+pixels per beat and class count, not the ``.mem`` files).  It streams a binary
+file of images through ``s_axis`` at full rate (tvalid high whenever a beat
+is left; optional seeded random idle cycles), keeps ``m_axis_tready`` high
+(optional seeded random backpressure), and writes every image's class,
+scores and cycle stamps (first/last input beat accepted, first/last output
+beat) plus a few register read-backs.  Cycle k is the k-th rising edge after
+reset; see the harness header for the exact file formats.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sw.errors import UserError
+
+from . import build as simbuild
+from . import toolchain
+
+__all__ = ["HARNESS_SOURCE", "BatchBuild", "BatchResult", "build_batch", "run_batch",
+           "write_images", "read_results"]
+
+#: The C++ harness source.
+HARNESS_SOURCE = Path(__file__).resolve().parent / "harness" / "batch_main.cpp"
+_EXE = "batch_sim"
+
+
+@dataclass(frozen=True)
+class BatchBuild:
+    """A compiled batch simulator.
+
+    Attributes
+    ----------
+    sources
+        The design it simulates.
+    exe
+        The executable.
+    pixels_per_beat, classes
+        Compiled-in stream geometry.
+    waves
+        Trace format compiled in, or ``None``.
+    seconds
+        Build wall time (0 when cached).
+    """
+
+    sources: simbuild.DesignSources
+    exe: Path
+    pixels_per_beat: int
+    classes: int
+    waves: str | None
+    seconds: float
+
+
+@dataclass
+class BatchResult:
+    """Everything one batch run measured.
+
+    Attributes
+    ----------
+    classes, scores
+        int64 (N,) and (N, C) outputs of the design.
+    first_in, last_in, first_out, last_out
+        int64 (N,) cycle of each image's first/last accepted input beat and
+        first/last output beat (cycle k = k-th rising edge after reset).
+    total_cycles
+        Cycles simulated until the last output beat.
+    framing_errors
+        Output frames whose TLAST was not on their last beat.
+    reg_status, reg_images_done, reg_id, reg_cycles
+        STATUS, IMAGES_DONE, ID and CYCLES read over AXI-Lite after the run.
+    wall_seconds
+        Wall time of the simulation process.
+    """
+
+    classes: np.ndarray
+    scores: np.ndarray
+    first_in: np.ndarray
+    last_in: np.ndarray
+    first_out: np.ndarray
+    last_out: np.ndarray
+    total_cycles: int
+    framing_errors: int
+    reg_status: int
+    reg_images_done: int
+    reg_id: int
+    reg_cycles: int
+    wall_seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.classes) / self.wall_seconds if self.wall_seconds else float("inf")
+
+    @property
+    def cycles_per_second(self) -> float:
+        return self.total_cycles / self.wall_seconds if self.wall_seconds else float("inf")
+
+
+def build_batch(design_dir: str | Path, *, pixels_per_beat: int | None = None,
+                classes: int | None = None, build_root: str | Path | None = None,
+                waves: str | None = None, jobs: int = 2) -> BatchBuild:
+    """Compile the harness with the Verilated design (cached per design).
+
+    Parameters
+    ----------
+    design_dir
+        Generated design directory.
+    pixels_per_beat, classes
+        The design's input beat size and class count (default: from ``design.json``).
+    build_root
+        Cache root (default :data:`sim.build.DEFAULT_BUILD_ROOT`).
+    waves
+        ``None``, ``"vcd"`` or ``"fst"``: compile in tracing (``--trace FILE`` at run time).
+    jobs
+        Parallel compile jobs (keep <= 2 on a shared 2-core machine).
+
+    Raises
+    ------
+    UserError
+        If Verilator or the C++ compiler fails (the log is named).
+    """
+    if pixels_per_beat is None or classes is None:
+        info = simbuild.design_info(design_dir)
+        pixels_per_beat = info["pixels_per_beat"] if pixels_per_beat is None else pixels_per_beat
+        classes = info["classes"] if classes is None else classes
+    if pixels_per_beat < 1 or classes < 1:
+        raise UserError(f"pixels_per_beat and classes must be >= 1, not {pixels_per_beat}, {classes}")
+    sources = simbuild.design_sources(design_dir)
+    key = simbuild.design_key(sources, "batch", waves,
+                              extra=(HARNESS_SOURCE.read_text(), str(pixels_per_beat), str(classes)))
+    build_dir = simbuild.build_dir_for(key, "batch", build_root)
+    exe = build_dir / _EXE
+    stamp = build_dir / "build.ok"
+    start = time.monotonic()
+    with simbuild.build_lock(build_dir):
+        if stamp.exists() and exe.exists():
+            return BatchBuild(sources, exe, pixels_per_beat, classes, waves, 0.0)
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        build_dir.mkdir(parents=True)
+        tool = toolchain.find_verilator()
+        trace = {None: [], "vcd": ["--trace"], "fst": ["--trace-fst"]}[waves]
+        cmd = [str(tool.executable), "--cc", "--exe", "--build", "-j", str(jobs),
+               "--top-module", simbuild.TOPLEVEL, "-Mdir", str(build_dir), "-o", _EXE,
+               "-O3", "--x-assign", "fast", "--x-initial", "fast", *simbuild.WAIVER_ARGS, *trace,
+               "-CFLAGS", f"-DFRACBNN_PPB={pixels_per_beat} -DFRACBNN_CLASSES={classes}",
+               "-MAKEFLAGS", "OPT_FAST=-O2 OPT_SLOW=-O1 OPT_GLOBAL=-O2",
+               str(HARNESS_SOURCE), *map(str, sources.verilog), *map(str, sources.control)]
+        log = build_dir / "build.log"
+        with open(log, "w") as out:
+            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                  env=toolchain.verilator_env(), cwd=build_dir)
+        if proc.returncode != 0 or not exe.exists():
+            text = log.read_text(errors="replace").strip().splitlines()
+            errors = [line for line in text if "error" in line.lower()][:3] or text[-3:]
+            raise UserError(f"building the batch simulator for {sources.design_dir} failed; "
+                            f"see {log}: {' | '.join(errors)}")
+        stamp.write_text(key + "\n")
+    return BatchBuild(sources, exe, pixels_per_beat, classes, waves, time.monotonic() - start)
+
+
+def write_images(path: str | Path, images: np.ndarray) -> None:
+    """Write uint8 images (N, P) in the harness's FBNNIMG1 format."""
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    if images.ndim != 2:
+        raise ValueError(f"images must be (N, P), not shape {images.shape}")
+    with open(path, "wb") as f:
+        f.write(b"FBNNIMG1")
+        f.write(np.array(images.shape, dtype="<u4").tobytes())
+        f.write(images.tobytes())
+
+
+def read_results(path: str | Path, count: int, classes: int, wall_seconds: float = 0.0) -> BatchResult:
+    """Parse the harness's FBNNRES1 results file."""
+    raw = Path(path).read_bytes()
+    if raw[:8] != b"FBNNRES1":
+        raise RuntimeError(f"{path} is not a batch results file")
+    n, c = np.frombuffer(raw, dtype="<u4", count=2, offset=8)
+    if (n, c) != (count, classes):
+        raise RuntimeError(f"{path} holds {n} images x {c} classes, expected {count} x {classes}")
+    rec = np.dtype([("cls", "<i4"), ("scores", "<i4", (classes,)), ("first_in", "<u8"),
+                    ("last_in", "<u8"), ("first_out", "<u8"), ("last_out", "<u8")])
+    body = np.frombuffer(raw, dtype=rec, count=count, offset=16)
+    tail = np.frombuffer(raw, dtype=np.dtype([("total", "<u8"), ("framing", "<u4"),
+                                              ("status", "<u4"), ("done", "<u4"), ("id", "<u4"),
+                                              ("cycles", "<u8")]),
+                         count=1, offset=16 + count * rec.itemsize)[0]
+    as64 = lambda a: np.asarray(a, dtype=np.int64)  # noqa: E731
+    return BatchResult(as64(body["cls"]), as64(body["scores"]), as64(body["first_in"]),
+                       as64(body["last_in"]), as64(body["first_out"]), as64(body["last_out"]),
+                       int(tail["total"]), int(tail["framing"]), int(tail["status"]),
+                       int(tail["done"]), int(tail["id"]), int(tail["cycles"]), wall_seconds)
+
+
+def run_batch(build: BatchBuild, images: np.ndarray, *, stall_percent: int = 0,
+              idle_percent: int = 0, seed: int = 1, trace: str | Path | None = None,
+              run_dir: str | Path | None = None, progress=None) -> BatchResult:
+    """Simulate ``images`` (uint8, (N, P)) back to back; return outputs and cycles.
+
+    Parameters
+    ----------
+    build
+        From :func:`build_batch`.
+    images
+        Pixels, P a multiple of the design's pixels per beat.
+    stall_percent, idle_percent, seed
+        Seeded random output backpressure / input idle cycles (0 = none).
+    trace
+        Waveform file to write (needs a traced build).
+    run_dir
+        Working directory (the ``.mem`` files are staged there); default a
+        temporary directory removed afterwards.
+    progress
+        Optional callable ``progress(images_done)``, called as results arrive.
+
+    Raises
+    ------
+    RuntimeError
+        If the simulator fails or the design stops producing results.
+    """
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    if images.ndim != 2 or images.shape[1] % build.pixels_per_beat:
+        raise UserError(f"images of shape {images.shape} do not split into "
+                        f"{build.pixels_per_beat}-pixel beats")
+    if trace is not None and build.waves is None:
+        raise UserError("tracing needs a batch build with waves='vcd' or 'fst'")
+    with tempfile.TemporaryDirectory(prefix="fracbnn-batch-") as tmp:
+        work = Path(run_dir) if run_dir is not None else Path(tmp)
+        simbuild.stage_memories(build.sources, work)
+        write_images(work / "images.bin", images)
+        cmd = [str(build.exe), "images.bin", "results.bin", "--stall", str(stall_percent),
+               "--idle", str(idle_percent), "--seed", str(seed)]
+        if trace is not None:
+            cmd += ["--trace", str(Path(trace).resolve())]
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        for line in proc.stdout:
+            if progress is not None and line.startswith("done "):
+                progress(int(line.split()[1]))
+        stderr = proc.stderr.read()
+        proc.wait()
+        wall = time.monotonic() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"batch simulation failed (exit {proc.returncode}): {stderr.strip()}")
+        return read_results(work / "results.bin", len(images), build.classes, wall)

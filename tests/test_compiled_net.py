@@ -1,0 +1,325 @@
+"""Compiled-network data model, memory layouts, folding validation, atomic write, checked load."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import sw.compiled_net as cn
+from sw.compiled_net import (CompiledNetwork, Folding, InputSpec, LayerSpec, OutputSpec,
+                             TestVectors, fold_config_from_json, load_compiled_network,
+                             load_test_vectors, pack_gate_words, pack_threshold_words,
+                             pack_weight_words, refold, signed_bits, unpack_gate_words,
+                             unpack_threshold_words, unpack_weight_words,
+                             write_compiled_network)
+from sw.errors import UserError
+from sw.memfile import read_mem, write_mem
+
+
+def random_layer(rng, index, mw, mh, in_bits, out, folding):
+    acc = mw * (3 if in_bits == 2 else 1)
+    th = neg = gates = None
+    if out != "scores":
+        count = 1 if out == "sign" else 3
+        th = np.sort(rng.integers(-acc, acc + 2, (mh, count)), axis=1)
+        neg = rng.integers(0, 2, mh).astype(bool)
+    if in_bits == 2:
+        gates = rng.integers(-mw - 1, mw + 1, mh)
+    return LayerSpec(index, f"fc{index}", mw, mh, in_bits, out, folding,
+                     rng.choice(np.array([-1, 1], np.int8), (mh, mw)), th, neg, gates)
+
+
+def small_net(seed=0, levels=2):
+    """A 3-layer frac2 net on 4x4 images with padding on both ends."""
+    rng = np.random.default_rng(seed)
+    inp = InputSpec(1, 4, 4, 8, tuple(256 * (k + 1) // (levels + 1) for k in range(levels)))
+    layers = [random_layer(rng, 0, 16 * levels, 12, 1, "frac2", Folding(4, 5, True)),
+              random_layer(rng, 1, 12, 6, 2, "sign", Folding(3, 4)),
+              random_layer(rng, 2, 6, 5, 1, "scores", Folding(2, 3, True))]
+    return CompiledNetwork("small", inp, layers, OutputSpec(5, 1.5, 0.25, -0.5),
+                           {"checkpoint": "x.pt", "sha256": "0" * 64})
+
+
+def test_signed_bits_matches_doc_example():
+    assert signed_bits(-784, 785) == 11       # LFC layer 0 thresholds
+    assert signed_bits(-1025, 1024) == 12     # gates of a 1024-input layer
+    assert signed_bits(-1, 0) == 1
+    assert signed_bits(-128, 127) == 8 and signed_bits(-128, 128) == 9
+
+
+def test_lfc_sizes_match_doc_example():
+    rng = np.random.default_rng(0)
+    l0 = random_layer(rng, 0, 784, 1024, 1, "sign", Folding(32, 64, True))
+    assert (l0.mw_padded, l0.mh_padded, l0.synapse_folds, l0.neuron_folds) == (832, 1024, 13, 32)
+    assert (l0.weight_depth, l0.weight_width) == (416, 2048)
+    assert (l0.threshold_bits, l0.threshold_width) == (11, 384)
+    l1 = random_layer(rng, 1, 1024, 1024, 2, "frac2", Folding(64, 32))
+    assert (l1.gate_bits, l1.gate_width, l1.neuron_folds) == (12, 768, 16)
+    # 2-bit inputs: acc in [-3072, 3072], thresholds up to 3073 -> 13 bits, lane 3*13 + 1
+    assert (l1.acc_min, l1.acc_max, l1.threshold_bits, l1.threshold_lane_bits) == (-3072, 3072, 13, 40)
+    assert l1.threshold_width == 64 * 40
+
+
+def test_weight_word_layout_by_hand():
+    # MH=4, MW=6, PE=2, SIMD=3: NF=2, SF=2; word nf*SF+sf, bit p*SIMD+j <- neuron nf*PE+p, input sf*SIMD+j
+    rng = np.random.default_rng(1)
+    layer = random_layer(rng, 0, 6, 4, 1, "sign", Folding(2, 3))
+    words = pack_weight_words(layer)
+    assert len(words) == 4
+    for nf in range(2):
+        for sf in range(2):
+            for p in range(2):
+                for j in range(3):
+                    bit = (words[nf * 2 + sf] >> (p * 3 + j)) & 1
+                    assert bit == (layer.weights[nf * 2 + p, sf * 3 + j] > 0)
+    assert all(w < 1 << 6 for w in words)
+
+
+def test_padding_words_by_hand():
+    # MW=5 padded to 6 by SIMD 3, MH=3 padded to 4 by PE 2; padding weights 1, thresholds acc_max+1
+    rng = np.random.default_rng(2)
+    layer = random_layer(rng, 0, 5, 3, 1, "sign", Folding(2, 3, True))
+    bits = unpack_weight_words(pack_weight_words(layer), 2, 3, 4, 6)
+    assert np.all(bits[3] == 1) and np.all(bits[:, 5] == 1)
+    np.testing.assert_array_equal(bits[:3, :5], layer.weights > 0)
+    th, neg = unpack_threshold_words(pack_threshold_words(layer), 2, 1, layer.threshold_bits)
+    assert th[3, 0] == 6 and not neg[3]
+    np.testing.assert_array_equal(th[:3], layer.thresholds)
+    np.testing.assert_array_equal(neg[:3], layer.neg)
+
+
+def test_threshold_lane_layout_by_hand():
+    layer = LayerSpec(0, "fc0", 2, 2, 1, "frac2", Folding(2, 1),
+                      np.ones((2, 2), np.int8), np.array([[-2, 0, 3], [-1, -1, 1]]),
+                      np.array([True, False]))
+    tw = layer.threshold_bits  # [-2, 3] -> 3 bits
+    assert tw == 3 and layer.threshold_lane_bits == 10
+    (word,) = pack_threshold_words(layer)
+    lane0 = (0b110) | (0b000 << 3) | (0b011 << 6) | (1 << 9)
+    lane1 = (0b111) | (0b111 << 3) | (0b001 << 6) | (0 << 9)
+    assert word == lane0 | (lane1 << 10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(mw=st.integers(1, 70), mh=st.integers(1, 20), pe=st.integers(1, 8), simd=st.integers(1, 40),
+       in_bits=st.sampled_from([1, 2]), out=st.sampled_from(["sign", "frac2", "scores"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_layout_round_trips(mw, mh, pe, simd, in_bits, out, seed):
+    rng = np.random.default_rng(seed)
+    layer = random_layer(rng, 0, mw, mh, in_bits, out, Folding(pe, simd, True))
+    bits = unpack_weight_words(pack_weight_words(layer), pe, simd, layer.mh_padded, layer.mw_padded)
+    np.testing.assert_array_equal(bits, layer.padded_weight_bits())
+    if out != "scores":
+        th, neg = unpack_threshold_words(pack_threshold_words(layer), pe, layer.threshold_count,
+                                         layer.threshold_bits)
+        ref_th, ref_neg = layer.padded_thresholds()
+        np.testing.assert_array_equal(th, ref_th)
+        np.testing.assert_array_equal(neg, ref_neg)
+        assert all(w < 1 << layer.threshold_width for w in pack_threshold_words(layer))
+    if in_bits == 2:
+        np.testing.assert_array_equal(unpack_gate_words(pack_gate_words(layer), pe, layer.gate_bits),
+                                      layer.padded_gates())
+        assert all(w < 1 << layer.gate_width for w in pack_gate_words(layer))
+
+
+def test_layer_spec_validation():
+    rng = np.random.default_rng(3)
+    good = random_layer(rng, 0, 4, 2, 1, "frac2", Folding(1, 1))
+    with pytest.raises(UserError, match="not ordered"):
+        LayerSpec(0, "x", 4, 2, 1, "frac2", Folding(1, 1), good.weights,
+                  np.array([[0, 1, 0], [0, 0, 0]]), good.neg)
+    with pytest.raises(UserError, match=r"must lie in \[-4, 5\]"):
+        LayerSpec(0, "x", 4, 2, 1, "sign", Folding(1, 1), good.weights, np.array([[6], [0]]),
+                  good.neg)
+    with pytest.raises(UserError, match="gates"):
+        LayerSpec(0, "x", 4, 2, 2, "sign", Folding(1, 1), good.weights, np.array([[0], [0]]),
+                  good.neg, np.array([5, 0]))
+    with pytest.raises(UserError, match="weights"):
+        LayerSpec(0, "x", 4, 2, 1, "scores", Folding(1, 1), np.zeros((2, 4)))
+
+
+# --------------------------------------------------------------------- folding validation
+
+SHAPES = [(784, 1024), (1024, 1024), (1024, 1024), (1024, 10)]
+
+
+def test_fold_config_accepts_bnn_pynq_lfc():
+    cfg = {"layers": [{"pe": 32, "simd": 64, "pad": True}, {"pe": 64, "simd": 32},
+                      {"pe": 32, "simd": 64}, {"pe": 16, "simd": 8, "pad": True}]}
+    folding = fold_config_from_json(cfg, 4, SHAPES)
+    assert folding[0] == Folding(32, 64, True) and folding[3] == Folding(16, 8, True)
+
+
+@pytest.mark.parametrize("layers,match", [
+    ([{"pe": 32, "simd": 64}, {"pe": 64, "simd": 32}, {"pe": 32, "simd": 64},
+      {"pe": 16, "simd": 8, "pad": True}],
+     r"layer 0: SIMD 64 does not divide MW 784; use one of \[1, 2, 4, 7, 8, 14, 16, 28, 49, 56, "
+     r"98, 112, 196, 392, 784\] or \"pad\": true"),
+    ([{"pe": 32, "simd": 56}, {"pe": 48, "simd": 32}, {"pe": 32, "simd": 64},
+      {"pe": 16, "simd": 8, "pad": True}], r"layer 1: PE 48 does not divide MH 1024; use one of \[1, 2"),
+    ([{"pe": 32, "simd": 56}, {"pe": 64, "simd": 32, "pad": True}, {"pe": 32, "simd": 64},
+      {"pe": 16, "simd": 8}], r"layer 1: \"pad\" is allowed only on the first layer"),
+    ([{"pe": 32, "simd": 56}, {"pe": 64, "simd": 32}, {"pe": 32, "simd": 64},
+      {"pe": 16, "simd": 8}], r"layer 3: PE 16 does not divide MH 10; use one of \[1, 2, 5, 10\] or"),
+    ([{"pe": 32, "simd": 56}], r"has 1 layer entries, the network has 4"),
+    ([{"pe": 0, "simd": 56}] * 4, r"pe must be a positive int, not 0"),
+    ([{"pe": 32, "simd": 56, "extra": 1}] * 4, r"layer 0 must be"),
+])
+def test_fold_config_errors(layers, match):
+    with pytest.raises(UserError, match=match):
+        fold_config_from_json({"layers": layers}, 4, SHAPES)
+
+
+def test_fold_config_file_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        fold_config_from_json(tmp_path / "nope.json", 4)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    with pytest.raises(UserError, match="not valid JSON"):
+        fold_config_from_json(bad, 4)
+    bad.write_text("[1, 2]")
+    with pytest.raises(UserError, match='must be {"layers"'):
+        fold_config_from_json(bad, 4)
+
+
+# --------------------------------------------------------------------- write / load
+
+def assert_same(a, b):
+    assert cn.network_to_json(a) == cn.network_to_json(b)
+    for la, lb in zip(a.layers, b.layers):
+        for name in ("weights", "thresholds", "neg", "gates"):
+            xa, xb = getattr(la, name), getattr(lb, name)
+            assert (xa is None) == (xb is None)
+            if xa is not None:
+                np.testing.assert_array_equal(xa, xb)
+
+
+def test_write_load_round_trip_and_refold(tmp_path):
+    net = small_net()
+    vec = TestVectors(np.arange(32, dtype=np.uint8).reshape(2, 16),
+                      [np.zeros((2, 12), np.int64), np.ones((2, 6), np.int64),
+                       np.arange(10).reshape(2, 5)], np.array([4, 4]))
+    write_compiled_network(net, tmp_path / "out", vec)
+    loaded = load_compiled_network(tmp_path / "out")
+    assert loaded.test_vectors == "test_vectors.json"
+    net.test_vectors = "test_vectors.json"
+    assert_same(net, loaded)
+    doc = json.loads((tmp_path / "out" / "network.json").read_text())
+    assert doc["format"] == "fracbnn-compiled-network" and doc["version"] == 1
+    assert doc["layers"][0]["folding"]["mw_padded"] == 35 and doc["layers"][2]["folding"]["mh_padded"] == 6
+    assert set(doc["layers"][1]["memories"]) == {"weights", "thresholds", "gates"}
+    assert (tmp_path / "out" / "L1_gates.coe").is_file()
+    v = load_test_vectors(tmp_path / "out")
+    np.testing.assert_array_equal(v.images, vec.images)
+    np.testing.assert_array_equal(v.layers[2], vec.layers[2])
+    # refold: other memories, same network; overwriting a previous export is allowed
+    other = refold(loaded, [Folding(12, 32), Folding(6, 12), Folding(5, 6)])
+    write_compiled_network(other, tmp_path / "out")
+    again = load_compiled_network(tmp_path / "out")
+    assert again.layers[0].folding == Folding(12, 32)
+    assert len(read_mem(tmp_path / "out" / "L0_weights.mem", 384, 1)) == 1
+    for la, lb in zip(net.layers, again.layers):
+        np.testing.assert_array_equal(la.weights, lb.weights)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    net = small_net()
+    calls = []
+
+    def failing_write_coe(path, words, width):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError("disk full (injected)")
+        return original(path, words, width)
+
+    original = cn.write_coe
+    monkeypatch.setattr(cn, "write_coe", failing_write_coe)
+    with pytest.raises(OSError, match="injected"):
+        write_compiled_network(net, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []  # neither OUTDIR nor a temp dir
+    # a previous complete export survives a failed overwrite
+    monkeypatch.setattr(cn, "write_coe", original)
+    write_compiled_network(net, tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    calls.clear()
+    monkeypatch.setattr(cn, "write_coe", failing_write_coe)
+    with pytest.raises(OSError):
+        write_compiled_network(refold(net, [Folding(12, 32), Folding(6, 12), Folding(5, 6)]),
+                               tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_write_refuses_foreign_directory(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("keep me")
+    with pytest.raises(UserError, match="not a compiled network"):
+        write_compiled_network(small_net(), tmp_path / "out")
+    assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
+
+
+@pytest.fixture
+def exported(tmp_path):
+    write_compiled_network(small_net(), tmp_path / "net")
+    return tmp_path / "net"
+
+
+def edit_json(d, fn):
+    doc = json.loads((d / "network.json").read_text())
+    fn(doc)
+    (d / "network.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("corrupt,match", [
+    (lambda d: edit_json(d, lambda j: j.update(version=2)), "version 2 is not supported"),
+    (lambda d: edit_json(d, lambda j: j.update(format="other")), "format 'other'"),
+    (lambda d: (d / "L1_gates.mem").unlink(), "L1_gates.mem not found"),
+    (lambda d: (d / "network.json").unlink(), "network.json not found"),
+    (lambda d: (d / "network.json").write_text("{"), "not valid JSON"),
+    (lambda d: (d / "L0_weights.mem").write_text(
+        (d / "L0_weights.mem").read_text().replace("0", "z", 1)), "bad hex digit 'z'"),
+    (lambda d: (d / "L0_weights.mem").write_text(
+        "\n".join((d / "L0_weights.mem").read_text().splitlines()[1:])), "expected depth"),
+    (lambda d: edit_json(d, lambda j: j["layers"][0]["memories"]["weights"].update(depth=99)),
+     "needs 21x20"),
+    (lambda d: edit_json(d, lambda j: j["layers"][1].pop("out")), "missing field layers\\[1\\].out"),
+    (lambda d: edit_json(d, lambda j: j["layers"][1]["folding"].update(pe=5)), "folding.mh_padded is 6, expected 10"),
+    (lambda d: edit_json(d, lambda j: j["layers"][0].update(acc_max=3)), "acc_max is 3"),
+    (lambda d: edit_json(d, lambda j: j["layers"][0]["memories"]["weights"].update(
+        file="../x.mem")), "plain file name"),
+])
+def test_load_errors(exported, corrupt, match):
+    corrupt(exported)
+    with pytest.raises(UserError, match=match):
+        load_compiled_network(exported)
+
+
+def test_load_rejects_unordered_thresholds_and_bad_padding(exported):
+    net = load_compiled_network(exported)
+    layer = net.layers[0]
+    tw, lw = layer.threshold_bits, layer.threshold_lane_bits
+    words = read_mem(exported / "L0_thresholds.mem", layer.threshold_width, layer.neuron_folds)
+    # neuron 0: T0 = 5, T1 = 1 (out of order)
+    lane = (5 & ((1 << tw) - 1)) | (1 << tw)
+    words[0] = (words[0] & ~((1 << lw) - 1)) | lane
+    write_mem(exported / "L0_thresholds.mem", words, layer.threshold_width)
+    with pytest.raises(UserError, match="not ordered"):
+        load_compiled_network(exported)
+
+    words = read_mem(exported / "L0_weights.mem", layer.weight_width, layer.weight_depth)
+    write_mem(exported / "L0_weights.mem", [0] * len(words), layer.weight_width)
+    with pytest.raises(UserError, match="padding weight bits"):
+        load_compiled_network(exported)
+
+
+def test_evaluate_cli_reports_corrupt_export_in_one_line(exported):
+    edit_json(exported, lambda j: j.update(version=7))
+    proc = subprocess.run([sys.executable, "-m", "sw.evaluate", str(exported)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "version 7" in proc.stderr and "Traceback" not in proc.stderr

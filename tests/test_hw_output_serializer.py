@@ -1,0 +1,76 @@
+"""OutputSerializer: class index (smallest among ties) + sign-extended scores, TLAST framing."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.output_serializer import OutputSerializer
+from tests.stream_bench import stream_recv, stream_send
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
+
+def run(classes, pe, nf, width, images, *, idle=0.0, stall=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    # Small value range forces ties; extremes check sign extension.
+    scores = rng.integers(-3, 3, size=(images, pe * nf))
+    scores[0, :classes] = lo
+    if images > 1:
+        scores[1, :classes] = hi
+    beats = []
+    for img in scores:
+        for f in range(nf):
+            beats.append(sum((int(v) & ((1 << width) - 1)) << (p * width)
+                             for p, v in enumerate(img[f * pe:(f + 1) * pe])))
+    dut = OutputSerializer(classes, pe, nf, width)
+    got, t_in, t_out = [], [], []
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def feed(ctx):
+        await stream_send(ctx, dut.i, beats, rng=random.Random(seed), idle=idle, times=t_in)
+
+    async def drain(ctx):
+        got.extend(await stream_recv(ctx, dut.o, images * (classes + 1),
+                                     rng=random.Random(seed + 1), stall=stall, times=t_out))
+    sim.add_testbench(feed)
+    sim.add_testbench(drain)
+    sim.run()
+    expected = []
+    for img in scores:
+        real = img[:classes]
+        expected.append((int(np.argmax(real)), 0))
+        for c, v in enumerate(real):
+            expected.append((int(v) & 0xFFFFFFFF, int(c == classes - 1)))
+    assert [(w & 0xFFFFFFFF, w >> 32) for w in got] == expected
+    return t_in, t_out
+
+
+@pytest.mark.parametrize("classes,pe,nf,width", [(10, 10, 1, 8), (5, 2, 3, 4), (7, 4, 2, 11),
+                                                 (1, 1, 1, 3), (3, 1, 3, 32), (4, 3, 2, 6)])
+def test_serializer(classes, pe, nf, width):
+    run(classes, pe, nf, width, 6, idle=0.3, stall=0.3, seed=classes + pe)
+
+
+@pytest.mark.parametrize("classes,pe,nf", [(5, 2, 3), (8, 1, 8), (10, 10, 1)])
+def test_timing(classes, pe, nf):
+    """Collect NF beats, transfer, emit 1 + C beats while the next image is collected."""
+    images = 4
+    t_in, t_out = run(classes, pe, nf, 6, images)
+    start, last_out = 0, None
+    for k in range(images):
+        assert t_in[k * nf:(k + 1) * nf] == list(range(start, start + nf))
+        have = start + nf                      # complete image held from this cycle
+        transfer = have if last_out is None else max(have, last_out)
+        outs = list(range(transfer + 1, transfer + 2 + classes))
+        assert t_out[k * (classes + 1):(k + 1) * (classes + 1)] == outs
+        last_out, start = outs[-1], transfer + 1
+
+
+@pytest.mark.parametrize("args", [(0, 1, 1, 8), (5, 2, 2, 8), (3, 2, 3, 8), (3, 3, 1, 33)])
+def test_rejects(args):
+    with pytest.raises(ValueError):
+        OutputSerializer(*args)

@@ -1,0 +1,109 @@
+"""models.train / models.evaluate: determinism, learning, curves, CLI error handling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import train as train_mod
+from models.checkpoint import load_checkpoint
+from models.evaluate import main as evaluate_main
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _train(tmp_path, name, net="tiny", seed=0, limit=3000, epochs=1):
+    out = tmp_path / name
+    rc = train_mod.main(["--net", net, "--epochs", str(epochs), "--seed", str(seed), "--limit", str(limit),
+                         "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    return {"a": _train(tmp, "a.pt"), "b": _train(tmp, "b.pt"), "c": _train(tmp, "c.pt", seed=1)}
+
+
+def _state(path):
+    model, meta = load_checkpoint(path)
+    return model.state_dict(), meta
+
+
+def test_training_is_deterministic_under_the_seed(tiny_runs):
+    (sa, ma), (sb, mb) = _state(tiny_runs["a"]), _state(tiny_runs["b"])
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert ma["history"]["loss"] == mb["history"]["loss"]
+    assert ma["test_accuracy"] == mb["test_accuracy"]
+    sc, _ = _state(tiny_runs["c"])
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)  # another seed, another model
+
+
+def test_one_epoch_on_a_subset_beats_chance(tiny_runs):
+    _, meta = _state(tiny_runs["a"])
+    assert meta["net"] == "tiny" and meta["train_images"] == 3000
+    assert meta["recipe"]["epochs"] == 1 and meta["recipe"]["seed"] == 0
+    assert meta["test_accuracy"] > 0.6  # chance is 0.1
+    assert meta["history"]["epoch"] == [1]
+    assert meta["lsb_fraction"] is None
+
+
+def test_training_curve_png_written(tiny_runs):
+    png = tiny_runs["a"].with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gated_net_trains_and_reports_lsb_fraction(tmp_path):
+    out = _train(tmp_path, "f.pt", net="tiny_frac", limit=2000)
+    _, meta = _state(out)
+    assert 0 < meta["lsb_fraction"] < 1
+    assert meta["test_accuracy"] > 0.6
+
+
+def test_evaluate_cli_matches_training_record(tiny_runs, tmp_path, capsys):
+    report = tmp_path / "eval.json"
+    assert evaluate_main([str(tiny_runs["a"]), "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    _, meta = _state(tiny_runs["a"])
+    assert result["accuracy"] == meta["test_accuracy"] and result["total"] == 10_000
+    assert f"{100 * meta['test_accuracy']:.2f}%" in capsys.readouterr().out
+
+
+def test_lr_schedule():
+    assert train_mod.lr_at(0, 100, 1e-2, 1e-4) == pytest.approx(1e-2)
+    assert train_mod.lr_at(50, 100, 1e-2, 1e-4) == pytest.approx((1e-2 + 1e-4) / 2)
+    assert train_mod.lr_at(100, 100, 1e-2, 1e-4) == pytest.approx(1e-4)
+    assert train_mod.lr_at(0, 100, 1e-2, 1e-4, warmup_steps=10) == pytest.approx(1e-3)
+
+
+def _run_cli(*args):
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args,match", [
+    (("models.evaluate", "does/not/exist.pt"), "not found"),
+    (("models.train", "--net", "nope"), "unknown zoo model"),
+    (("models.train", "--net", "tiny", "--epochs", "0"), "--epochs"),
+])
+def test_cli_user_errors_exit_2_with_one_line(args, match):
+    proc = _run_cli(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_cli_rejects_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    proc = _run_cli("models.evaluate", str(bad))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
