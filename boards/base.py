@@ -51,7 +51,9 @@ class ZynqBoard:
         high-performance slave (DMA memory traffic).
     pl_clock_pin, pl_clock_property, pl_reset_pin
         The PS pin that clocks the PL, the PS property that sets its frequency in MHz and
-        the PS reset output.
+        the PS reset output (active low).
+    gp_aclk_pin, hp_aclk_pin
+        PS clock inputs of the GP master and HP slave ports.
     hp_data_width
         Data width of the HP port and the DMA's memory-mapped side (bits).
     default_clock_mhz, max_clock_mhz
@@ -74,6 +76,8 @@ class ZynqBoard:
     pl_clock_pin: str
     pl_clock_property: str
     pl_reset_pin: str
+    gp_aclk_pin: str
+    hp_aclk_pin: str
     hp_data_width: int
     default_clock_mhz: float
     max_clock_mhz: float

@@ -2,7 +2,8 @@
 
 Turns a compiled-network directory (docs/compiled-network.md) into a Verilog design:
 
-``OUTDIR/fracbnn_top.v``          the accelerator (Amaranth ``back.verilog``, module ``fracbnn_top``)
+``OUTDIR/fracbnn_top.v``          the accelerator, one flat module ``fracbnn_top`` (Amaranth RTLIL
+                                 cleaned by Yosys, :mod:`hw.netlist`)
 ``OUTDIR/fracbnn_rom.v``          the ``$readmemh`` ROM the top instantiates for every memory
 ``OUTDIR/L{i}_*.mem``             the ROM contents for this folding (``INIT_FILE`` names)
 ``OUTDIR/verilator_waiver.vlt``   the Verilator lint waiver (see docs/hardware.md)
@@ -124,6 +125,21 @@ def design_summary(accel, files: list[str]) -> dict:
     }
 
 
+def _layer_taps(stages) -> list[str]:
+    """Flattened names of each layer engine's output stream: ``mvtu<i>.o__valid``,
+    ``mvtu<i>.o__payload`` and the next stage's ``i__ready`` (one name per net).
+
+    Kept through the netlist clean-up so that testbenches can check every layer's outputs
+    (sim/reference.py ``layer_taps``) and waveforms show them.
+    """
+    names = []
+    for stage, consumer in zip(stages, stages[1:]):
+        if stage.kind == "mvtu":
+            names += [f"{stage.name}.o__valid", f"{stage.name}.o__payload",
+                      f"{consumer.name}.i__ready"]
+    return names
+
+
 def _prepare_outdir(outdir: Path) -> Path:
     if outdir.exists():
         if not outdir.is_dir():
@@ -155,9 +171,8 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
 
     Returns the output directory.  Raises :class:`sw.errors.UserError` on bad input.
     """
-    from amaranth.back import verilog
-
     from .accelerator import Accelerator, plan_stages
+    from .netlist import convert_flat
     from .rom import VERILOG_ROM_SOURCE
 
     export_dir, outdir = Path(export_dir), Path(outdir)
@@ -195,7 +210,7 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
         accel = Accelerator(net, init_dir=tmp, pixels_per_beat=pixels_per_beat,
                             rom_mode="verilog")
         done("elaborate")
-        text = verilog.convert(accel, name=TOP_NAME, emit_src=False)
+        text = convert_flat(accel, TOP_NAME, keep=_layer_taps(accel.stages))
         (tmp / f"{TOP_NAME}.v").write_text(text)
         shutil.copyfile(VERILOG_ROM_SOURCE, tmp / VERILOG_ROM_SOURCE.name)
         shutil.copyfile(WAIVER_FILE, tmp / WAIVER_FILE.name)

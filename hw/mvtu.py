@@ -420,14 +420,29 @@ class MatrixVectorThresholdUnit(wiring.Component):
             m.d.sync += credits_used.eq(credits_used - 1)
 
         # ---------------------------------------------------------- tag pipeline
-        tag_layout = data.StructLayout({
-            "valid": 1, "first": 1, "last": 1, "lsb": 1, "nf": nf_range})
-        tags = [Signal(tag_layout, name="tag_issue")]
+        # Stage k carries only the fields a stage >= k reads, so that no flip-flop is dead:
+        # `lsb` (which plane a beat carries) with 2-bit inputs; `nf` up to the stage that
+        # addresses the gate ROM (lp) or the threshold ROM (lp + 1).
+        nf_until = lp + 1 if layer.out != "scores" else lp if two else -1
+
+        def tag_layout(k):
+            fields = {"valid": 1, "first": 1, "last": 1}
+            if two:
+                fields["lsb"] = 1
+            if k <= nf_until:
+                fields["nf"] = nf_range
+            return data.StructLayout(fields)
+
+        tags = [Signal(tag_layout(0), name="tag_issue")]
         m.d.comb += [tags[0].valid.eq(issue), tags[0].first.eq(c_sf == 0),
-                     tags[0].last.eq(c_last_sf), tags[0].lsb.eq(c_l), tags[0].nf.eq(c_nf)]
+                     tags[0].last.eq(c_last_sf)]
+        if two:
+            m.d.comb += tags[0].lsb.eq(c_l)
+        if nf_until >= 0:
+            m.d.comb += tags[0].nf.eq(c_nf)
         for k in range(1, lp + 2):
-            t = Signal(tag_layout, name=f"tag_d{k}")
-            m.d.sync += t.eq(tags[-1])
+            t = Signal(tag_layout(k), name=f"tag_d{k}")
+            m.d.sync += [t[name].eq(tags[-1][name]) for name, _ in t.shape()]
             tags.append(t)
         s1, sa = tags[1], tags[lp + 1]   # memory-data stage, accumulate stage
 

@@ -16,8 +16,8 @@ LEDs (``led``, active high)::
     led[1]   FAIL   test finished and something differed
     led[2]   alive  blinks (bit 22 of a free-running counter: ~3 Hz at 25 MHz)
     led[3]   done   test finished
-    led[7:4] number of images with a wrong result beat (saturates at 15); on a
-             register failure with all images right: 0b1111 is never shown, see ``reg_ok``
+    led[7:4] number of images with a wrong result beat (saturates at 15); FAIL with
+             0 here means only a register read-back (ID, STATUS, IMAGES_DONE) was wrong
 
 :class:`Ulx3sSelfTestTop` wraps it for the ULX3S: the 25 MHz oscillator clocks everything and a
 power-on counter holds reset for 16 cycles.

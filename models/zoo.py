@@ -36,7 +36,8 @@ class ZooEntry:
         Training defaults: ``epochs``, ``lr`` (Adam, peak), ``lr_final`` (end of the
         cosine decay), ``batch_size``, ``seed``, ``gate_lambda`` (weight of the gate
         sparsity penalty), ``gate_lr_scale`` (learning-rate multiplier of ``gate_delta``,
-        which lives on the integer accumulator scale), ``warmup_epochs``.
+        which lives on the integer accumulator scale), ``warmup_epochs``, ``max_shift``
+        (random translation of training images by up to this many pixels, 0 = off).
     """
 
     description: str
@@ -45,7 +46,7 @@ class ZooEntry:
 
 
 _DEFAULT_RECIPE = {"epochs": 10, "lr": 3e-3, "lr_final": 3e-5, "batch_size": 128, "seed": 0,
-                   "gate_lambda": 0.0, "gate_lr_scale": 1.0, "warmup_epochs": 0}
+                   "gate_lambda": 0.0, "gate_lr_scale": 1.0, "warmup_epochs": 0, "max_shift": 0}
 
 
 def _entry(description: str, arch: dict, **recipe_overrides) -> ZooEntry:
@@ -71,13 +72,14 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
         "BNN-PYNQ LFC-W1A1: 784-1024-1024-1024-10, 1-bit weights and activations, input binarised at 128",
         dict(input_shape=(1, 28, 28), thermometer_levels=1, hidden=[1024, 1024, 1024],
              activation="sign", classes=10, dropout=0.1),
-        epochs=12, lr=3e-3, lr_final=1e-5, batch_size=128),
+        epochs=15, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2),
     "lfc_frac": _entry(
         "LFC with FracBNN activations: 2352-1024-1024-1024-10, 3-level thermometer input, "
         "2-bit activations with precision gating",
         dict(input_shape=(1, 28, 28), thermometer_levels=3, hidden=[1024, 1024, 1024],
              activation="frac2", classes=10, dropout=0.1),
-        epochs=10, lr=3e-3, lr_final=1e-5, batch_size=128, gate_lambda=0.05, gate_lr_scale=100.0),
+        epochs=12, lr=3e-3, lr_final=1e-5, batch_size=128, gate_lambda=0.05, gate_lr_scale=100.0,
+        max_shift=2),
 })
 
 

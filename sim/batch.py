@@ -135,6 +135,7 @@ def build_batch(design_dir: str | Path, *, pixels_per_beat: int | None = None,
     if pixels_per_beat < 1 or classes < 1:
         raise UserError(f"pixels_per_beat and classes must be >= 1, not {pixels_per_beat}, {classes}")
     sources = simbuild.design_sources(design_dir)
+    trace = simbuild.trace_args(waves)
     key = simbuild.design_key(sources, "batch", waves,
                               extra=(HARNESS_SOURCE.read_text(), str(pixels_per_beat), str(classes)))
     build_dir = simbuild.build_dir_for(key, "batch", build_root)
@@ -148,7 +149,6 @@ def build_batch(design_dir: str | Path, *, pixels_per_beat: int | None = None,
             shutil.rmtree(build_dir)
         build_dir.mkdir(parents=True)
         tool = toolchain.find_verilator()
-        trace = {None: [], "vcd": ["--trace"], "fst": ["--trace-fst"]}[waves]
         cmd = [str(tool.executable), "--cc", "--exe", "--build", "-j", str(jobs),
                "--top-module", simbuild.TOPLEVEL, "-Mdir", str(build_dir), "-o", _EXE,
                "-O3", "--x-assign", "fast", "--x-initial", "fast", *simbuild.WAIVER_ARGS, *trace,

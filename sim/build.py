@@ -35,6 +35,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -47,9 +48,10 @@ from sw.errors import UserError
 from . import toolchain
 
 __all__ = [
-    "REPO_ROOT", "DEFAULT_BUILD_ROOT", "TOPLEVEL", "WAVE_FORMATS", "WAIVER_ARGS",
+    "REPO_ROOT", "DEFAULT_BUILD_ROOT", "TOPLEVEL", "WAVE_FORMATS", "WAIVER_ARGS", "COCOTB_OPT_FLAGS",
+    "COCOTB_BUILD_ARGS",
     "DesignSources", "design_sources", "design_info", "design_key", "build_dir_for", "build_lock",
-    "stage_memories", "CocotbBuild", "build_cocotb", "run_cocotb",
+    "stage_memories", "trace_args", "CocotbBuild", "build_cocotb", "run_cocotb",
 ]
 
 #: Repository root (the directory holding ``sim/``).
@@ -60,8 +62,14 @@ DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "sim"
 TOPLEVEL = "fracbnn_top"
 #: Waveform formats a build can trace, or ``None`` for no tracing.
 WAVE_FORMATS = (None, "vcd", "fst")
+#: make variables for the cocotb model's C++ compile (see :func:`build_cocotb`).
+COCOTB_OPT_FLAGS = "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
 #: Warnings waived for Amaranth-generated Verilog (see module docstring).
 WAIVER_ARGS = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-fatal")
+#: Verilator flags of cocotb builds.  ``-fno-inline`` keeps the module hierarchy, so the
+#: testbench can reach ``dut.mvtu0.o__valid`` (the runner's ``--public-flat-rw`` makes
+#: signals visible but still lets Verilator inline small modules into their parent).
+COCOTB_BUILD_ARGS = (*WAIVER_ARGS, "-O3", "-fno-inline")
 
 _HDL_SUFFIXES = (".v", ".sv")
 
@@ -138,6 +146,8 @@ def design_key(sources: DesignSources, flavour: str, waves: str | None = None,
         raise UserError(f"waves must be one of {WAVE_FORMATS}, not {waves!r}")
     h = hashlib.sha256()
     h.update(f"{flavour}\0{waves}\0{toolchain.find_verilator().version}\0".encode())
+    if flavour == "cocotb":
+        h.update(f"{COCOTB_OPT_FLAGS}\0{COCOTB_BUILD_ARGS}".encode())
     for item in extra:
         h.update(item.encode() + b"\0")
     for path in (*sources.verilog, *sources.control):
@@ -177,7 +187,29 @@ def stage_memories(sources: DesignSources, run_dir: str | Path) -> Path:
     return run_dir
 
 
-def _trace_args(waves: str | None) -> list[str]:
+def _has_header(name: str) -> bool:
+    """Whether the C++ compiler finds ``#include <name>``."""
+    try:
+        proc = subprocess.run(["c++", "-x", "c++", "-E", "-", "-o", "/dev/null"],
+                              input=f"#include <{name}>\n", text=True, capture_output=True)
+    except OSError:
+        return False
+    return proc.returncode == 0
+
+
+def trace_args(waves: str | None) -> list[str]:
+    """Verilator flags for tracing ``waves`` (None, "vcd" or "fst").
+
+    Raises
+    ------
+    UserError
+        For FST without the lz4 headers (Verilator's FST writer needs them).
+    """
+    if waves not in WAVE_FORMATS:
+        raise UserError(f"waves must be one of {WAVE_FORMATS}, not {waves!r}")
+    if waves == "fst" and not _has_header("lz4.h"):
+        raise UserError("FST tracing needs the lz4 headers (install liblz4-dev, e.g. "
+                        "`apt-get install liblz4-dev`), or trace VCD instead")
     return {None: [], "vcd": ["--trace"], "fst": ["--trace-fst"]}[waves]
 
 
@@ -235,6 +267,7 @@ def build_cocotb(design_dir: str | Path, *, build_root: str | Path | None = None
         If the design is missing or Verilator rejects it (the log is named).
     """
     sources = design_sources(design_dir)
+    targs = trace_args(waves)
     key = design_key(sources, "cocotb", waves)
     build_dir = build_dir_for(key, "cocotb", build_root)
     stamp = build_dir / "build.ok"
@@ -247,7 +280,12 @@ def build_cocotb(design_dir: str | Path, *, build_root: str | Path | None = None
         build_dir.mkdir(parents=True)
         log = Path(log_file) if log_file is not None else build_dir / "build.log"
         runner = _runner()
-        build_args = [*WAIVER_ARGS, "-O3", *_trace_args(waves)]
+        build_args = list(COCOTB_BUILD_ARGS) + targs
+        saved = os.environ.get("MAKEFLAGS")
+        # The runner passes os.environ to make: compile the model without C++
+        # optimisation (COCOTB_OPT_FLAGS), which is minutes faster to build for
+        # LFC-sized designs, while a cocotb run is bound by Python, not the model.
+        os.environ["MAKEFLAGS"] = f"{saved or ''} {COCOTB_OPT_FLAGS}".strip()
         try:
             # The runner adds --trace itself when waves is set; FST needs its flag too.
             runner.build(sources=[*sources.verilog, *sources.control], hdl_toplevel=TOPLEVEL,
@@ -257,6 +295,11 @@ def build_cocotb(design_dir: str | Path, *, build_root: str | Path | None = None
             tail = _tail(log)
             raise UserError(f"Verilator could not build {sources.design_dir} ({exc}); "
                             f"see {log}: {tail}") from None
+        finally:
+            if saved is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = saved
         stamp.write_text(key + "\n")
     return CocotbBuild(sources, build_dir, waves, time.monotonic() - start)
 

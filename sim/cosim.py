@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import build as simbuild
+from .reference import layer_taps
 
 __all__ = ["TestbenchSpec", "TestbenchResult", "ALL_TESTS", "run_testbench"]
 
@@ -46,6 +47,9 @@ class TestbenchSpec:
         comparison.
     idle_prob, stall_prob, seed
         Random input idle cycles / output backpressure for ``test_images``.
+    layer_outputs
+        The golden model's per-layer outputs (``GoldenResult.layer_outputs``); when
+        given, every layer engine's output stream is tapped and compared too.
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -60,6 +64,7 @@ class TestbenchSpec:
     idle_prob: float = 0.3
     stall_prob: float = 0.3
     seed: int = 1
+    layer_outputs: list[np.ndarray] | None = None
 
     def __post_init__(self):
         self.images = np.asarray(self.images, dtype=np.uint8)
@@ -153,6 +158,11 @@ def run_testbench(design_dir: str | Path, spec: TestbenchSpec, *,
     if spec.pred_accept is not None:
         arrays["pred_accept"] = np.asarray(spec.pred_accept, dtype=np.int64)
         arrays["pred_output"] = np.asarray(spec.pred_output, dtype=np.int64)
+    taps = []
+    if spec.layer_outputs is not None:
+        for i, out in enumerate(spec.layer_outputs):
+            arrays[f"layer{i}"] = np.asarray(out, dtype=np.int64)
+        taps = layer_taps(simbuild.design_info(design_dir))
     np.savez(run_dir / "tb_arrays.npz", **arrays)
     report = run_dir / "tb_report.json"
     report.unlink(missing_ok=True)
@@ -165,6 +175,7 @@ def run_testbench(design_dir: str | Path, spec: TestbenchSpec, *,
         "report": str(report.resolve()),
         "waves": str((run_dir / built.wave_file_name).resolve()) if built.wave_file_name else None,
         "timeout_cycles": int(timeout_cycles or 100_000 + 2000 * n),
+        "taps": taps,
     }
     cfg_path = run_dir / "tb_config.json"
     cfg_path.write_text(json.dumps(cfg, indent=1))

@@ -17,8 +17,8 @@ import numpy as np
 from sw.compiled_net import CompiledNetwork
 from sw.golden import GoldenModel, GoldenResult
 
-__all__ = ["REGISTER_ID", "REGISTER_VERSION", "expected_registers", "Reference", "reference",
-           "compare_outputs", "compare_timing"]
+__all__ = ["REGISTER_ID", "REGISTER_VERSION", "expected_registers", "layer_taps", "Reference",
+           "reference", "compare_outputs", "compare_timing"]
 
 REGISTER_ID = 0x464E4231        # "FNB1"
 REGISTER_VERSION = 0x00010000   # register map 1.0
@@ -37,6 +37,27 @@ def expected_registers(net: CompiledNetwork, pixels_per_beat: int) -> dict[int, 
         regs[0x20 + 8 * i] = layer.folding.pe << 16 | layer.folding.simd
         regs[0x24 + 8 * i] = layer.in_features << 16 | layer.out_features
     return regs
+
+
+def layer_taps(design: dict) -> list[dict]:
+    """Where each layer engine's output stream can be observed in the generated design.
+
+    ``design`` is the design's ``design.json``.  Engine ``i`` is the instance named by its
+    ``mvtu`` stage (``mvtu<i>``); its output handshake completes when the next stage's
+    ``i__ready`` is high.  Returns the testbench's ``taps`` entries (sim/tb_accelerator.py).
+    """
+    stages = design.get("stages") or []
+    layers = {l["index"]: l for l in design.get("layers") or []}
+    taps = []
+    for k, stage in enumerate(stages[:-1]):
+        if stage.get("kind") != "mvtu" or stage.get("layer") not in layers:
+            continue
+        layer = layers[stage["layer"]]
+        taps.append({"layer": layer["index"], "instance": stage["name"],
+                     "consumer": stages[k + 1]["name"], "out": layer["out"], "pe": layer["pe"],
+                     "neuron_folds": layer["neuron_folds"],
+                     "out_features": layer["out_features"], "acc_width": layer["acc_width"]})
+    return taps
 
 
 @dataclass

@@ -86,8 +86,8 @@ def _python_module(args: list[str], what: str) -> None:
 
 def _export(checkpoint: Path, out_dir: Path) -> Path:
     if not checkpoint.is_file():
-        hint = ("train it with `python -m models.train` (see docs)" if checkpoint == DEFAULT_CHECKPOINT
-                else "check the path")
+        hint = ("train it with `python -m models.train --net lfc_w1a1`"
+                if checkpoint == DEFAULT_CHECKPOINT else "check the path")
         raise UserError(f"checkpoint {checkpoint} not found; {hint}, or pass --net EXPORTDIR")
     _python_module(["models.export", str(checkpoint), str(out_dir)], f"exporting {checkpoint}")
     return out_dir
@@ -156,12 +156,18 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--images {n_images} is more than the {len(images)} test images")
         images, labels = np.ascontiguousarray(images[:n_images]), labels[:n_images]
         timing = args.stall_percent == 0
-        ref = reference(net, images, pixels_per_beat=args.pixels_per_beat, cycle_model=timing)
+
+        def make_reference():
+            return reference(net, images, pixels_per_beat=args.pixels_per_beat,
+                             cycle_model=timing)
 
         if args.engine == "batch":
-            classes, scores, accept, output, speed, build_s, extra = _run_batch(args, net, design_dir, images)
+            ref, (classes, scores, accept, output, speed, build_s, extra) = _run_batch(
+                args, net, design_dir, images, make_reference)
         else:
-            classes, scores, accept, output, speed, build_s, extra = _run_cocotb(args, design_dir, images, ref)
+            ref = make_reference()
+            classes, scores, accept, output, speed, build_s, extra = _run_cocotb(
+                args, design_dir, images, ref)
 
     mismatches, notes = compare_outputs(classes, scores, ref.golden)
     disagreements = compare_timing(accept, output, ref) if timing else []
@@ -189,15 +195,24 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _run_batch(args, net, design_dir, images):
+def _run_batch(args, net, design_dir, images, make_reference):
+    """Build and run the batch harness; compute the reference while it simulates."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
     built = simbatch.build_batch(design_dir, pixels_per_beat=args.pixels_per_beat,
                                  classes=net.classes, build_root=args.build_root, waves=args.waves)
     trace = Path(f"batch.{args.waves}").resolve() if args.waves else None
-    with tqdm(total=len(images), unit="img", desc="simulating", file=sys.stderr) as bar:
-        res = simbatch.run_batch(built, images, stall_percent=args.stall_percent, seed=args.seed,
-                                 trace=trace, progress=lambda k: bar.update(k - bar.n))
+    with tqdm(total=len(images), unit="img", desc="simulating", file=sys.stderr) as bar, \
+            ThreadPoolExecutor(max_workers=1) as pool:
+        # The simulator is a separate process: the golden and cycle models (this
+        # process) run on the other core meanwhile.
+        future = pool.submit(simbatch.run_batch, built, images,
+                             stall_percent=args.stall_percent, seed=args.seed, trace=trace,
+                             progress=lambda k: bar.update(k - bar.n))
+        ref = make_reference()
+        res = future.result()
     problems = []
     if res.framing_errors:
         problems.append(f"{res.framing_errors} output frames had TLAST misplaced")
@@ -208,7 +223,7 @@ def _run_batch(args, net, design_dir, images):
     speed = {"images_per_s": res.images_per_second, "cycles_per_s": res.cycles_per_second,
              "seconds": res.wall_seconds, "cycles": res.total_cycles}
     extra = {"problems": problems, "waveform": str(trace) if trace else None}
-    return res.classes, res.scores, res.first_in, res.first_out, speed, built.seconds, extra
+    return ref, (res.classes, res.scores, res.first_in, res.first_out, speed, built.seconds, extra)
 
 
 def _run_cocotb(args, design_dir, images, ref):
@@ -216,7 +231,7 @@ def _run_cocotb(args, design_dir, images, ref):
 
     spec = TestbenchSpec(images, ref.golden.classes, ref.golden.scores, args.pixels_per_beat,
                          registers=ref.registers, pred_accept=ref.accept, pred_output=ref.output,
-                         seed=args.seed)
+                         seed=args.seed, layer_outputs=ref.golden.layer_outputs)
     print(f"running the cocotb testbench on {len(images)} images ...", file=sys.stderr)
     res = run_testbench(design_dir, spec, tests=("test_registers", "test_cycles"),
                         waves=args.waves, build_root=args.build_root)

@@ -19,6 +19,12 @@ variable.  Configuration keys:
                       ``<test>_outputs.npz`` (``classes``, ``scores``).
 ``waves``             path of the waveform file, or null (quoted in failures).
 ``timeout_cycles``    per-test cycle budget.
+``taps``              optional per-layer taps: ``{"layer", "instance", "consumer", "out",
+                      "pe", "neuron_folds", "out_features", "acc_width"}``; the
+                      monitor records the beats of ``<instance>.o`` (valid/payload)
+                      accepted by ``<consumer>.i__ready`` and ``test_images`` /
+                      ``test_cycles`` compare them with the arrays ``layer<i>``
+                      (the golden model's per-layer outputs: bits, codes q, scores).
 
 Tests (each starts from a reset):
 
@@ -26,7 +32,9 @@ Tests (each starts from a reset):
   values; STATUS idle and error-free after reset.
 * ``test_images``: all N images back to back with seeded random input idle
   cycles and output backpressure; every class and score compared exactly;
-  then IMAGES_DONE == N, CYCLES equals the cycles counted since reset, STATUS
+  every tapped layer's outputs compared with the golden model's per-layer
+  outputs (a mismatch names image, layer and neuron); then IMAGES_DONE == N,
+  CYCLES within the cycles counted since reset, STATUS
   clean, and CTRL bit 0 clears the counters.
 * ``test_cycles``: the images with no idle cycles and the output always
   ready; per-image first-input-accept and first-output cycles must equal the
@@ -113,7 +121,35 @@ class TB:
         self.cycle = 0               # rising edges since the end of the last reset
         self.in_beats: list[int] = []   # cycle of every accepted input beat
         self.out_beats: list[int] = []  # cycle of every output beat
+        self.taps, self.tap_note = self._find_taps(cfg.get("taps") or [])
         cocotb.start_soon(self._monitor())
+
+    def _signal(self, instance: str, name: str, flat: dict):
+        """``instance.name`` as a submodule port, or as the flattened escaped identifier
+        ``\\instance.name`` that Amaranth/Yosys emit when the hierarchy is flattened."""
+        try:
+            return getattr(self.dut, instance)[name]
+        except (AttributeError, KeyError):
+            pass
+        for key in (f"\\{instance}.{name} ", f"{instance}.{name}"):
+            if key in flat:
+                return flat[key]
+        raise LookupError(f"no signal {instance}.{name} in {self.dut._name}")
+
+    def _find_taps(self, specs: list[dict]):
+        """Handles of each layer engine's output stream, or none (with the reason)."""
+        taps = []
+        flat = {h._name: h for h in self.dut} if specs else {}  # escaped names only list
+        for spec in specs:
+            inst, consumer = spec["instance"], spec["consumer"]
+            try:
+                handles = (self._signal(inst, "o__valid", flat),
+                           self._signal(inst, "o__payload", flat),
+                           self._signal(consumer, "i__ready", flat))
+            except LookupError as exc:
+                return [], f"layer taps unavailable ({exc})"
+            taps.append({**spec, "handles": handles, "beats": []})
+        return taps, f"{len(taps)} layer taps" if taps else "no layer taps configured"
 
     async def _monitor(self):
         dut = self.dut
@@ -127,6 +163,10 @@ class TB:
                 self.in_beats.append(self.cycle)
             if dut.m_axis_tvalid.value and dut.m_axis_tready.value:
                 self.out_beats.append(self.cycle)
+            for tap in self.taps:
+                valid, payload, ready = tap["handles"]
+                if valid.value and ready.value:
+                    tap["beats"].append(int(payload.value))
 
     def set_traffic(self, idle_prob: float, stall_prob: float, seed: int) -> None:
         """Random input idle cycles and output backpressure (0 = none)."""
@@ -149,6 +189,8 @@ class TB:
         self.sink.clear()
         self.in_beats.clear()
         self.out_beats.clear()
+        for tap in self.taps:
+            tap["beats"].clear()
         await RisingEdge(self.dut.clk)
 
     def image_frame(self, image: np.ndarray) -> AxiStreamFrame:
@@ -198,13 +240,58 @@ def _fail_message(cfg: dict, test: str, mismatches: list) -> str:
     where = f"image {first['image']}"
     if first["what"] == "score":
         where += f", last layer neuron (score index) {first['neuron']}"
+    elif first["what"] == "layer output":
+        where += f", layer {first['layer']} neuron {first['neuron']}"
     detail = (first.get("detail") or
               f"{first['what']}: expected {first['expected']}, got {first['got']}")
     waves = cfg.get("waves") or "none (rebuild with waves='fst' to trace)"
     return f"{test}: {len(mismatches)} mismatches; first at {where}: {detail}; waveform: {waves}"
 
 
-async def _send_and_check(tb: TB, cfg: dict, test: str, images, classes, scores) -> list:
+def _decode_tap(tap: dict, images: int) -> np.ndarray:
+    """Layer outputs (images, MH) from a tap's beats: bits, codes q, or scores."""
+    pe, nf, kind = int(tap["pe"]), int(tap["neuron_folds"]), tap["out"]
+    beats = tap["beats"][:images * nf]
+    out = np.zeros((len(beats), pe), dtype=np.int64)
+    for b, word in enumerate(beats):
+        for p in range(pe):
+            if kind == "sign":
+                out[b, p] = (word >> p) & 1
+            elif kind == "frac2":      # StructLayout {m: PE, l: PE}: m planes first
+                out[b, p] = 2 * ((word >> p) & 1) + ((word >> (pe + p)) & 1)
+            else:                      # ArrayLayout(signed(ACCW), PE)
+                w = int(tap["acc_width"])
+                v = (word >> (p * w)) & ((1 << w) - 1)
+                out[b, p] = v - (1 << w) if v >> (w - 1) else v
+    vectors = len(beats) // nf
+    return out[:vectors * nf].reshape(vectors, nf * pe)[:, :int(tap["out_features"])]
+
+
+def _check_taps(tb: TB, cfg: dict, count: int, mismatches: list) -> dict:
+    """Compare every tapped layer's outputs with the golden model's per-layer outputs."""
+    arrays = cfg["_arrays"]
+    checked = []
+    for tap in tb.taps:
+        key = f"layer{tap['layer']}"
+        if key not in arrays:
+            continue
+        got = _decode_tap(tap, count)
+        expected = arrays[key][:count]
+        if got.shape != expected.shape:
+            mismatches.append({"image": got.shape[0], "what": "layer output count",
+                               "layer": tap["layer"], "detail": f"layer {tap['layer']} produced "
+                               f"{got.shape[0]} vectors, expected {count}"})
+            continue
+        checked.append(tap["layer"])
+        for i, n in zip(*np.nonzero(got != expected)):
+            mismatches.append({"image": int(i), "what": "layer output", "layer": tap["layer"],
+                               "neuron": int(n), "expected": int(expected[i, n]),
+                               "got": int(got[i, n])})
+    return {"taps": tb.tap_note, "layers_checked": checked}
+
+
+async def _send_and_check(tb: TB, cfg: dict, test: str, images, classes, scores,
+                          taps: bool = False) -> list:
     """Queue all images back to back, receive and compare every result."""
     timeout = int(cfg.get("timeout_cycles", 200_000))
     for image in images:
@@ -217,11 +304,14 @@ async def _send_and_check(tb: TB, cfg: dict, test: str, images, classes, scores)
         _compare(cfg, i, got, int(classes[i]), scores[i], mismatches)
         if not isinstance(got, str):
             got_classes[i], got_scores[i] = got
+    tap_mismatches: list = []
+    tap_facts = _check_taps(tb, cfg, len(images), tap_mismatches) if taps else {}
+    mismatches[:0] = tap_mismatches  # inner layers first: they locate the divergence
     # Everything received, for callers that compare themselves (class -1: bad framing).
     outputs = Path(cfg["report"]).with_name(f"{test}_outputs.npz")
     np.savez(outputs, classes=got_classes, scores=got_scores)
     _report(cfg, test, images=len(images), mismatches=mismatches[:_MAX_REPORTED],
-            mismatch_count=len(mismatches), outputs=str(outputs))
+            mismatch_count=len(mismatches), outputs=str(outputs), **tap_facts)
     return mismatches
 
 
@@ -260,7 +350,7 @@ async def test_images(dut):
     await tb.reset()
     start = cocotb.utils.get_sim_time("ns")
     mismatches = await _send_and_check(tb, cfg, "test_images", arrays["images"],
-                                       arrays["classes"], arrays["scores"])
+                                       arrays["classes"], arrays["scores"], taps=True)
     sim_ns = cocotb.utils.get_sim_time("ns") - start
     assert not mismatches, _fail_message(cfg, "test_images", mismatches)
     n = len(arrays["images"])
@@ -300,7 +390,7 @@ async def test_cycles(dut):
     await tb.reset()
     images = arrays["images"]
     mismatches = await _send_and_check(tb, cfg, "test_cycles", images, arrays["classes"],
-                                       arrays["scores"])
+                                       arrays["scores"], taps=True)
     assert not mismatches, _fail_message(cfg, "test_cycles", mismatches)
     n = len(images)
     accept = np.asarray(tb.in_beats[::tb.beats][:n], dtype=np.int64)

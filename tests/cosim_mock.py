@@ -207,5 +207,6 @@ def write_mock_design(out_dir: Path, mock: MockDesign) -> Path:
     words = [int(b) & 0xFFFFFFFF for b in mock.biases] + [0]
     (out_dir / "bias.mem").write_text("".join(f"{w:08x}\n" for w in words))
     (out_dir / "verilator_waiver.vlt").write_text(_WAIVER)
-    (out_dir / "design.json").write_text(json.dumps({"mock": True}))
+    (out_dir / "design.json").write_text(json.dumps(
+        {"mock": True, "pixels_per_beat": mock.pixels_per_beat, "classes": mock.classes}))
     return out_dir

@@ -31,7 +31,7 @@ def setup(tmp_path_factory):
     net = load_compiled_network(net_dir)
     images = random_images(net, IMAGES, seed=31)
     ref = reference(net, images, pixels_per_beat=PPB)
-    built = build_batch(design, build_root=root / "build")
+    built = build_batch(design)  # shared cache build/sim (keyed by the HDL)
     return net, images, ref, built
 
 

@@ -140,3 +140,19 @@ def test_batch_reads_new_mem_files_without_rebuilding(env, tmp_path):
     res = batch.run_batch(built, env["images"])
     classes, scores = other.run(env["images"])
     assert np.array_equal(res.scores, scores) and np.array_equal(res.classes, classes)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--checkpoint", "/nonexistent/model.pt"], "checkpoint /nonexistent/model.pt not found"),
+    (["--net", "/nonexistent/export"], "/nonexistent/export not found"),
+    (["--images", "0"], "--images must be >= 1"),
+])
+def test_sim_run_user_errors_are_one_line(args, message):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "sim.run", *args], cwd=simbuild.REPO_ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -15,7 +15,7 @@ from models.export import main as export_main
 from models.export import (ExportError, compare_with_model, compile_model, default_folding, export,
                            sha256_file)
 from sw.compiled_net import Folding, load_compiled_network, load_test_vectors
-from sw.errors import UserError, cli_main
+from sw.errors import cli_main
 from sw.golden import GoldenModel
 from sw.mnist import load_mnist
 

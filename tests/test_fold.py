@@ -1,11 +1,9 @@
 """Exact threshold / gate / output folding (models/fold.py) on synthetic and real layers."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from models.fold import ExportError, acc_range, fold_gates, fold_layer, fold_output
 from models.layers import BinaryDense

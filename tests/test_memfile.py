@@ -1,6 +1,5 @@
 """$readmemh / .coe memory files (sw/memfile.py)."""
 
-import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 

@@ -107,3 +107,20 @@ def test_evaluate_cli_rejects_corrupt_checkpoint(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     proc = _run_cli("models.evaluate", str(bad))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_random_shift_translates_with_zero_fill():
+    from models.data import random_shift
+
+    images = torch.randint(1, 256, (6, 784), dtype=torch.uint8)
+    gen = torch.Generator().manual_seed(7)
+    offsets = torch.randint(-2, 3, (2, 6), generator=torch.Generator().manual_seed(7))
+    shifted = random_shift(images, 2, gen)
+    for b in range(6):
+        dy, dx = offsets[:, b].tolist()
+        src = images[b].reshape(28, 28)
+        ref = torch.zeros_like(src)
+        ref[max(dy, 0):28 + min(dy, 0), max(dx, 0):28 + min(dx, 0)] = \
+            src[max(-dy, 0):28 + min(-dy, 0), max(-dx, 0):28 + min(-dx, 0)]
+        assert torch.equal(shifted[b].reshape(28, 28), ref)
+    assert random_shift(images, 0) is images

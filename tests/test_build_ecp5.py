@@ -1,0 +1,128 @@
+"""ULX3S: the self-test top (Amaranth simulation) and the open-source ECP5 flow on a small net."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+import boards
+from boards.base import Resources
+from hw.build import main as build_main
+from hw.ecp5 import ecp5_build, parse_nextpnr_report, write_selftest_rtl
+from hw.selftest import SelfTest, expected_beats, image_beats
+from sw.compiled_net import load_compiled_network
+from sw.errors import UserError
+from sw.golden import GoldenModel
+from tests.netfactory import random_compiled_network, random_images
+
+
+@pytest.fixture(scope="module")
+def net_dir(tmp_path_factory):
+    return random_compiled_network(tmp_path_factory.mktemp("net") / "net", image=(1, 4, 4),
+                                   shape=(8, 6, 4), outs=["frac2", "sign"],
+                                   folding=[(2, 4), (2, 4), (2, 3)], seed=11)
+
+
+def _run_selftest(net, images, init_dir, expected=None, cycles=5000):
+    dut = SelfTest(net, images, init_dir=init_dir, pixels_per_beat=8, rom_mode="sim",
+                   expected=expected)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    seen = {}
+
+    async def bench(ctx):
+        for _ in range(cycles):
+            await ctx.tick()
+            if ctx.get(dut.done):
+                break
+        for name in ("done", "passed", "reg_ok", "bad_images", "led", "run_cycles"):
+            seen[name] = ctx.get(getattr(dut, name))
+
+    sim.add_testbench(bench)
+    sim.run()
+    return seen
+
+
+def test_beat_packing():
+    images = np.arange(16, dtype=np.uint8).reshape(1, 16)
+    assert image_beats(images, 8) == [int.from_bytes(bytes(range(8)), "little"),
+                                      int.from_bytes(bytes(range(8, 16)), "little")]
+    assert expected_beats(np.array([2]), np.array([[-1, 5, 7]])) == [2, 0xFFFF_FFFF, 5, 7]
+
+
+def test_selftest_passes_and_lights_pass(net_dir):
+    net = load_compiled_network(net_dir)
+    images = random_images(net, 5, seed=3)
+    seen = _run_selftest(net, images, net_dir)
+    assert seen["done"] == 1 and seen["passed"] == 1 and seen["reg_ok"] == 1
+    assert seen["bad_images"] == 0
+    assert seen["led"] & 0b1011 == 0b1001          # PASS + done, no FAIL
+    assert seen["led"] >> 4 == 0
+
+
+def test_selftest_detects_a_wrong_result(net_dir):
+    net = load_compiled_network(net_dir)
+    images = random_images(net, 5, seed=3)
+    golden = GoldenModel(net).run(images)
+    scores = golden.scores.copy()
+    scores[1, 0] += 1                               # one wrong score in image 1
+    classes = golden.classes.copy()
+    classes[3] = (classes[3] + 1) % net.classes     # one wrong class in image 3
+    seen = _run_selftest(net, images, net_dir, expected=(classes, scores))
+    assert seen["done"] == 1 and seen["passed"] == 0 and seen["bad_images"] == 2
+    assert seen["led"] & 0b1011 == 0b1010          # FAIL + done
+    assert seen["led"] >> 4 == 2
+
+
+def test_nextpnr_report_parsing():
+    doc = {"utilization": {"DP16KD": {"used": 3, "available": 208}},
+           "fmax": {"$glbnet$clk": {"achieved": 87.5, "constraint": 25.0}}}
+    assert parse_nextpnr_report(doc) == {
+        "utilization": {"DP16KD": {"used": 3, "available": 208}},
+        "fmax_mhz": {"$glbnet$clk": 87.5}, "constraint_mhz": {"$glbnet$clk": 25.0}}
+
+
+def test_ulx3s_build_produces_bitstream_and_timing(net_dir, tmp_path, capsys):
+    out = tmp_path / "ulx3s"
+    assert build_main(["--board", "ulx3s", "--net", str(net_dir), "--out", str(out),
+                       "--quiet", "--selftest-images", "3"]) == 0
+    text = capsys.readouterr().out
+    bit = out / "ulx3s.bit"
+    assert bit.is_file() and bit.stat().st_size > 10_000
+    report = json.loads((out / "report.json").read_text())
+    e = report["ecp5"]
+    assert e["timing_met"] and e["fmax_mhz"] >= 25.0 and e["clock_mhz"] == 25.0
+    util = e["utilization"]
+    assert 0 < util["TRELLIS_COMB"]["used"] < util["TRELLIS_COMB"]["available"] == 83640
+    assert util["TRELLIS_FF"]["used"] > 0 and util["TRELLIS_IO"]["used"] == 9   # clk + 8 LEDs
+    assert (out / "ecp5" / "nextpnr_report.json").is_file()
+    assert "Fmax" in text and "ulx3s.bit" in text
+    net = load_compiled_network(net_dir)
+    assert report["selftest"]["images"] == 3
+    # The embedded images are the export's test vectors; their golden classes are reported.
+    assert report["selftest"]["expected_classes"] == GoldenModel(net).run(
+        _vector_images(net_dir, 3)).classes.tolist()
+
+
+def _vector_images(net_dir, n):
+    from sw.compiled_net import load_test_vectors
+    return load_test_vectors(net_dir).images[:n].astype(np.uint8)
+
+
+def test_does_not_fit_and_missed_timing_fail_with_numbers(net_dir, tmp_path):
+    net = load_compiled_network(net_dir)
+    from hw.generate import generate
+    build = tmp_path / "b"
+    generate(net_dir, build)
+    write_selftest_rtl(net, random_images(net, 2), mem_dir=build, out_dir=build)
+    board = boards.get_board("ulx3s")
+    small = dataclasses.replace(board, resources=Resources(lut=50, ff=40, bram=0, dsp=0))
+    with pytest.raises(UserError, match=r"does not fit the LFE5U-85F-6BG381C: needs LUT4 \d+ of "
+                                        r"50, FF \d+ of 40"):
+        ecp5_build(build, small)
+    assert not (build / "ulx3s.bit").exists()
+    with pytest.raises(UserError, match=r"timing not met: achieved Fmax \d+\.\d MHz < 2000 MHz"):
+        ecp5_build(build, board, clock_mhz=2000)
+    assert not (build / "ulx3s.bit").exists()

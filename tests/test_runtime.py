@@ -1,0 +1,175 @@
+"""Host runtime: packing, the golden / sim / pynq targets, and the pynq register + DMA sequence
+run against the simulated board shell (tests/pynq_sim.py stands in for the pynq package)."""
+
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hw.axi_lite_regs import REG as HW_REG, REG_ID_VALUE as HW_ID, REG_VERSION_VALUE as HW_VER
+from sw.compiled_net import load_compiled_network
+from sw.errors import UserError
+from sw.golden import GoldenModel
+from sw.runtime import (REG, REG_ID_VALUE, REG_VERSION_VALUE, Accelerator, DeviceError,
+                        RegisterDriver, check_results, pack_images, unpack_results)
+from tests.netfactory import random_compiled_network, random_images
+from tests.pynq_sim import SimulatedPynq
+
+
+def test_register_map_matches_the_hardware():
+    assert REG == HW_REG and REG_ID_VALUE == HW_ID and REG_VERSION_VALUE == HW_VER
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 5), st.sampled_from([1, 2, 4, 8]), st.integers(0, 2**32 - 1))
+def test_pack_is_the_stream_beat_order(n, ppb, seed):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
+    buf = pack_images(images, ppb)
+    assert buf.dtype == np.uint8 and buf.size == images.size
+    # Beat k, pixel j at bits [8j, 8j+8): the little-endian bytes of the buffer in order.
+    beats = [int.from_bytes(buf[k * ppb:(k + 1) * ppb].tobytes(), "little")
+             for k in range(buf.size // ppb)]
+    flat = images.reshape(-1)
+    for k, beat in enumerate(beats):
+        for j in range(ppb):
+            assert (beat >> (8 * j)) & 0xFF == flat[k * ppb + j]
+
+
+def test_pack_rejects_bad_input():
+    with pytest.raises(UserError, match="do not split into 3-pixel beats"):
+        pack_images(np.zeros((2, 16), np.uint8), 3)
+    with pytest.raises(UserError, match="8-bit unsigned"):
+        pack_images(np.full((1, 16), 300), 8)
+    with pytest.raises(UserError, match=r"\(N, 16\)"):
+        pack_images(np.zeros((2, 3, 16), np.uint8), 8, pixels=16)
+
+
+def test_unpack_and_consistency_check():
+    words = np.array([1, 0xFFFF_FFFE, 5, 2, 7, 3, 7, 0xFFFF_FFFF], dtype=np.uint32)
+    classes, scores = unpack_results(words, 3)
+    assert classes.tolist() == [1, 7] and scores.tolist() == [[-2, 5, 2], [3, 7, -1]]
+    check_results(np.array([1]), np.array([[-2, 5, 2]]))
+    check_results(np.array([0]), np.array([[4, 4, 1]]))       # ties: first maximum
+    with pytest.raises(DeviceError, match="image 0 reports class 1 but its scores peak at 0"):
+        check_results(np.array([1]), np.array([[4, 4, 1]]))
+    with pytest.raises(DeviceError, match="not a whole number"):
+        unpack_results(words[:7], 3)
+
+
+@pytest.fixture(scope="module")
+def net_dir(tmp_path_factory):
+    return random_compiled_network(tmp_path_factory.mktemp("net") / "net", image=(1, 4, 4),
+                                   shape=(8, 6, 4), outs=["frac2", "sign"],
+                                   folding=[(2, 4), (2, 4), (2, 3)], seed=7)
+
+
+def test_golden_target_is_the_golden_model(net_dir):
+    net = load_compiled_network(net_dir)
+    images = random_images(net, 20, seed=2)
+    acc = Accelerator("golden", net=net_dir)
+    classes, scores = acc.execute(images)
+    ref = GoldenModel(net).run(images)
+    assert np.array_equal(classes, ref.classes) and np.array_equal(scores, ref.scores)
+    one_class, one_score = acc.execute(images[3])              # a single image
+    assert one_class.tolist() == [ref.classes[3]]
+    report = acc.throughput_test(count=50)
+    assert report["batch_size"] == 50 and report["throughput[images/s]"] > 0
+
+
+def test_sim_target_equals_golden_target(net_dir, tmp_path):
+    net = load_compiled_network(net_dir)
+    images = random_images(net, 40, seed=4)
+    golden = Accelerator("golden", net=net_dir).execute(images)
+    with Accelerator("sim", net=net_dir, build_root=tmp_path / "simbuild",
+                     clock_mhz=200) as acc:
+        classes, scores = acc.execute(images)
+        assert np.array_equal(classes, golden[0]) and np.array_equal(scores, golden[1])
+        report = acc.throughput_test(images)
+    from hw.cycle_model import steady_state_ii
+    assert report["fclk[mhz]"] == 200 and report["cycles"] > 0
+    # Back-to-back images at the modelled initiation interval (gating makes it data dependent,
+    # so the mean lies between the best and worst case).
+    best = steady_state_ii(net, 8, gates="closed")
+    worst = steady_state_ii(net, 8, gates="open")
+    assert best - 1 <= report["cycles_per_image"] <= worst + 1
+
+
+@pytest.fixture()
+def fake_pynq(net_dir, tmp_path):
+    net = load_compiled_network(net_dir)
+    fake = SimulatedPynq(net, net_dir, pixels_per_beat=8)
+    bit = tmp_path / "fracbnn.bit"
+    bit.write_bytes(b"bitstream")
+    yield fake, bit
+    fake.close()
+
+
+def test_pynq_target_against_the_simulated_board(net_dir, fake_pynq):
+    fake, bit = fake_pynq
+    net = load_compiled_network(net_dir)
+    images = random_images(net, 7, seed=5)
+    acc = Accelerator("pynq", bitfile=bit, net=net_dir, pynq_module=fake, batch_size=3)
+    classes, scores = acc.execute(images)
+    golden = Accelerator("golden", net=net_dir).execute(images)
+    assert np.array_equal(classes, golden[0]) and np.array_equal(scores, golden[1])
+    assert fake.bitfiles == [str(bit)]
+
+    log = fake.device.log
+    reads = [op[1] for op in log if op[0] == "read"]
+    # Identification before anything else: ID, VERSION, CONFIG and every layer's registers.
+    first_write = next(i for i, op in enumerate(log) if op[0] == "write")
+    assert {0x00, 0x04, 0x08, 0x20, 0x24, 0x28, 0x2C, 0x30, 0x34} <= set(reads[:first_write])
+    assert log[first_write] == ("write", REG["CTRL"], 1)
+    # Three DMA batches (3 + 3 + 1 images), S2MM armed before MM2S, both waited for.
+    dma = [op for op in log if op[0] in ("transfer", "wait")]
+    per_image_in, per_image_out = net.input.pixels, 4 * (1 + net.classes)
+    assert dma == [op for k in (3, 3, 1) for op in (
+        ("transfer", "recv", k * per_image_out), ("transfer", "send", k * per_image_in),
+        ("wait", "send"), ("wait", "recv"))]
+    # Afterwards: STATUS, IMAGES_DONE, CYCLES.
+    tail = [op[1] for op in log[log.index(dma[-1]) + 1:] if op[0] == "read"]
+    assert tail[:4] == [REG["STATUS"], REG["IMAGES_DONE"], REG["CYCLES_LO"], REG["CYCLES_HI"]]
+    assert acc.last_run["register_cycles"] > 0
+
+
+def test_pynq_target_rejects_a_bitstream_for_another_network(net_dir, fake_pynq, tmp_path):
+    fake, bit = fake_pynq
+    other = random_compiled_network(tmp_path / "other", image=(1, 4, 4), shape=(8, 6, 4),
+                                    outs=["frac2", "sign"], folding=[(4, 4), (2, 4), (2, 3)])
+    with pytest.raises(DeviceError, match="layer 0: the design has PE/SIMD 2/4"):
+        Accelerator("pynq", bitfile=bit, net=other, pynq_module=fake)
+    other5 = random_compiled_network(tmp_path / "other5", image=(1, 4, 4), shape=(8, 6, 5),
+                                     outs=["frac2", "sign"], folding=[(2, 4), (2, 4), (1, 3)])
+    with pytest.raises(DeviceError, match="the design has 4 classes, the network 5"):
+        Accelerator("pynq", bitfile=bit, net=other5, pynq_module=fake)
+
+
+def test_a_packet_ending_inside_an_image_sets_the_framing_error(net_dir, fake_pynq):
+    fake, bit = fake_pynq
+    overlay = fake.Overlay(str(bit))
+    regs = RegisterDriver(overlay.fracbnn_0)
+    regs.clear()
+    half = np.zeros(24, dtype=np.uint8)         # 1.5 images of 16 pixels
+    overlay.axi_dma_0.sendchannel.transfer(half)
+    overlay.axi_dma_0.sendchannel.wait()
+    with pytest.raises(DeviceError, match="framing error"):
+        regs.check_after(0)
+    regs.clear()
+    assert regs.read("STATUS") & 2 == 0
+
+
+def test_pynq_missing_is_a_clear_error(net_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynq", None)       # import pynq -> ImportError
+    bit = tmp_path / "x.bit"
+    bit.write_bytes(b"x")
+    with pytest.raises(UserError, match="needs the PYNQ package"):
+        Accelerator("pynq", bitfile=bit, net=net_dir)
+    with pytest.raises(UserError, match="needs bitfile="):
+        Accelerator("pynq", net=net_dir)
+    with pytest.raises(UserError, match="unknown target 'fpga'"):
+        Accelerator("fpga", net=net_dir)
+    with pytest.raises(UserError, match="needs net="):
+        Accelerator("golden")
