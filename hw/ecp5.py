@@ -5,7 +5,9 @@
 ``fracbnn_rom`` instances loading the network's ``.mem`` files).  :func:`ecp5_build` runs
 
 1. ``synth_ecp5`` (ABC LUT mapping, or ``-noabc`` where ABC does not work, see
-   :func:`hw.yosys_estimate.abc_works`) -> ``ulx3s.json`` and cell counts;
+   :func:`hw.yosys_estimate.abc_works`) -> ``ulx3s.json`` and cell counts; ROMs of at most
+   :data:`SHALLOW_ROM_WORDS` words (the wide, shallow threshold ROMs) become LUTs, since
+   they would waste almost all of an EBR each;
 2. a fit check of LUT4 / FF / EBR (DP16KD) / MULT18 against the part *before* place and
    route: a design that cannot fit fails with the numbers, not a tool log;
 3. ``nextpnr-ecp5 --<device> --package <pkg> --speed <grade> --lpf ... --freq <MHz>
@@ -27,9 +29,11 @@ from sw.errors import UserError
 
 from .yosys_estimate import abc_works, run_yosys
 
-__all__ = ["TOP_NAME", "write_selftest_rtl", "ecp5_build", "count_ecp5_cells", "parse_nextpnr_report"]
+__all__ = ["TOP_NAME", "SHALLOW_ROM_WORDS", "write_selftest_rtl", "ecp5_build", "count_ecp5_cells", "parse_nextpnr_report"]
 
 TOP_NAME = "ulx3s_selftest"
+#: ROMs of at most this many words are mapped to LUTs rather than EBRs (see ecp5_build).
+SHALLOW_ROM_WORDS = 32
 
 
 def write_selftest_rtl(net, images, *, mem_dir, out_dir, pixels_per_beat: int = 8) -> Path:
@@ -51,13 +55,15 @@ def write_selftest_rtl(net, images, *, mem_dir, out_dir, pixels_per_beat: int = 
 
 def count_ecp5_cells(cells: dict[str, int]) -> dict:
     """LUT4 / FF / EBR / DSP counts from Yosys ``stat -json`` cell types after ``synth_ecp5``."""
-    lut = cells.get("LUT4", 0) + sum(n for t, n in cells.items()
-                                     if t.startswith("$_") or t == "$lut")
-    lutram = cells.get("TRELLIS_DPR16X4", 0)
+    unmapped = sum(n for t, n in cells.items() if t.startswith("$_") or t == "$lut")
+    # As nextpnr counts "Total LUT4s": logic LUTs, two per CCU2C carry cell, and the LUTs of
+    # distributed RAM (TRELLIS_DPR16X4: 2 RAM + 2 RAMW LUT4s).
+    lut = (cells.get("LUT4", 0) + unmapped + 2 * cells.get("CCU2C", 0)
+           + 4 * cells.get("TRELLIS_DPR16X4", 0))
     ff = sum(n for t, n in cells.items() if t.startswith("TRELLIS_FF"))
     ebr = cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0)
     dsp = cells.get("MULT18X18D", 0) + cells.get("ALU54B", 0)
-    return {"lut": lut + 2 * lutram, "ff": ff, "bram": ebr, "dsp": dsp,
+    return {"lut": lut, "ff": ff, "bram": ebr, "dsp": dsp,
             "carry": cells.get("CCU2C", 0)}
 
 
@@ -118,11 +124,17 @@ def ecp5_build(build_dir, board, *, clock_mhz: float | None = None, seed: int = 
 
     step("yosys synth_ecp5")
     abc = abc_works() if use_abc is None else use_abc
+    synth = f"synth_ecp5 -top {TOP_NAME}" + ("" if abc else " -noabc")
     script = "\n".join([
         f"read_verilog -defer {TOP_NAME}.v fracbnn_rom.v",
         f"hierarchy -top {TOP_NAME}",
         'setattr -set rom_style "logic" -set ram_style "logic" m:*g_distributed*',
-        f"synth_ecp5 -top {TOP_NAME}" + ("" if abc else " -noabc") + " -json ulx3s.json",
+        f"{synth} -run :map_ram",
+        # EBRs are 512 deep at 36 bits: a ROM of <= SHALLOW_ROM_WORDS words (the wide threshold
+        # ROMs) would leave >= 94% of each EBR empty, so it is built from LUTs instead.
+        f'setattr -set rom_style "logic" -set ram_style "logic" t:$mem_v2 '
+        f"r:SIZE<={SHALLOW_ROM_WORDS} %i",
+        f"{synth} -run map_ram: -json ulx3s.json",
         "tee -q -o ecp5_stat.json stat -json", ""])
     seconds["synth"] = round(run_yosys(script, build_dir, build_dir / "yosys_ecp5.log",
                                        what="Yosys synth_ecp5", timeout=timeout,
@@ -133,13 +145,15 @@ def ecp5_build(build_dir, board, *, clock_mhz: float | None = None, seed: int = 
     synth = count_ecp5_cells(cells)
 
     res = board.resources
-    over = [f"{name} {synth[key]} of {cap}" for key, name, cap in (
+    usage = [(name, synth[key], cap) for key, name, cap in (
         ("lut", "LUT4", res.lut), ("ff", "FF", res.ff), ("bram", "EBR (18 Kb)", res.bram),
-        ("dsp", "MULT18", res.dsp)) if synth[key] > cap]
+        ("dsp", "MULT18", res.dsp))]
+    over = [f"{name} {used} of {cap}" for name, used, cap in usage if used > cap]
     if over:
+        fits = [f"{name} {used} of {cap}" for name, used, cap in usage if used <= cap]
         raise UserError(f"the design does not fit the {board.part}: needs {', '.join(over)} "
-                        "(after synthesis); use a smaller network or more folding "
-                        "(lower PE/SIMD) with --fold")
+                        f"(after synthesis; {', '.join(fits)} would fit); use a smaller network "
+                        "or more folding (lower PE/SIMD) with --fold")
 
     step("nextpnr-ecp5 place & route")
     (build_dir / "ulx3s.lpf").write_text(board.lpf())

@@ -9,8 +9,9 @@ Caching
     design, the build flavour (cocotb model or C++ batch harness), the trace
     format and the Verilator version; it lives in
     ``<build_root>/<flavour>-<key[:16]>`` (``build_root`` defaults to
-    ``build/sim`` in the repository).  The ``.mem`` files are *not* part of the
-    key: the ROMs load them with ``$readmemh`` when the simulation starts, so a
+    ``build/sim`` in the repository, or ``$FRACBNN_SIM_BUILD``).  The ``.mem``
+    files are *not* part of the key: the ROMs load them with ``$readmemh``
+    when the simulation starts, so a
     retrained network of the same shape reuses the compiled model.  A file lock
     makes concurrent builders of the same key wait for each other, and a build
     counts as done only once its ``build.ok`` stamp exists.
@@ -56,8 +57,9 @@ __all__ = [
 
 #: Repository root (the directory holding ``sim/``).
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: Where builds are cached unless a caller says otherwise (git-ignored).
-DEFAULT_BUILD_ROOT = REPO_ROOT / "build" / "sim"
+#: Where builds are cached unless a caller says otherwise (git-ignored); the
+#: environment variable ``FRACBNN_SIM_BUILD`` overrides it.
+DEFAULT_BUILD_ROOT = Path(os.environ.get("FRACBNN_SIM_BUILD") or REPO_ROOT / "build" / "sim")
 #: Verilog module name of the generated accelerator.
 TOPLEVEL = "fracbnn_top"
 #: Waveform formats a build can trace, or ``None`` for no tracing.

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 import boards
 from boards.base import Resources
 from hw.build import main as build_main
-from hw.ecp5 import ecp5_build, parse_nextpnr_report, write_selftest_rtl
+from hw.ecp5 import count_ecp5_cells, ecp5_build, parse_nextpnr_report, write_selftest_rtl
 from hw.selftest import SelfTest, expected_beats, image_beats
 from sw.compiled_net import load_compiled_network
 from sw.errors import UserError
@@ -74,6 +74,14 @@ def test_selftest_detects_a_wrong_result(net_dir):
     assert seen["done"] == 1 and seen["passed"] == 0 and seen["bad_images"] == 2
     assert seen["led"] & 0b1011 == 0b1010          # FAIL + done
     assert seen["led"] >> 4 == 2
+
+
+def test_ecp5_cell_counting_matches_nextpnr():
+    # LFC self-test after synth_ecp5: nextpnr reported "Total LUT4s: 36082/83640" for these.
+    cells = {"CCU2C": 3188, "DP16KD": 178, "L6MUX21": 63, "LUT4": 29706, "PFUMX": 4979,
+             "TRELLIS_FF": 14143}
+    assert count_ecp5_cells(cells) == {"lut": 36082, "ff": 14143, "bram": 178, "dsp": 0,
+                                       "carry": 3188}
 
 
 def test_nextpnr_report_parsing():

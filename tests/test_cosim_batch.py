@@ -74,3 +74,55 @@ def test_a_corrupted_result_is_detected(setup):
     assert bad == 1
     assert notes[0] == (f"image 7: last layer neuron (score) 1 expected {ref.golden.scores[7, 1]}, "
                         f"got {ref.golden.scores[7, 1] + 2}")
+
+
+@pytest.mark.parametrize("engine,count", [("batch", 300), ("cocotb", 6)])
+def test_sim_run_main_job(tmp_path, engine, count):
+    """``python -m sim.run`` end to end on an MNIST-shaped net: PASS and its JSON summary."""
+    import json
+    import subprocess
+    import sys
+
+    from sim.build import REPO_ROOT
+
+    net_dir = random_compiled_network(tmp_path / "net", image=(1, 28, 28), levels=1,
+                                      shape=(16, 10), outs=["frac2"],
+                                      folding=[(4, 56), (5, 8)], seed=41)
+    summary = tmp_path / "summary.json"
+    proc = subprocess.run([sys.executable, "-m", "sim.run", "--net", str(net_dir), "--images",
+                           str(count), "--engine", engine, "--json", str(summary)],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS: every output bit-exact and every cycle stamp equal to the cycle model" in proc.stdout
+    s = json.loads(summary.read_text())
+    assert (s["images"], s["mismatches"], s["engine"]) == (count, 0, engine)
+    assert s["accuracy"] == s["golden_accuracy"]
+    t = s["timing"]
+    assert t["disagreements"] == [] and t["ii_measured"] == t["ii_modelled"]
+    assert t["latency_measured_first"] == t["latency_modelled_first"] > 0
+    assert s["sim_speed"]["images_per_s"] > 0
+
+
+def test_sim_run_fails_on_a_wrong_reference(tmp_path, monkeypatch, capsys):
+    """Exit status 1 and FAIL when the design disagrees with the reference (here: a score
+    and a cycle prediction of the reference are perturbed)."""
+    import sim.run as simrun
+
+    net_dir = random_compiled_network(tmp_path / "net", image=(1, 28, 28), levels=1,
+                                      shape=(16, 10), outs=["frac2"],
+                                      folding=[(4, 56), (5, 8)], seed=41)
+    real_reference = simrun.reference
+
+    def perturbed(*args, **kwargs):
+        ref = real_reference(*args, **kwargs)
+        ref.golden.scores[3, 2] += 1
+        ref.output[5] += 1
+        return ref
+
+    monkeypatch.setattr(simrun, "reference", perturbed)
+    status = simrun.main(["--net", str(net_dir), "--images", "20"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "mismatches       1" in out and "FAIL" in out
+    assert "image 3: last layer neuron (score) 2" in out
+    assert "first output cycle of image 5" in out
