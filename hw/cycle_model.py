@@ -34,7 +34,7 @@ import numpy as np
 from sw.compiled_net import CompiledNetwork
 
 __all__ = ["CycleModelResult", "simulate_pipeline", "stage_cycles_per_image",
-           "steady_state_ii", "engine_timing"]
+           "steady_state_ii", "engine_timing", "gating_savings"]
 
 
 @dataclass(frozen=True)
@@ -427,3 +427,35 @@ def stage_cycles_per_image(net: CompiledNetwork, pixels_per_beat: int = 8, *,
 def steady_state_ii(net: CompiledNetwork, pixels_per_beat: int = 8, **kwargs) -> int:
     """The bottleneck stage's cycles per image (see :func:`stage_cycles_per_image`)."""
     return max(stage_cycles_per_image(net, pixels_per_beat, **kwargs).values())
+
+
+def gating_savings(net: CompiledNetwork, gates) -> list[dict]:
+    """Engine cycles that precision gating saved, per layer with 2-bit inputs.
+
+    ``gates``: the golden model's per-layer decisions (``GoldenModel(net).run(images).gates``,
+    ``(N, MH)`` booleans or ``None``).  Without gating every neuron fold would run both passes,
+    ``2*SF`` cycles; with it, a fold whose gates are all closed costs ``SF + min(gate_delay, SF)``.
+
+    Returns
+    -------
+    list of dict
+        Per gated layer: ``layer``, ``images``, ``lsb_fraction`` (neurons whose gate opened),
+        ``fold_lsb_fraction`` (neuron folds that ran the LSB pass), ``cycles`` (engine cycles
+        with gating, summed over the images), ``cycles_ungated`` and ``saved``.
+    """
+    out = []
+    for layer in net.layers:
+        if layer.in_bits != 2:
+            continue
+        g = np.asarray(gates[layer.index], dtype=bool)
+        n, sf, nf, pe = g.shape[0], layer.synapse_folds, layer.neuron_folds, layer.folding.pe
+        padded = np.zeros((n, layer.mh_padded), dtype=bool)
+        padded[:, :layer.out_features] = g
+        open_folds = int(padded.reshape(n, nf, pe).any(axis=2).sum())
+        closed = sf + min(engine_timing(layer)["gate_delay"], sf)
+        cycles = open_folds * 2 * sf + (n * nf - open_folds) * closed
+        ungated = n * nf * 2 * sf
+        out.append({"layer": layer.index, "images": n, "lsb_fraction": float(g.mean()),
+                    "fold_lsb_fraction": open_folds / (n * nf), "cycles": cycles,
+                    "cycles_ungated": ungated, "saved": ungated - cycles})
+    return out

@@ -108,6 +108,11 @@ def _summary_lines(s: dict) -> list[str]:
             f"throughput       {t['fps']:,.0f} images/s at {s['clock_mhz']:g} MHz, "
             f"latency {t['latency_us']:.2f} us",
             f"cycle model      {'agrees exactly' if not t['disagreements'] else 'DISAGREES'}"]
+    for g in s.get("gating", []):
+        lines.append(f"gating layer {g['layer']}   LSB needed by {100 * g['lsb_fraction']:.1f} % of neurons, "
+                     f"{100 * g['fold_lsb_fraction']:.1f} % of neuron folds: {g['saved']:,} of "
+                     f"{g['cycles_ungated']:,} engine cycles saved "
+                     f"({100 * g['saved'] / g['cycles_ungated']:.1f} %)")
     sp = s["sim_speed"]
     lines.append(f"sim speed        {sp['images_per_s']:,.1f} images/s, "
                  f"{sp['cycles_per_s']:,.0f} cycles/s ({sp['seconds']:.1f} s simulated wall time, "
@@ -134,6 +139,7 @@ def _timing_summary(accept, output, ref, clock_mhz: float, disagreements: list[s
 
 
 def run(args: argparse.Namespace) -> int:
+    from hw.cycle_model import gating_savings
     from sw.compiled_net import fold_config_from_json, load_compiled_network, refold
     from sw.mnist import load_mnist
 
@@ -179,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         "golden_accuracy": ref.golden.accuracy(labels),
         "clock_mhz": args.clock_mhz,
         "timing": _timing_summary(accept, output, ref, args.clock_mhz, disagreements) if timing else None,
+        "gating": gating_savings(net, ref.golden.gates),
         "sim_speed": speed, "build_seconds": build_s, **extra,
     }
     for line in _summary_lines(summary):
