@@ -52,4 +52,6 @@ def bench(session):
     out = ROOT / "build" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     session.run("python", "-m", "models.bench", "--json", str(out / "golden.json"),
-                "--png", str(out / "golden.png"), *session.posargs)
+                "--png", str(out / "golden.png"))
+    session.run("python", "-m", "sim.bench", "--json", str(out / "accelerator.json"),
+                "--png", str(out / "accelerator.png"), *session.posargs)

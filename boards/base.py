@@ -113,7 +113,10 @@ class Ecp5Board:
         nextpnr-ecp5 ``--25k/--45k/--85k``-style device flag (without dashes), package and
         speed grade.
     clock_pin, clock_mhz
-        Board oscillator pin and frequency; the self-test design runs from it directly.
+        Board oscillator pin and frequency.
+    default_clock_mhz
+        Design clock when ``--clock`` is not given; an ECP5 PLL derives it from the
+        oscillator where it differs.
     led_pins
         LED pins, LED 0 first (active high).
     io_standard
@@ -130,6 +133,7 @@ class Ecp5Board:
     speed: int
     clock_pin: str
     clock_mhz: float
+    default_clock_mhz: float
     led_pins: tuple[str, ...]
     io_standard: str
     resources: Resources

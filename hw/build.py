@@ -164,7 +164,7 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
 
 
 def _build_ecp5(board, net, net_dir, work: Path, args, step) -> dict:
-    from .ecp5 import ecp5_build, write_selftest_rtl
+    from .ecp5 import ecp5_build, write_pll, write_selftest_rtl
     from .generate import generate
     from .yosys_estimate import analytic_estimate
 
@@ -180,8 +180,11 @@ def _build_ecp5(board, net, net_dir, work: Path, args, step) -> dict:
         if f.suffix == ".mem" or f.name == "fracbnn_rom.v":
             shutil.copyfile(f, ecp5 / f.name)
     images = selftest_images(net, net_dir, args.selftest_images)
+    use_pll = args.clock != board.clock_mhz
+    if use_pll:     # the PLL makes the closest frequency it can: that is the design clock
+        args.clock = write_pll(ecp5, board.clock_mhz, args.clock)
     write_selftest_rtl(net, images, mem_dir=ecp5, out_dir=ecp5,
-                       pixels_per_beat=args.pixels_per_beat)
+                       pixels_per_beat=args.pixels_per_beat, pll=use_pll)
     from sw.golden import GoldenModel
     golden = GoldenModel(net).run(images)
     result = ecp5_build(ecp5, board, clock_mhz=args.clock, seed=args.seed,
@@ -191,6 +194,9 @@ def _build_ecp5(board, net, net_dir, work: Path, args, step) -> dict:
     return {
         "design": {k: design[k] for k in ("pixels_per_beat", "classes", "cycle_model")},
         "selftest": {"images": len(images), "expected_classes": golden.classes.tolist(),
+                     "clock": (f"{args.clock:g} MHz from the {board.clock_mhz:g} MHz oscillator "
+                               "via the ECP5 PLL") if use_pll else
+                              f"{board.clock_mhz:g} MHz oscillator",
                      "leds": "led0 PASS, led1 FAIL, led2 alive (blinks), led3 done, "
                              "led7..4 wrong images"},
         "ecp5": {k: v for k, v in result.items() if k != "cells"} | {"cells": result["cells"]},
@@ -211,9 +217,10 @@ def build(args: argparse.Namespace) -> dict:
             raise UserError(f"--clock must be in (0, {board.max_clock_mhz:g}] MHz for the "
                             f"{board.title}, not {args.clock:g}")
     else:
-        args.clock = board.clock_mhz if args.clock is None else args.clock
-        if args.clock <= 0:
-            raise UserError(f"--clock must be positive, not {args.clock:g}")
+        args.clock = board.default_clock_mhz if args.clock is None else args.clock
+        if not 0 < args.clock <= 400:
+            raise UserError(f"--clock must be in (0, 400] MHz for the {board.title}, "
+                            f"not {args.clock:g}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, not {args.jobs}")
     if args.selftest_images < 1:
@@ -347,7 +354,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="compiled network (default: export models/checkpoints/lfc_w1a1.pt)")
     p.add_argument("--fold", metavar="CONFIG", help="folding JSON overriding the network's")
     p.add_argument("--clock", type=float, metavar="MHZ",
-                   help="PL clock (Zynq; default 100) / timing target (ULX3S; default 25)")
+                   help="PL clock (Zynq; default 100) / design clock (ULX3S, made by the PLL from "
+                        "the 25 MHz oscillator; default 12.5)")
     p.add_argument("--out", metavar="DIR", help="build directory (default build/<board>)")
     p.add_argument("--pixels-per-beat", type=int, default=8, metavar="N",
                    help="input stream width in pixels (default 8 = 64-bit DMA stream)")

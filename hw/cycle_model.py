@@ -7,10 +7,14 @@ at the level of counters rather than data, using each block's documented timing:
 * ``convert``: :class:`hw.width_converter.StreamWidthConverter` (fill level ``count``,
   ``valid = count >= out``, ``ready = count <= capacity - in - pad``);
 * ``mvtu``: :class:`hw.mvtu.MatrixVectorThresholdUnit`'s timing contract (ping-pong input
-  banks, one read per cycle, credit check at each neuron fold's first read, the speculative
-  LSB pass abandoned ``gate_delay`` cycles into it when every gate of the fold is closed,
-  result written to the output FIFO ``pipeline_latency - 1`` cycles after the fold's last
-  used read and valid one cycle later);
+  banks, one read per cycle, result written to the output FIFO ``pipeline_latency - 1``
+  cycles after the read it depends on last and valid one cycle later).  1-bit inputs and the
+  ``"fold"`` LSB schedule: credit check at each neuron fold's first read, the speculative
+  LSB pass abandoned ``gate_delay`` cycles into it when every gate of the fold is closed.
+  ``"lane"`` schedule: ``NF*SF`` MSB reads, a wait until ``gate_delay`` cycles after the
+  last one, ``R`` LSB rounds of ``SF`` reads (``R`` = most open gates in one PE lane), then
+  the hand-off to the emitter (once it is idle; the next vector's first read in the same
+  cycle), which emits ``NF`` beats from the next cycle on, one per cycle with a free credit;
 * ``serializer``: :class:`hw.output_serializer.OutputSerializer` (collect ``NF`` beats into
   one register set, transfer to a second when its emitter is idle or finishing, emit
   ``1 + C`` beats).
@@ -23,6 +27,7 @@ decisions (``GoldenModel(net).run(images).gates``).
 The steady-state initiation interval of a data-independent pipeline is the largest per-image
 occupancy of any stage (:func:`stage_cycles_per_image`): thermometer and converters one
 cycle per beat, a layer engine ``compute_cycles``, the serializer ``max(NF + 1, 1 + C)``.
+:func:`gating_savings` reports the engine cycles precision gating saves.
 """
 
 from __future__ import annotations
@@ -74,22 +79,38 @@ class CycleModelResult:
 def engine_timing(layer) -> dict:
     """The layer engine's timing constants for ``layer`` (a LayerSpec), without building it.
 
-    Mirrors the properties of :class:`hw.mvtu.MatrixVectorThresholdUnit` (``popcount_latency``
-    of a ``SIMD``-bit tree with 3 adder levels per stage, ``pipeline_latency = lp + 3``,
-    ``gate_delay = lp + 1``, ``output_depth = pipeline_latency + 1``).
+    Mirrors the properties of :class:`hw.mvtu.MatrixVectorThresholdUnit` built with the
+    default ``lsb_schedule`` (``popcount_latency`` of a ``SIMD``-bit tree with 3 adder levels
+    per stage, ``pipeline_latency = lp + 3``, ``gate_delay = lp + 1``,
+    ``output_depth = pipeline_latency + 1``, ``lane``: the lane-compacted LSB schedule).
     """
-    from .mvtu import _LEVELS_PER_STAGE
+    from .mvtu import _LEVELS_PER_STAGE, LSB_SCHEDULE
     from .popcount import popcount_latency
     lp = popcount_latency(layer.folding.simd, _LEVELS_PER_STAGE)
     return {"popcount_latency": lp, "pipeline_latency": lp + 3, "gate_delay": lp + 1,
-            "output_depth": lp + 4}
+            "output_depth": lp + 4, "lane": layer.in_bits == 2 and LSB_SCHEDULE == "lane"}
 
 
 def _timing_of(engine) -> dict:
     """Timing constants of a built :class:`hw.mvtu.MatrixVectorThresholdUnit`."""
     return {"popcount_latency": engine.popcount_latency,
             "pipeline_latency": engine.pipeline_latency, "gate_delay": engine.gate_delay,
-            "output_depth": engine.output_depth}
+            "output_depth": engine.output_depth, "lane": engine.lane_scheduled}
+
+
+def _lane_compute_cycles(layer, gate_delay: int, rounds: int) -> int:
+    """Lane schedule: ``NF*SF + gate_delay + R*SF`` engine cycles per vector."""
+    sf, nf = layer.synapse_folds, layer.neuron_folds
+    return nf * sf + gate_delay + rounds * sf
+
+
+def _padded_gates(layer, gates) -> np.ndarray:
+    """``(N, MH)`` (or ``(MH,)``) gate decisions -> ``(N, NF, PE)`` with padding closed."""
+    g = np.asarray(gates, dtype=bool)
+    g = g.reshape(-1, g.shape[-1])
+    padded = np.zeros((g.shape[0], layer.mh_padded), dtype=bool)
+    padded[:, :layer.out_features] = g
+    return padded.reshape(g.shape[0], layer.neuron_folds, layer.folding.pe)
 
 
 # ----------------------------------------------------------------------------- stage models
@@ -248,6 +269,93 @@ class _Engine:
             self.full[b] = (self.full[b] and not clr_full[b]) or set_full[b]
 
 
+class _LaneEngine(_Engine):
+    """MatrixVectorThresholdUnit timing, 2-bit inputs, lane-compacted LSB schedule."""
+
+    def __init__(self, layer, rounds_per_vector, timing):
+        super().__init__(layer, None, timing)
+        self.rounds = rounds_per_vector    # callable: vector index -> R
+        self.lsb = False                   # in the LSB phase
+        self.nf_pos = 0
+        self.sf_pos = 0
+        self.gates_known_at = None         # first cycle the LSB phase may start
+        self.rounds_left = 0
+        self.em_busy = False               # emitter holds a vector
+        self.em_nf = 0
+
+    def step(self, in_fire, out_fire, cycle):
+        set_full = [False, False]
+        clr_full = [False, False]
+        if in_fire:
+            if self.wr_sf == self.sf - 1:
+                self.wr_sf = 0
+                set_full[self.wr_bank] = True
+                self.wr_bank ^= 1
+            else:
+                self.wr_sf += 1
+
+        # Read sequencer: candidate (lsb, nf, sf) of this cycle, or a hand-off.
+        cand = None
+        handoff = False
+        bank = self.rd_bank
+        if not self.active:
+            if self.full[bank]:
+                cand = (False, 0, 0)
+        elif not self.lsb:
+            cand = (False, self.nf_pos, self.sf_pos)
+        elif self.sf_pos != 0:
+            cand = (True, 0, self.sf_pos)
+        elif cycle >= self.gates_known_at:
+            if self.rounds_left:
+                cand = (True, 0, 0)
+            elif not self.em_busy:
+                handoff = True
+                clr_full[bank] = True
+                bank ^= 1
+                if self.full[bank]:
+                    cand = (False, 0, 0)
+        # Emitter: one beat per cycle while it holds a vector and a credit is free.
+        emit = self.em_busy and self.credits < self.depth
+        if emit:
+            self.credits += 1
+            self.pending.append(cycle + self.write_delay)
+            if self.em_nf == self.nf - 1:
+                self.em_busy, self.em_nf = False, 0
+            else:
+                self.em_nf += 1
+        if handoff:
+            self.active, self.rd_bank, self.lsb = False, bank, False
+            self.em_busy, self.em_nf = True, 0
+            self.vec += 1
+        if cand is not None:
+            lsb, nf, sf = cand
+            last_sf = sf == self.sf - 1
+            self.active, self.rd_bank = True, bank
+            if not lsb:
+                if not last_sf:
+                    self.nf_pos, self.sf_pos = nf, sf + 1
+                elif nf != self.nf - 1:
+                    self.nf_pos, self.sf_pos = nf + 1, 0
+                else:
+                    # Stage A of this read registers the last gates: known gate_delay later.
+                    self.lsb, self.nf_pos, self.sf_pos = True, 0, 0
+                    self.gates_known_at = cycle + self.gd + 1
+                    self.rounds_left = self.rounds(self.vec)
+            else:
+                if sf == 0:
+                    self.rounds_left -= 1
+                self.sf_pos = 0 if last_sf else sf + 1
+
+        if out_fire:
+            self.fifo -= 1
+            self.credits -= 1
+        while self.pending and self.pending[0] <= cycle:
+            self.pending.pop(0)
+            self.fifo += 1
+        for b in (0, 1):
+            self.full[b] = (self.full[b] and not clr_full[b]) or set_full[b]
+
+
 class _Serializer:
     def __init__(self, p):
         self.nf, self.beats = p["neuron_folds"], 1 + p["classes"]
@@ -299,6 +407,19 @@ def _fold_gate_fn(layer, gates, images):
     return lambda v: [bool(x) for x in per_fold[min(v, g.shape[0] - 1)]]
 
 
+def _lane_rounds_fn(layer, gates, images):
+    """vector index -> LSB rounds ``R`` (most open gates in one PE lane) for one engine."""
+    if gates is None:
+        raise ValueError(f"layer {layer.index} has 2-bit inputs: pass its gate decisions "
+                         f"(GoldenModel(net).run(images).gates)")
+    g = np.asarray(gates, dtype=bool)
+    if g.ndim != 2 or g.shape[0] < images or g.shape[1] != layer.out_features:
+        raise ValueError(f"gates of layer {layer.index} must be ({images}, "
+                         f"{layer.out_features}) booleans, not {g.shape}")
+    rounds = _padded_gates(layer, g).sum(axis=1).max(axis=1)
+    return lambda v: int(rounds[min(v, g.shape[0] - 1)])
+
+
 def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int = 8,
                       gates=None, engines=None,
                       max_cycles: int | None = None) -> CycleModelResult:
@@ -338,8 +459,12 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
             layer = net.layers[info.params["layer"]]
             timing = (engine_timing(layer) if engines is None
                       else _timing_of(engines[layer.index]))
-            models.append(_Engine(layer, _fold_gate_fn(layer, gates[layer.index], images),
-                                  timing))
+            if timing["lane"]:
+                models.append(_LaneEngine(
+                    layer, _lane_rounds_fn(layer, gates[layer.index], images), timing))
+            else:
+                models.append(_Engine(
+                    layer, _fold_gate_fn(layer, gates[layer.index], images), timing))
         else:
             models.append(_Serializer(info.params))
 
@@ -384,13 +509,13 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
 
 
 def stage_cycles_per_image(net: CompiledNetwork, pixels_per_beat: int = 8, *,
-                           gates=None, worst: bool = False) -> dict[str, int]:
+                           gates=None, worst: bool = False, engines=None) -> dict[str, int]:
     """Cycles each stage is busy per image (the pipeline's II is the largest of these).
 
     Thermometer: ``P/PPB`` beats; converters: the larger of their input and output beats
     per vector; engines: ``compute_cycles`` (frac layers: with ``gates`` = per-layer ``(MH,)``
     decisions of one image, or every gate open if ``worst``, else every gate closed);
-    serializer ``max(NF + 1, 1 + C)``.
+    serializer ``max(NF + 1, 1 + C)``.  ``engines``: as :func:`simulate_pipeline`.
     """
     from .accelerator import plan_stages
 
@@ -409,16 +534,20 @@ def stage_cycles_per_image(net: CompiledNetwork, pixels_per_beat: int = 8, *,
             sf, nf = layer.synapse_folds, layer.neuron_folds
             if layer.in_bits == 1:
                 out[info.name] = sf * nf
+                continue
+            timing = (engine_timing(layer) if engines is None
+                      else _timing_of(engines[layer.index]))
+            g = None if gates is None else gates[layer.index]
+            if g is None:
+                per_neuron = _padded_gates(layer, np.full(layer.out_features, worst))[0]
             else:
-                closed = sf + min(engine_timing(layer)["gate_delay"], sf)
-                g = None if gates is None else gates[layer.index]
-                if g is None:
-                    per_fold = [worst] * nf
-                else:
-                    padded = np.zeros(layer.mh_padded, dtype=bool)
-                    padded[:layer.out_features] = np.asarray(g, dtype=bool)
-                    per_fold = list(padded.reshape(nf, layer.folding.pe).any(axis=1))
-                out[info.name] = sum(2 * sf if o else closed for o in per_fold)
+                per_neuron = _padded_gates(layer, g)[0]
+            if timing["lane"]:
+                rounds = int(per_neuron.sum(axis=0).max())
+                out[info.name] = _lane_compute_cycles(layer, timing["gate_delay"], rounds)
+            else:
+                closed = sf + min(timing["gate_delay"], sf)
+                out[info.name] = sum(2 * sf if o else closed for o in per_neuron.any(axis=1))
         else:
             out[info.name] = max(p["neuron_folds"] + 1, 1 + p["classes"])
     return out
@@ -429,33 +558,50 @@ def steady_state_ii(net: CompiledNetwork, pixels_per_beat: int = 8, **kwargs) ->
     return max(stage_cycles_per_image(net, pixels_per_beat, **kwargs).values())
 
 
-def gating_savings(net: CompiledNetwork, gates) -> list[dict]:
+def gating_savings(net: CompiledNetwork, gates, *, engines=None) -> list[dict]:
     """Engine cycles that precision gating saved, per layer with 2-bit inputs.
 
     ``gates``: the golden model's per-layer decisions (``GoldenModel(net).run(images).gates``,
-    ``(N, MH)`` booleans or ``None``).  Without gating every neuron fold would run both passes,
-    ``2*SF`` cycles; with it, a fold whose gates are all closed costs ``SF + min(gate_delay, SF)``.
+    ``(N, MH)`` booleans or ``None``).  Without gating every vector would need both passes of
+    every neuron fold, ``2*NF*SF`` cycles.  With it (the engine's actual ``compute_cycles``):
+    lane schedule ``NF*SF + gate_delay + R*SF``; fold schedule the sum over folds of
+    ``2*SF`` (some gate open) or ``SF + min(gate_delay, SF)`` (all closed).  ``engines``: as
+    :func:`simulate_pipeline` (default: the engines' default schedule).
 
     Returns
     -------
     list of dict
-        Per gated layer: ``layer``, ``images``, ``lsb_fraction`` (neurons whose gate opened),
-        ``fold_lsb_fraction`` (neuron folds that ran the LSB pass), ``cycles`` (engine cycles
-        with gating, summed over the images), ``cycles_ungated`` and ``saved``.
+        Per gated layer: ``layer``, ``images``, ``schedule`` (``"lane"``/``"fold"``),
+        ``lsb_fraction`` (neurons whose gate opened), ``fold_lsb_fraction`` (neuron folds with
+        some gate open), ``lsb_rounds_mean`` (mean ``R``), ``cycles`` (engine cycles with
+        gating, summed over the images), ``cycles_ungated`` (``N*2*NF*SF``),
+        ``lsb_cycles_ungated`` (``N*NF*SF``, the LSB passes alone), ``saved``
+        (``cycles_ungated - cycles``; negative if gating costs more than it saves) and
+        ``cycles_per_image`` (``cycles / N``).
     """
     out = []
     for layer in net.layers:
         if layer.in_bits != 2:
             continue
+        timing = (engine_timing(layer) if engines is None
+                  else _timing_of(engines[layer.index]))
         g = np.asarray(gates[layer.index], dtype=bool)
-        n, sf, nf, pe = g.shape[0], layer.synapse_folds, layer.neuron_folds, layer.folding.pe
-        padded = np.zeros((n, layer.mh_padded), dtype=bool)
-        padded[:, :layer.out_features] = g
-        open_folds = int(padded.reshape(n, nf, pe).any(axis=2).sum())
-        closed = sf + min(engine_timing(layer)["gate_delay"], sf)
-        cycles = open_folds * 2 * sf + (n * nf - open_folds) * closed
+        n, sf, nf = g.shape[0], layer.synapse_folds, layer.neuron_folds
+        per = _padded_gates(layer, g)                   # (N, NF, PE)
+        open_folds = int(per.any(axis=2).sum())
+        rounds = per.sum(axis=1).max(axis=1)            # (N,) R per image
+        if timing["lane"]:
+            cycles = int(sum(_lane_compute_cycles(layer, timing["gate_delay"], int(r))
+                             for r in rounds))
+        else:
+            closed = sf + min(timing["gate_delay"], sf)
+            cycles = open_folds * 2 * sf + (n * nf - open_folds) * closed
         ungated = n * nf * 2 * sf
-        out.append({"layer": layer.index, "images": n, "lsb_fraction": float(g.mean()),
-                    "fold_lsb_fraction": open_folds / (n * nf), "cycles": cycles,
-                    "cycles_ungated": ungated, "saved": ungated - cycles})
+        out.append({"layer": layer.index, "images": n,
+                    "schedule": "lane" if timing["lane"] else "fold",
+                    "lsb_fraction": float(g.mean()),
+                    "fold_lsb_fraction": open_folds / (n * nf),
+                    "lsb_rounds_mean": float(rounds.mean()), "cycles": cycles,
+                    "cycles_ungated": ungated, "lsb_cycles_ungated": n * nf * sf,
+                    "saved": ungated - cycles, "cycles_per_image": cycles / n})
     return out

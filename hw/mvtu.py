@@ -25,12 +25,18 @@ from .popcount import PopcountTree, popcount_latency, popcount_width
 from .rom import ROM_MODES, InitFileROM
 from .threshold import ThresholdUnit, out_layout
 
-__all__ = ["POPCOUNT_LEVELS_PER_STAGE", "VectorTiming", "mvtu_in_layout", "mvtu_out_layout",
+__all__ = ["POPCOUNT_LEVELS_PER_STAGE", "LSB_SCHEDULES", "LSB_SCHEDULE", "VectorTiming", "mvtu_in_layout", "mvtu_out_layout",
            "MatrixVectorThresholdUnit"]
 
 #: Adder levels per register stage of the PE popcount trees (fixes ``popcount_latency``).
 POPCOUNT_LEVELS_PER_STAGE = 3
 _LEVELS_PER_STAGE = POPCOUNT_LEVELS_PER_STAGE  # older private name, kept for importers
+
+#: LSB-pass schedules of layers with 2-bit inputs (see :class:`MatrixVectorThresholdUnit`).
+LSB_SCHEDULES = ("fold", "lane")
+
+#: The default schedule (the cycle model uses it for engines it does not see).
+LSB_SCHEDULE = "lane"
 
 
 def mvtu_in_layout(in_bits: int, simd: int):
@@ -63,11 +69,16 @@ class VectorTiming:
     bank_free_offset
         Cycle (minus ``s``) from which the vector's input bank accepts the next input beat
         (``i.ready`` can be high again for it).
+    credit_offsets
+        ``credit_offsets[nf]``: cycle (minus ``s``) of the read that takes output beat
+        ``nf``'s credit (the engine may wait there; a wait of ``k`` cycles delays everything
+        after it by ``k``).
     """
 
     compute_cycles: int
     output_offsets: tuple[int, ...]
     bank_free_offset: int
+    credit_offsets: tuple[int, ...]
 
 
 class MatrixVectorThresholdUnit(wiring.Component):
@@ -133,11 +144,17 @@ class MatrixVectorThresholdUnit(wiring.Component):
     :meth:`vector_timing` returns all these offsets for a given gate pattern.
     """
 
-    def __init__(self, layer: LayerSpec, *, init_dir, rom_mode: str = "sim"):
+    def __init__(self, layer: LayerSpec, *, init_dir, rom_mode: str = "sim",
+                 lsb_schedule: str | None = None):
         if not isinstance(layer, LayerSpec):
             raise TypeError(f"layer must be a sw.compiled_net.LayerSpec, not {type(layer).__name__}")
         if rom_mode not in ROM_MODES:
             raise ValueError(f"rom_mode must be one of {ROM_MODES}, not {rom_mode!r}")
+        if lsb_schedule is None:
+            lsb_schedule = LSB_SCHEDULE
+        if lsb_schedule not in LSB_SCHEDULES:
+            raise ValueError(f"lsb_schedule must be one of {LSB_SCHEDULES}, not {lsb_schedule!r}")
+        self._lsb_schedule = lsb_schedule
         pe, simd = layer.folding.pe, layer.folding.simd
         mw, mh = layer.in_features, layer.out_features
         where = f"layer {layer.index}"
@@ -178,6 +195,11 @@ class MatrixVectorThresholdUnit(wiring.Component):
     def rom_mode(self) -> str:
         """``"sim"`` or ``"verilog"``."""
         return self._rom_mode
+
+    @property
+    def lsb_schedule(self) -> str:
+        """``"fold"`` or ``"lane"``: how LSB passes are scheduled (2-bit inputs only)."""
+        return self._lsb_schedule
 
     @property
     def pe(self) -> int:
@@ -231,9 +253,13 @@ class MatrixVectorThresholdUnit(wiring.Component):
     def latency(self) -> int:
         """Cycles from a vector's first read to its first output beat (no backpressure).
 
-        ``SF - 1 + pipeline_latency``; for a 2-bit layer whose fold 0 has a gate open,
-        ``SF`` more.
+        Fold schedule: ``SF - 1 + pipeline_latency``; for a 2-bit layer whose fold 0 has a
+        gate open, ``SF`` more.  Lane schedule: ``NF*SF + gate_delay + 1 + pipeline_latency``
+        for a vector with every gate closed (``R = 0``), ``R*SF`` more in general.
         """
+        if self.lane_scheduled:
+            return (self.neuron_folds * self.synapse_folds + self.gate_delay + 1
+                    + self.pipeline_latency)
         return self.synapse_folds - 1 + self.pipeline_latency
 
     @property
@@ -242,6 +268,41 @@ class MatrixVectorThresholdUnit(wiring.Component):
         return self.pipeline_latency + 1
 
     # ------------------------------------------------------------------ timing model
+    @property
+    def lane_scheduled(self) -> bool:
+        """True for a 2-bit layer with the lane-compacted LSB schedule."""
+        return self.in_bits == 2 and self._lsb_schedule == "lane"
+
+    def neuron_gates(self, gate_pattern=None) -> np.ndarray:
+        """Per padded neuron (``MHp``): is its gate open?  ``gate_pattern`` has ``MH`` or ``MHp``
+        booleans (``GoldenModel(...).run(...).gates[i][image]``); ``None``: every real gate
+        open.  Padding neurons never open (their gate is ``MW``)."""
+        mh, mhp = self._layer.out_features, self._layer.mh_padded
+        g = np.zeros(mhp, dtype=bool)
+        if self.in_bits == 1:
+            if gate_pattern is not None and np.asarray(gate_pattern).any():
+                raise ValueError("a layer with 1-bit inputs has no gates")
+            return g
+        if gate_pattern is None:
+            g[:mh] = True
+            return g
+        pat = np.asarray(gate_pattern, dtype=bool).reshape(-1)
+        if pat.size not in (mh, mhp):
+            raise ValueError(f"gate_pattern must have {mh} (MH) or {mhp} (MHp) entries, "
+                             f"not {pat.size}")
+        g[:pat.size] = pat
+        g[mh:] = False
+        return g
+
+    def lsb_rounds(self, gate_pattern=None) -> int:
+        """``R``: LSB rounds of the lane schedule, the largest number of open gates in one PE
+        lane (lane ``p`` holds neurons ``nf*PE + p``).  0 for 1-bit inputs."""
+        if self.in_bits == 1:
+            self.neuron_gates(gate_pattern)
+            return 0
+        g = self.neuron_gates(gate_pattern).reshape(self.neuron_folds, self.pe)
+        return int(g.sum(axis=0).max())
+
     def fold_gates(self, gate_pattern=None) -> list[bool]:
         """Per neuron fold: is any lane's gate open?  (All ``False`` for 1-bit inputs.)
 
@@ -259,15 +320,13 @@ class MatrixVectorThresholdUnit(wiring.Component):
         g = np.asarray(gate_pattern, dtype=bool).reshape(-1)
         if g.size == nf and nf not in (self._layer.out_features, self._layer.mh_padded):
             return [bool(x) for x in g]
-        if g.size not in (self._layer.out_features, self._layer.mh_padded):
-            raise ValueError(f"gate_pattern must have {self._layer.out_features} (MH), "
-                             f"{self._layer.mh_padded} (MHp) or {nf} (NF) entries, not {g.size}")
-        padded = np.zeros(self._layer.mh_padded, dtype=bool)
-        padded[:g.size] = g
-        return [bool(x) for x in padded.reshape(nf, pe).any(axis=1)]
+        return [bool(x) for x in self.neuron_gates(g).reshape(nf, pe).any(axis=1)]
 
     def fold_cycles(self, gate_pattern=None) -> list[int]:
-        """Engine cycles of each neuron fold (see the class docstring)."""
+        """Engine cycles of each neuron fold, fold schedule (see the class docstring)."""
+        if self.lane_scheduled:
+            raise ValueError("fold_cycles: the lane schedule has no per-fold cycle count; "
+                             "use compute_cycles or vector_timing")
         sf = self.synapse_folds
         if self.in_bits == 1:
             return [sf] * self.neuron_folds
@@ -275,26 +334,41 @@ class MatrixVectorThresholdUnit(wiring.Component):
         return [2 * sf if g else closed for g in self.fold_gates(gate_pattern)]
 
     def compute_cycles(self, gate_pattern=None) -> int:
-        """Engine-busy cycles per vector: ``NF*SF`` (1-bit inputs), else the sum over neuron
-        folds of ``2*SF`` (some gate open) or ``SF + min(gate_delay, SF)`` (all closed)."""
+        """Engine-busy cycles per vector.
+
+        1-bit inputs: ``NF*SF``.  2-bit inputs, fold schedule: the sum over neuron folds of
+        ``2*SF`` (some gate open) or ``SF + min(gate_delay, SF)`` (all closed).  Lane
+        schedule: ``NF*SF + gate_delay + R*SF`` with ``R = lsb_rounds(gate_pattern)`` (the
+        output beats are emitted while the next vector is read).
+        """
+        if self.lane_scheduled:
+            sf, nf = self.synapse_folds, self.neuron_folds
+            return nf * sf + self.gate_delay + self.lsb_rounds(gate_pattern) * sf
         return sum(self.fold_cycles(gate_pattern))
 
     def vector_timing(self, gate_pattern=None) -> VectorTiming:
         """All cycle offsets of one vector (no backpressure), see :class:`VectorTiming`."""
         sf, lat = self.synapse_folds, self.pipeline_latency
+        if self.lane_scheduled:
+            done = self.compute_cycles(gate_pattern)    # hand-off to the emitter
+            credits = tuple(done + 1 + k for k in range(self.neuron_folds))
+            return VectorTiming(done, tuple(c + lat for c in credits), done + 1, credits)
         gates = self.fold_gates(gate_pattern)
-        offsets, start = [], 0
+        offsets, credits, start = [], [], 0
         for g, cycles in zip(gates, self.fold_cycles(gate_pattern)):
             used = 2 * sf if g else sf  # reads up to the last one the result depends on
             offsets.append(start + used - 1 + lat)
+            credits.append(start)
             start += cycles
         free = start
         if self.in_bits == 2 and not gates[-1] and self.gate_delay < sf:
             free += 1
-        return VectorTiming(start, tuple(offsets), free)
+        return VectorTiming(start, tuple(offsets), free, tuple(credits))
 
     # ------------------------------------------------------------------ gateware
     def elaborate(self, platform):
+        if self.lane_scheduled:
+            return self._elaborate_lane()
         m = Module()
         layer = self._layer
         pe, simd, sf_n, nf_n = self.pe, self.simd, self.synapse_folds, self.neuron_folds
@@ -507,6 +581,256 @@ class MatrixVectorThresholdUnit(wiring.Component):
             m.d.comb += ofifo.w_data.eq(Value.cast(res_acc))
         else:
             m.d.comb += trom.addr.eq(sa.nf)   # threshold word ready in stage R
+            m.submodules.threshold = thr = ThresholdUnit(pe, accw, layer.out,
+                                                         layer.threshold_bits)
+            m.d.comb += [thr.acc.eq(res_acc), thr.thresholds.eq(trom.data),
+                         ofifo.w_data.eq(Value.cast(thr.act))]
+        m.d.comb += [
+            ofifo.w_en.eq(res_valid),
+            self.o.valid.eq(ofifo.r_rdy),
+            self.o.payload.eq(ofifo.r_data),
+            ofifo.r_en.eq(self.o.ready),
+        ]
+        return m
+
+    # ------------------------------------------------------------------ lane schedule
+    def _elaborate_lane(self):
+        """2-bit layer, lane-compacted LSB schedule (see the class docstring)."""
+        m = Module()
+        layer = self._layer
+        pe, simd, sf_n, nf_n = self.pe, self.simd, self.synapse_folds, self.neuron_folds
+        lp = self.popcount_latency
+        mw = layer.in_features
+        accw = self.acc_width
+        cnt_w = popcount_width(layer.mw_padded)
+        sf_range, nf_range = range(max(sf_n, 2)), range(max(nf_n, 2))
+        base_range = range(max(nf_n * sf_n, 2))
+
+        # ---------------------------------------------------------- input buffer (2 banks)
+        m.submodules.inbuf = inbuf = memory.Memory(shape=2 * simd, depth=2 * sf_n, init=[])
+        wport = inbuf.write_port()
+        rport = inbuf.read_port(domain="sync")
+        full = Signal(2)
+        wr_bank = Signal()
+        wr_sf = Signal(sf_range)
+        m.d.comb += [
+            self.i.ready.eq(~full.bit_select(wr_bank, 1)),
+            wport.addr.eq(Mux(wr_bank, sf_n, 0) + wr_sf),
+            wport.data.eq(Value.cast(self.i.payload)),
+            wport.en.eq(self.i.valid & self.i.ready),
+        ]
+        set_full = Signal(2)
+        clr_full = Signal(2)
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(wr_sf == sf_n - 1):
+                m.d.sync += [wr_sf.eq(0), wr_bank.eq(~wr_bank)]
+                m.d.comb += set_full.bit_select(wr_bank, 1).eq(1)
+            with m.Else():
+                m.d.sync += wr_sf.eq(wr_sf + 1)
+        m.d.sync += full.eq((full & ~clr_full) | set_full)
+
+        # ---------------------------------------------------------- ROMs
+        # One weight ROM per lane (its SIMD bits of every word of the wide weight file), so
+        # that in the LSB phase every lane reads its own neuron fold.
+        w_width, w_depth, w_path = self._rom_specs["weights"]
+        lane_roms = []
+        for p in range(pe):
+            rom = InitFileROM(simd, w_depth, w_path, rom_mode=self._rom_mode,
+                              file_width=w_width, lsb=p * simd)
+            m.submodules[f"weights_rom{p}"] = rom
+            lane_roms.append(rom)
+        g_width, g_depth, g_path = self._rom_specs["gates"]
+        m.submodules.gates_rom = grom = InitFileROM(g_width, g_depth, g_path,
+                                                    rom_mode=self._rom_mode)
+        trom = None
+        if layer.out != "scores":
+            t_width, t_depth, t_path = self._rom_specs["thresholds"]
+            m.submodules.thresholds_rom = trom = InitFileROM(t_width, t_depth, t_path,
+                                                             rom_mode=self._rom_mode)
+
+        # ---------------------------------------------------------- issue (read sequencer)
+        # MSB phase: reads (nf, sf) in order.  LSB phase: once every gate of the vector is
+        # known, rounds of SF reads in which each lane reads its next open neuron fold; when
+        # no lane has one left the vector is handed to the emitter (which must be idle) and
+        # the sequencer starts the next vector in the same cycle.
+        MSB, LSB = 0, 1
+        active = Signal()               # a vector is in progress (bank rd_bank)
+        rd_bank = Signal()
+        phase = Signal()
+        st_bank = Signal()              # accumulator-store half of the vector being read
+        pos_nf = Signal(nf_range)       # next MSB read
+        pos_sf = Signal(sf_range)       # next read's synapse fold (LSB: 0 = round start)
+        pos_base = Signal(base_range)   # pos_nf * SF
+        gates_known = Signal()          # every gate of the vector is in `pending`
+        pending = [Signal(max(nf_n, 1), name=f"pending{p}") for p in range(pe)]
+        lane_nf = [Signal(nf_range, name=f"lane_nf{p}") for p in range(pe)]
+        lane_base = [Signal(base_range, name=f"lane_base{p}") for p in range(pe)]
+        lane_on = Signal(pe)
+
+        # Emitter: reads the finished vector's store half, one output beat per cycle.
+        em_busy = Signal()
+        em_bank = Signal()
+        em_nf = Signal(nf_range)
+        credits_used = Signal(range(self.output_depth + 1))
+        credit_ok = credits_used < self.output_depth
+
+        # Each lane's next open neuron fold (lowest pending bit), and its weight base.
+        pick_nf = [Signal(nf_range, name=f"pick_nf{p}") for p in range(pe)]
+        pick_base = [Signal(base_range, name=f"pick_base{p}") for p in range(pe)]
+        pick_on = Signal(pe)
+        for p in range(pe):
+            m.d.comb += pick_on[p].eq(pending[p].any())
+            for k in reversed(range(nf_n)):   # later assignments win: the lowest bit
+                with m.If(pending[p][k]):
+                    m.d.comb += [pick_nf[p].eq(k), pick_base[p].eq(k * sf_n)]
+
+        c_valid = Signal()
+        c_bank = Signal()
+        c_stb = Signal()
+        c_lsb = Signal()
+        c_nf = Signal(nf_range)
+        c_sf = Signal(sf_range)
+        c_base = Signal(base_range)
+        round_start = Signal()          # an LSB round's first read: lanes pick
+        handoff = Signal()              # the vector is done: emitter takes it, bank released
+        m.d.comb += [c_bank.eq(rd_bank), c_stb.eq(st_bank)]
+        with m.If(~active):
+            m.d.comb += c_valid.eq(full.bit_select(rd_bank, 1))
+        with m.Elif(phase == MSB):
+            m.d.comb += [c_valid.eq(1), c_nf.eq(pos_nf), c_sf.eq(pos_sf), c_base.eq(pos_base)]
+        with m.Elif(pos_sf != 0):
+            m.d.comb += [c_valid.eq(1), c_lsb.eq(1), c_sf.eq(pos_sf)]
+        with m.Elif(gates_known & pick_on.any()):
+            m.d.comb += [c_valid.eq(1), c_lsb.eq(1), round_start.eq(1)]
+        with m.Elif(gates_known & ~em_busy):
+            m.d.comb += [handoff.eq(1), c_valid.eq(full.bit_select(~rd_bank, 1)),
+                         c_bank.eq(~rd_bank), c_stb.eq(~st_bank)]
+        issue = c_valid
+
+        u_nf = [Mux(round_start, pick_nf[p], lane_nf[p]) for p in range(pe)]
+        u_base = [Mux(round_start, pick_base[p], lane_base[p]) for p in range(pe)]
+        u_on = Mux(round_start, pick_on, lane_on)
+
+        with m.If(handoff):
+            m.d.comb += clr_full.bit_select(rd_bank, 1).eq(1)
+            m.d.sync += [active.eq(0), rd_bank.eq(~rd_bank), st_bank.eq(~st_bank),
+                         phase.eq(MSB), gates_known.eq(0),
+                         em_busy.eq(1), em_bank.eq(st_bank), em_nf.eq(0)]
+        c_last_sf = c_sf == sf_n - 1
+        with m.If(issue):
+            m.d.sync += [active.eq(1), rd_bank.eq(c_bank), st_bank.eq(c_stb), phase.eq(c_lsb)]
+            with m.If(~c_lsb):
+                with m.If(~c_last_sf):
+                    m.d.sync += [pos_nf.eq(c_nf), pos_sf.eq(c_sf + 1), pos_base.eq(c_base)]
+                with m.Elif(c_nf != nf_n - 1):
+                    m.d.sync += [pos_nf.eq(c_nf + 1), pos_sf.eq(0), pos_base.eq(c_base + sf_n)]
+                with m.Else():
+                    m.d.sync += [phase.eq(LSB), pos_nf.eq(0), pos_sf.eq(0), pos_base.eq(0)]
+            with m.Else():
+                m.d.sync += [pos_sf.eq(Mux(c_last_sf, 0, c_sf + 1)), lane_on.eq(u_on)]
+                m.d.sync += [lane_nf[p].eq(u_nf[p]) for p in range(pe)]
+                m.d.sync += [lane_base[p].eq(u_base[p]) for p in range(pe)]
+                with m.If(round_start):
+                    for p in range(pe):
+                        with m.If(pick_on[p]):
+                            m.d.sync += pending[p].bit_select(pick_nf[p], 1).eq(0)
+
+        m.d.comb += rport.addr.eq(Mux(c_bank, sf_n, 0) + c_sf)
+        for p in range(pe):
+            m.d.comb += lane_roms[p].addr.eq(Mux(c_lsb, u_base[p], c_base) + c_sf)
+
+        emit = Signal()
+        m.d.comb += emit.eq(em_busy & credit_ok)
+        with m.If(emit):
+            with m.If(em_nf == nf_n - 1):
+                m.d.sync += [em_busy.eq(0), em_nf.eq(0)]
+            with m.Else():
+                m.d.sync += em_nf.eq(em_nf + 1)
+
+        # Output credits: taken by an emit, returned after its beat is accepted.
+        give = self.o.valid & self.o.ready
+        with m.If(emit & ~give):
+            m.d.sync += credits_used.eq(credits_used + 1)
+        with m.Elif(give & ~emit):
+            m.d.sync += credits_used.eq(credits_used - 1)
+
+        # ---------------------------------------------------------- tag pipeline
+        # Reads and emits travel side by side with the same latency, so an emit reaches the
+        # store after every accumulation of its vector.
+        tag_layout = data.StructLayout({
+            "valid": 1, "first": 1, "last": 1, "lsb": 1, "nf": nf_range, "stb": 1,
+            "lane_nf": data.ArrayLayout(nf_range, pe), "lane_on": pe,
+            "em_valid": 1, "em_nf": nf_range, "em_bank": 1})
+        tags = [Signal(tag_layout, name="tag_issue")]
+        m.d.comb += [tags[0].valid.eq(issue), tags[0].first.eq(c_sf == 0),
+                     tags[0].last.eq(c_last_sf), tags[0].lsb.eq(c_lsb),
+                     tags[0].nf.eq(c_nf), tags[0].stb.eq(c_stb), tags[0].lane_on.eq(u_on),
+                     tags[0].em_valid.eq(emit), tags[0].em_nf.eq(em_nf),
+                     tags[0].em_bank.eq(em_bank)]
+        m.d.comb += [tags[0].lane_nf[p].eq(u_nf[p]) for p in range(pe)]
+        for k in range(1, lp + 2):
+            t = Signal(tag_layout, name=f"tag_d{k}")
+            m.d.sync += t.eq(tags[-1])
+            tags.append(t)
+        s1, sa = tags[1], tags[lp + 1]
+
+        # ---------------------------------------------------------- XNOR + popcount
+        word = rport.data
+        x = Signal(simd)
+        m.d.comb += x.eq(Mux(s1.lsb, word[simd:], word[:simd]))
+        counts = []
+        for p in range(pe):
+            tree = PopcountTree(simd, levels_per_stage=_LEVELS_PER_STAGE)
+            m.submodules[f"popcount{p}"] = tree
+            m.d.comb += [tree.i_data.eq(~(lane_roms[p].data ^ x)), tree.i_valid.eq(s1.valid)]
+            counts.append(tree.o_count)
+
+        # ---------------------------------------------------------- accumulate (stage A)
+        # Per lane an accumulator store of 2 x NF entries (two halves, vectors alternate):
+        # the MSB phase writes 2*acc_m (and the gate bit into `pending`), the LSB phase adds
+        # dot_l to its neuron's entry, the emitter reads one entry per lane of the other half.
+        m.d.comb += grom.addr.eq(tags[lp].nf)   # gate word ready in stage A
+        gw = layer.gate_bits
+        res_valid = Signal()
+        res_acc = Signal(data.ArrayLayout(signed(accw), pe))
+        m.d.sync += res_valid.eq(sa.em_valid)
+        msb_done = sa.valid & sa.last & ~sa.lsb
+        with m.If(msb_done & (sa.nf == nf_n - 1)):
+            m.d.sync += gates_known.eq(1)
+        dot_w = signed_bits(-mw, mw)
+        for p in range(pe):
+            cnt = Signal(cnt_w, name=f"cnt{p}")
+            total = Signal(cnt_w, name=f"total{p}")
+            dot = Signal(signed(dot_w), name=f"dot{p}")
+            m.d.comb += [total.eq(Mux(sa.first, 0, cnt) + counts[p]),
+                         dot.eq((total << 1) - mw)]
+            with m.If(sa.valid):
+                m.d.sync += cnt.eq(total)
+            store = memory.Memory(shape=signed(accw), depth=2 * nf_n, init=[])
+            m.submodules[f"acc_store{p}"] = store
+            st_w = store.write_port()
+            st_r = store.read_port(domain="comb")
+            st_e = store.read_port(domain="comb")
+            g = grom.data[p * gw:(p + 1) * gw].as_signed()
+            m.d.comb += [
+                st_r.addr.eq(Mux(sa.stb, nf_n, 0) + Mux(sa.lsb, sa.lane_nf[p], sa.nf)),
+                st_w.addr.eq(st_r.addr),
+                st_w.data.eq(Mux(sa.lsb, st_r.data + dot, dot << 1)),
+                st_w.en.eq(sa.valid & sa.last & (~sa.lsb | sa.lane_on[p])),
+                st_e.addr.eq(Mux(sa.em_bank, nf_n, 0) + sa.em_nf),
+            ]
+            with m.If(msb_done):
+                m.d.sync += pending[p].bit_select(sa.nf, 1).eq(dot > g)
+            with m.If(sa.em_valid):
+                m.d.sync += res_acc[p].eq(st_e.data)
+
+        # ---------------------------------------------------------- threshold + FIFO (stage R)
+        out_w = len(Value.cast(self.o.payload))
+        m.submodules.out_fifo = ofifo = fifo.SyncFIFO(width=out_w, depth=self.output_depth)
+        if trom is None:
+            m.d.comb += ofifo.w_data.eq(Value.cast(res_acc))
+        else:
+            m.d.comb += trom.addr.eq(sa.em_nf)   # threshold word ready in stage R
             m.submodules.threshold = thr = ThresholdUnit(pe, accw, layer.out,
                                                          layer.threshold_bits)
             m.d.comb += [thr.acc.eq(res_acc), thr.thresholds.eq(trom.data),

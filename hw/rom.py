@@ -46,6 +46,14 @@ class InitFileROM(wiring.Component):
     init_name : str, optional
         The ``INIT_FILE`` parameter of the Verilog instance; default: the file's base name
         (the generator copies the ``.mem`` files next to the Verilog).
+    file_width : int, optional
+        Word width of the ``.mem`` file when the ROM keeps only a slice of each word (one PE
+        lane's bits of a wide weight file); default ``width`` (the whole word).
+    lsb : int, optional
+        First file-word bit the ROM keeps: word ``k`` of the ROM is bits
+        ``[lsb, lsb + width)`` of file word ``k``.  Default 0.  The Verilog form passes
+        ``FILE_WIDTH``/``LSB`` to ``fracbnn_rom``, which ``$readmemh``'s the wide file and
+        keeps its slice, so a per-lane ROM needs no extra export file.
 
     Ports
     -----
@@ -58,10 +66,15 @@ class InitFileROM(wiring.Component):
     """
 
     def __init__(self, width: int, depth: int, init_file, *, rom_mode: str = "sim",
-                 init_name: str | None = None):
-        for name, value in (("width", width), ("depth", depth)):
+                 init_name: str | None = None, file_width: int | None = None, lsb: int = 0):
+        if file_width is None:
+            file_width = width
+        for name, value in (("width", width), ("depth", depth), ("file_width", file_width)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
+        if not isinstance(lsb, int) or isinstance(lsb, bool) or not 0 <= lsb <= file_width - width:
+            raise ValueError(f"lsb must be an int in [0, file_width - width] = "
+                             f"[0, {file_width - width}], not {lsb!r}")
         if rom_mode not in ROM_MODES:
             raise ValueError(f"rom_mode must be one of {ROM_MODES}, not {rom_mode!r}")
         self._width = width
@@ -69,7 +82,11 @@ class InitFileROM(wiring.Component):
         self._init_file = Path(init_file)
         self._rom_mode = rom_mode
         self._init_name = init_name if init_name is not None else self._init_file.name
-        self._words = tuple(read_mem(self._init_file, width, depth))
+        self._file_width = file_width
+        self._lsb = lsb
+        mask = (1 << width) - 1
+        self._words = tuple((w >> lsb) & mask
+                            for w in read_mem(self._init_file, file_width, depth))
         super().__init__({
             "addr": In(self.addr_width),
             "en": In(1, init=1),
@@ -108,8 +125,18 @@ class InitFileROM(wiring.Component):
 
     @property
     def words(self) -> tuple[int, ...]:
-        """The contents, as read from :attr:`init_file`."""
+        """The contents, as read from :attr:`init_file` (and sliced)."""
         return self._words
+
+    @property
+    def file_width(self) -> int:
+        """Word width of :attr:`init_file` (``width`` unless the ROM keeps a slice)."""
+        return self._file_width
+
+    @property
+    def lsb(self) -> int:
+        """First bit of each file word that the ROM keeps."""
+        return self._lsb
 
     @property
     def latency(self) -> int:
@@ -130,6 +157,8 @@ class InitFileROM(wiring.Component):
                 p_DEPTH=self._depth,
                 p_ADDR_WIDTH=self.addr_width,
                 p_INIT_FILE=self._init_name,
+                **({} if self._file_width == self._width and self._lsb == 0 else
+                   {"p_FILE_WIDTH": self._file_width, "p_LSB": self._lsb}),
                 i_clk=ClockSignal("sync"),
                 i_en=self.en,
                 i_addr=self.addr,

@@ -19,15 +19,15 @@ LEDs (``led``, active high)::
     led[7:4] number of images with a wrong result beat (saturates at 15); FAIL with
              0 here means only a register read-back (ID, STATUS, IMAGES_DONE) was wrong
 
-:class:`Ulx3sSelfTestTop` wraps it for the ULX3S: the 25 MHz oscillator clocks everything and a
-power-on counter holds reset for 16 cycles.
+:class:`Ulx3sSelfTestTop` wraps it for the ULX3S: the 25 MHz oscillator (or an ECP5 PLL fed by
+it) clocks everything and a power-on counter holds reset for 16 cycles.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from amaranth import Module, Signal
-from amaranth.hdl import ClockDomain, ClockSignal, ResetSignal
+from amaranth.hdl import ClockDomain, ClockSignal, Instance, ResetSignal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -224,24 +224,41 @@ class SelfTest(wiring.Component):
 class Ulx3sSelfTestTop(wiring.Component):
     """:class:`SelfTest` on the ULX3S: ports ``clk25`` (25 MHz oscillator) and ``led[7:0]``.
 
-    The ``sync`` domain is clocked by ``clk25``; a reset-less power-on counter holds its reset
-    for the first 16 cycles after configuration.
+    Parameters
+    ----------
+    selftest : SelfTest
+        The design to run.
+    pll : str, optional
+        Name of a PLL module (``clkin`` -> ``clkout0``, ``locked``; written by ``ecppll``, see
+        :func:`hw.ecp5.write_pll`) that derives the design clock from ``clk25``; default: none,
+        the design runs at 25 MHz.
+
+    The ``sync`` domain is clocked by ``clk25`` (or the PLL output); a reset-less power-on
+    counter holds its reset for the first 16 cycles after configuration (after PLL lock).
     """
 
-    def __init__(self, selftest: SelfTest):
+    def __init__(self, selftest: SelfTest, *, pll: str | None = None):
         self._selftest = selftest
+        self._pll = pll
         super().__init__({"clk25": In(1), "led": Out(LED_BITS)})
 
     selftest = property(lambda self: self._selftest)
+    pll = property(lambda self: self._pll)
 
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = ClockDomain("sync")
         m.domains.por = ClockDomain("por", reset_less=True)
+        clk, locked = Signal(), Signal()
+        if self._pll is None:
+            m.d.comb += [clk.eq(self.clk25), locked.eq(1)]
+        else:
+            m.submodules.pll = Instance(self._pll, i_clkin=self.clk25, o_clkout0=clk,
+                                        o_locked=locked)
         por = Signal(5)
-        m.d.comb += [ClockSignal("sync").eq(self.clk25), ClockSignal("por").eq(self.clk25),
+        m.d.comb += [ClockSignal("sync").eq(clk), ClockSignal("por").eq(clk),
                      ResetSignal("sync").eq(~por[4])]
-        with m.If(~por[4]):
+        with m.If(locked & ~por[4]):
             m.d.por += por.eq(por + 1)
         m.submodules.selftest = st = self._selftest
         m.d.comb += self.led.eq(st.led)

@@ -101,7 +101,11 @@ def test_ulx3s_build_produces_bitstream_and_timing(net_dir, tmp_path, capsys):
     assert bit.is_file() and bit.stat().st_size > 10_000
     report = json.loads((out / "report.json").read_text())
     e = report["ecp5"]
-    assert e["timing_met"] and e["fmax_mhz"] >= 25.0 and e["clock_mhz"] == 25.0
+    # Default design clock: 12.5 MHz from the 25 MHz oscillator through the ECP5 PLL.
+    assert e["timing_met"] and e["fmax_mhz"] >= 12.5 and e["clock_mhz"] == 12.5
+    assert (out / "ecp5" / "fracbnn_pll.v").is_file()
+    assert "EHXPLLL" in (out / "ecp5" / "fracbnn_pll.v").read_text()
+    assert "via the ECP5 PLL" in report["selftest"]["clock"]
     util = e["utilization"]
     assert 0 < util["TRELLIS_COMB"]["used"] < util["TRELLIS_COMB"]["available"] == 83640
     assert util["TRELLIS_FF"]["used"] > 0 and util["TRELLIS_IO"]["used"] == 9   # clk + 8 LEDs

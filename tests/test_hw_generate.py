@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hw.cycle_model import simulate_pipeline, steady_state_ii
+from hw.cycle_model import engine_timing, simulate_pipeline, steady_state_ii
 from sw.compiled_net import fold_config_from_json, load_compiled_network, refold
 from tests.netfactory import random_compiled_network, random_images
 from tests.test_hw_accelerator import check_exact, simulate
@@ -52,7 +52,11 @@ def test_generate_outputs(export, tmp_path):
     net = load_compiled_network(export)
     assert [l["neuron_folds"] for l in summary["layers"]] == [l.neuron_folds for l in net.layers]
     l1 = summary["layers"][1]
-    assert l1["cycles_per_vector"]["max"] == 2 * l1["synapse_folds"] * l1["neuron_folds"]
+    sf, nf = l1["synapse_folds"], l1["neuron_folds"]
+    timing = engine_timing(net.layers[1])
+    # every gate open: both passes of every fold (+ the lane schedule's wait for the gates)
+    assert l1["cycles_per_vector"]["max"] == 2 * sf * nf + (
+        timing["gate_delay"] if timing["lane"] else 0)
     model = summary["cycle_model"]
     assert model["ii"]["worst"] == steady_state_ii(net, 4, worst=True)
     assert model["latency"]["worst"] == simulate_pipeline(net, 1, pixels_per_beat=4,

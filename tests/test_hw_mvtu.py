@@ -186,30 +186,44 @@ def check_timing(dut, rec, gate_patterns):
     out_acc = [t for t, r in enumerate(rec) if r[2] and r[3]]
     n_vec = len(gate_patterns)
     assert len(in_acc) == n_vec * sf
-    fold_starts, ready_times, release, credit_waits = [], [], [], 0
+    fold_starts, ready_times, release, credit_waits = [], [], [], 0  # credit takes
     engine_free = 0
 
     def credits_used(t):
         return sum(1 for s in fold_starts if s < t) - sum(1 for a in out_acc if a < t)
 
+    emit_free = 0     # lane schedule: first cycle the emitter can take the next vector
     for v in range(n_vec):
         timing = dut.vector_timing(gate_patterns[v])
-        cycles = dut.fold_cycles(gate_patterns[v])
-        t = max(in_acc[v * sf + sf - 1] + 1, engine_free)
-        vstart = None
+        # the vector starts when its bank is full and the engine is free
+        shift = max(in_acc[v * sf + sf - 1] + 1, engine_free)
+        if dut.lane_scheduled:
+            # reads never wait; the hand-off waits for the emitter, emits for credits
+            done = max(shift + timing.compute_cycles, emit_free)
+            t = done + 1
+            for f in range(nfn):
+                while credits_used(t) >= depth:
+                    t += 1
+                    credit_waits += 1
+                ready_times.append(t + timing.output_offsets[f] - timing.credit_offsets[f])
+                fold_starts.append(t)
+                t += 1
+            emit_free = t
+            engine_free = done
+            release.append(done + timing.bank_free_offset - timing.compute_cycles)
+            continue
+        # fold schedule: it can only wait at the reads that take output credits, each wait
+        # delaying the rest of the vector
         for f in range(nfn):
+            t = shift + timing.credit_offsets[f]
             while credits_used(t) >= depth:
                 t += 1
                 credit_waits += 1
-            if vstart is None:
-                vstart = t
-            # offset of the output relative to the fold start is fixed by vector_timing
-            fold_off = sum(cycles[:f])
-            ready_times.append(t + timing.output_offsets[f] - fold_off)
+            shift = t - timing.credit_offsets[f]
+            ready_times.append(shift + timing.output_offsets[f])
             fold_starts.append(t)
-            t += cycles[f]
-        engine_free = t
-        release.append(t + timing.bank_free_offset - timing.compute_cycles)
+        engine_free = shift + timing.compute_cycles
+        release.append(shift + timing.bank_free_offset)
 
     # Output beats: first valid = max(written, previous beat accepted + 1).
     assert len(out_acc) == len(ready_times)
@@ -234,11 +248,11 @@ def check_timing(dut, rec, gate_patterns):
 
 
 def run_case(tmp_path, *, mw, mh, pe, simd, in_bits, out, n_vec=3, seed=1, pad=False,
-             gates="mixed", in_idle=0.0, out_stall=0.0, out_block=0):
+             gates="mixed", in_idle=0.0, out_stall=0.0, out_block=0, schedule=None):
     rng = np.random.default_rng(seed)
     layer = make_layer(rng, mw, mh, pe, simd, in_bits, out, pad=pad, gates=gates)
     write_mems(layer, tmp_path)
-    dut = MatrixVectorThresholdUnit(layer, init_dir=tmp_path)
+    dut = MatrixVectorThresholdUnit(layer, init_dir=tmp_path, lsb_schedule=schedule)
     vectors = random_inputs(rng, layer, n_vec)
     want, gate_patterns = reference(layer, vectors, dut.acc_width)
     rec, outs = simulate(dut, input_beats(layer, vectors), len(want), seed=seed,
@@ -268,16 +282,26 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("mw,mh,pe,simd,in_bits,out", CASES)
-def test_bit_exact_back_to_back(tmp_path, mw, mh, pe, simd, in_bits, out):
+#: (case, LSB schedule): 2-bit cases with both schedules.
+SCHEDULED = [(c, s) for c in CASES for s in (("fold", "lane") if c[4] == 2 else (None,))]
+
+
+@pytest.mark.parametrize("mw,mh,pe,simd,in_bits,out,schedule",
+                         [(*c, s) for c, s in SCHEDULED])
+def test_bit_exact_back_to_back(tmp_path, mw, mh, pe, simd, in_bits, out, schedule):
     dut, _, rec, patterns, waits = run_case(tmp_path, mw=mw, mh=mh, pe=pe, simd=simd,
-                                            in_bits=in_bits, out=out, n_vec=4)
+                                            in_bits=in_bits, out=out, n_vec=4,
+                                            schedule=schedule)
     assert waits == 0  # no backpressure: never a bubble for lack of output credits
     # measured latency: vector 0 starts the cycle after its SF-th beat is accepted
     start = [t for t, r in enumerate(rec) if r[0] and r[1]][dut.synapse_folds - 1] + 1
     first_out = next(t for t, r in enumerate(rec) if r[2])
-    open0 = dut.fold_gates(patterns[0])[0]
-    assert first_out - start == dut.latency + (dut.synapse_folds if open0 else 0)
+    if dut.lane_scheduled:
+        rounds = dut.lsb_rounds(patterns[0])
+        assert first_out - start == dut.latency + rounds * dut.synapse_folds
+    else:
+        open0 = dut.fold_gates(patterns[0])[0]
+        assert first_out - start == dut.latency + (dut.synapse_folds if open0 else 0)
     # measured throughput: output beats of consecutive vectors are compute_cycles apart
     outs = [t for t, r in enumerate(rec) if r[2] and r[3]]
     nfn = dut.neuron_folds
@@ -288,15 +312,18 @@ def test_bit_exact_back_to_back(tmp_path, mw, mh, pe, simd, in_bits, out):
         assert gap == t_prev.compute_cycles + t0 - t_prev.output_offsets[0]
 
 
-@pytest.mark.parametrize("mw,mh,pe,simd,in_bits,out", [CASES[0], CASES[3], CASES[5], CASES[6]])
-def test_random_idle_and_backpressure(tmp_path, mw, mh, pe, simd, in_bits, out):
+@pytest.mark.parametrize("mw,mh,pe,simd,in_bits,out,schedule", [
+    (*CASES[0], None), (*CASES[3], "fold"), (*CASES[3], "lane"), (*CASES[5], "fold"),
+    (*CASES[5], "lane"), (*CASES[6], "fold"), (*CASES[6], "lane")])
+def test_random_idle_and_backpressure(tmp_path, mw, mh, pe, simd, in_bits, out, schedule):
     run_case(tmp_path, mw=mw, mh=mh, pe=pe, simd=simd, in_bits=in_bits, out=out, n_vec=5,
-             seed=7, in_idle=0.4, out_stall=0.6)
+             seed=7, in_idle=0.4, out_stall=0.6, schedule=schedule)
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_random_configurations(tmp_path, seed):
     rng = random.Random(seed)
+    schedule = ("fold", "lane")[seed % 2]
     in_bits = rng.choice([1, 2])
     out = rng.choice(["sign", "frac2", "scores"])
     mw, mh = rng.randint(2, 40), rng.randint(1, 12)
@@ -304,10 +331,11 @@ def test_random_configurations(tmp_path, seed):
     pe = rng.choice([d for d in range(1, mh + 1) if mh % d == 0])
     run_case(tmp_path, mw=mw, mh=mh, pe=pe, simd=simd, in_bits=in_bits, out=out, n_vec=3,
              seed=seed, gates=rng.choice(["mixed", "random"]), in_idle=rng.choice([0, 0.3]),
-             out_stall=rng.choice([0, 0.5]))
+             out_stall=rng.choice([0, 0.5]), schedule=schedule)
 
 
-def test_gate_boundary_is_strictly_greater(tmp_path):
+@pytest.mark.parametrize("schedule", ["fold", "lane"])
+def test_gate_boundary_is_strictly_greater(tmp_path, schedule):
     # G equal to the actual acc_m of vector 0 must keep the gate closed (acc_m > G).
     rng = np.random.default_rng(11)
     layer = make_layer(rng, 12, 6, 2, 3, 2, "scores")
@@ -315,7 +343,7 @@ def test_gate_boundary_is_strictly_greater(tmp_path):
     acc_m = layer.weights.astype(np.int64) @ (2 * vectors[0][0] - 1)
     layer.gates = acc_m - np.array([0, 1, 0, 1, 0, 0])   # 1 below opens, equal stays closed
     write_mems(layer, tmp_path)
-    dut = MatrixVectorThresholdUnit(layer, init_dir=tmp_path)
+    dut = MatrixVectorThresholdUnit(layer, init_dir=tmp_path, lsb_schedule=schedule)
     want, patterns = reference(layer, vectors, dut.acc_width)
     assert patterns[0].tolist() == [False, True, False, True, False, False]
     rec, outs = simulate(dut, input_beats(layer, vectors), len(want))
@@ -323,23 +351,33 @@ def test_gate_boundary_is_strictly_greater(tmp_path):
     check_timing(dut, rec, patterns)
 
 
-def test_verilog_mode_elaborates(tmp_path):
+@pytest.mark.parametrize("schedule", ["fold", "lane"])
+def test_verilog_mode_elaborates(tmp_path, schedule):
     from amaranth.back import verilog
     rng = np.random.default_rng(5)
     layer = make_layer(rng, 12, 6, 3, 4, 2, "frac2", index=2)
     write_mems(layer, tmp_path)
-    dut = MatrixVectorThresholdUnit(layer, init_dir=tmp_path, rom_mode="verilog")
+    dut = MatrixVectorThresholdUnit(layer, init_dir=tmp_path, rom_mode="verilog",
+                                    lsb_schedule=schedule)
     text = verilog.convert(dut, name="mvtu2")
     for name in ("L2_weights.mem", "L2_thresholds.mem", "L2_gates.mem"):
         assert f'.INIT_FILE("{name}")' in text
     assert "$mul" not in text and " * " not in text
+    if schedule == "lane":
+        # one weight ROM per lane, each keeping its SIMD bits of the wide file
+        for p in range(3):
+            assert f".LSB(32'd{4 * p})" in text or f".LSB({4 * p})" in text
 
 
-@pytest.mark.parametrize("mw,mh,pe,simd,in_bits,out", [CASES[2], CASES[5], CASES[8]])
-def test_long_output_block_fills_fifo_and_stalls(tmp_path, mw, mh, pe, simd, in_bits, out):
+@pytest.mark.parametrize("mw,mh,pe,simd,in_bits,out,schedule", [
+    (*CASES[2], None), (*CASES[5], "fold"), (*CASES[5], "lane"), (*CASES[8], "fold"),
+    (*CASES[8], "lane")])
+def test_long_output_block_fills_fifo_and_stalls(tmp_path, mw, mh, pe, simd, in_bits, out,
+                                                 schedule):
     # o.ready low for 80 cycles: the FIFO fills, the engine waits for credits, then drains.
     dut, *_, waits = run_case(tmp_path, mw=mw, mh=mh, pe=pe, simd=simd, in_bits=in_bits,
-                              out=out, n_vec=9, seed=3, out_block=80, out_stall=0.3)
+                              out=out, n_vec=9, seed=3, out_block=80, out_stall=0.3,
+                              schedule=schedule)
     assert waits > 0
 
 
@@ -353,7 +391,8 @@ def test_padding_first_and_last_layer(tmp_path):
 @pytest.mark.parametrize("gates", ["open", "closed", "mixed"])
 def test_gating_skips_cycles(tmp_path, gates):
     dut, layer, rec, patterns, waits = run_case(
-        tmp_path, mw=16, mh=8, pe=2, simd=2, in_bits=2, out="frac2", gates=gates, n_vec=3)
+        tmp_path, mw=16, mh=8, pe=2, simd=2, in_bits=2, out="frac2", gates=gates, n_vec=3,
+        schedule="fold")
     sf, nfn = dut.synapse_folds, dut.neuron_folds
     folds = [dut.fold_gates(p) for p in patterns]
     opened = sum(map(sum, folds))
@@ -377,16 +416,80 @@ def test_gating_skips_cycles(tmp_path, gates):
         assert total < 3 * nfn * 2 * sf  # the skipped LSB passes saved cycles
 
 
+@pytest.mark.parametrize("gates", ["open", "closed", "mixed", "random"])
+def test_lane_schedule_cycles(tmp_path, gates):
+    """Lane schedule, measured: NF*SF + gate_delay + R*SF cycles per vector."""
+    dut, layer, rec, patterns, waits = run_case(
+        tmp_path, mw=16, mh=12, pe=4, simd=2, in_bits=2, out="frac2", gates=gates, n_vec=4,
+        schedule="lane")
+    sf, nfn, gd = dut.synapse_folds, dut.neuron_folds, dut.gate_delay
+    rounds = [dut.lsb_rounds(p) for p in patterns]
+    for p, r in zip(patterns, rounds):
+        lanes = np.asarray(p).reshape(nfn, dut.pe).sum(axis=0)
+        assert r == lanes.max()
+        assert dut.compute_cycles(p) == nfn * sf + gd + r * sf
+    if gates == "open":
+        assert rounds == [nfn] * 4
+    if gates == "closed":
+        assert rounds == [0] * 4
+    first_in = next(t for t, r in enumerate(rec) if r[0] and r[1])
+    last_out = max(t for t, r in enumerate(rec) if r[2] and r[3])
+    total = sum(dut.compute_cycles(p) for p in patterns)
+    last = dut.vector_timing(patterns[-1])
+    assert last_out == first_in + sf + total - last.compute_cycles + last.output_offsets[-1]
+
+
+def test_lane_schedule_beats_fold_schedule(tmp_path):
+    """One open gate per fold, each in a different lane: the fold schedule runs every LSB
+    pass, the lane schedule one round; both bit-exact, measured cycles as predicted."""
+    rng = np.random.default_rng(21)
+    mw, mh, pe, simd = 16, 16, 4, 2
+    layer = make_layer(rng, mw, mh, pe, simd, 2, "sign", gates="closed")
+    for f in range(mh // pe):
+        layer.gates[f * pe + f % pe] = -mw - 1       # neuron (f, lane f % PE) always open
+    write_mems(layer, tmp_path)
+    vectors = random_inputs(rng, layer, 3)
+    spans = {}
+    for schedule in ("fold", "lane"):
+        dut = MatrixVectorThresholdUnit(layer, init_dir=tmp_path, lsb_schedule=schedule)
+        want, patterns = reference(layer, vectors, dut.acc_width)
+        rec, outs = simulate(dut, input_beats(layer, vectors), len(want))
+        assert outs == want
+        check_timing(dut, rec, patterns)
+        assert all(dut.fold_gates(p) == [True] * 4 for p in patterns)
+        spans[schedule] = sum(dut.compute_cycles(p) for p in patterns)
+        sf = dut.synapse_folds
+        if schedule == "lane":
+            assert [dut.lsb_rounds(p) for p in patterns] == [1] * 3
+            assert spans["lane"] == 3 * (4 * sf + dut.gate_delay + sf)
+        else:
+            assert spans["fold"] == 3 * 4 * 2 * sf
+    assert spans["lane"] < spans["fold"]
+
+
 def test_compute_cycles_formula(tmp_path):
     rng = np.random.default_rng(3)
     layer = make_layer(rng, 12, 6, 3, 3, 2, "frac2")
     write_mems(layer, tmp_path)
-    dut = MatrixVectorThresholdUnit(layer, init_dir=tmp_path)
+    dut = MatrixVectorThresholdUnit(layer, init_dir=tmp_path, lsb_schedule="fold")
     assert (dut.pe, dut.simd, dut.synapse_folds, dut.neuron_folds) == (3, 3, 4, 2)
     assert dut.compute_cycles([True, False]) == 8 + 4 + min(dut.gate_delay, 4)
     assert dut.compute_cycles(np.array([0, 0, 0, 0, 1, 0], bool)) == (4 + min(dut.gate_delay, 4)) + 8
     assert dut.compute_cycles() == 16  # None: all open
     assert dut.latency == 4 - 1 + dut.pipeline_latency
+    lane = MatrixVectorThresholdUnit(layer, init_dir=tmp_path, lsb_schedule="lane")
+    gd = lane.gate_delay
+    # R = most open gates in one lane (lane p = neurons p and 3 + p)
+    assert lane.lsb_rounds(np.array([1, 0, 0, 0, 1, 0], bool)) == 1
+    assert lane.lsb_rounds(np.array([1, 0, 0, 1, 0, 0], bool)) == 2
+    assert lane.compute_cycles(np.array([1, 0, 0, 0, 1, 0], bool)) == 8 + gd + 4
+    assert lane.compute_cycles(np.zeros(6, bool)) == 8 + gd
+    assert lane.compute_cycles() == 8 + gd + 8  # None: all open
+    assert lane.latency == 8 + gd + 1 + lane.pipeline_latency
+    with pytest.raises(ValueError, match="MH"):
+        lane.lsb_rounds([True, False])            # per-fold patterns do not define R
+    with pytest.raises(ValueError, match="lsb_schedule"):
+        MatrixVectorThresholdUnit(layer, init_dir=tmp_path, lsb_schedule="round")
 
 
 def test_rejects_bad_folding_and_files(tmp_path):

@@ -9,6 +9,12 @@
 //
 // Memories of at least BLOCK_MIN_BITS bits get a block-RAM hint, smaller ones a
 // distributed (LUT) ROM hint.
+//
+// Slice mode (FILE_WIDTH != WIDTH or LSB != 0): INIT_FILE holds FILE_WIDTH-bit
+// words and the ROM keeps bits [LSB, LSB+WIDTH) of each (one PE lane of a wide
+// weight file, for engines whose lanes read independent addresses).  The wide
+// words exist only in the initial block, so the same .mem file stays the single
+// source of truth.
 `default_nettype none
 
 module fracbnn_rom #(
@@ -16,7 +22,9 @@ module fracbnn_rom #(
     parameter integer DEPTH = 16,
     parameter integer ADDR_WIDTH = 4,
     parameter INIT_FILE = "rom.mem",
-    parameter integer BLOCK_MIN_BITS = 4096
+    parameter integer BLOCK_MIN_BITS = 4096,
+    parameter integer FILE_WIDTH = WIDTH,
+    parameter integer LSB = 0
 ) (
     input  wire                  clk,
     input  wire                  en,
@@ -24,7 +32,33 @@ module fracbnn_rom #(
     output reg  [WIDTH-1:0]      data
 );
     generate
-        if (WIDTH * DEPTH >= BLOCK_MIN_BITS) begin : g_block
+        if (FILE_WIDTH != WIDTH || LSB != 0) begin : g_slice
+            if (WIDTH * DEPTH >= BLOCK_MIN_BITS) begin : g_block
+                (* rom_style = "block", ram_style = "block" *)
+                reg [WIDTH-1:0] mem [0:DEPTH-1];
+                reg [FILE_WIDTH-1:0] file_words [0:DEPTH-1];
+                integer k;
+                initial begin
+                    $readmemh(INIT_FILE, file_words);
+                    for (k = 0; k < DEPTH; k = k + 1) mem[k] = file_words[k][LSB +: WIDTH];
+                end
+                always @(posedge clk) begin
+                    if (en) data <= mem[addr];
+                end
+            end else begin : g_distributed
+                (* rom_style = "distributed", ram_style = "distributed" *)
+                reg [WIDTH-1:0] mem [0:DEPTH-1];
+                reg [FILE_WIDTH-1:0] file_words [0:DEPTH-1];
+                integer k;
+                initial begin
+                    $readmemh(INIT_FILE, file_words);
+                    for (k = 0; k < DEPTH; k = k + 1) mem[k] = file_words[k][LSB +: WIDTH];
+                end
+                always @(posedge clk) begin
+                    if (en) data <= mem[addr];
+                end
+            end
+        end else if (WIDTH * DEPTH >= BLOCK_MIN_BITS) begin : g_block
             (* rom_style = "block", ram_style = "block" *)
             reg [WIDTH-1:0] mem [0:DEPTH-1];
             initial $readmemh(INIT_FILE, mem);

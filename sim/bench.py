@@ -1,0 +1,140 @@
+"""Hardware benchmark: cycles per image and FPS of the LFC accelerator, and co-simulation speed.
+
+``python -m sim.bench [--images N] [--cocotb-images N] [--clock-mhz 300] [--json PATH] [--png PATH]``
+
+In one run, for the shipped ``lfc_w1a1`` network:
+
+* at BNN-PYNQ's LFC folding (PE/SIMD 32/64, 64/32, 32/64, 16/8, first layer padded to 832
+  inputs, last to 16 outputs) and at a faster folding (64/64, 64/64, 64/64, 16/8): cycles per
+  image and latency **measured** in the Verilated RTL (batch harness, ``--images`` MNIST test
+  images, outputs checked bit-exact against the golden model and every cycle stamp against
+  :mod:`hw.cycle_model`), and the FPS this gives at ``--clock-mhz``, beside BNN-PYNQ's published
+  356,633 FPS on Ultra96 at 300 MHz (measured on the board by its authors; ours is cycle-exact
+  simulation, not a board measurement);
+* co-simulation speed (images/s and simulated cycles/s) of the batch path and the cocotb path.
+
+Every number comes from a :mod:`sim.run` run in a subprocess (its ``--json`` report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from sw.errors import UserError, cli_main
+
+from .build import REPO_ROOT
+
+__all__ = ["FOLDINGS", "PEER_FPS", "main"]
+
+#: BNN-PYNQ LFC-W1A1 on Ultra96 at 300 MHz, measured on the board (../shared/anchors.md).
+PEER_FPS = 356_633
+
+#: Foldings compared (one entry per layer of the LFC network).
+FOLDINGS = {
+    "bnn-pynq": [{"pe": 32, "simd": 64, "pad": True}, {"pe": 64, "simd": 32},
+                 {"pe": 32, "simd": 64}, {"pe": 16, "simd": 8, "pad": True}],
+    "fast": [{"pe": 64, "simd": 64, "pad": True}, {"pe": 64, "simd": 64},
+             {"pe": 64, "simd": 64}, {"pe": 16, "simd": 8, "pad": True}],
+}
+
+_CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / "lfc_w1a1.pt"
+
+
+def _sim_run(args: list[str], report: Path) -> dict:
+    cmd = [sys.executable, "-m", "sim.run", *args, "--json", str(report)]
+    print("$ python -m sim.run " + " ".join(args), file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT)
+    if not report.is_file():
+        raise UserError(f"`python -m sim.run {' '.join(args)}` failed (exit {proc.returncode})")
+    data = json.loads(report.read_text())
+    data["exit_status"] = proc.returncode
+    return data
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [f"ours, {r['folding']}\n(cycle-exact sim)" for r in rows] + ["BNN-PYNQ\n(board, published)"]
+    fps = [r["fps"] for r in rows] + [PEER_FPS]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    bars = ax.bar(names, [f / 1e3 for f in fps], color=["tab:blue"] * len(rows) + ["tab:gray"])
+    ax.bar_label(bars, labels=[f"{f / 1e3:,.0f}k" for f in fps])
+    ax.set(ylabel="images/s (thousands)", title="LFC-W1A1 on MNIST at 300 MHz")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sim.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=1000, help="MNIST test images per batch run")
+    p.add_argument("--cocotb-images", type=int, default=20, help="images for the cocotb speed run")
+    p.add_argument("--clock-mhz", type=float, default=300.0)
+    p.add_argument("--json", type=Path, help="write all numbers here")
+    p.add_argument("--png", type=Path, help="FPS bar chart (ours vs BNN-PYNQ)")
+    args = p.parse_args(argv)
+    if not _CHECKPOINT.is_file():
+        raise UserError(f"{_CHECKPOINT} is missing; train it with `python -m models.train --net lfc_w1a1`")
+
+    rows, speeds = [], []
+    with tempfile.TemporaryDirectory(prefix="fracbnn-bench-") as tmp:
+        tmp = Path(tmp)
+        for name, layers in FOLDINGS.items():
+            fold = tmp / f"{name}.json"
+            fold.write_text(json.dumps({"layers": layers}))
+            r = _sim_run(["--checkpoint", str(_CHECKPOINT), "--fold", str(fold),
+                          "--images", str(args.images), "--clock-mhz", str(args.clock_mhz)],
+                         tmp / f"{name}-batch.json")
+            t = r["timing"]
+            rows.append({"folding": name, "layers": layers, "images": r["images"],
+                         "mismatches": r["mismatches"], "passed": r["exit_status"] == 0,
+                         "cycles_per_image": t["ii_steady_measured"],
+                         "cycles_per_image_modelled": t["ii_steady_modelled"],
+                         "latency_cycles": t["latency_measured_first"],
+                         "fps": args.clock_mhz * 1e6 / t["ii_steady_measured"]})
+            speeds.append({"engine": "batch", "folding": name, **r["sim_speed"]})
+        fold = tmp / "bnn-pynq.json"
+        r = _sim_run(["--checkpoint", str(_CHECKPOINT), "--fold", str(fold), "--engine", "cocotb",
+                      "--images", str(args.cocotb_images)], tmp / "cocotb.json")
+        speeds.append({"engine": "cocotb", "folding": "bnn-pynq", "passed": r["exit_status"] == 0,
+                       **r["sim_speed"]})
+
+    print(f"\nLFC-W1A1 (shipped lfc_w1a1), MNIST, {args.clock_mhz:g} MHz — ours: measured in "
+          f"cycle-exact RTL simulation; peer: published board measurement")
+    print(f"{'folding':<10} {'cycles/image':>12} {'latency':>8} {'FPS':>12} {'vs peer':>8}  check")
+    for row in rows:
+        print(f"{row['folding']:<10} {row['cycles_per_image']:>12} {row['latency_cycles']:>8} "
+              f"{row['fps']:>12,.0f} {row['fps'] / PEER_FPS:>7.2f}x  "
+              f"{row['images']} images, {row['mismatches']} mismatches"
+              f"{'' if row['passed'] else ', FAILED'}")
+    print(f"{'BNN-PYNQ':<10} {'':>12} {'':>8} {PEER_FPS:>12,} {1:>7.2f}x  Ultra96, published")
+    print("\nco-simulation speed (this machine)")
+    for s in speeds:
+        print(f"{s['engine']:<8} {s['folding']:<10} {s['images_per_s']:>10,.1f} images/s "
+              f"{s['cycles_per_s']:>12,.0f} cycles/s")
+    report = {"clock_mhz": args.clock_mhz, "peer_fps": PEER_FPS, "accelerator": rows,
+              "cosim_speed": speeds}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    if args.png:
+        _plot(rows, args.png)
+    failed = [r["folding"] for r in rows if not r["passed"]] + \
+        [s["engine"] for s in speeds if s.get("passed") is False]
+    if failed:
+        print(f"FAIL: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    cli_main(main)
