@@ -82,13 +82,14 @@ def engine_timing(layer) -> dict:
     Mirrors the properties of :class:`hw.mvtu.MatrixVectorThresholdUnit` built with the
     default ``lsb_schedule`` (``popcount_latency`` of a ``SIMD``-bit tree with 3 adder levels
     per stage, ``pipeline_latency = lp + 3``, ``gate_delay = lp + 1``,
-    ``output_depth = pipeline_latency + 1``, ``lane``: the lane-compacted LSB schedule).
+    ``output_depth = pipeline_latency + 1``, ``lane``: the lane-compacted LSB schedule is used,
+    :func:`hw.mvtu.uses_lane_schedule`).
     """
-    from .mvtu import _LEVELS_PER_STAGE, LSB_SCHEDULE
+    from .mvtu import _LEVELS_PER_STAGE, uses_lane_schedule
     from .popcount import popcount_latency
     lp = popcount_latency(layer.folding.simd, _LEVELS_PER_STAGE)
     return {"popcount_latency": lp, "pipeline_latency": lp + 3, "gate_delay": lp + 1,
-            "output_depth": lp + 4, "lane": layer.in_bits == 2 and LSB_SCHEDULE == "lane"}
+            "output_depth": lp + 4, "lane": uses_lane_schedule(layer)}
 
 
 def _timing_of(engine) -> dict:

@@ -25,18 +25,42 @@ from .popcount import PopcountTree, popcount_latency, popcount_width
 from .rom import ROM_MODES, InitFileROM
 from .threshold import ThresholdUnit, out_layout
 
-__all__ = ["POPCOUNT_LEVELS_PER_STAGE", "LSB_SCHEDULES", "LSB_SCHEDULE", "VectorTiming", "mvtu_in_layout", "mvtu_out_layout",
+__all__ = ["POPCOUNT_LEVELS_PER_STAGE", "LSB_SCHEDULES", "LSB_SCHEDULE", "uses_lane_schedule",
+           "VectorTiming", "mvtu_in_layout", "mvtu_out_layout",
            "MatrixVectorThresholdUnit"]
 
 #: Adder levels per register stage of the PE popcount trees (fixes ``popcount_latency``).
 POPCOUNT_LEVELS_PER_STAGE = 3
 _LEVELS_PER_STAGE = POPCOUNT_LEVELS_PER_STAGE  # older private name, kept for importers
 
-#: LSB-pass schedules of layers with 2-bit inputs (see :class:`MatrixVectorThresholdUnit`).
-LSB_SCHEDULES = ("fold", "lane")
+#: LSB-pass schedules of layers with 2-bit inputs (see :class:`MatrixVectorThresholdUnit`):
+#: ``"fold"``, ``"lane"``, or ``"auto"`` = ``"lane"`` where it can save cycles at all
+#: (:func:`uses_lane_schedule`), else ``"fold"``.
+LSB_SCHEDULES = ("fold", "lane", "auto")
 
 #: The default schedule (the cycle model uses it for engines it does not see).
-LSB_SCHEDULE = "lane"
+LSB_SCHEDULE = "auto"
+
+
+def uses_lane_schedule(layer: LayerSpec, lsb_schedule: str | None = None) -> bool:
+    """Does the engine of ``layer`` run the lane-compacted LSB schedule?
+
+    Never for 1-bit inputs.  ``"auto"`` (and ``None`` while :data:`LSB_SCHEDULE` is
+    ``"auto"``) picks it exactly when it can beat running every LSB pass, i.e. when one
+    LSB round is cheaper than ``NF`` of them: ``(NF - 1)*SF > gate_delay``.  Otherwise
+    (``NF = 1``, or few short folds) the lane schedule never saves a cycle while the fold
+    schedule never costs more than ungated, so ``"auto"`` keeps the fold schedule.
+    """
+    if lsb_schedule is None:
+        lsb_schedule = LSB_SCHEDULE
+    if lsb_schedule not in LSB_SCHEDULES:
+        raise ValueError(f"lsb_schedule must be one of {LSB_SCHEDULES}, not {lsb_schedule!r}")
+    if layer.in_bits != 2 or lsb_schedule == "fold":
+        return False
+    if lsb_schedule == "lane":
+        return True
+    gate_delay = popcount_latency(layer.folding.simd, _LEVELS_PER_STAGE) + 1
+    return (layer.neuron_folds - 1) * layer.synapse_folds > gate_delay
 
 
 def mvtu_in_layout(in_bits: int, simd: int):
@@ -94,6 +118,12 @@ class MatrixVectorThresholdUnit(wiring.Component):
         and ``L{index}_gates.mem`` (2-bit inputs).
     rom_mode : {"sim", "verilog"}
         How the ROMs elaborate (see :class:`hw.rom.InitFileROM`).
+    lsb_schedule : {"fold", "lane", "auto"}, optional
+        How a layer with 2-bit inputs schedules its LSB passes (default
+        :data:`LSB_SCHEDULE`; ignored for 1-bit inputs): ``"fold"`` runs a fold's LSB pass
+        if any of its ``PE`` gates is open; ``"lane"`` lets every lane run only its own open
+        neurons (see "Lane schedule" below); ``"auto"``: ``"lane"`` where it can save
+        cycles (:func:`uses_lane_schedule`), else ``"fold"``.
 
     Ports
     -----
@@ -142,6 +172,34 @@ class MatrixVectorThresholdUnit(wiring.Component):
       on; for a 2-bit layer whose last fold has all gates closed and ``gate_delay < SF``,
       one cycle later (the abandonment is decided in that cycle).
     :meth:`vector_timing` returns all these offsets for a given gate pattern.
+
+    Lane schedule (2-bit inputs, ``lsb_schedule="lane"``; replaces the rules above except
+    the input buffer)
+    ------------------------------------------------------------------------------------
+    * **Storage.**  Every lane has its own weight ROM (its ``SIMD`` bits of each word of the
+      wide weight file, :class:`hw.rom.InitFileROM` with ``file_width``/``lsb``) and an
+      accumulator store of ``2 x NF`` entries (two halves; consecutive vectors alternate).
+    * **MSB phase.**  From ``s_v`` (bank full and the sequencer free): reads ``(nf, sf)`` in
+      order, ``NF*SF`` cycles, all lanes at address ``nf*SF + sf``.  Stage A writes
+      ``2*acc_m`` into the store and the gate bit ``acc_m > G`` into the lane's pending mask.
+    * **Gate wait.**  The last gates are known ``gate_delay`` cycles after the last MSB read;
+      the sequencer issues nothing in between.
+    * **LSB phase.**  ``R = lsb_rounds(gates)`` rounds (``R`` = the largest number of open
+      gates in one lane) of ``SF`` reads; in a round lane ``p`` reads its lowest pending
+      neuron fold (address ``nf_p*SF + sf``, in increasing ``nf_p``) and adds ``dot_l`` to
+      that store entry, or idles if it has none left.  No output credit is needed.
+    * **Hand-off.**  In cycle ``s_v + compute_cycles`` (``compute_cycles = NF*SF +
+      gate_delay + R*SF``) the sequencer hands the vector to the emitter, releases its bank
+      (it accepts input from the next cycle: ``bank_free_offset = compute_cycles + 1``) and
+      can issue the next vector's first read in the same cycle.  If the emitter still holds
+      the previous vector, the hand-off (and the next vector) waits until the cycle after
+      the emitter's last beat issue.
+    * **Emitter.**  From the cycle after the hand-off it issues one output beat per cycle,
+      ``nf = 0..NF-1``, each when an output credit is free (one credit per beat, returned the
+      cycle after the beat is accepted); beat ``nf`` is valid ``pipeline_latency`` cycles
+      after its issue.  Without backpressure: ``output_offsets[nf] = compute_cycles + 1 + nf
+      + pipeline_latency``.  It overlaps the next vector's reads, so the engine's cycles per
+      vector are ``compute_cycles``.
     """
 
     def __init__(self, layer: LayerSpec, *, init_dir, rom_mode: str = "sim",
@@ -152,8 +210,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
             raise ValueError(f"rom_mode must be one of {ROM_MODES}, not {rom_mode!r}")
         if lsb_schedule is None:
             lsb_schedule = LSB_SCHEDULE
-        if lsb_schedule not in LSB_SCHEDULES:
-            raise ValueError(f"lsb_schedule must be one of {LSB_SCHEDULES}, not {lsb_schedule!r}")
+        self._lane = uses_lane_schedule(layer, lsb_schedule)   # validates lsb_schedule
         self._lsb_schedule = lsb_schedule
         pe, simd = layer.folding.pe, layer.folding.simd
         mw, mh = layer.in_features, layer.out_features
@@ -198,7 +255,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
 
     @property
     def lsb_schedule(self) -> str:
-        """``"fold"`` or ``"lane"``: how LSB passes are scheduled (2-bit inputs only)."""
+        """The requested schedule, ``"fold"``, ``"lane"`` or ``"auto"`` (see
+        :attr:`lane_scheduled` for the one in use)."""
         return self._lsb_schedule
 
     @property
@@ -270,8 +328,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
     # ------------------------------------------------------------------ timing model
     @property
     def lane_scheduled(self) -> bool:
-        """True for a 2-bit layer with the lane-compacted LSB schedule."""
-        return self.in_bits == 2 and self._lsb_schedule == "lane"
+        """True for a 2-bit layer running the lane-compacted LSB schedule."""
+        return self._lane
 
     def neuron_gates(self, gate_pattern=None) -> np.ndarray:
         """Per padded neuron (``MHp``): is its gate open?  ``gate_pattern`` has ``MH`` or ``MHp``

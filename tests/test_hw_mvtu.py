@@ -22,7 +22,7 @@ import pytest
 from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
-from hw.mvtu import MatrixVectorThresholdUnit
+from hw.mvtu import MatrixVectorThresholdUnit, uses_lane_schedule
 from sw.compiled_net import (Folding, LayerSpec, pack_gate_words, pack_threshold_words,
                              pack_weight_words)
 from sw.errors import UserError
@@ -490,6 +490,24 @@ def test_compute_cycles_formula(tmp_path):
         lane.lsb_rounds([True, False])            # per-fold patterns do not define R
     with pytest.raises(ValueError, match="lsb_schedule"):
         MatrixVectorThresholdUnit(layer, init_dir=tmp_path, lsb_schedule="round")
+
+
+def test_auto_schedule_picks_lane_only_where_it_can_save(tmp_path):
+    rng = np.random.default_rng(4)
+    # (NF - 1)*SF > gate_delay: lane; NF = 1 or short folds: fold; 1-bit inputs: never lane
+    for (mw, mh, pe, simd, in_bits), lane in [((12, 6, 3, 3, 2), True),
+                                              ((9, 5, 5, 9, 2), False),
+                                              ((4, 4, 2, 2, 2), False),
+                                              ((12, 6, 3, 3, 1), False)]:
+        layer = make_layer(rng, mw, mh, pe, simd, in_bits, "sign")
+        write_mems(layer, tmp_path)
+        dut = MatrixVectorThresholdUnit(layer, init_dir=tmp_path, lsb_schedule="auto")
+        assert dut.lane_scheduled == lane
+        assert uses_lane_schedule(layer, "auto") == lane
+        if in_bits == 2:
+            nf_sf_gd = (dut.neuron_folds - 1) * dut.synapse_folds > dut.gate_delay
+            assert lane == nf_sf_gd
+            assert uses_lane_schedule(layer, "lane") and not uses_lane_schedule(layer, "fold")
 
 
 def test_rejects_bad_folding_and_files(tmp_path):

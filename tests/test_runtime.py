@@ -92,8 +92,8 @@ def test_sim_target_equals_golden_target(net_dir, tmp_path):
     assert report["fclk[mhz]"] == 200 and report["cycles"] > 0
     # Back-to-back images at the modelled initiation interval (gating makes it data dependent,
     # so the mean lies between the best and worst case).
-    best = steady_state_ii(net, 8, gates="closed")
-    worst = steady_state_ii(net, 8, gates="open")
+    best = steady_state_ii(net, 8, worst=False)
+    worst = steady_state_ii(net, 8, worst=True)
     assert best - 1 <= report["cycles_per_image"] <= worst + 1
 
 

@@ -12,9 +12,10 @@
 //
 // Slice mode (FILE_WIDTH != WIDTH or LSB != 0): INIT_FILE holds FILE_WIDTH-bit
 // words and the ROM keeps bits [LSB, LSB+WIDTH) of each (one PE lane of a wide
-// weight file, for engines whose lanes read independent addresses).  The wide
-// words exist only in the initial block, so the same .mem file stays the single
-// source of truth.
+// weight file, for engines whose lanes read independent addresses).  The memory
+// is declared FILE_WIDTH wide so that $readmemh loads the wide file directly (the
+// same .mem file stays the single source of truth); only the kept bits are ever
+// read, and synthesis removes the others.
 `default_nettype none
 
 module fracbnn_rom #(
@@ -33,29 +34,20 @@ module fracbnn_rom #(
 );
     generate
         if (FILE_WIDTH != WIDTH || LSB != 0) begin : g_slice
+            // The size hint counts only the bits kept; synthesis drops the others.
             if (WIDTH * DEPTH >= BLOCK_MIN_BITS) begin : g_block
                 (* rom_style = "block", ram_style = "block" *)
-                reg [WIDTH-1:0] mem [0:DEPTH-1];
-                reg [FILE_WIDTH-1:0] file_words [0:DEPTH-1];
-                integer k;
-                initial begin
-                    $readmemh(INIT_FILE, file_words);
-                    for (k = 0; k < DEPTH; k = k + 1) mem[k] = file_words[k][LSB +: WIDTH];
-                end
+                reg [FILE_WIDTH-1:0] mem [0:DEPTH-1];
+                initial $readmemh(INIT_FILE, mem);
                 always @(posedge clk) begin
-                    if (en) data <= mem[addr];
+                    if (en) data <= mem[addr][LSB +: WIDTH];
                 end
             end else begin : g_distributed
                 (* rom_style = "distributed", ram_style = "distributed" *)
-                reg [WIDTH-1:0] mem [0:DEPTH-1];
-                reg [FILE_WIDTH-1:0] file_words [0:DEPTH-1];
-                integer k;
-                initial begin
-                    $readmemh(INIT_FILE, file_words);
-                    for (k = 0; k < DEPTH; k = k + 1) mem[k] = file_words[k][LSB +: WIDTH];
-                end
+                reg [FILE_WIDTH-1:0] mem [0:DEPTH-1];
+                initial $readmemh(INIT_FILE, mem);
                 always @(posedge clk) begin
-                    if (en) data <= mem[addr];
+                    if (en) data <= mem[addr][LSB +: WIDTH];
                 end
             end
         end else if (WIDTH * DEPTH >= BLOCK_MIN_BITS) begin : g_block
