@@ -109,10 +109,11 @@ def _summary_lines(s: dict) -> list[str]:
             f"latency {t['latency_us']:.2f} us",
             f"cycle model      {'agrees exactly' if not t['disagreements'] else 'DISAGREES'}"]
     for g in s.get("gating", []):
-        lines.append(f"gating layer {g['layer']}   LSB needed by {100 * g['lsb_fraction']:.1f} % of neurons, "
-                     f"{100 * g['fold_lsb_fraction']:.1f} % of neuron folds: {g['saved']:,} of "
-                     f"{g['cycles_ungated']:,} engine cycles saved "
-                     f"({100 * g['saved'] / g['cycles_ungated']:.1f} %)")
+        lines.append(f"gating layer {g['layer']}   LSB needed by {100 * g['lsb_fraction']:.1f} % of neurons "
+                     f"({g['schedule']} schedule): {g['cycles_per_image']:,.1f} engine cycles/image, "
+                     f"{g['saved']:,} of {g['cycles_ungated']:,} engine cycles saved "
+                     f"({100 * g['saved'] / g['cycles_ungated']:.1f} %; "
+                     f"{100 * g['saved'] / g['lsb_cycles_ungated']:.1f} % of the LSB-pass cycles)")
     sp = s["sim_speed"]
     lines.append(f"sim speed        {sp['images_per_s']:,.1f} images/s, "
                  f"{sp['cycles_per_s']:,.0f} cycles/s ({sp['seconds']:.1f} s simulated wall time, "
