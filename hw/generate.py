@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from amaranth.hdl import Shape
@@ -28,6 +26,7 @@ from amaranth.lib.wiring import In
 
 from sw.compiled_net import (CompiledNetwork, fold_config_from_json, load_compiled_network,
                              pack_gate_words, pack_threshold_words, pack_weight_words, refold)
+from sw.atomic_dir import atomic_directory
 from sw.errors import UserError, cli_main
 from sw.memfile import write_mem
 
@@ -140,21 +139,6 @@ def _layer_taps(stages) -> list[str]:
     return names
 
 
-def _prepare_outdir(outdir: Path) -> Path:
-    if outdir.exists():
-        if not outdir.is_dir():
-            raise UserError(f"{outdir} exists and is not a directory; choose another OUTDIR")
-        if any(outdir.iterdir()) and not (outdir / _DESIGN_JSON).is_file():
-            raise UserError(f"{outdir} exists and is not a generated design; "
-                            "remove it or choose another OUTDIR")
-    parent = outdir.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create {parent}: {exc}") from None
-    return parent
-
-
 def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
              progress: bool = False) -> Path:
     """Generate the Verilog design of the network in ``export_dir`` into ``outdir``.
@@ -195,49 +179,31 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
             bar.set_postfix_str(step)
             bar.update(1)
 
-    parent = _prepare_outdir(outdir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=parent))
-    backup = None
     try:
-        if fold is None:
-            # Same folding: the export's .mem files are the source of truth, copied as is.
-            mem_files = _memory_names(net)
-            for name in mem_files:
-                shutil.copyfile(export_dir / name, tmp / name)
-        else:
-            mem_files = write_memories(net, tmp)
-        done("memories")
-        accel = Accelerator(net, init_dir=tmp, pixels_per_beat=pixels_per_beat,
-                            rom_mode="verilog")
-        done("elaborate")
-        text = convert_flat(accel, TOP_NAME, keep=_layer_taps(accel.stages))
-        (tmp / f"{TOP_NAME}.v").write_text(text)
-        shutil.copyfile(VERILOG_ROM_SOURCE, tmp / VERILOG_ROM_SOURCE.name)
-        shutil.copyfile(WAIVER_FILE, tmp / WAIVER_FILE.name)
-        done("verilog")
-        files = [f"{TOP_NAME}.v", VERILOG_ROM_SOURCE.name, WAIVER_FILE.name, *mem_files]
-        summary = design_summary(accel, files)
-        (tmp / _DESIGN_JSON).write_text(json.dumps(summary, indent=2) + "\n")
-        done("summary")
-        # mkdtemp makes the directory private (0700); give it the usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
-        if outdir.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.old-", dir=parent))
-            os.rmdir(backup)
-            os.rename(outdir, backup)
-        os.rename(tmp, outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if backup is not None and backup.exists() and not outdir.exists():
-            os.rename(backup, outdir)
-        raise
+        with atomic_directory(outdir, marker=_DESIGN_JSON, what="generated design") as tmp:
+            if fold is None:
+                # Same folding: the export's .mem files are the source of truth, copied as is.
+                mem_files = _memory_names(net)
+                for name in mem_files:
+                    shutil.copyfile(export_dir / name, tmp / name)
+            else:
+                mem_files = write_memories(net, tmp)
+            done("memories")
+            accel = Accelerator(net, init_dir=tmp, pixels_per_beat=pixels_per_beat,
+                                rom_mode="verilog")
+            done("elaborate")
+            text = convert_flat(accel, TOP_NAME, keep=_layer_taps(accel.stages))
+            (tmp / f"{TOP_NAME}.v").write_text(text)
+            shutil.copyfile(VERILOG_ROM_SOURCE, tmp / VERILOG_ROM_SOURCE.name)
+            shutil.copyfile(WAIVER_FILE, tmp / WAIVER_FILE.name)
+            done("verilog")
+            files = [f"{TOP_NAME}.v", VERILOG_ROM_SOURCE.name, WAIVER_FILE.name, *mem_files]
+            summary = design_summary(accel, files)
+            (tmp / _DESIGN_JSON).write_text(json.dumps(summary, indent=2) + "\n")
+            done("summary")
     finally:
         if bar is not None:
             bar.close()
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
     return outdir
 
 

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic_dir import atomic_directory
 from .errors import UserError
 from .memfile import read_mem, write_coe, write_mem
 
@@ -697,22 +695,9 @@ def write_compiled_network(net: CompiledNetwork, outdir: str | Path,
     Returns the path of the written directory.
     """
     outdir = Path(outdir)
-    if outdir.exists():
-        if not outdir.is_dir():
-            raise UserError(f"{outdir} exists and is not a directory; choose another OUTDIR")
-        if any(outdir.iterdir()) and not (outdir / _NETWORK_JSON).is_file():
-            raise UserError(f"{outdir} exists and is not a compiled network; "
-                            "remove it or choose another OUTDIR")
-    parent = outdir.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create {parent}: {exc}") from None
     if vectors is not None:
         net = replace(net, test_vectors=_TEST_VECTORS_JSON)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=parent))
-    backup: Path | None = None
-    try:
+    with atomic_directory(outdir, marker=_NETWORK_JSON, what="compiled network") as tmp:
         for stem, words, width in (m for layer in net.layers for m in _memories(layer)):
             write_mem(tmp / f"{stem}.mem", words, width)
             if coe:
@@ -724,18 +709,6 @@ def write_compiled_network(net: CompiledNetwork, outdir: str | Path,
         # Read back what we wrote: the layout functions must round-trip exactly.
         if not _same_network(load_compiled_network(tmp), net):
             raise RuntimeError("compiled network does not read back identically (layout bug)")
-        if outdir.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.old-", dir=parent))
-            os.rmdir(backup)
-            os.rename(outdir, backup)
-        os.rename(tmp, outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if backup is not None and backup.exists() and not outdir.exists():
-            os.rename(backup, outdir)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
     return outdir
 
 
