@@ -31,16 +31,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from sw.atomic_dir import atomic_directory, check_replaceable
 from sw.errors import UserError, cli_main
 
 __all__ = ["DEFAULT_CHECKPOINT", "REPO_ROOT", "build", "export_default_network", "selftest_images",
@@ -227,46 +226,34 @@ def build(args: argparse.Namespace) -> dict:
     if args.selftest_images < 1:
         raise UserError(f"--selftest-images must be >= 1, not {args.selftest_images}")
     out = Path(args.out) if args.out else REPO_ROOT / "build" / board.name
-    if out.exists() and (not out.is_dir() or (any(out.iterdir())
-                                               and not (out / _REPORT).is_file())):
-        raise UserError(f"{out} exists and is not a build directory; remove it or choose --out")
+    check_replaceable(out, _REPORT, "build directory")  # before any slow step
 
     steps = (["export default network"] if args.net is None else []) + (
         ["generate RTL", "Vivado project script"] + ([] if args.no_estimate else ["Yosys"])
         if board.kind == "zynq" else
         ["generate RTL", "self-test top", "yosys", "nextpnr", "ecppack"])
     step = _Steps(steps, args.quiet)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     start = time.monotonic()
     try:
-        if args.net is None:
-            step("export default network")
-            net_dir = export_default_network(work / "net")
-        else:
-            net_dir = Path(args.net)
-            load_compiled_network(net_dir)     # validates before copying
-            shutil.copytree(net_dir, work / "net")
-        net = load_compiled_network(work / "net")
-        if args.fold is not None:
-            shapes = [(l.in_features, l.out_features) for l in net.layers]
-            net = refold(net, fold_config_from_json(args.fold, len(net.layers), shapes))
-        net_dir = work / "net"
-        builder = _build_zynq if board.kind == "zynq" else _build_ecp5
-        report = {"board": board.name, "title": board.title, "part": board.part,
-                  "clock_mhz": args.clock, "network": net.name, "folding": _fold_summary(net),
-                  **builder(board, net, net_dir, work, args, step)}
-        report["seconds"] = round(time.monotonic() - start, 1)
-        (work / _REPORT).write_text(json.dumps(report, indent=1) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(work, 0o777 & ~umask)
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        with atomic_directory(out, marker=_REPORT, what="build directory") as work:
+            if args.net is None:
+                step("export default network")
+                net_dir = export_default_network(work / "net")
+            else:
+                net_dir = Path(args.net)
+                load_compiled_network(net_dir)     # validates before copying
+                shutil.copytree(net_dir, work / "net")
+            net = load_compiled_network(work / "net")
+            if args.fold is not None:
+                shapes = [(l.in_features, l.out_features) for l in net.layers]
+                net = refold(net, fold_config_from_json(args.fold, len(net.layers), shapes))
+            net_dir = work / "net"
+            builder = _build_zynq if board.kind == "zynq" else _build_ecp5
+            report = {"board": board.name, "title": board.title, "part": board.part,
+                      "clock_mhz": args.clock, "network": net.name, "folding": _fold_summary(net),
+                      **builder(board, net, net_dir, work, args, step)}
+            report["seconds"] = round(time.monotonic() - start, 1)
+            (work / _REPORT).write_text(json.dumps(report, indent=1) + "\n")
     finally:
         step.close()
     report["out"] = str(out)
