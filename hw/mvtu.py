@@ -423,6 +423,35 @@ class MatrixVectorThresholdUnit(wiring.Component):
             free += 1
         return VectorTiming(start, tuple(offsets), free, tuple(credits))
 
+    def _input_buffer(self, m, width, sf_n, sf_range):
+        """Ping-pong input banks of ``sf_n`` words each, filled from ``i``.
+
+        Returns the read port, ``full`` (bit b: bank b holds a complete vector not yet
+        released) and ``clr_full`` (the engine drives bit b for one cycle to release bank b).
+        """
+        m.submodules.inbuf = inbuf = memory.Memory(shape=width, depth=2 * sf_n, init=[])
+        wport = inbuf.write_port()
+        rport = inbuf.read_port(domain="sync")
+        full = Signal(2)
+        wr_bank = Signal()
+        wr_sf = Signal(sf_range)
+        m.d.comb += [
+            self.i.ready.eq(~full.bit_select(wr_bank, 1)),
+            wport.addr.eq(Mux(wr_bank, sf_n, 0) + wr_sf),
+            wport.data.eq(Value.cast(self.i.payload)),
+            wport.en.eq(self.i.valid & self.i.ready),
+        ]
+        set_full = Signal(2)
+        clr_full = Signal(2)
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(wr_sf == sf_n - 1):
+                m.d.sync += [wr_sf.eq(0), wr_bank.eq(~wr_bank)]
+                m.d.comb += set_full.bit_select(wr_bank, 1).eq(1)
+            with m.Else():
+                m.d.sync += wr_sf.eq(wr_sf + 1)
+        m.d.sync += full.eq((full & ~clr_full) | set_full)
+        return rport, full, clr_full
+
     # ------------------------------------------------------------------ gateware
     def elaborate(self, platform):
         if self.lane_scheduled:
@@ -443,27 +472,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         base_range = range(max(nf_n * sf_n, 2))
 
         # ---------------------------------------------------------- input buffer (2 banks)
-        m.submodules.inbuf = inbuf = memory.Memory(shape=in_w, depth=2 * sf_n, init=[])
-        wport = inbuf.write_port()
-        rport = inbuf.read_port(domain="sync")
-        full = Signal(2)            # bank b holds a complete vector not yet released
-        wr_bank = Signal()
-        wr_sf = Signal(sf_range)
-        m.d.comb += [
-            self.i.ready.eq(~full.bit_select(wr_bank, 1)),
-            wport.addr.eq(Mux(wr_bank, sf_n, 0) + wr_sf),
-            wport.data.eq(Value.cast(self.i.payload)),
-            wport.en.eq(self.i.valid & self.i.ready),
-        ]
-        set_full = Signal(2)
-        clr_full = Signal(2)
-        with m.If(self.i.valid & self.i.ready):
-            with m.If(wr_sf == sf_n - 1):
-                m.d.sync += [wr_sf.eq(0), wr_bank.eq(~wr_bank)]
-                m.d.comb += set_full.bit_select(wr_bank, 1).eq(1)
-            with m.Else():
-                m.d.sync += wr_sf.eq(wr_sf + 1)
-        m.d.sync += full.eq((full & ~clr_full) | set_full)
+        rport, full, clr_full = self._input_buffer(m, in_w, sf_n, sf_range)
 
         # ---------------------------------------------------------- ROMs
         roms = {name: InitFileROM(width, depth, path, rom_mode=self._rom_mode)
@@ -665,27 +674,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         base_range = range(max(nf_n * sf_n, 2))
 
         # ---------------------------------------------------------- input buffer (2 banks)
-        m.submodules.inbuf = inbuf = memory.Memory(shape=2 * simd, depth=2 * sf_n, init=[])
-        wport = inbuf.write_port()
-        rport = inbuf.read_port(domain="sync")
-        full = Signal(2)
-        wr_bank = Signal()
-        wr_sf = Signal(sf_range)
-        m.d.comb += [
-            self.i.ready.eq(~full.bit_select(wr_bank, 1)),
-            wport.addr.eq(Mux(wr_bank, sf_n, 0) + wr_sf),
-            wport.data.eq(Value.cast(self.i.payload)),
-            wport.en.eq(self.i.valid & self.i.ready),
-        ]
-        set_full = Signal(2)
-        clr_full = Signal(2)
-        with m.If(self.i.valid & self.i.ready):
-            with m.If(wr_sf == sf_n - 1):
-                m.d.sync += [wr_sf.eq(0), wr_bank.eq(~wr_bank)]
-                m.d.comb += set_full.bit_select(wr_bank, 1).eq(1)
-            with m.Else():
-                m.d.sync += wr_sf.eq(wr_sf + 1)
-        m.d.sync += full.eq((full & ~clr_full) | set_full)
+        rport, full, clr_full = self._input_buffer(m, 2 * simd, sf_n, sf_range)
 
         # ---------------------------------------------------------- ROMs
         # One weight ROM per lane (its SIMD bits of every word of the wide weight file), so
