@@ -196,9 +196,9 @@ class _Engine:
     def _fold_open(self, nf):
         return self.cur_gates[nf]
 
-    def step(self, in_fire, out_fire, cycle):
+    def _accept_input(self, in_fire):
+        """Input bank fill (both schedules); returns which bank became full this cycle."""
         set_full = [False, False]
-        clr_full = [False, False]
         if in_fire:
             if self.wr_sf == self.sf - 1:
                 self.wr_sf = 0
@@ -206,6 +206,11 @@ class _Engine:
                 self.wr_bank ^= 1
             else:
                 self.wr_sf += 1
+        return set_full
+
+    def step(self, in_fire, out_fire, cycle):
+        set_full = self._accept_input(in_fire)
+        clr_full = [False, False]
 
         # Candidate read of this cycle.
         nf, lsb, sf = self.pos
@@ -285,15 +290,8 @@ class _LaneEngine(_Engine):
         self.em_nf = 0
 
     def step(self, in_fire, out_fire, cycle):
-        set_full = [False, False]
+        set_full = self._accept_input(in_fire)
         clr_full = [False, False]
-        if in_fire:
-            if self.wr_sf == self.sf - 1:
-                self.wr_sf = 0
-                set_full[self.wr_bank] = True
-                self.wr_bank ^= 1
-            else:
-                self.wr_sf += 1
 
         # Read sequencer: candidate (lsb, nf, sf) of this cycle, or a hand-off.
         cand = None
