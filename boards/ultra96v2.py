@@ -1,27 +1,19 @@
-"""Avnet Ultra96-V2: Zynq UltraScale+ ZU3EG, industrial grade (``--board ultra96`` or ``ultra96v2``)."""
+"""Avnet Ultra96-V2: Zynq UltraScale+ ZU3EG, industrial grade (``--board ultra96`` or ``ultra96v2``).
 
-from .base import Resources, ZynqBoard
-from ._zynqmp import zynqmp_ps_config
+The same board as the V1 (:mod:`boards.ultra96v1`) but for the part's temperature grade and the
+Vivado board files.
+"""
+
+from dataclasses import replace
+
+from .ultra96v1 import BOARD as _V1
 
 __all__ = ["BOARD"]
 
-BOARD = ZynqBoard(
+BOARD = replace(
+    _V1,
     name="ultra96v2",
     title="Avnet Ultra96-V2",
     part="xczu3eg-sbva484-1-i",
-    family="zynq_us+",
-    ps_config=zynqmp_ps_config(gp_width=32, hp_width=64),
-    gp_port="M_AXI_HPM0_FPD",
-    hp_port="S_AXI_HP0_FPD",
-    pl_clock_pin="pl_clk0",
-    pl_clock_property="PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ",
-    pl_reset_pin="pl_resetn0",
-    gp_aclk_pin="maxihpm0_fpd_aclk",
-    hp_aclk_pin="saxihp0_fpd_aclk",
-    hp_data_width=64,
-    default_clock_mhz=100.0,
-    max_clock_mhz=400.0,
-    resources=Resources(lut=70_560, ff=141_120, bram=216, dsp=360),
-    yosys_family="xcup",
     vivado_board_part="avnet.com:ultra96v2:part0:1.2",
 )

@@ -452,6 +452,27 @@ class MatrixVectorThresholdUnit(wiring.Component):
         m.d.sync += full.eq((full & ~clr_full) | set_full)
         return rport, full, clr_full
 
+    def _output_stage(self, m, trom, nf, res_acc, res_valid):
+        """Stage R: thresholds (``trom`` word of fold ``nf``, ready this cycle) or raw scores
+        (``trom`` None), written into the output FIFO that drives ``o`` when ``res_valid``."""
+        layer = self._layer
+        out_w = len(Value.cast(self.o.payload))
+        m.submodules.out_fifo = ofifo = fifo.SyncFIFO(width=out_w, depth=self.output_depth)
+        if trom is None:
+            m.d.comb += ofifo.w_data.eq(Value.cast(res_acc))
+        else:
+            m.d.comb += trom.addr.eq(nf)
+            m.submodules.threshold = thr = ThresholdUnit(self.pe, self.acc_width, layer.out,
+                                                         layer.threshold_bits)
+            m.d.comb += [thr.acc.eq(res_acc), thr.thresholds.eq(trom.data),
+                         ofifo.w_data.eq(Value.cast(thr.act))]
+        m.d.comb += [
+            ofifo.w_en.eq(res_valid),
+            self.o.valid.eq(ofifo.r_rdy),
+            self.o.payload.eq(ofifo.r_data),
+            ofifo.r_en.eq(self.o.ready),
+        ]
+
     # ------------------------------------------------------------------ gateware
     def elaborate(self, platform):
         if self.lane_scheduled:
@@ -642,22 +663,10 @@ class MatrixVectorThresholdUnit(wiring.Component):
                 m.d.sync += res_valid.eq(anyg_reg)
 
         # ---------------------------------------------------------- threshold + FIFO (stage R)
-        out_w = len(Value.cast(self.o.payload))
-        m.submodules.out_fifo = ofifo = fifo.SyncFIFO(width=out_w, depth=self.output_depth)
         if layer.out == "scores":
-            m.d.comb += ofifo.w_data.eq(Value.cast(res_acc))
+            self._output_stage(m, None, None, res_acc, res_valid)
         else:
-            m.d.comb += trom.addr.eq(sa.nf)   # threshold word ready in stage R
-            m.submodules.threshold = thr = ThresholdUnit(pe, accw, layer.out,
-                                                         layer.threshold_bits)
-            m.d.comb += [thr.acc.eq(res_acc), thr.thresholds.eq(trom.data),
-                         ofifo.w_data.eq(Value.cast(thr.act))]
-        m.d.comb += [
-            ofifo.w_en.eq(res_valid),
-            self.o.valid.eq(ofifo.r_rdy),
-            self.o.payload.eq(ofifo.r_data),
-            ofifo.r_en.eq(self.o.ready),
-        ]
+            self._output_stage(m, trom, sa.nf, res_acc, res_valid)
         return m
 
     # ------------------------------------------------------------------ lane schedule
@@ -872,20 +881,5 @@ class MatrixVectorThresholdUnit(wiring.Component):
                 m.d.sync += res_acc[p].eq(st_e.data)
 
         # ---------------------------------------------------------- threshold + FIFO (stage R)
-        out_w = len(Value.cast(self.o.payload))
-        m.submodules.out_fifo = ofifo = fifo.SyncFIFO(width=out_w, depth=self.output_depth)
-        if trom is None:
-            m.d.comb += ofifo.w_data.eq(Value.cast(res_acc))
-        else:
-            m.d.comb += trom.addr.eq(sa.em_nf)   # threshold word ready in stage R
-            m.submodules.threshold = thr = ThresholdUnit(pe, accw, layer.out,
-                                                         layer.threshold_bits)
-            m.d.comb += [thr.acc.eq(res_acc), thr.thresholds.eq(trom.data),
-                         ofifo.w_data.eq(Value.cast(thr.act))]
-        m.d.comb += [
-            ofifo.w_en.eq(res_valid),
-            self.o.valid.eq(ofifo.r_rdy),
-            self.o.payload.eq(ofifo.r_data),
-            ofifo.r_en.eq(self.o.ready),
-        ]
+        self._output_stage(m, trom, None if trom is None else sa.em_nf, res_acc, res_valid)
         return m
