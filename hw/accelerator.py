@@ -24,18 +24,21 @@ from sw.compiled_net import CompiledNetwork
 from sw.errors import UserError
 
 from .axi_lite_regs import AxiLiteRegisterBlock
+from .maxpool import MaxPoolUnit
 from .output_serializer import SCORE_BEAT_BITS, OutputSerializer
+from .padding import PaddingStage
 from .thermometer import ThermometerEncoder
 from .width_converter import BIT, ML_PAIR, StreamWidthConverter
+from .window import SlidingWindowGenerator
 
-__all__ = ["Accelerator", "StageInfo", "plan_stages"]
+__all__ = ["Accelerator", "StageInfo", "plan_stages", "build_stage"]
 
 
 class StageInfo:
     """Static description of one pipeline stage (used by the cycle model and design.json).
 
-    ``kind`` is ``"thermometer"``, ``"convert"``, ``"mvtu"`` or ``"serializer"``; ``params``
-    holds the numbers that determine its timing.
+    ``kind`` is ``"thermometer"``, ``"convert"``, ``"pad"``, ``"window"``, ``"mvtu"``,
+    ``"pool"`` or ``"serializer"``; ``params`` holds the numbers that determine its timing.
     """
 
     __slots__ = ("kind", "name", "params")
@@ -57,6 +60,11 @@ def _elem_for(out_kind: str):
 def plan_stages(net: CompiledNetwork, pixels_per_beat: int) -> list[StageInfo]:
     """The stage sequence of the accelerator for ``net`` (no hardware built).
 
+    Per layer: a width converter where the element counts differ (or a dense first layer
+    needs input padding); for a convolution the padding stage (``pad > 0``) and the sliding
+    window generator, both at SIMD elements per beat; the layer engine; after a pooled
+    convolution the max-pool unit at PE elements per beat.
+
     Raises :class:`sw.errors.UserError` if the image size is not a multiple of
     ``pixels_per_beat``.
     """
@@ -74,23 +82,62 @@ def plan_stages(net: CompiledNetwork, pixels_per_beat: int) -> list[StageInfo]:
     levels = net.input.levels
     stages = [StageInfo("thermometer", "thermometer", pixels_per_beat=pixels_per_beat,
                         levels=levels, beats_per_image=pixels // pixels_per_beat)]
-    elem, count, vector = BIT, pixels_per_beat * levels, net.input.bits
+    elem, count, size = BIT, pixels_per_beat * levels, net.input.bits
     for layer in net.layers:
+        i, simd, pe = layer.index, layer.folding.simd, layer.folding.pe
+        planes = 1 if elem == BIT else 2
         pad = layer.mw_padded - layer.in_features
-        if count != layer.folding.simd or pad:
+        if count != simd or pad:
             stages.append(StageInfo(
-                "convert", f"conv{layer.index}", layer=layer.index, planes=1 if elem == BIT else 2,
-                in_count=count, out_count=layer.folding.simd,
-                vector_elems=vector if pad else None, pad_elems=pad))
+                "convert", f"conv{i}", layer=i, planes=planes, in_count=count, out_count=simd,
+                vector_elems=layer.in_features if pad else None, pad_elems=pad,
+                elems_per_image=size))
+        if layer.conv is not None:
+            c = layer.conv
+            if c.pad:
+                stages.append(StageInfo(
+                    "pad", f"pad{i}", layer=i, planes=planes, channels=c.in_channels,
+                    height=c.in_height, width=c.in_width, pad=c.pad, elems_per_beat=simd))
+            stages.append(StageInfo(
+                "window", f"window{i}", layer=i, planes=planes, channels=c.in_channels,
+                height=c.padded_height, width=c.padded_width, kernel=c.kernel,
+                stride=c.stride, simd=simd))
         stages.append(StageInfo(
-            "mvtu", f"mvtu{layer.index}", layer=layer.index, pe=layer.folding.pe,
-            simd=layer.folding.simd, synapse_folds=layer.synapse_folds,
-            neuron_folds=layer.neuron_folds, in_bits=layer.in_bits, out=layer.out))
-        elem, count, vector = _elem_for(layer.out), layer.folding.pe, layer.out_features
+            "mvtu", f"mvtu{i}", layer=i, pe=pe, simd=simd,
+            synapse_folds=layer.synapse_folds, neuron_folds=layer.neuron_folds,
+            in_bits=layer.in_bits, out=layer.out, vectors=layer.vectors_per_image))
+        elem, count, size = _elem_for(layer.out), pe, layer.out_size
+        if layer.pool:
+            c = layer.conv
+            stages.append(StageInfo(
+                "pool", f"pool{i}", layer=i, planes=1 if elem == BIT else 2,
+                channels=layer.out_features, height=c.out_height, width=c.out_width,
+                elems_per_beat=pe, kernel=layer.pool, stride=layer.pool))
     last = net.layers[-1]
     stages.append(StageInfo("serializer", "serializer", classes=net.classes,
                             pe=last.folding.pe, neuron_folds=last.neuron_folds))
     return stages
+
+
+def build_stage(info: StageInfo):
+    """The component of a ``convert``, ``pad``, ``window`` or ``pool`` stage."""
+    p = info.params
+    elem = BIT if p["planes"] == 1 else ML_PAIR
+    if info.kind == "convert":
+        return StreamWidthConverter(elem, p["in_count"], p["out_count"],
+                                    vector_elems=p["vector_elems"], pad_elems=p["pad_elems"])
+    if info.kind == "pad":
+        return PaddingStage(elem, channels=p["channels"], height=p["height"], width=p["width"],
+                            pad=p["pad"], elems_per_beat=p["elems_per_beat"])
+    if info.kind == "window":
+        return SlidingWindowGenerator(elem, channels=p["channels"], height=p["height"],
+                                      width=p["width"], kernel=p["kernel"], stride=p["stride"],
+                                      simd=p["simd"])
+    if info.kind == "pool":
+        return MaxPoolUnit(elem, channels=p["channels"], height=p["height"], width=p["width"],
+                           elems_per_beat=p["elems_per_beat"], kernel=p["kernel"],
+                           stride=p["stride"])
+    raise ValueError(f"no stream component for stage kind {info.kind!r}")
 
 
 class Accelerator(wiring.Component):
@@ -205,15 +252,11 @@ class Accelerator(wiring.Component):
         upstream = therm.o
         mvtu_iter = iter(self._mvtus)
         for info in self._stages[1:-1]:
-            if info.kind == "convert":
-                p = info.params
-                conv = StreamWidthConverter(BIT if p["planes"] == 1 else ML_PAIR,
-                                            p["in_count"], p["out_count"],
-                                            vector_elems=p["vector_elems"],
-                                            pad_elems=p["pad_elems"])
-                m.submodules[info.name] = conv
-                _connect_stream(m, upstream, conv.i)
-                upstream = conv.o
+            if info.kind != "mvtu":
+                stage = build_stage(info)
+                m.submodules[info.name] = stage
+                _connect_stream(m, upstream, stage.i)
+                upstream = stage.o
             else:
                 engine = next(mvtu_iter)
                 m.submodules[info.name] = engine

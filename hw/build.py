@@ -245,7 +245,7 @@ def build(args: argparse.Namespace) -> dict:
                 shutil.copytree(net_dir, work / "net")
             net = load_compiled_network(work / "net")
             if args.fold is not None:
-                shapes = [(l.in_features, l.out_features) for l in net.layers]
+                shapes = net.fold_shapes
                 net = refold(net, fold_config_from_json(args.fold, len(net.layers), shapes))
             net_dir = work / "net"
             builder = _build_zynq if board.kind == "zynq" else _build_ecp5

@@ -38,6 +38,13 @@ import numpy as np
 
 from sw.compiled_net import CompiledNetwork
 
+from .maxpool import MaxPoolTiming
+from .padding import PaddingTiming
+from .window import WindowTiming
+
+#: Timing models of the spatial stream stages, kept beside their components.
+_STREAM_TIMING = {"pad": PaddingTiming, "window": WindowTiming, "pool": MaxPoolTiming}
+
 __all__ = ["CycleModelResult", "simulate_pipeline", "stage_cycles_per_image",
            "steady_state_ii", "engine_timing", "gating_savings"]
 
@@ -386,19 +393,48 @@ class _Serializer:
             self.have, self.emitting, self.out_beat = False, True, 0
 
 
+def _vector_gates(layer, gates, images) -> np.ndarray:
+    """Per-image gates ``(N, V*MH)`` (``GoldenModel.run(...).gates[i]``) -> per input vector
+    ``(N*V, MH)`` (``V`` = vectors per image: a convolution's output positions)."""
+    if gates is None:
+        raise ValueError(f"layer {layer.index} has 2-bit inputs: pass its gate decisions "
+                         f"(GoldenModel(net).run(images).gates)")
+    g = np.asarray(gates, dtype=bool)
+    width = layer.vectors_per_image * layer.out_features
+    if g.ndim != 2 or g.shape[0] < images or g.shape[1] != width:
+        raise ValueError(f"gates of layer {layer.index} must be ({images}, {width}) "
+                         f"booleans, not {g.shape}")
+    return g.reshape(-1, layer.out_features)
+
+
+def _stream_timing(info):
+    """The timing model of a ``pad``, ``window`` or ``pool`` stage (beside its component)."""
+    p = {k: v for k, v in info.params.items() if k not in ("layer", "planes")}
+    return _STREAM_TIMING[info.kind](**p)
+
+
+def _stream_cycles(info) -> int:
+    """Busy cycles per image of a ``pad``, ``window`` or ``pool`` stage (one beat per cycle
+    on its busier side)."""
+    p = info.params
+    if info.kind == "pad":
+        g = p["channels"] // p["elems_per_beat"]
+        return (p["height"] + 2 * p["pad"]) * (p["width"] + 2 * p["pad"]) * g
+    if info.kind == "pool":
+        return p["height"] * p["width"] * (p["channels"] // p["elems_per_beat"])
+    g = p["channels"] // p["simd"]
+    k, s = p["kernel"], p["stride"]
+    oh, ow = (p["height"] - k) // s + 1, (p["width"] - k) // s + 1
+    return max(p["height"] * p["width"] * g, oh * ow * k * k * g)
+
+
 def _fold_gate_fn(layer, gates, images):
     """vector index -> per-fold 'any gate open' list for one engine."""
     nf, pe = layer.neuron_folds, layer.folding.pe
     if layer.in_bits == 1:
         closed = [False] * nf
         return lambda v: closed
-    if gates is None:
-        raise ValueError(f"layer {layer.index} has 2-bit inputs: pass its gate decisions "
-                         f"(GoldenModel(net).run(images).gates)")
-    g = np.asarray(gates, dtype=bool)
-    if g.ndim != 2 or g.shape[0] < images or g.shape[1] != layer.out_features:
-        raise ValueError(f"gates of layer {layer.index} must be ({images}, "
-                         f"{layer.out_features}) booleans, not {g.shape}")
+    g = _vector_gates(layer, gates, images)
     padded = np.zeros((g.shape[0], layer.mh_padded), dtype=bool)
     padded[:, :layer.out_features] = g
     per_fold = padded.reshape(g.shape[0], nf, pe).any(axis=2)
@@ -408,20 +444,54 @@ def _fold_gate_fn(layer, gates, images):
 
 def _lane_rounds_fn(layer, gates, images):
     """vector index -> LSB rounds ``R`` (most open gates in one PE lane) for one engine."""
-    if gates is None:
-        raise ValueError(f"layer {layer.index} has 2-bit inputs: pass its gate decisions "
-                         f"(GoldenModel(net).run(images).gates)")
-    g = np.asarray(gates, dtype=bool)
-    if g.ndim != 2 or g.shape[0] < images or g.shape[1] != layer.out_features:
-        raise ValueError(f"gates of layer {layer.index} must be ({images}, "
-                         f"{layer.out_features}) booleans, not {g.shape}")
+    g = _vector_gates(layer, gates, images)
     rounds = _padded_gates(layer, g).sum(axis=1).max(axis=1)
     return lambda v: int(rounds[min(v, g.shape[0] - 1)])
 
 
+def _state(model, cycle: int) -> tuple:
+    """A stage model's state relative to ``cycle`` (hashable), for period detection."""
+    if isinstance(model, _Engine):
+        state = ("engine", tuple(model.full), model.wr_bank, model.wr_sf, model.active,
+                 model.rd_bank, model.pos, model.credits, model.fifo,
+                 tuple(t - cycle for t in model.pending))
+        if isinstance(model, _LaneEngine):
+            known = None if model.gates_known_at is None else model.gates_known_at - cycle
+            state += (model.lsb, model.nf_pos, model.sf_pos, max(known, 0) if known is not None
+                      else None, model.rounds_left, model.em_busy, model.em_nf)
+        return state
+    slots = getattr(type(model), "__slots__", None)
+    names = slots if slots is not None else sorted(vars(model))
+    return tuple(_frozen(getattr(model, name)) for name in names)
+
+
+def _frozen(value):
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    if hasattr(value, "__slots__") or hasattr(value, "__dict__"):
+        return id(value)            # constant helper objects (geometry): identity suffices
+    return value
+
+
+def _extrapolate(images: int, period_images: int, period_cycles: int, start: int,
+                 *events: list) -> CycleModelResult:
+    """Repeat the events from cycle ``start`` on with the detected period up to ``images``."""
+    out = []
+    for ev in events:
+        a = sum(1 for c in ev if c < start)            # events before the periodic part
+        base = np.array(ev[a:a + period_images], dtype=np.int64)
+        if len(base) < period_images:
+            raise AssertionError("periodic extrapolation without a full period of events")
+        k = np.arange(images - a)
+        full = np.concatenate([np.array(ev[:a], dtype=np.int64),
+                               base[k % period_images] + (k // period_images) * period_cycles])
+        out.append(full[:images])
+    return CycleModelResult(*out)
+
+
 def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int = 8,
-                      gates=None, engines=None,
-                      max_cycles: int | None = None) -> CycleModelResult:
+                      gates=None, engines=None, max_cycles: int | None = None,
+                      periodic: bool = True) -> CycleModelResult:
     """Predict the timing of ``images`` images streamed back to back.
 
     Parameters
@@ -439,13 +509,23 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
     engines
         Optional built engines (``Accelerator.engines``) to take the timing constants from;
         by default :func:`engine_timing` derives the same numbers from the folding.
+    periodic
+        When the timing cannot depend on the data (every layer has 1-bit inputs, or
+        ``gates`` is ``"open"``/``"closed"``), stop stepping once the complete state of the
+        pipeline at an image's first input beat (every stage model's counters, results in
+        flight relative to the current cycle, the output beat position) equals the state at
+        an earlier image's first beat: the system is deterministic and its input the same
+        from then on, so every later event is the earlier one shifted by that period.  The
+        result is the same as stepping every cycle (``periodic=False``); the co-simulation
+        checks it against the RTL anyway.
     """
     from .accelerator import plan_stages
 
     stages = plan_stages(net, pixels_per_beat)
+    gates_arg = gates
     if gates in ("open", "closed"):
-        gates = [np.full((images, l.out_features), gates == "open") if l.in_bits == 2 else None
-                 for l in net.layers]
+        gates = [np.full((images, l.vectors_per_image * l.out_features), gates == "open")
+                 if l.in_bits == 2 else None for l in net.layers]
     if gates is None:
         gates = [None] * len(net.layers)
     models = []
@@ -454,6 +534,8 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
             models.append(_Thermometer())
         elif info.kind == "convert":
             models.append(_Converter(info.params))
+        elif info.kind in _STREAM_TIMING:
+            models.append(_stream_timing(info))
         elif info.kind == "mvtu":
             layer = net.layers[info.params["layer"]]
             timing = (engine_timing(layer) if engines is None
@@ -477,6 +559,10 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
         max_cycles = 1000 + 4 * per_image * (images + 2)
     n = len(models)
     cycle = 0
+    # Data-independent timing (1-bit layers, or every gate fixed): once the whole state at an
+    # image's first input beat repeats, every later event repeats with the same period.
+    fixed_gates = all(l.in_bits == 1 for l in net.layers) or isinstance(gates_arg, str)
+    seen: dict = {}
     while received < total_out:
         if cycle > max_cycles:
             raise RuntimeError(f"cycle model made no progress after {max_cycles} cycles "
@@ -493,6 +579,13 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
         out_fires = [in_fires[k + 1] for k in range(n - 1)] + [valids[-1]]
         if in_fires[0]:
             if sent % beats_in == 0:
+                if periodic and fixed_gates:
+                    key = (received % beats_out, *(_state(mdl, cycle) for mdl in models))
+                    if key in seen:
+                        j_img, j_cycle = seen[key]
+                        return _extrapolate(images, len(input_start) - j_img, cycle - j_cycle,
+                                            j_cycle, input_start, output_start, output_end)
+                    seen[key] = (len(input_start), cycle)
                 input_start.append(cycle)
             sent += 1
         if out_fires[-1]:
@@ -524,15 +617,32 @@ def stage_cycles_per_image(net: CompiledNetwork, pixels_per_beat: int = 8, *,
         if info.kind == "thermometer":
             out[info.name] = p["beats_per_image"]
         elif info.kind == "convert":
-            # One beat per cycle on each side: the larger beat count per vector.
-            layer = net.layers[p["layer"]]
-            vec_in = net.input.bits if layer.index == 0 else layer.in_features
-            out[info.name] = max(vec_in // p["in_count"], layer.synapse_folds)
+            # One beat per cycle on each side: the larger beat count per image.
+            elems_in = p["elems_per_image"]
+            vectors = elems_in // p["vector_elems"] if p["vector_elems"] else 1
+            elems_out = elems_in + vectors * p["pad_elems"]
+            out[info.name] = max(-(-elems_in // p["in_count"]), elems_out // p["out_count"])
+        elif info.kind in _STREAM_TIMING:
+            out[info.name] = _stream_cycles(info)
         elif info.kind == "mvtu":
             layer = net.layers[p["layer"]]
             sf, nf = layer.synapse_folds, layer.neuron_folds
             if layer.in_bits == 1:
-                out[info.name] = sf * nf
+                out[info.name] = sf * nf * layer.vectors_per_image
+                continue
+            if layer.vectors_per_image != 1:
+                # Data-dependent per window: best (all closed) or worst (all open) case.
+                timing = (engine_timing(layer) if engines is None
+                          else _timing_of(engines[layer.index]))
+                g = np.full(layer.out_features, worst)
+                per_neuron = _padded_gates(layer, g)[0]
+                if timing["lane"]:
+                    rounds = int(per_neuron.sum(axis=0).max())
+                    per = _lane_compute_cycles(layer, timing["gate_delay"], rounds)
+                else:
+                    closed = sf + min(timing["gate_delay"], sf)
+                    per = sum(2 * sf if o else closed for o in per_neuron.any(axis=1))
+                out[info.name] = per * layer.vectors_per_image
                 continue
             timing = (engine_timing(layer) if engines is None
                       else _timing_of(engines[layer.index]))
@@ -584,7 +694,8 @@ def gating_savings(net: CompiledNetwork, gates, *, engines=None) -> list[dict]:
             continue
         timing = (engine_timing(layer) if engines is None
                   else _timing_of(engines[layer.index]))
-        g = np.asarray(gates[layer.index], dtype=bool)
+        images = np.asarray(gates[layer.index]).shape[0]
+        g = _vector_gates(layer, gates[layer.index], images)   # (vectors, MH)
         n, sf, nf = g.shape[0], layer.synapse_folds, layer.neuron_folds
         per = _padded_gates(layer, g)                   # (N, NF, PE)
         open_folds = int(per.any(axis=2).sum())
@@ -596,11 +707,11 @@ def gating_savings(net: CompiledNetwork, gates, *, engines=None) -> list[dict]:
             closed = sf + min(timing["gate_delay"], sf)
             cycles = open_folds * 2 * sf + (n * nf - open_folds) * closed
         ungated = n * nf * 2 * sf
-        out.append({"layer": layer.index, "images": n,
+        out.append({"layer": layer.index, "images": images, "vectors": n,
                     "schedule": "lane" if timing["lane"] else "fold",
                     "lsb_fraction": float(g.mean()),
                     "fold_lsb_fraction": open_folds / (n * nf),
                     "lsb_rounds_mean": float(rounds.mean()), "cycles": cycles,
                     "cycles_ungated": ungated, "lsb_cycles_ungated": n * nf * sf,
-                    "saved": ungated - cycles, "cycles_per_image": cycles / n})
+                    "saved": ungated - cycles, "cycles_per_image": cycles / max(images, 1)})
     return out

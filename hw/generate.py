@@ -163,8 +163,7 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
     # Check every input before anything is written or shown.
     net = load_compiled_network(export_dir)
     if fold is not None:
-        folding = fold_config_from_json(fold, len(net.layers),
-                                        [(l.in_features, l.out_features) for l in net.layers])
+        folding = fold_config_from_json(fold, len(net.layers), net.fold_shapes)
         net = refold(net, folding)
     plan_stages(net, pixels_per_beat)
     steps = ["memories", "elaborate", "verilog", "summary"]

@@ -1,9 +1,9 @@
-"""Compact checkpoints of :class:`~models.layers.BinaryMLP` models.
+"""Compact checkpoints of :class:`~models.layers.BinaryNet` models.
 
 File format (``torch.save`` of a plain dict, loadable with ``weights_only=True``)::
 
     {"format": "fracbnn-checkpoint", "version": 1,
-     "config": BinaryMLP.config(),            # rebuilds the architecture
+     "config": BinaryNet.config(),            # rebuilds the architecture
      "meta": {...},                           # JSON-serialisable (net name, recipe, accuracy, ...)
      "binary_weights": {"layers.0.weight": {"shape": [out, in], "bits": uint8 tensor}, ...},
      "tensors": {name: tensor}}               # every other parameter and buffer
@@ -27,7 +27,7 @@ import torch
 
 from sw.errors import UserError
 
-from .layers import BinaryDense, BinaryMLP
+from .layers import BinaryDense, BinaryNet
 
 __all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint"]
 
@@ -35,11 +35,11 @@ FORMAT = "fracbnn-checkpoint"
 VERSION = 1
 
 
-def _binary_weight_names(model: BinaryMLP) -> list[str]:
+def _binary_weight_names(model: BinaryNet) -> list[str]:
     return [f"{name}.weight" for name, mod in model.named_modules() if isinstance(mod, BinaryDense)]
 
 
-def save_checkpoint(model: BinaryMLP, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(model: BinaryNet, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to ``path`` atomically (temporary file + ``os.replace``).
 
     Parameters
@@ -92,12 +92,12 @@ def _bad(path: Path, why: str) -> UserError:
                      "re-create it with `python -m models.train` or use a shipped checkpoint")
 
 
-def load_checkpoint(path: str | Path) -> tuple[BinaryMLP, dict[str, Any]]:
+def load_checkpoint(path: str | Path) -> tuple[BinaryNet, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
     Returns
     -------
-    model : BinaryMLP
+    model : BinaryNet
         In eval mode, latent binary weights exactly ±1.0.
     meta : dict
         The stored metadata.
@@ -126,7 +126,7 @@ def load_checkpoint(path: str | Path) -> tuple[BinaryMLP, dict[str, Any]]:
             and isinstance(binary, dict) and isinstance(tensors, dict)):
         raise _bad(path, "missing config/meta/binary_weights/tensors")
     try:
-        model = BinaryMLP(**config)
+        model = BinaryNet(**config)
     except (TypeError, ValueError) as exc:
         raise _bad(path, f"bad config: {exc}") from None
     expected = model.state_dict()

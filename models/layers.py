@@ -33,7 +33,8 @@ __all__ = [
     "Thermometer",
     "TensorNorm",
     "BinaryDense",
-    "BinaryMLP",
+    "BinaryConv2d",
+    "BinaryNet",
     "FRAC2_THRESHOLDS",
 ]
 
@@ -102,7 +103,7 @@ def clip_latent_weights(model: nn.Module) -> None:
     receive gradient again.
     """
     for module in model.modules():
-        if isinstance(module, BinaryDense):
+        if isinstance(module, BinaryDense):  # includes BinaryConv2d
             module.weight.clamp_(-1.0, 1.0)
 
 
@@ -334,63 +335,191 @@ class BinaryDense(nn.Module):
         return self.activate(acc)
 
 
-class BinaryMLP(nn.Module):
-    """Thermometer input followed by a stack of :class:`BinaryDense` layers.
+class BinaryConv2d(BinaryDense):
+    """Binary convolution: one :class:`BinaryDense` product per ``kernel x kernel`` window.
+
+    Activations travel between layers as NHWC tensors ``(B, H, W, C)`` (the format's HWC
+    order).  The input is padded by ``pad`` pixels whose bits are 0 in every plane
+    (value -1 for 1-bit inputs, ``u = -3`` for 2-bit inputs): a binary activation cannot
+    hold 0, so the padding value is a real input the network is trained with, and every
+    stage (PyTorch, golden model, RTL) pads the same way.  The weight is stored as the
+    dense ``(out, K*K*C)`` matrix in the window order (ky, kx, c), c fastest; the
+    accumulators are computed with ``F.conv2d`` (exact in float32: every partial sum is a
+    small integer).  Batch norm, activation and gating are per output channel, shared
+    with :class:`BinaryDense` (so export folds them the same way).  ``pool`` (0 or k >= 2)
+    max-pools the activations ``k x k`` with stride ``k`` (floor mode): on ±1 values it is
+    an OR of the bits, on 2-bit values the max of the codes; it follows the activation, so
+    it needs no commuting with the thresholds.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, *, in_height: int,
+                 in_width: int, in_bits: int, out: str, stride: int = 1, pad: int = 0,
+                 pool: int = 0, gate_tau: float | None = None):
+        for name, value in (("in_channels", in_channels), ("kernel", kernel),
+                            ("stride", stride), ("in_height", in_height),
+                            ("in_width", in_width)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
+        if not isinstance(pad, int) or not 0 <= pad < kernel:
+            raise ValueError(f"pad must be an int in [0, kernel), not {pad!r}")
+        if kernel > min(in_height, in_width) + 2 * pad:
+            raise ValueError(f"kernel {kernel} is larger than the {in_height}x{in_width} input "
+                             f"(padded by {pad})")
+        if out == "scores":
+            raise ValueError("a convolution cannot be the scores layer; end with a dense layer")
+        super().__init__(kernel * kernel * in_channels, out_channels, in_bits, out,
+                         dropout=0.0, gate_tau=gate_tau)
+        self.in_channels, self.kernel, self.stride, self.pad = in_channels, kernel, stride, pad
+        self.in_height, self.in_width = in_height, in_width
+        self.out_height = (in_height + 2 * pad - kernel) // stride + 1
+        self.out_width = (in_width + 2 * pad - kernel) // stride + 1
+        if not isinstance(pool, int) or pool < 0 or pool == 1 \
+                or pool > min(self.out_height, self.out_width):
+            raise ValueError(f"pool must be 0 or a window size in [2, "
+                             f"{min(self.out_height, self.out_width)}], not {pool!r}")
+        self.pool = pool
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_features}, kernel={self.kernel}, "
+                f"stride={self.stride}, pad={self.pad}, in={self.in_height}x{self.in_width}, "
+                f"in_bits={self.in_bits}, out={self.out!r}, pool={self.pool}")
+
+    @property
+    def out_map(self) -> tuple[int, int, int]:
+        """Output ``(H, W, C)`` after the max-pool."""
+        h, w = self.out_height, self.out_width
+        if self.pool:
+            h, w = h // self.pool, w // self.pool
+        return (h, w, self.out_features)
+
+    def _conv(self, x: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+        """``x`` NCHW (already padded) -> accumulators ``(B*OH*OW, out)`` (NHWC rows)."""
+        k, c = self.kernel, self.in_channels
+        w4 = wb.reshape(self.out_features, k, k, c).permute(0, 3, 1, 2)
+        acc = F.conv2d(x, w4, stride=self.stride)
+        return acc.permute(0, 2, 3, 1).reshape(-1, self.out_features)
+
+    def accumulate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` ``(B, H, W, C)`` -> accumulators ``(B*OH*OW, out)`` and gates (2-bit inputs)."""
+        if x.dim() != 4 or tuple(x.shape[1:]) != (self.in_height, self.in_width, self.in_channels):
+            raise ValueError(f"convolution input must be (batch, {self.in_height}, "
+                             f"{self.in_width}, {self.in_channels}), not {tuple(x.shape)}")
+        wb = binarize(self.weight)
+        x = x.permute(0, 3, 1, 2)
+        pad = (self.pad,) * 4
+        if self.in_bits == 1:
+            if self.pad:
+                x = F.pad(x, pad, value=-1.0)
+            self.last_gate = self.last_soft_gate = None
+            return self._conv(x, wb), None
+        m_hard = torch.where(x > 0, 1.0, -1.0).to(x.dtype)
+        m = (m_hard - x / 2).detach() + x / 2
+        l = (x - 2 * m_hard).detach()
+        if self.pad:
+            m, l = F.pad(m, pad, value=-1.0), F.pad(l, pad, value=-1.0)
+        acc_m = self._conv(m, wb)
+        acc_l = self._conv(l, wb)
+        gate = _HardGate.apply(acc_m, self.gate_delta, self.gate_tau)
+        self.last_gate = gate.detach() > 0
+        self.last_soft_gate = torch.sigmoid((acc_m.detach() - self.gate_delta) / self.gate_tau)
+        return 2 * acc_m + gate * acc_l, self.last_gate
+
+    def finish(self, y: torch.Tensor, batch: int) -> torch.Tensor:
+        """Activations ``(B*OH*OW, out)`` -> ``(B, H, W, out)`` after the max-pool."""
+        y = y.reshape(batch, self.out_height, self.out_width, self.out_features)
+        if self.pool:
+            y = F.max_pool2d(y.permute(0, 3, 1, 2), self.pool).permute(0, 2, 3, 1)
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        acc, _ = self.accumulate(x)
+        return self.finish(self.activate(acc), x.shape[0])
+
+
+class BinaryNet(nn.Module):
+    """Thermometer input, optional binary convolutions, then binary dense layers.
 
     Parameters
     ----------
     input_shape
-        (C, H, W) of the 8-bit input images; ``P = C*H*W``.
+        (C, H, W) of the 8-bit input images; ``P = C*H*W``.  Images are given as
+        ``(B, P)`` pixels in HWC order (channel fastest; for C = 1 plain row-major).
     thermometer_levels
-        ``T``; layer 0 has ``P*T`` binary inputs.
+        ``T``; the thermometer output is an ``H x W x (C*T)`` binary map (flattened: layer
+        0 of an MLP has ``P*T`` inputs).
     hidden
-        Widths of the hidden layers.
+        Widths of the hidden dense layers.
     activation
         ``"sign"`` (1-bit) or ``"frac2"`` (2-bit with precision gating in every layer after the first).
     classes
         Outputs of the last (``scores``) layer.
     dropout
-        Training-only dropout on the inputs of every layer after the first.
+        Training-only dropout on the inputs of every dense layer after the first.
     thermometer_thresholds
         Optional explicit thermometer thresholds.
+    convs
+        Convolution layers before the dense ones, each a dict ``{"channels": OC,
+        "kernel": K, "stride": 1, "pad": 0, "pool": 0}`` (see :class:`BinaryConv2d`);
+        their output is flattened in HWC order into the first dense layer.
     """
 
     def __init__(self, input_shape: Sequence[int] = (1, 28, 28), thermometer_levels: int = 1,
                  hidden: Sequence[int] = (1024, 1024, 1024), activation: str = "sign",
                  classes: int = 10, dropout: float = 0.0,
-                 thermometer_thresholds: Sequence[int] | None = None):
+                 thermometer_thresholds: Sequence[int] | None = None,
+                 convs: Sequence[dict] = ()):
         super().__init__()
         if len(input_shape) != 3 or any(not isinstance(d, int) or d < 1 for d in input_shape):
             raise ValueError(f"input_shape must be three positive ints (C, H, W), not {input_shape!r}")
         if activation not in ("sign", "frac2"):
             raise ValueError(f"activation must be 'sign' or 'frac2', not {activation!r}")
-        if not hidden:
+        if not hidden and not convs:
             raise ValueError("hidden must list at least one layer width")
         self.input_shape = tuple(input_shape)
         self.hidden = [int(h) for h in hidden]
         self.activation = activation
         self.classes = int(classes)
         self.dropout = float(dropout)
+        self.convs = [_conv_spec(c, i) for i, c in enumerate(convs)]
         self.thermometer = Thermometer(thermometer_levels, thermometer_thresholds)
-        pixels = math.prod(self.input_shape)
-        widths = [pixels * thermometer_levels, *self.hidden, self.classes]
         in_bits_rest = 2 if activation == "frac2" else 1
-        self.layers = nn.ModuleList(
-            BinaryDense(widths[i], widths[i + 1],
-                        in_bits=1 if i == 0 else in_bits_rest,
-                        out="scores" if i == len(widths) - 2 else activation,
-                        dropout=0.0 if i == 0 else self.dropout)
-            for i in range(len(widths) - 1))
+        layers: list[BinaryDense] = []
+        c, h, w = self.input_shape
+        fmap = (h, w, c * thermometer_levels)
+        for spec in self.convs:
+            conv = BinaryConv2d(fmap[2], spec["channels"], spec["kernel"], in_height=fmap[0],
+                                in_width=fmap[1], in_bits=1 if not layers else in_bits_rest,
+                                out=activation, stride=spec["stride"], pad=spec["pad"],
+                                pool=spec["pool"])
+            layers.append(conv)
+            fmap = conv.out_map
+        widths = [math.prod(fmap), *self.hidden, self.classes]
+        for i in range(len(widths) - 1):
+            first = not layers
+            layers.append(BinaryDense(widths[i], widths[i + 1],
+                                      in_bits=1 if first else in_bits_rest,
+                                      out="scores" if i == len(widths) - 2 else activation,
+                                      dropout=0.0 if first else self.dropout))
+        self.layers = nn.ModuleList(layers)
 
     @property
     def pixels(self) -> int:
         """Pixels per image, ``P = C*H*W``."""
         return math.prod(self.input_shape)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, P) pixels in 0..255 -> (B, classes) float32 logits."""
+    def _input(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.thermometer(pixels.reshape(pixels.shape[0], -1))
+        if self.convs:
+            c, h, w = self.input_shape
+            x = x.reshape(x.shape[0], h, w, c * self.thermometer.levels)
+        return x
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, P) pixels in 0..255 (HWC order) -> (B, classes) float32 logits."""
+        x = self._input(pixels)
         for layer in self.layers:
+            if not isinstance(layer, BinaryConv2d):
+                x = x.reshape(x.shape[0], -1)
             x = layer(x)
         return x
 
@@ -401,21 +530,28 @@ class BinaryMLP(nn.Module):
         Returns
         -------
         dict
-            ``outputs``: per layer its output (±1, ``u``, or logits for the last);
-            ``accs``: per layer the integer accumulators (float32);
-            ``gates``: per layer the bool gate tensor, or None for 1-bit-input layers.
+            ``outputs``: per layer its output flattened to ``(B, out_size)`` in HWC order
+            (±1, ``u``, or logits for the last; convolutions after their max-pool);
+            ``accs``: per layer the integer accumulators (float32, ``(B, V*out)``);
+            ``gates``: per layer the bool gates ``(B, V*out)`` (``V`` output positions of a
+            convolution, position-major), or None for 1-bit-input layers.
             The model must be in eval mode.
         """
         if self.training:
             raise RuntimeError("forward_trace needs eval mode; call model.eval() first")
         outputs, accs, gates = [], [], []
-        x = self.thermometer(pixels.reshape(pixels.shape[0], -1))
+        x = self._input(pixels)
         for layer in self.layers:
+            b = x.shape[0]
+            if not isinstance(layer, BinaryConv2d):
+                x = x.reshape(b, -1)
             acc, gate = layer.accumulate(x)
             x = layer.activate(acc)
-            outputs.append(x)
-            accs.append(acc)
-            gates.append(gate)
+            if isinstance(layer, BinaryConv2d):
+                x = layer.finish(x, b)
+            outputs.append(x.reshape(b, -1))
+            accs.append(acc.reshape(b, -1))
+            gates.append(None if gate is None else gate.reshape(b, -1))
         return {"outputs": outputs, "accs": accs, "gates": gates}
 
     def gated_layers(self) -> list[BinaryDense]:
@@ -445,7 +581,8 @@ class BinaryMLP(nn.Module):
 
     def config(self) -> dict:
         """Constructor arguments that rebuild this architecture (JSON-serialisable)."""
-        return {
+        extra = {"convs": [dict(c) for c in self.convs]} if self.convs else {}
+        return {**extra,
             "input_shape": list(self.input_shape),
             "thermometer_levels": self.thermometer.levels,
             "thermometer_thresholds": [int(t) for t in self.thermometer.thresholds.tolist()],
@@ -454,3 +591,21 @@ class BinaryMLP(nn.Module):
             "classes": self.classes,
             "dropout": self.dropout,
         }
+
+
+_CONV_KEYS = {"channels", "kernel", "stride", "pad", "pool"}
+
+
+def _conv_spec(spec, index: int) -> dict:
+    """A checked convolution entry of :class:`BinaryNet` with every key filled in."""
+    if not isinstance(spec, dict) or not {"channels", "kernel"} <= spec.keys() \
+            or not spec.keys() <= _CONV_KEYS:
+        raise ValueError(f"convs[{index}] must be a dict with channels and kernel (and "
+                         f"optionally stride, pad, pool), not {spec!r}")
+    out = {"channels": spec["channels"], "kernel": spec["kernel"],
+           "stride": spec.get("stride", 1), "pad": spec.get("pad", 0), "pool": spec.get("pool", 0)}
+    for key, value in out.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0 \
+                or (key in ("channels", "kernel", "stride") and value < 1):
+            raise ValueError(f"convs[{index}].{key} must be a positive int, not {value!r}")
+    return out

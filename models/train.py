@@ -36,7 +36,7 @@ from . import zoo
 from .checkpoint import save_checkpoint
 from .data import iterate_batches, mnist_tensors, random_shift
 from .evaluate import evaluate
-from .layers import BinaryMLP, clip_latent_weights
+from .layers import BinaryNet, clip_latent_weights
 
 __all__ = ["train", "lr_at", "plot_history", "main"]
 
@@ -50,7 +50,7 @@ def lr_at(step: int, total_steps: int, lr: float, lr_final: float, warmup_steps:
     return lr_final + 0.5 * (lr - lr_final) * (1.0 + math.cos(math.pi * progress))
 
 
-def _optimizer(model: BinaryMLP, lr: float, gate_lr_scale: float) -> torch.optim.Adam:
+def _optimizer(model: BinaryNet, lr: float, gate_lr_scale: float) -> torch.optim.Adam:
     # gate_delta lives on the integer accumulator scale (|acc_m| up to MW), so it gets a larger step.
     gates = [p for n, p in model.named_parameters() if n.endswith("gate_delta")]
     ids = {id(p) for p in gates}
@@ -66,12 +66,12 @@ def _optimizer(model: BinaryMLP, lr: float, gate_lr_scale: float) -> torch.optim
 def train(net: str, *, epochs: int, seed: int, lr: float, lr_final: float, batch_size: int,
           gate_lambda: float, gate_lr_scale: float, warmup_epochs: int = 0, max_shift: int = 0,
           data: Path | None = None, limit: int | None = None,
-          progress: bool = True) -> tuple[BinaryMLP, dict]:
+          progress: bool = True) -> tuple[BinaryNet, dict]:
     """Train zoo model ``net``; returns the trained model (eval mode) and its history.
 
     Returns
     -------
-    model : BinaryMLP
+    model : BinaryNet
     history : dict
         Lists per epoch: ``epoch``, ``loss``, ``train_accuracy`` (train mode, running),
         ``test_accuracy`` (eval), ``lsb_fraction`` (eval on the test set, None if not gated),
@@ -79,8 +79,8 @@ def train(net: str, *, epochs: int, seed: int, lr: float, lr_final: float, batch
     """
     torch.manual_seed(seed)
     model = zoo.build(net)
-    train_x, train_y = mnist_tensors("train", data, limit)
-    test_x, test_y = mnist_tensors("test", data)
+    train_x, train_y = mnist_tensors("train", data, limit, model.input_shape)
+    test_x, test_y = mnist_tensors("test", data, input_shape=model.input_shape)
     gen = torch.Generator().manual_seed(seed)
     opt = _optimizer(model, lr, gate_lr_scale)
     steps_per_epoch = -(-len(train_y) // batch_size)

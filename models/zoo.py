@@ -1,6 +1,6 @@
 """The model zoo: named architectures with their training recipes.
 
-Each entry pairs the :class:`~models.layers.BinaryMLP` constructor arguments
+Each entry pairs the :class:`~models.layers.BinaryNet` constructor arguments
 (``arch``) with the recipe ``python -m models.train --net NAME`` uses by default
 (``recipe``).  Trained checkpoints ship as ``models/checkpoints/<name>.pt``.
 """
@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from sw.errors import UserError
 
-from .layers import BinaryMLP
+from .layers import BinaryNet
 
 __all__ = ["ZooEntry", "ZOO", "names", "build", "recipe", "default_checkpoint", "CHECKPOINT_DIR"]
 
@@ -31,7 +31,7 @@ class ZooEntry:
     description
         One line for humans.
     arch
-        Keyword arguments of :class:`BinaryMLP`.
+        Keyword arguments of :class:`BinaryNet`.
     recipe
         Training defaults: ``epochs``, ``lr`` (Adam, peak), ``lr_final`` (end of the
         cosine decay), ``batch_size``, ``seed``, ``gate_lambda`` (weight of the gate
@@ -80,6 +80,39 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
              activation="frac2", classes=10, dropout=0.1),
         epochs=12, lr=3e-3, lr_final=1e-5, batch_size=128, gate_lambda=0.05, gate_lr_scale=100.0,
         max_shift=2),
+    "tiny_conv": _entry(
+        "conv 16 (3x3 same) + pool, conv 32 (3x3 same) + pool, 1568-64-10; 1-bit activations, "
+        "input binarised at 128 (fast tests)",
+        dict(input_shape=(1, 28, 28), thermometer_levels=1, hidden=[64],
+             activation="sign", classes=10, dropout=0.0,
+             convs=[{"channels": 16, "kernel": 3, "pad": 1, "pool": 2},
+                    {"channels": 32, "kernel": 3, "pad": 1, "pool": 2}]),
+        epochs=4, lr=5e-3, batch_size=128),
+    "tiny_conv_frac": _entry(
+        "tiny_conv with a 2-level thermometer input and FracBNN 2-bit gated activations",
+        dict(input_shape=(1, 28, 28), thermometer_levels=2, hidden=[64],
+             activation="frac2", classes=10, dropout=0.0,
+             convs=[{"channels": 16, "kernel": 3, "pad": 1, "pool": 2},
+                    {"channels": 32, "kernel": 3, "pad": 1, "pool": 2}]),
+        epochs=4, lr=5e-3, batch_size=128, gate_lambda=0.05, gate_lr_scale=100.0),
+    "cnv_w1a1": _entry(
+        "BNN-PYNQ CNV-W1A1 on 32x32 (MNIST padded, thermometer T=2): 3x3 valid convs 64, 64, "
+        "pool, 128, 128, pool, 256, 256, dense 512, 512, 10",
+        dict(input_shape=(1, 32, 32), thermometer_levels=2, hidden=[512, 512],
+             activation="sign", classes=10, dropout=0.0,
+             convs=[{"channels": 64, "kernel": 3}, {"channels": 64, "kernel": 3, "pool": 2},
+                    {"channels": 128, "kernel": 3}, {"channels": 128, "kernel": 3, "pool": 2},
+                    {"channels": 256, "kernel": 3}, {"channels": 256, "kernel": 3}]),
+        epochs=8, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2),
+    "cnv_frac": _entry(
+        "CNV with FracBNN activations: the cnv_w1a1 topology, 2-bit gated activations",
+        dict(input_shape=(1, 32, 32), thermometer_levels=2, hidden=[512, 512],
+             activation="frac2", classes=10, dropout=0.0,
+             convs=[{"channels": 64, "kernel": 3}, {"channels": 64, "kernel": 3, "pool": 2},
+                    {"channels": 128, "kernel": 3}, {"channels": 128, "kernel": 3, "pool": 2},
+                    {"channels": 256, "kernel": 3}, {"channels": 256, "kernel": 3}]),
+        epochs=10, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2, gate_lambda=0.05,
+        gate_lr_scale=100.0),
 })
 
 
@@ -95,9 +128,9 @@ def _get(name: str) -> ZooEntry:
         raise UserError(f"unknown zoo model {name!r}; choose one of {', '.join(ZOO)}") from None
 
 
-def build(name: str) -> BinaryMLP:
+def build(name: str) -> BinaryNet:
     """A freshly initialised (untrained) model of zoo entry ``name``."""
-    return BinaryMLP(**_get(name).arch)
+    return BinaryNet(**_get(name).arch)
 
 
 def recipe(name: str) -> dict[str, Any]:

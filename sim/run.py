@@ -142,7 +142,7 @@ def _timing_summary(accept, output, ref, clock_mhz: float, disagreements: list[s
 def run(args: argparse.Namespace) -> int:
     from hw.cycle_model import gating_savings
     from sw.compiled_net import fold_config_from_json, load_compiled_network, refold
-    from sw.mnist import load_mnist
+    from sw.datasets import load_images
 
     n_images = 10_000 if args.full else args.images
     with tempfile.TemporaryDirectory(prefix="fracbnn-run-") as tmp:
@@ -150,14 +150,16 @@ def run(args: argparse.Namespace) -> int:
         net_dir = args.net or _export(args.checkpoint or DEFAULT_CHECKPOINT, tmp / "net")
         net = load_compiled_network(net_dir)
         if args.fold is not None:
-            shapes = [(l.in_features, l.out_features) for l in net.layers]
+            shapes = net.fold_shapes
             net = refold(net, fold_config_from_json(args.fold, len(net.layers), shapes))
         design_dir = args.design_dir or tmp / "design"
         print(f"generating the design for {net.name} ...", file=sys.stderr)
         from hw.generate import generate
         generate(net_dir, design_dir, fold=args.fold, pixels_per_beat=args.pixels_per_beat)
 
-        images, labels = load_mnist("test", args.mnist_root)
+        inp = net.input
+        images, labels = load_images("test", (inp.channels, inp.height, inp.width),
+                                     args.mnist_root)
         if n_images > len(images):
             raise UserError(f"--images {n_images} is more than the {len(images)} test images")
         images, labels = np.ascontiguousarray(images[:n_images]), labels[:n_images]

@@ -100,7 +100,7 @@ def compare(args: argparse.Namespace) -> dict:
     """Run the comparison; return the report (see the module docstring)."""
     from .compiled_net import load_compiled_network
     from .golden import GoldenModel
-    from .mnist import load_mnist
+    from .datasets import load_images
     from .runtime import Accelerator
 
     with tempfile.TemporaryDirectory(prefix="fracbnn-compare-") as tmp:
@@ -114,7 +114,8 @@ def compare(args: argparse.Namespace) -> dict:
             export(_DEFAULT_CHECKPOINT, Path(tmp) / "net", progress=False)
             net_dir = Path(tmp) / "net"
         net = load_compiled_network(net_dir)
-        images, labels = load_mnist("test", args.data)
+        inp = net.input
+        images, labels = load_images("test", (inp.channels, inp.height, inp.width), args.data)
         if images.shape[1] != net.input.pixels:
             raise UserError(f"{net.name} takes {net.input.pixels} pixels, MNIST images have "
                             f"{images.shape[1]}")

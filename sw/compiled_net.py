@@ -35,10 +35,12 @@ from .memfile import read_mem, write_coe, write_mem
 __all__ = [
     "FORMAT",
     "VERSION",
+    "READ_VERSIONS",
     "OUT_KINDS",
     "signed_bits",
     "Folding",
     "InputSpec",
+    "ConvGeometry",
     "OutputSpec",
     "LayerSpec",
     "TestVectors",
@@ -53,6 +55,7 @@ __all__ = [
     "validate_folding",
     "fold_config_from_json",
     "refold",
+    "network_graph",
     "network_to_json",
     "write_compiled_network",
     "load_compiled_network",
@@ -61,8 +64,10 @@ __all__ = [
 
 #: ``format`` field of network.json.
 FORMAT = "fracbnn-compiled-network"
-#: ``version`` field of network.json understood by this reader.
-VERSION = 1
+#: ``version`` field of network.json written by this code (version 1 is still read).
+VERSION = 2
+#: Versions this reader understands.
+READ_VERSIONS = (1, 2)
 #: Layer output kinds; ``scores`` only on the last layer.
 OUT_KINDS = ("sign", "frac2", "scores")
 _THRESHOLD_COUNT = {"sign": 1, "frac2": 3, "scores": 0}
@@ -119,8 +124,10 @@ class Folding:
 class InputSpec:
     """Image geometry and thermometer encoding of the network input.
 
-    Pixel ``p`` (row-major C, H, W) gives bits ``pixel_p >= thresholds[k]``, input bit
-    ``p*levels + k`` of layer 0.
+    Pixels are in HWC order (channel fastest; for one channel the same as row-major):
+    pixel ``p = (y*W + x)*C + c`` gives bits ``pixel_p >= thresholds[k]``, input bit
+    ``p*levels + k`` of layer 0, i.e. an ``H x W x (C*T)`` binary feature map whose
+    channel ``c*T + k`` is level ``k`` of colour channel ``c``.
     """
 
     channels: int
@@ -160,6 +167,11 @@ class InputSpec:
         """Input bits of layer 0, ``P*T``."""
         return self.pixels * self.levels
 
+    @property
+    def out_map(self) -> tuple[int, int, int]:
+        """The thermometer output as a feature map ``(H, W, C*T)``."""
+        return (self.height, self.width, self.channels * self.levels)
+
     def to_json(self) -> dict:
         return {"channels": self.channels, "height": self.height, "width": self.width,
                 "pixel_bits": self.pixel_bits,
@@ -195,9 +207,75 @@ class OutputSpec:
         return {"classes": self.classes, "mean": self.mean, "scale": self.scale, "beta": self.beta}
 
 
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Spatial geometry of a convolution layer (docs/compiled-network.md, "Convolution").
+
+    The input feature map is ``in_height x in_width x in_channels`` in HWC order (channel
+    fastest).  It is padded by ``pad`` pixels of all-zero bits (value -1 in every plane) on
+    every side, then every ``kernel x kernel`` window at stride ``stride`` is one input
+    vector of ``kernel*kernel*in_channels`` values in (ky, kx, c) order (c fastest).
+    """
+
+    in_height: int
+    in_width: int
+    in_channels: int
+    kernel: int
+    stride: int = 1
+    pad: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("in_height", "in_width", "in_channels", "kernel", "stride"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise UserError(f"conv {name} must be a positive int, not {value!r}")
+            object.__setattr__(self, name, int(value))
+        if not _is_int(self.pad) or self.pad < 0:
+            raise UserError(f"conv pad must be a non-negative int, not {self.pad!r}")
+        object.__setattr__(self, "pad", int(self.pad))
+        if self.kernel > min(self.padded_height, self.padded_width):
+            raise UserError(f"kernel {self.kernel} is larger than the {self.padded_height}x"
+                            f"{self.padded_width} (padded) input; use a smaller kernel or "
+                            f"more padding")
+        if self.pad >= self.kernel:
+            raise UserError(f"conv pad {self.pad} must be smaller than the kernel {self.kernel}")
+
+    @property
+    def padded_height(self) -> int:
+        return self.in_height + 2 * self.pad
+
+    @property
+    def padded_width(self) -> int:
+        return self.in_width + 2 * self.pad
+
+    @property
+    def out_height(self) -> int:
+        return (self.padded_height - self.kernel) // self.stride + 1
+
+    @property
+    def out_width(self) -> int:
+        return (self.padded_width - self.kernel) // self.stride + 1
+
+    @property
+    def window(self) -> int:
+        """Values per input vector, ``kernel*kernel*in_channels`` (the layer's ``MW``)."""
+        return self.kernel * self.kernel * self.in_channels
+
+    @property
+    def positions(self) -> int:
+        """Output positions per image, ``out_height*out_width`` (input vectors per image)."""
+        return self.out_height * self.out_width
+
+    def to_json(self) -> dict:
+        return {"in_height": self.in_height, "in_width": self.in_width,
+                "in_channels": self.in_channels, "kernel": self.kernel, "stride": self.stride,
+                "pad": self.pad, "out_height": self.out_height, "out_width": self.out_width}
+
+
 @dataclass(eq=False)
 class LayerSpec:
-    """One dense binary layer with its unfolded integer parameters.
+    """One binary layer (dense, or convolution as one dense product per window) with its
+    unfolded integer parameters.
 
     Attributes
     ----------
@@ -220,6 +298,12 @@ class LayerSpec:
         ``bool`` (MH,): compare ``-acc`` instead of ``acc``; ``None`` for scores.
     gates
         ``int64`` (MH,) gating thresholds ``G`` in ``[-MW - 1, MW]`` for in_bits 2, else ``None``.
+    conv
+        :class:`ConvGeometry` for a convolution layer (``MW`` = its ``window``; weight input
+        ``i`` = window position ``(ky*K + kx)*C + c``), ``None`` for a dense layer.
+    pool
+        ``k`` >= 2: a ``k x k`` stride-``k`` max-pool on this convolution layer's activations
+        (floor mode); 0: none.
     """
 
     index: int
@@ -233,9 +317,29 @@ class LayerSpec:
     thresholds: np.ndarray | None = None
     neg: np.ndarray | None = None
     gates: np.ndarray | None = None
+    conv: ConvGeometry | None = None
+    pool: int = 0
 
     def __post_init__(self) -> None:
         where = f"layer {self.index}"
+        if self.conv is not None:
+            if not isinstance(self.conv, ConvGeometry):
+                raise UserError(f"{where}: conv must be a ConvGeometry, not {self.conv!r}")
+            if self.in_features != self.conv.window:
+                raise UserError(f"{where}: a {self.conv.kernel}x{self.conv.kernel} convolution "
+                                f"over {self.conv.in_channels} channels has "
+                                f"{self.conv.window} inputs, not {self.in_features}")
+        if not _is_int(self.pool) or self.pool < 0 or self.pool == 1:
+            raise UserError(f"{where}: pool must be 0 (none) or a window size >= 2, "
+                            f"not {self.pool!r}")
+        self.pool = int(self.pool)
+        if self.pool:
+            if self.conv is None or self.out == "scores":
+                raise UserError(f"{where}: max-pool follows convolution layers with sign or "
+                                f"frac2 outputs only")
+            if self.pool > min(self.conv.out_height, self.conv.out_width):
+                raise UserError(f"{where}: max-pool {self.pool}x{self.pool} is larger than the "
+                                f"{self.conv.out_height}x{self.conv.out_width} feature map")
         if not _is_int(self.in_features) or self.in_features < 1 \
                 or not _is_int(self.out_features) or self.out_features < 1:
             raise UserError(f"{where}: in/out features must be positive ints, not "
@@ -290,6 +394,41 @@ class LayerSpec:
             raise UserError(f"{where}: only layers with 2-bit inputs have gates")
 
     # Derived facts (docs/compiled-network.md).
+    @property
+    def kind(self) -> str:
+        """``"conv"`` or ``"dense"``."""
+        return "dense" if self.conv is None else "conv"
+
+    @property
+    def vectors_per_image(self) -> int:
+        """Input vectors per image: output positions (conv) or 1 (dense)."""
+        return 1 if self.conv is None else self.conv.positions
+
+    @property
+    def out_map(self) -> tuple[int, int, int]:
+        """Output tensor ``(height, width, channels)`` after the optional max-pool
+        (``(1, 1, MH)`` for a dense layer)."""
+        if self.conv is None:
+            return (1, 1, self.out_features)
+        h, w = self.conv.out_height, self.conv.out_width
+        if self.pool:
+            h, w = h // self.pool, w // self.pool
+        return (h, w, self.out_features)
+
+    @property
+    def out_size(self) -> int:
+        """Output values per image (``H*W*C`` of :attr:`out_map`, HWC order)."""
+        h, w, c = self.out_map
+        return h * w * c
+
+    @property
+    def fold_shape(self) -> tuple:
+        """What a folding must fit: ``(MW, MH)``, or ``(MW, MH, C)`` for a convolution
+        (SIMD must then divide its input channels ``C``)."""
+        if self.conv is None:
+            return (self.in_features, self.out_features)
+        return (self.in_features, self.out_features, self.conv.in_channels)
+
     @property
     def acc_min(self) -> int:
         """Smallest accumulator value: ``-MW`` (1-bit inputs) or ``-3*MW`` (2-bit)."""
@@ -413,12 +552,18 @@ class CompiledNetwork:
             raise UserError(f"network name must be a non-empty string, not {self.name!r}")
         if not self.layers:
             raise UserError("a network needs at least one layer")
-        prev_out, prev_mh = None, self.input.bits
+        prev_out, prev_mh, prev_map = None, self.input.bits, self.input.out_map
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if layer.index != i:
                 raise UserError(f"layer {i} has index {layer.index}")
-            if layer.in_features != prev_mh:
+            if layer.conv is not None:
+                c = layer.conv
+                got = (c.in_height, c.in_width, c.in_channels)
+                if got != prev_map:
+                    raise UserError(f"layer {i} convolves a {'x'.join(map(str, got))} input but "
+                                    f"its input is {'x'.join(map(str, prev_map))} (HxWxC)")
+            elif layer.in_features != prev_mh:
                 raise UserError(f"layer {i} has {layer.in_features} inputs but its input has "
                                 f"{prev_mh} values")
             want_bits = 2 if prev_out == "frac2" else 1
@@ -428,15 +573,26 @@ class CompiledNetwork:
             if (layer.out == "scores") != (i == last):
                 raise UserError(f"layer {i}: only the last layer has out 'scores' "
                                 f"(got {layer.out!r})")
-            prev_out, prev_mh = layer.out, layer.out_features
+            if i == last and layer.conv is not None:
+                raise UserError(f"layer {i}: the last layer must be dense (it produces the "
+                                f"class scores); add a dense layer after the convolutions")
+            prev_out, prev_mh, prev_map = layer.out, layer.out_size, layer.out_map
         if self.output.classes != prev_mh:
             raise UserError(f"output classes {self.output.classes} != last layer outputs {prev_mh}")
-        validate_folding([l.folding for l in self.layers],
-                         [(l.in_features, l.out_features) for l in self.layers])
+        validate_folding([l.folding for l in self.layers], self.fold_shapes)
 
     @property
     def classes(self) -> int:
         return self.output.classes
+
+    @property
+    def fold_shapes(self) -> list[tuple]:
+        """Per layer what its folding must fit (:attr:`LayerSpec.fold_shape`)."""
+        return [layer.fold_shape for layer in self.layers]
+
+    @property
+    def has_conv(self) -> bool:
+        return any(layer.conv is not None for layer in self.layers)
 
 
 # --------------------------------------------------------------------------- memory layouts
@@ -550,16 +706,29 @@ def divisors(n: int) -> list[int]:
     return sorted(set(small + [n // d for d in small]))
 
 
-def validate_folding(folding: list[Folding], shapes: list[tuple[int, int]]) -> None:
-    """Check that each folding fits its layer ``(MW, MH)``; raise UserError naming the fix.
+def validate_folding(folding: list[Folding], shapes: list[tuple]) -> None:
+    """Check that each folding fits its layer; raise UserError naming the fix.
 
-    PE must divide MH and SIMD must divide MW, except with ``pad`` on the first layer's
-    inputs and the last layer's outputs.  ``pad`` anywhere else is refused.
+    ``shapes[i]`` is ``(MW, MH)`` for a dense layer or ``(MW, MH, C)`` for a convolution
+    over ``C`` input channels (:attr:`LayerSpec.fold_shape`).  PE must divide MH and SIMD
+    must divide MW (a convolution: its input channels ``C``, since the window generator
+    emits SIMD channels of one pixel per beat), except with ``pad`` on a dense first
+    layer's inputs and the last layer's outputs.  ``pad`` anywhere else is refused.
     """
     if len(folding) != len(shapes):
         raise UserError(f"folding has {len(folding)} layer entries, the network has {len(shapes)}")
     last = len(shapes) - 1
-    for i, (f, (mw, mh)) in enumerate(zip(folding, shapes)):
+    for i, (f, shape) in enumerate(zip(folding, shapes)):
+        mw, mh = shape[:2]
+        if len(shape) == 3:
+            channels = shape[2]
+            if f.pad and i == 0:
+                raise UserError(f'folding of layer {i}: "pad" is not allowed on a convolution; '
+                                f'remove it and choose SIMD from {divisors(channels)}')
+            if channels % f.simd:
+                raise UserError(f"folding of layer {i}: SIMD {f.simd} does not divide the "
+                                f"convolution's {channels} input channels; use one of "
+                                f"{divisors(channels)}")
         if f.pad and i not in (0, last):
             raise UserError(f'folding of layer {i}: "pad" is allowed only on the first layer '
                             f'(inputs) and the last layer (outputs); remove it')
@@ -574,7 +743,7 @@ def validate_folding(folding: list[Folding], shapes: list[tuple[int, int]]) -> N
 
 
 def fold_config_from_json(source: str | Path | dict, n_layers: int,
-                          shapes: list[tuple[int, int]] | None = None) -> list[Folding]:
+                          shapes: list[tuple] | None = None) -> list[Folding]:
     """Parse a folding file ``{"layers": [{"pe": .., "simd": .., "pad": ..}, ...]}``.
 
     Parameters
@@ -584,7 +753,8 @@ def fold_config_from_json(source: str | Path | dict, n_layers: int,
     n_layers
         Number of layers of the network; the file must have exactly one entry per layer.
     shapes
-        Optional ``[(MW, MH), ...]``; when given, :func:`validate_folding` is applied.
+        Optional :attr:`CompiledNetwork.fold_shapes`; when given, :func:`validate_folding`
+        is applied.
     """
     where = "folding"
     if not isinstance(source, dict):
@@ -618,7 +788,7 @@ def fold_config_from_json(source: str | Path | dict, n_layers: int,
 
 def refold(net: CompiledNetwork, folding: list[Folding]) -> CompiledNetwork:
     """The same network with another folding (memories re-laid out on write)."""
-    validate_folding(folding, [(l.in_features, l.out_features) for l in net.layers])
+    validate_folding(folding, net.fold_shapes)
     layers = [replace(layer, folding=f) for layer, f in zip(net.layers, folding)]
     return replace(net, layers=layers)
 
@@ -638,9 +808,12 @@ def _layer_json(layer: LayerSpec) -> dict:
     if layer.in_bits == 2:
         mems["gates"] = {"file": f"L{i}_gates.mem", "depth": layer.neuron_folds,
                          "width": layer.gate_width, "gate_bits": layer.gate_bits}
-    return {"index": i, "name": layer.name, "in_features": layer.in_features,
+    return {"index": i, "name": layer.name, "kind": layer.kind,
+            "in_features": layer.in_features,
             "out_features": layer.out_features, "in_bits": layer.in_bits, "out": layer.out,
             "acc_min": layer.acc_min, "acc_max": layer.acc_max,
+            **({} if layer.conv is None else {"conv": layer.conv.to_json(),
+                                               "pool": layer.pool}),
             "folding": {"pe": layer.folding.pe, "simd": layer.folding.simd,
                         "pad": layer.folding.pad,
                         "mw_padded": layer.mw_padded, "mh_padded": layer.mh_padded,
@@ -649,11 +822,61 @@ def _layer_json(layer: LayerSpec) -> dict:
             "memories": mems}
 
 
+_ELEM_TYPES = {"sign": "bit", "frac2": "frac2", "scores": "int"}
+
+
+def network_graph(net: CompiledNetwork) -> dict:
+    """The dataflow graph of ``net`` (``network.json`` field ``graph``, version 2).
+
+    Named tensors with their shape (``[H, W, C]`` in HWC order, or ``[N]`` for vectors) and
+    element type (``uint8`` pixels, ``bit``: 1-bit ±1, ``frac2``: 2-bit code ``q``, ``int``:
+    integer scores), and the nodes that produce them, in execution order: ``thermometer``,
+    ``pad`` (before a convolution with padding), ``conv``/``dense`` (``layer``: index into
+    ``layers``), ``maxpool`` and ``flatten`` (spatial map -> vector, HWC order).
+    """
+    inp = net.input
+    tensors = [{"name": "image", "shape": [inp.height, inp.width, inp.channels],
+                "type": "uint8"},
+               {"name": "x0", "shape": list(inp.out_map), "type": "bit"}]
+    nodes = [{"name": "thermometer", "op": "thermometer", "inputs": ["image"],
+              "outputs": ["x0"]}]
+
+    def add(op, name, shape, type_, **attrs):
+        src = tensors[-1]["name"]
+        dst = f"x{len(tensors) - 1}"
+        tensors.append({"name": dst, "shape": list(shape), "type": type_})
+        nodes.append({"name": name, "op": op, "inputs": [src], "outputs": [dst], **attrs})
+
+    for layer in net.layers:
+        type_ = _ELEM_TYPES[layer.out]
+        in_type = tensors[-1]["type"]
+        if layer.conv is not None:
+            c = layer.conv
+            if c.pad:
+                add("pad", f"pad{layer.index}",
+                    (c.padded_height, c.padded_width, c.in_channels), in_type, pad=c.pad)
+            add("conv", layer.name, (c.out_height, c.out_width, layer.out_features), type_,
+                layer=layer.index, kernel=c.kernel, stride=c.stride)
+            if layer.pool:
+                add("maxpool", f"pool{layer.index}", layer.out_map, type_,
+                    kernel=layer.pool, stride=layer.pool)
+        else:
+            if len(tensors[-1]["shape"]) == 3:
+                add("flatten", f"flatten{layer.index}", [math.prod(tensors[-1]["shape"])],
+                    in_type)
+            add("dense", layer.name, [layer.out_features], type_, layer=layer.index)
+        if layer.index == len(net.layers) - 1:
+            tensors[-1]["name"] = nodes[-1]["outputs"][0] = "scores"
+    return {"tensors": tensors, "nodes": nodes}
+
+
 def network_to_json(net: CompiledNetwork) -> dict:
     """The ``network.json`` document of ``net``."""
+    inp = net.input.to_json()
+    inp["order"] = "HWC"
     doc = {"format": FORMAT, "version": VERSION, "name": net.name, "source": dict(net.source),
-           "input": net.input.to_json(), "layers": [_layer_json(l) for l in net.layers],
-           "output": net.output.to_json()}
+           "input": inp, "layers": [_layer_json(l) for l in net.layers],
+           "graph": network_graph(net), "output": net.output.to_json()}
     doc["test_vectors"] = net.test_vectors
     return doc
 
@@ -751,7 +974,11 @@ def _read_memory(directory: Path, mem: _Doc, depth: int, width: int) -> list[int
     return read_mem(directory / name, width, depth)
 
 
-def _load_layer(directory: Path, doc: _Doc, index: int) -> LayerSpec:
+#: Largest weight matrix one layer may declare (checked before anything is allocated).
+_MAX_LAYER_WEIGHTS = 1 << 28
+
+
+def _load_layer(directory: Path, doc: _Doc, index: int, version: int = VERSION) -> LayerSpec:
     where = f"layers[{index}]"
     if doc.get("index", int) != index:
         doc.fail(f"{where}.index is {doc.obj['index']}, expected {index}")
@@ -765,12 +992,34 @@ def _load_layer(directory: Path, doc: _Doc, index: int) -> LayerSpec:
     in_bits, out = doc.get("in_bits", int), doc.get("out", str)
     if in_bits not in (1, 2) or out not in OUT_KINDS or mw < 1 or mh < 1:
         doc.fail(f"{where} has in_bits {in_bits!r}, out {out!r}, {mw}x{mh} features")
+    if mw * mh > _MAX_LAYER_WEIGHTS:
+        doc.fail(f"{where} has {mw}x{mh} weights, more than this format allows "
+                 f"({_MAX_LAYER_WEIGHTS})")
+    kind = doc.get("kind", str, optional=True) or "dense"
+    conv, pool = None, 0
+    if kind == "conv" and version >= 2:
+        cd = doc.sub("conv")
+        try:
+            conv = ConvGeometry(cd.get("in_height", int), cd.get("in_width", int),
+                                cd.get("in_channels", int), cd.get("kernel", int),
+                                cd.get("stride", int), cd.get("pad", int))
+        except UserError as exc:
+            doc.fail(f"{where}.conv: {exc}")
+        for key in ("out_height", "out_width"):
+            if cd.get(key, int) != getattr(conv, key):
+                doc.fail(f"{where}.conv.{key} is {cd.obj[key]}, expected {getattr(conv, key)}")
+        pool = doc.get("pool", int)
+    elif kind != "dense":
+        doc.fail(f"{where}.kind must be 'dense' or 'conv', not {kind!r}")
     # A placeholder spec gives the derived sizes; the real arrays come from memory.
-    shape = LayerSpec(index, "", mw, mh, in_bits, out, folding,
-                      np.ones((mh, mw), dtype=np.int8),
-                      np.zeros((mh, _THRESHOLD_COUNT[out]), np.int64) if out != "scores" else None,
-                      np.zeros(mh, bool) if out != "scores" else None,
-                      np.zeros(mh, np.int64) if in_bits == 2 else None)
+    try:
+        shape = LayerSpec(index, "", mw, mh, in_bits, out, folding,
+                          np.ones((mh, mw), dtype=np.int8),
+                          np.zeros((mh, _THRESHOLD_COUNT[out]), np.int64) if out != "scores" else None,
+                          np.zeros(mh, bool) if out != "scores" else None,
+                          np.zeros(mh, np.int64) if in_bits == 2 else None, conv, pool)
+    except UserError as exc:
+        doc.fail(str(exc))
     for key, want in (("acc_min", shape.acc_min), ("acc_max", shape.acc_max)):
         if doc.get(key, int) != want:
             doc.fail(f"{where}.{key} is {doc.obj[key]}, expected {want}")
@@ -817,7 +1066,7 @@ def _load_layer(directory: Path, doc: _Doc, index: int) -> LayerSpec:
         gates = g[:mh]
     try:
         return LayerSpec(index, doc.get("name", str), mw, mh, in_bits, out, folding,
-                         weights, thresholds, neg, gates)
+                         weights, thresholds, neg, gates, conv, pool)
     except UserError as exc:
         doc.fail(str(exc))
 
@@ -848,9 +1097,10 @@ def load_compiled_network(directory: str | Path) -> CompiledNetwork:
     fmt, version = doc.get("format", str), doc.get("version", int)
     if fmt != FORMAT:
         raise UserError(f"{path}: format {fmt!r} is not {FORMAT!r}; this is not a compiled network")
-    if version != VERSION:
+    if version not in READ_VERSIONS:
         raise UserError(f"{path}: format version {version} is not supported (this reader knows "
-                        f"version {VERSION}); re-export with this version of the tools")
+                        f"versions {', '.join(map(str, READ_VERSIONS))}); re-export with this "
+                        f"version of the tools")
     inp = doc.sub("input")
     therm = inp.sub("thermometer")
     thresholds = therm.get("thresholds", list)
@@ -868,16 +1118,25 @@ def load_compiled_network(directory: str | Path) -> CompiledNetwork:
             raise
         doc.fail(str(exc))
     layer_docs = doc.get("layers", list)
-    layers = [_load_layer(directory, _Doc(l, f"layers[{i}]", path), i)
+    if version >= 2 and inp.get("order", str) != "HWC":
+        doc.fail(f"input.order must be 'HWC', not {inp.obj['order']!r}")
+    if version == 1 and input_spec.channels > 1:
+        doc.fail("a version 1 network with several input channels has CHW pixel order, which "
+                 "this reader does not convert")
+    layers = [_load_layer(directory, _Doc(l, f"layers[{i}]", path), i, version)
               for i, l in enumerate(layer_docs)]
     source = doc.get("source", dict, optional=True) or {}
     vectors = doc.get("test_vectors", (str, type(None)), optional=True)
     if vectors is not None and Path(vectors).name != vectors:
         doc.fail(f"test_vectors must be a plain file name, not {vectors!r}")
     try:
-        return CompiledNetwork(doc.get("name", str), input_spec, layers, output, source, vectors)
+        net = CompiledNetwork(doc.get("name", str), input_spec, layers, output, source, vectors)
     except UserError as exc:
         doc.fail(str(exc))
+    if version >= 2 and doc.get("graph", dict) != network_graph(net):
+        doc.fail("graph does not match the layers (this version runs chains of thermometer, "
+                 "pad, conv, maxpool, flatten and dense nodes only)")
+    return net
 
 
 def _check_vectors(vec: TestVectors, net: CompiledNetwork, where: str) -> None:
@@ -888,8 +1147,8 @@ def _check_vectors(vec: TestVectors, net: CompiledNetwork, where: str) -> None:
     if len(vec.layers) != len(net.layers):
         raise UserError(f"{where}: {len(vec.layers)} layers, the network has {len(net.layers)}")
     for i, (arr, layer) in enumerate(zip(vec.layers, net.layers)):
-        if np.asarray(arr).shape != (n, layer.out_features):
-            raise UserError(f"{where}: layer {i} outputs must be ({n}, {layer.out_features}), "
+        if np.asarray(arr).shape != (n, layer.out_size):
+            raise UserError(f"{where}: layer {i} outputs must be ({n}, {layer.out_size}), "
                             f"got {np.asarray(arr).shape}")
     if np.asarray(vec.classes).shape != (n,):
         raise UserError(f"{where}: classes must be ({n},), got {np.asarray(vec.classes).shape}")

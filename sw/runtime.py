@@ -360,7 +360,7 @@ class Accelerator:
             net = load_compiled_network(net_dir)
         if fold is not None:
             from .compiled_net import fold_config_from_json, refold
-            shapes = [(l.in_features, l.out_features) for l in net.layers]
+            shapes = net.fold_shapes
             net = refold(net, fold_config_from_json(fold, len(net.layers), shapes))
         self._net = net
         if target == "golden":

@@ -113,10 +113,23 @@ def test_wrong_format_version_and_contents(tmp_path):
 
 
 # Required accuracy of the shipped zoo checkpoints (models/checkpoints/README.md).
-_SHIPPED_MIN_ACCURACY = {"tiny": 0.90, "tiny_frac": 0.90, "lfc_w1a1": 0.980, "lfc_frac": 0.980}
+_SHIPPED_MIN_ACCURACY = {"tiny": 0.90, "tiny_frac": 0.90, "lfc_w1a1": 0.980, "lfc_frac": 0.980,
+                         "tiny_conv": 0.95, "tiny_conv_frac": 0.94}
 
 
-@pytest.mark.parametrize("name", zoo.names())
+# Zoo models whose checkpoint is not shipped yet: CNV needs hours of CPU training
+# (models/checkpoints/README.md says how to train them).
+_NOT_SHIPPED = {"cnv_w1a1", "cnv_frac"}
+_SHIPPED = [name for name in zoo.names() if name not in _NOT_SHIPPED]
+
+
+def test_unshipped_zoo_models_have_no_stale_checkpoint():
+    assert _NOT_SHIPPED <= set(zoo.names())
+    for name in _NOT_SHIPPED:
+        assert not zoo.default_checkpoint(name).exists(), f"{name} is shipped now: update the test"
+
+
+@pytest.mark.parametrize("name", _SHIPPED)
 def test_shipped_checkpoint_accuracy_matches_its_record(name):
     from models.data import mnist_tensors
     from models.evaluate import evaluate
@@ -126,7 +139,7 @@ def test_shipped_checkpoint_accuracy_matches_its_record(name):
     assert path.stat().st_size < 1_000_000
     model, meta = load_checkpoint(path)
     assert meta["net"] == name and model.config() == zoo.build(name).config()
-    x, y = mnist_tensors("test")
+    x, y = mnist_tensors("test", input_shape=model.input_shape)
     result = evaluate(model, x, y)
     assert result["accuracy"] == meta["test_accuracy"]
     assert result["lsb_fraction"] == meta["lsb_fraction"]

@@ -208,7 +208,8 @@ def test_write_load_round_trip_and_refold(tmp_path):
     net.test_vectors = "test_vectors.json"
     assert_same(net, loaded)
     doc = json.loads((tmp_path / "out" / "network.json").read_text())
-    assert doc["format"] == "fracbnn-compiled-network" and doc["version"] == 1
+    assert doc["format"] == "fracbnn-compiled-network" and doc["version"] == 2
+    assert [n["op"] for n in doc["graph"]["nodes"]] == ["thermometer", "flatten", "dense", "dense", "dense"]
     assert doc["layers"][0]["folding"]["mw_padded"] == 35 and doc["layers"][2]["folding"]["mh_padded"] == 6
     assert set(doc["layers"][1]["memories"]) == {"weights", "thresholds", "gates"}
     assert (tmp_path / "out" / "L1_gates.coe").is_file()
@@ -275,7 +276,9 @@ def edit_json(d, fn):
 
 
 @pytest.mark.parametrize("corrupt,match", [
-    (lambda d: edit_json(d, lambda j: j.update(version=2)), "version 2 is not supported"),
+    (lambda d: edit_json(d, lambda j: j.update(version=3)), "version 3 is not supported"),
+    (lambda d: edit_json(d, lambda j: j["graph"]["nodes"].pop()), "graph does not match"),
+    (lambda d: edit_json(d, lambda j: j["input"].update(order="CHW")), "input.order must be"),
     (lambda d: edit_json(d, lambda j: j.update(format="other")), "format 'other'"),
     (lambda d: (d / "L1_gates.mem").unlink(), "L1_gates.mem not found"),
     (lambda d: (d / "network.json").unlink(), "network.json not found"),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.layers import (BinaryDense, BinaryMLP, TensorNorm, Thermometer, binarize,
+from models.layers import (BinaryDense, BinaryNet, TensorNorm, Thermometer, binarize,
                            clip_latent_weights)
 
 torch.set_num_threads(1)
@@ -144,7 +144,7 @@ def test_two_bit_straight_through_gradients():
 
 
 def test_gate_penalty_pushes_thresholds_up():
-    model = BinaryMLP(hidden=[32, 32], activation="frac2", thermometer_levels=2).train()
+    model = BinaryNet(hidden=[32, 32], activation="frac2", thermometer_levels=2).train()
     model(torch.randint(0, 256, (16, 784)))
     penalty = model.gate_penalty()
     assert 0 < float(penalty.detach()) < 1
@@ -175,7 +175,7 @@ def test_tensor_norm_eval_formula_and_positive_scale():
 @pytest.mark.parametrize("activation,levels", [("sign", 1), ("frac2", 2)])
 def test_forward_trace_matches_integer_pipeline(activation, levels):
     torch.manual_seed(5)
-    model = BinaryMLP(thermometer_levels=levels, hidden=[48, 32], activation=activation, dropout=0.2)
+    model = BinaryNet(thermometer_levels=levels, hidden=[48, 32], activation=activation, dropout=0.2)
     model.train()
     pixels = torch.randint(0, 256, (64, 784), dtype=torch.uint8)
     for _ in range(3):  # populate BN running statistics
@@ -204,15 +204,15 @@ def test_forward_trace_matches_integer_pipeline(activation, levels):
 
 
 def test_config_rebuilds_architecture():
-    model = BinaryMLP(thermometer_levels=3, hidden=[16, 8], activation="frac2", dropout=0.1)
-    clone = BinaryMLP(**model.config())
+    model = BinaryNet(thermometer_levels=3, hidden=[16, 8], activation="frac2", dropout=0.1)
+    clone = BinaryNet(**model.config())
     assert {k: v.shape for k, v in clone.state_dict().items()} == \
            {k: v.shape for k, v in model.state_dict().items()}
     assert clone.config() == model.config()
 
 
 def test_forward_trace_requires_eval_and_bad_parameters_rejected():
-    model = BinaryMLP(hidden=[8])
+    model = BinaryNet(hidden=[8])
     with pytest.raises(RuntimeError, match="eval"):
         model.forward_trace(torch.zeros(1, 784))
     with pytest.raises(ValueError, match="in_bits"):
@@ -220,4 +220,4 @@ def test_forward_trace_requires_eval_and_bad_parameters_rejected():
     with pytest.raises(ValueError, match="out must be"):
         BinaryDense(4, 4, 1, "relu")
     with pytest.raises(ValueError, match="activation"):
-        BinaryMLP(activation="relu")
+        BinaryNet(activation="relu")

@@ -1,0 +1,93 @@
+"""Convolutional networks through the whole accelerator in the Amaranth simulator.
+
+Padding, sliding-window generators, conv engines, max-pools and width converters composed by
+``hw.accelerator.plan_stages``: every class, score and per-layer engine output equals the
+golden model, and every image's first input and first output cycle equals the cycle model
+(:func:`hw.cycle_model.simulate_pipeline`, composed from each stage's timing model).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from hw.cycle_model import simulate_pipeline, stage_cycles_per_image, steady_state_ii
+from models.export import compile_model
+from models.layers import BinaryNet
+from sw.compiled_net import Folding, load_compiled_network, refold, write_compiled_network
+from tests.test_conv import randomise
+from tests.test_hw_accelerator import check_exact, simulate
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+torch.set_num_threads(1)
+
+# name -> (BinaryNet kwargs, folding (pe, simd) per layer or None, pixels per beat)
+NETS = {
+    # 1-bit: same padding, 2x2 pool, valid conv, dense; SIMD < C on conv1.
+    "sign": (dict(input_shape=(1, 6, 6), thermometer_levels=1, hidden=[8], activation="sign",
+                  classes=4, convs=[{"channels": 4, "kernel": 3, "pad": 1, "pool": 2},
+                                    {"channels": 6, "kernel": 2}]),
+             [(2, 1), (3, 2), (4, 8), (2, 8)], 4),
+    # frac2: C=3 input (T=2 -> 6 channels), stride 2, 1x1 kernel, pool on 2-bit codes, gating.
+    "frac": (dict(input_shape=(3, 7, 5), thermometer_levels=2, hidden=[], activation="frac2",
+                  classes=3, convs=[{"channels": 4, "kernel": 3, "stride": 2, "pad": 1},
+                                    {"channels": 6, "kernel": 1, "pool": 2}]),
+             [(2, 3), (6, 4), (3, 6)], 5),
+}
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("convnets")
+    out = {}
+    for name, (kwargs, fold, ppb) in NETS.items():
+        net = compile_model(randomise(BinaryNet(**kwargs), seed=3), name)
+        net = refold(net, [Folding(pe, simd) for pe, simd in fold])
+        write_compiled_network(net, root / name)
+        out[name] = (load_compiled_network(root / name), root / name, ppb)
+    return out
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_conv_bit_and_cycle_exact(nets, name):
+    net, d, ppb = nets[name]
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, size=(3, net.input.pixels), dtype=np.uint8)
+    result = simulate(net, d, ppb, images)
+    gold = check_exact(net, result, images)
+    model = simulate_pipeline(net, len(images), pixels_per_beat=ppb, gates=gold.gates)
+    np.testing.assert_array_equal(result[4], model.input_start)
+    np.testing.assert_array_equal(result[5], model.output_start)
+
+
+def test_conv_random_stalls(nets):
+    net, d, ppb = nets["frac"]
+    rng = np.random.default_rng(6)
+    images = rng.integers(0, 256, size=(3, net.input.pixels), dtype=np.uint8)
+    check_exact(net, simulate(net, d, ppb, images, idle=0.3, stall=0.5, seed=2), images)
+
+
+def test_conv_steady_state_is_bottleneck(nets):
+    net, _, ppb = nets["sign"]
+    model = simulate_pipeline(net, 8, pixels_per_beat=ppb)
+    cycles = stage_cycles_per_image(net, ppb)
+    assert cycles["mvtu0"] == 36 * 9 * 2         # 6x6 positions, SF 9, NF 2
+    assert set(model.output_intervals[-3:].tolist()) == {steady_state_ii(net, ppb)}
+
+
+def test_periodic_cycle_model_equals_stepping_every_cycle(nets):
+    """The period-detecting cycle model gives exactly the per-cycle model's events."""
+    from tests.netfactory import random_network
+    from tests.test_hw_accelerator import NETS as FC_NETS
+
+    cases = [(net, ppb, None) for net, _, ppb in nets.values() if not any(
+        l.in_bits == 2 for l in net.layers)]
+    cases += [(nets["frac"][0], nets["frac"][2], g) for g in ("open", "closed")]
+    for kwargs, ppb in FC_NETS.values():
+        net = random_network(**kwargs)
+        cases += [(net, ppb, g) for g in ("open", "closed")]
+    for net, ppb, gates in cases:
+        fast = simulate_pipeline(net, 14, pixels_per_beat=ppb, gates=gates)
+        slow = simulate_pipeline(net, 14, pixels_per_beat=ppb, gates=gates, periodic=False)
+        for name in ("input_start", "output_start", "output_end"):
+            np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name),
+                                          err_msg=f"{net.name} {gates} {name}")
