@@ -123,7 +123,8 @@ def _padded_gates(layer, gates) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- stage models
 # Each model: valid() and ready(ready_down) from the current state (ready may look at the
-# downstream ready combinationally), then step(in_fire, out_fire, cycle) moves to the next.
+# downstream ready combinationally), then step(in_fire, out_fire, cycle, in_valid) moves to
+# the next (in_valid: the upstream valid of this cycle, for stages whose state depends on it).
 
 
 class _Thermometer:
@@ -136,7 +137,7 @@ class _Thermometer:
     def ready(self, down_ready):
         return (not self.full) or down_ready
 
-    def step(self, in_fire, out_fire, cycle):
+    def step(self, in_fire, out_fire, cycle, in_valid=True):
         if (not self.full) or out_fire:
             self.full = in_fire
 
@@ -156,7 +157,7 @@ class _Converter:
     def ready(self, down_ready):
         return self.count <= self.limit
 
-    def step(self, in_fire, out_fire, cycle):
+    def step(self, in_fire, out_fire, cycle, in_valid=True):
         self.count -= self.n_out * out_fire
         if in_fire:
             self.count += self.n_in
@@ -215,7 +216,7 @@ class _Engine:
                 self.wr_sf += 1
         return set_full
 
-    def step(self, in_fire, out_fire, cycle):
+    def step(self, in_fire, out_fire, cycle, in_valid=True):
         set_full = self._accept_input(in_fire)
         clr_full = [False, False]
 
@@ -296,7 +297,7 @@ class _LaneEngine(_Engine):
         self.em_busy = False               # emitter holds a vector
         self.em_nf = 0
 
-    def step(self, in_fire, out_fire, cycle):
+    def step(self, in_fire, out_fire, cycle, in_valid=True):
         set_full = self._accept_input(in_fire)
         clr_full = [False, False]
 
@@ -376,7 +377,7 @@ class _Serializer:
     def ready(self, down_ready):
         return not self.have
 
-    def step(self, in_fire, out_fire, cycle):
+    def step(self, in_fire, out_fire, cycle, in_valid=True):
         last_out = out_fire and self.out_beat == self.beats - 1
         transfer = self.have and (not self.emitting or last_out)
         if in_fire:
@@ -595,7 +596,7 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
                 output_end.append(cycle)
             received += 1
         for k, mdl in enumerate(models):
-            mdl.step(in_fires[k], out_fires[k], cycle)
+            mdl.step(in_fires[k], out_fires[k], cycle, src_valid if k == 0 else valids[k - 1])
         cycle += 1
     return CycleModelResult(np.array(input_start), np.array(output_start), np.array(output_end))
 

@@ -91,6 +91,9 @@ def design_summary(accel, files: list[str]) -> dict:
             "pe": layer.folding.pe, "simd": layer.folding.simd, "pad": layer.folding.pad,
             "mw_padded": layer.mw_padded, "mh_padded": layer.mh_padded,
             "synapse_folds": layer.synapse_folds, "neuron_folds": layer.neuron_folds,
+            "kind": layer.kind, "vectors": layer.vectors_per_image,
+            **({} if layer.conv is None else {
+                "conv": layer.conv.to_json(), "pool": layer.pool}),
             "acc_width": engine.acc_width, "engine_latency": engine.latency,
             "pipeline_latency": engine.pipeline_latency,
             "cycles_per_vector": {"min": engine.compute_cycles(

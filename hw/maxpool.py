@@ -294,7 +294,7 @@ class MaxPoolTiming:
     def ready(self, down_ready: bool) -> bool:
         return (not self.pending) or down_ready
 
-    def step(self, in_fire: bool, out_fire: bool, cycle: int) -> None:
+    def step(self, in_fire: bool, out_fire: bool, cycle: int, in_valid: bool = True) -> None:
         if in_fire:
             self.pending = self._emits[self.pos] == 1
             self.pos += 1

@@ -69,13 +69,15 @@ class PaddingStage(wiring.Component):
 
     * ``o.valid = full`` (registered); the payload is held while ``o.valid & ~o.ready``.
     * ``i.ready = load & ~padding_slot`` (depends on ``o.ready`` combinationally).
-    * In a cycle with ``load``: a padding slot loads a zero beat (no input needed), an input
-      slot loads the input beat if ``i.valid``; either advances the slot position and sets
-      ``full``.  An input slot without ``i.valid`` clears ``full``.
+    * In a cycle with ``load``: a padding slot loads a zero beat (no input needed; the
+      image's *first* slot only once ``i.valid`` is high, i.e. the image's first input beat
+      is offered), an input slot loads the input beat if ``i.valid``; either advances the
+      slot position and sets ``full``.  Otherwise ``full`` clears.
 
     So a beat is offered the cycle after it is loaded (``latency == 1``), padding beats are
-    produced without waiting for the input (including the top rows of the next image right
-    after the last input beat of this one), and with ``o.ready`` high and the input always
+    produced without waiting for the input once the image has begun (an image begins when
+    its first input beat is offered, so an idle stage does not run ahead and the timing
+    depends only on when data arrives), and with ``o.ready`` high and the input always
     valid the stage emits one beat every cycle: ``beats_out_per_image = (H+2p)*(W+2p)*G``
     cycles per image.  The input is refused while padding slots are loaded: ``2*p*G`` slots
     between two input rows and ``2*p*(W + 2p + 1)*G`` between the last beat of one image and
@@ -166,12 +168,17 @@ class PaddingStage(wiring.Component):
             Value.cast(self.o.payload).eq(beat),
         ]
 
+        # An image's first slot (a padding slot when p > 0) waits until the image's first
+        # input beat is offered: the stage's timing is then set by its data alone, not by
+        # how long it sat idle before the image came.
+        first = Signal()
+        m.d.comb += first.eq((g == 0) & (x == 0) & (y == 0))
         advance = Signal()
         with m.If(load):
-            with m.If(pad_slot):
+            with m.If(pad_slot & (~first | self.i.valid)):
                 m.d.sync += [full.eq(1), beat.eq(0)]
                 m.d.comb += advance.eq(1)
-            with m.Elif(self.i.valid):
+            with m.Elif(~pad_slot & self.i.valid):
                 m.d.sync += [full.eq(1), beat.eq(Value.cast(self.i.payload))]
                 m.d.comb += advance.eq(1)
             with m.Else():
@@ -224,10 +231,11 @@ class PaddingTiming:
     def ready(self, down_ready: bool) -> bool:
         return ((not self.full) or down_ready) and not self._pads[self.pos]
 
-    def step(self, in_fire: bool, out_fire: bool, cycle: int) -> None:
+    def step(self, in_fire: bool, out_fire: bool, cycle: int, in_valid: bool = True) -> None:
+        """One clock edge; ``in_valid`` is ``i.valid`` (an image's first slot waits for it)."""
         if self.full and not out_fire:
             return                                   # held: nothing loads
-        if in_fire or self._pads[self.pos]:
+        if in_fire or (self._pads[self.pos] and (self.pos or in_valid)):
             self.full = True
             self.pos += 1
             if self.pos == self._beats:

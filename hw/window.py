@@ -157,7 +157,7 @@ class WindowTiming:
     def ready(self, down_ready: bool = True) -> bool:
         return self._ahead < self._depth
 
-    def step(self, in_fire: bool, out_fire: bool, cycle: int = 0) -> None:
+    def step(self, in_fire: bool, out_fire: bool, cycle: int = 0, in_valid: bool = True) -> None:
         if out_fire or not self._valid:
             issue = self._offs[self._b] < self._ahead
             self._valid = issue

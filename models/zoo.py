@@ -103,7 +103,7 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
              convs=[{"channels": 64, "kernel": 3}, {"channels": 64, "kernel": 3, "pool": 2},
                     {"channels": 128, "kernel": 3}, {"channels": 128, "kernel": 3, "pool": 2},
                     {"channels": 256, "kernel": 3}, {"channels": 256, "kernel": 3}]),
-        epochs=8, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2),
+        epochs=4, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2),
     "cnv_frac": _entry(
         "CNV with FracBNN activations: the cnv_w1a1 topology, 2-bit gated activations",
         dict(input_shape=(1, 32, 32), thermometer_levels=2, hidden=[512, 512],

@@ -56,7 +56,9 @@ def layer_taps(design: dict) -> list[dict]:
         taps.append({"layer": layer["index"], "instance": stage["name"],
                      "consumer": stages[k + 1]["name"], "out": layer["out"], "pe": layer["pe"],
                      "neuron_folds": layer["neuron_folds"],
-                     "out_features": layer["out_features"], "acc_width": layer["acc_width"]})
+                     "out_features": layer["out_features"], "acc_width": layer["acc_width"],
+                     "vectors": layer.get("vectors", 1), "conv": layer.get("conv"),
+                     "pool": layer.get("pool", 0)})
     return taps
 
 

@@ -251,7 +251,7 @@ def _fail_message(cfg: dict, test: str, mismatches: list) -> str:
 def _decode_tap(tap: dict, images: int) -> np.ndarray:
     """Layer outputs (images, MH) from a tap's beats: bits, codes q, or scores."""
     pe, nf, kind = int(tap["pe"]), int(tap["neuron_folds"]), tap["out"]
-    beats = tap["beats"][:images * nf]
+    beats = tap["beats"][:images * int(tap.get("vectors", 1)) * nf]
     out = np.zeros((len(beats), pe), dtype=np.int64)
     for b, word in enumerate(beats):
         for p in range(pe):
@@ -264,7 +264,19 @@ def _decode_tap(tap: dict, images: int) -> np.ndarray:
                 v = (word >> (p * w)) & ((1 << w) - 1)
                 out[b, p] = v - (1 << w) if v >> (w - 1) else v
     vectors = len(beats) // nf
-    return out[:vectors * nf].reshape(vectors, nf * pe)[:, :int(tap["out_features"])]
+    out = out[:vectors * nf].reshape(vectors, nf * pe)[:, :int(tap["out_features"])]
+    per_image = int(tap.get("vectors", 1))
+    if per_image == 1:
+        return out
+    # A convolution: one vector per output position; the golden output is the (pooled) map.
+    n = vectors // per_image
+    out = out[:n * per_image].reshape(n, per_image * out.shape[1])
+    if tap.get("pool"):
+        conv, k = tap["conv"], int(tap["pool"])
+        oh, ow = conv["out_height"] // k, conv["out_width"] // k
+        m = out.reshape(n, conv["out_height"], conv["out_width"], -1)[:, :oh * k, :ow * k]
+        out = m.reshape(n, oh, k, ow, k, -1).max(axis=(2, 4)).reshape(n, -1)
+    return out
 
 
 def _check_taps(tb: TB, cfg: dict, count: int, mismatches: list) -> dict:

@@ -62,7 +62,7 @@ def replay(model, trace):
     for cycle, (i_valid, i_ready, o_valid, o_ready) in enumerate(trace):
         assert model.valid() == o_valid, f"o.valid differs in cycle {cycle}"
         assert model.ready(o_ready) == i_ready, f"i.ready differs in cycle {cycle}"
-        model.step(i_valid and i_ready, o_valid and o_ready, cycle)
+        model.step(i_valid and i_ready, o_valid and o_ready, cycle, bool(i_valid))
 
 
 def run(elem, channels, n, height, width, pad, *, images=3, idle=0.0, stall=0.0, seed=0):
