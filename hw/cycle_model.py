@@ -45,7 +45,7 @@ from .window import WindowTiming
 #: Timing models of the spatial stream stages, kept beside their components.
 _STREAM_TIMING = {"pad": PaddingTiming, "window": WindowTiming, "pool": MaxPoolTiming}
 
-__all__ = ["CycleModelResult", "simulate_pipeline", "stage_cycles_per_image",
+__all__ = ["CycleModelResult", "simulate_pipeline", "stage_cycles_per_image", "bottleneck_notes",
            "steady_state_ii", "engine_timing", "gating_savings"]
 
 
@@ -716,3 +716,36 @@ def gating_savings(net: CompiledNetwork, gates, *, engines=None) -> list[dict]:
                     "cycles_ungated": ungated, "lsb_cycles_ungated": n * nf * sf,
                     "saved": ungated - cycles, "cycles_per_image": cycles / max(images, 1)})
     return out
+
+
+_FIXES = {
+    "thermometer": "raise --pixels-per-beat",
+    "convert": "raise the SIMD of layer {layer} (or --pixels-per-beat before layer 0)",
+    "pad": "raise the SIMD of layer {layer}",
+    "window": "raise the SIMD of layer {layer} (beats per pixel = channels / SIMD)",
+    "pool": "raise the PE of layer {layer}",
+    "serializer": "raise the PE of the last layer",
+}
+
+
+def bottleneck_notes(net: CompiledNetwork, pixels_per_beat: int = 8, *,
+                     worst: bool = True) -> list[str]:
+    """One line per stage that is not a layer engine but sets the initiation interval.
+
+    A folding is meant to be limited by its layer engines; if a width converter, padding
+    stage, window generator, pool, the thermometer input or the serializer needs more cycles
+    per image than every engine (:func:`stage_cycles_per_image`), the line names it, its
+    cycles, the slowest engine's and the fix.
+    """
+    from .accelerator import plan_stages
+
+    cycles = stage_cycles_per_image(net, pixels_per_beat, worst=worst)
+    engines = max(v for k, v in cycles.items() if k.startswith("mvtu"))
+    notes = []
+    for info in plan_stages(net, pixels_per_beat):
+        c = cycles[info.name]
+        if info.kind != "mvtu" and c > engines:
+            fix = _FIXES[info.kind].format(layer=info.params.get("layer", 0))
+            notes.append(f"{info.kind} stage {info.name} needs {c} cycles per image, more than "
+                         f"the slowest layer engine ({engines}), and sets the II: {fix}")
+    return notes

@@ -74,7 +74,7 @@ def design_summary(accel, files: list[str]) -> dict:
     pipeline (first input beat accepted to class beat on ``m_axis``), best and worst case.
     """
     from .axi_lite_regs import REG, REG_ID_VALUE, REG_VERSION_VALUE
-    from .cycle_model import simulate_pipeline, stage_cycles_per_image
+    from .cycle_model import bottleneck_notes, simulate_pipeline, stage_cycles_per_image
 
     net, ppb = accel.net, accel.pixels_per_beat
     ports = {}
@@ -124,6 +124,7 @@ def design_summary(accel, files: list[str]) -> dict:
             "ii": {"best": max(best_stages.values()), "worst": max(worst_stages.values())},
             "latency": {"best": int(best.latency[0]), "worst": int(worst.latency[0])},
         },
+        "bottleneck_notes": bottleneck_notes(net, ppb),
     }
 
 
@@ -228,6 +229,8 @@ def main(argv=None) -> int:
     print(f"wrote {out}: {len(summary['layers'])} layers, "
           f"II {model['ii']['best']}..{model['ii']['worst']} cycles/image, "
           f"latency {model['latency']['best']}..{model['latency']['worst']} cycles")
+    for note in summary.get("bottleneck_notes", []):
+        print(f"warning: {note}", file=sys.stderr)
     return 0
 
 

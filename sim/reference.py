@@ -89,17 +89,23 @@ class Reference:
 
 
 def reference(net: CompiledNetwork, images: np.ndarray, *, pixels_per_beat: int,
-              cycle_model: bool = True) -> Reference:
+              cycle_model: bool = True, start: int = 0, stop: int | None = None,
+              golden: GoldenResult | None = None) -> Reference:
     """Golden outputs, register values and (optionally) cycle predictions for ``images``.
 
-    ``net`` must carry the folding the design was generated with.
+    ``net`` must carry the folding the design was generated with.  With ``start``/``stop``
+    the cycle predictions are for images ``start..stop-1`` streamed on their own from reset
+    (one shard of a sharded run); ``golden`` reuses a golden-model result of ``images``.
     """
-    golden = GoldenModel(net).run(np.asarray(images, dtype=np.uint8))
+    golden = golden if golden is not None else GoldenModel(net).run(
+        np.asarray(images, dtype=np.uint8))
+    stop = len(images) if stop is None else stop
     accept = output = None
     if cycle_model:
         from hw.cycle_model import simulate_pipeline
-        pred = simulate_pipeline(net, len(images), pixels_per_beat=pixels_per_beat,
-                                 gates=golden.gates)
+        gates = [None if g is None else g[start:stop] for g in golden.gates]
+        pred = simulate_pipeline(net, stop - start, pixels_per_beat=pixels_per_beat,
+                                 gates=gates)
         accept, output = np.asarray(pred.input_start), np.asarray(pred.output_start)
     return Reference(golden, accept, output, expected_registers(net, pixels_per_beat))
 

@@ -54,6 +54,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stall-percent", type=int, default=0,
                    help="random output backpressure (batch; timing then not compared)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--shards", type=int, default=0,
+                   help="batch engine: simulator processes, each streaming a contiguous share "
+                        "of the images from reset (default: 2 from 2000 images on a machine "
+                        "with 2+ cores, else 1)")
     p.add_argument("--design-dir", type=Path,
                    help="keep the generated design here (default: a temporary directory)")
     p.add_argument("--build-root", type=Path, help="simulator build cache (default build/sim)")
@@ -67,7 +71,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--stall-percent must be 0..99, not {args.stall_percent}")
     if args.clock_mhz <= 0:
         p.error(f"--clock-mhz must be positive, not {args.clock_mhz}")
+    if not 0 <= args.shards <= 64:
+        p.error(f"--shards must be 0 (auto) .. 64, not {args.shards}")
     return args
+
+
+def _shard_bounds(n: int, args) -> list[tuple[int, int]]:
+    """Contiguous (start, stop) image ranges, one per simulator process."""
+    shards = args.shards
+    if args.engine != "batch":
+        shards = 1
+    elif shards == 0:
+        shards = 2 if n >= 2000 and (os.cpu_count() or 1) >= 2 else 1
+    shards = max(1, min(shards, n))
+    edges = np.linspace(0, n, shards + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _python_module(args: list[str], what: str) -> None:
@@ -94,7 +112,9 @@ def _export(checkpoint: Path, out_dir: Path) -> Path:
 
 def _summary_lines(s: dict) -> list[str]:
     lines = [f"network          {s['network']}  ({s['engine']} engine, {s['pixels_per_beat']} pixels/beat)",
-             f"images           {s['images']}",
+             f"images           {s['images']}" + (
+                 f" in {s['shards']} shards (each streamed from reset; timing lines: shard 0)"
+                 if s.get("shards", 1) > 1 else ""),
              f"mismatches       {s['mismatches']}",
              f"accuracy         {s['accuracy']:.4f} (golden model {s['golden_accuracy']:.4f})"]
     t = s["timing"]
@@ -115,8 +135,10 @@ def _summary_lines(s: dict) -> list[str]:
                      f"({100 * g['saved'] / g['cycles_ungated']:.1f} %; "
                      f"{100 * g['saved'] / g['lsb_cycles_ungated']:.1f} % of the LSB-pass cycles)")
     sp = s["sim_speed"]
+    procs = sp.get("processes", 1)
     lines.append(f"sim speed        {sp['images_per_s']:,.1f} images/s, "
-                 f"{sp['cycles_per_s']:,.0f} cycles/s ({sp['seconds']:.1f} s simulated wall time, "
+                 f"{sp['cycles_per_s']:,.0f} cycles/s ({sp['seconds']:.1f} s simulated wall time"
+                 f"{f' in {procs} parallel processes' if procs > 1 else ''}, "
                  f"build {s['build_seconds']:.1f} s)")
     return lines
 
@@ -164,26 +186,40 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--images {n_images} is more than the {len(images)} test images")
         images, labels = np.ascontiguousarray(images[:n_images]), labels[:n_images]
         timing = args.stall_percent == 0
+        bounds = _shard_bounds(n_images, args)
 
         def make_reference():
-            return reference(net, images, pixels_per_beat=args.pixels_per_beat,
-                             cycle_model=timing)
+            """One Reference per shard (cycle predictions from reset), golden run once."""
+            first = reference(net, images, pixels_per_beat=args.pixels_per_beat,
+                              cycle_model=timing, stop=bounds[0][1])
+            return [first] + [reference(net, images, pixels_per_beat=args.pixels_per_beat,
+                                        cycle_model=timing, start=a, stop=b,
+                                        golden=first.golden) for a, b in bounds[1:]]
 
         if args.engine == "batch":
-            ref, (classes, scores, accept, output, speed, build_s, extra) = _run_batch(
-                args, net, design_dir, images, make_reference)
+            refs, (classes, scores, accepts, outputs, speed, build_s, extra) = _run_batch(
+                args, net, design_dir, images, make_reference, bounds)
         else:
-            ref = make_reference()
+            refs = make_reference()
             classes, scores, accept, output, speed, build_s, extra = _run_cocotb(
-                args, design_dir, images, ref)
+                args, design_dir, images, refs[0])
+            accepts, outputs = [accept], [output]
 
+    ref = refs[0]
     mismatches, notes = compare_outputs(classes, scores, ref.golden)
-    disagreements = compare_timing(accept, output, ref) if timing else []
+    disagreements = []
+    if timing:
+        for k, (r, acc, out) in enumerate(zip(refs, accepts, outputs)):
+            prefix = f"shard {k} (images {bounds[k][0]}..{bounds[k][1] - 1}): " \
+                if len(refs) > 1 else ""
+            disagreements += [prefix + d for d in compare_timing(acc, out, r)]
+    accept, output = accepts[0], outputs[0]
     summary = {
         "network": net.name, "engine": args.engine, "pixels_per_beat": args.pixels_per_beat,
         "folding": [{"pe": l.folding.pe, "simd": l.folding.simd, "pad": l.folding.pad}
                     for l in net.layers],
-        "images": n_images, "mismatches": mismatches, "mismatch_details": notes,
+        "images": n_images, "shards": len(bounds), "mismatches": mismatches,
+        "mismatch_details": notes,
         "accuracy": float(np.mean(classes == labels)),
         "golden_accuracy": ref.golden.accuracy(labels),
         "clock_mhz": args.clock_mhz,
@@ -204,8 +240,9 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _run_batch(args, net, design_dir, images, make_reference):
-    """Build and run the batch harness; compute the reference while it simulates."""
+def _run_batch(args, net, design_dir, images, make_reference, bounds):
+    """Build the batch harness and run one simulator process per shard of ``images``
+    (contiguous, each from reset) in parallel; compute the references meanwhile."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -213,26 +250,45 @@ def _run_batch(args, net, design_dir, images, make_reference):
     built = simbatch.build_batch(design_dir, pixels_per_beat=args.pixels_per_beat,
                                  classes=net.classes, build_root=args.build_root, waves=args.waves)
     trace = Path(f"batch.{args.waves}").resolve() if args.waves else None
+    if trace is not None and len(bounds) > 1:
+        raise UserError("--waves traces one simulator process: add --shards 1")
+    done = [0] * len(bounds)
     with tqdm(total=len(images), unit="img", desc="simulating", file=sys.stderr) as bar, \
-            ThreadPoolExecutor(max_workers=1) as pool:
-        # The simulator is a separate process: the golden and cycle models (this
-        # process) run on the other core meanwhile.
-        future = pool.submit(simbatch.run_batch, built, images,
-                             stall_percent=args.stall_percent, seed=args.seed, trace=trace,
-                             progress=lambda k: bar.update(k - bar.n))
-        ref = make_reference()
-        res = future.result()
+            ThreadPoolExecutor(max_workers=len(bounds)) as pool:
+
+        def progress(k):
+            def update(count):
+                done[k] = count
+                bar.update(sum(done) - bar.n)
+            return update
+
+        # The simulators are separate processes: the golden and cycle models (this
+        # process) run meanwhile.
+        futures = [pool.submit(simbatch.run_batch, built, images[a:b],
+                               stall_percent=args.stall_percent, seed=args.seed + k, trace=trace,
+                               progress=progress(k)) for k, (a, b) in enumerate(bounds)]
+        refs = make_reference()
+        results = [f.result() for f in futures]
     problems = []
-    if res.framing_errors:
-        problems.append(f"{res.framing_errors} output frames had TLAST misplaced")
-    if res.reg_images_done != len(images):
-        problems.append(f"IMAGES_DONE reads {res.reg_images_done}, expected {len(images)}")
-    if res.reg_status & 3:
-        problems.append(f"STATUS reads 0x{res.reg_status:08X} after the run, expected 0")
-    speed = {"images_per_s": res.images_per_second, "cycles_per_s": res.cycles_per_second,
-             "seconds": res.wall_seconds, "cycles": res.total_cycles}
+    for k, (res, (a, b)) in enumerate(zip(results, bounds)):
+        where = f" (shard {k})" if len(bounds) > 1 else ""
+        if res.framing_errors:
+            problems.append(f"{res.framing_errors} output frames had TLAST misplaced{where}")
+        if res.reg_images_done != b - a:
+            problems.append(f"IMAGES_DONE reads {res.reg_images_done}, expected {b - a}{where}")
+        if res.reg_status & 3:
+            problems.append(f"STATUS reads 0x{res.reg_status:08X} after the run, expected 0"
+                            f"{where}")
+    wall = max(r.wall_seconds for r in results)
+    cycles = sum(r.total_cycles for r in results)
+    speed = {"images_per_s": len(images) / wall if wall else float("inf"),
+             "cycles_per_s": cycles / wall if wall else float("inf"),
+             "seconds": wall, "cycles": cycles, "processes": len(bounds)}
     extra = {"problems": problems, "waveform": str(trace) if trace else None}
-    return ref, (res.classes, res.scores, res.first_in, res.first_out, speed, built.seconds, extra)
+    classes = np.concatenate([r.classes for r in results])
+    scores = np.concatenate([r.scores for r in results])
+    return refs, (classes, scores, [r.first_in for r in results],
+                  [r.first_out for r in results], speed, built.seconds, extra)
 
 
 def _run_cocotb(args, design_dir, images, ref):

@@ -91,3 +91,21 @@ def test_periodic_cycle_model_equals_stepping_every_cycle(nets):
         for name in ("input_start", "output_start", "output_end"):
             np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name),
                                           err_msg=f"{net.name} {gates} {name}")
+
+
+def test_window_generator_bottleneck_is_reported():
+    """A 1x1 stride-2 convolution whose engine is fast: the window generator's input side
+    (every input pixel) sets the II, and generation says so with the fix."""
+    from hw.cycle_model import bottleneck_notes
+
+    net = compile_model(randomise(BinaryNet(
+        input_shape=(1, 8, 8), thermometer_levels=4, hidden=[], activation="sign", classes=2,
+        convs=[{"channels": 8, "kernel": 1, "stride": 2}])), "w")
+    net = refold(net, [Folding(8, 1), Folding(2, 8)])
+    notes = bottleneck_notes(net, 8)
+    # 8x8 pixels of 4 channels at SIMD 1: 256 beats into the window generator (and out of
+    # the width converter before it) against 4x4 positions x 4 beats = 64 engine cycles.
+    assert [n.split(" needs")[0] for n in notes] == ["convert stage conv0", "window stage window0"]
+    assert "256 cycles per image" in notes[1] and "raise the SIMD of layer 0" in notes[1]
+    # SIMD 4 (one beat per pixel), PE 1 (8 neuron folds): the engine is the slowest again.
+    assert bottleneck_notes(refold(net, [Folding(1, 4), Folding(2, 8)]), 8) == []
