@@ -89,7 +89,7 @@ def plan_stages(net: CompiledNetwork, pixels_per_beat: int) -> list[StageInfo]:
         pad = layer.mw_padded - layer.in_features
         if count != simd or pad:
             stages.append(StageInfo(
-                "convert", f"conv{i}", layer=i, planes=planes, in_count=count, out_count=simd,
+                "convert", f"convert{i}", layer=i, planes=planes, in_count=count, out_count=simd,
                 vector_elems=layer.in_features if pad else None, pad_elems=pad,
                 elems_per_image=size))
         if layer.conv is not None:

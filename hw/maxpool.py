@@ -168,14 +168,10 @@ class MaxPoolUnit(wiring.Component):
         if self._planes is None:
             return a | b
         # StructLayout({"m": n, "l": n}): plane m at bits [0, n), plane l at [n, 2n).
-        ms, ls = [], []
-        for j in range(n):
-            qa = Cat(a[n + j], a[j])            # q = 2*m + l
-            qb = Cat(b[n + j], b[j])
-            q = Mux(qa > qb, qa, qb)
-            ls.append(q[0])
-            ms.append(q[1])
-        return Cat(*ms, *ls)
+        # max of q = 2*m + l, plane-wise: m = ma | mb; l from the larger m, or la | lb on a tie.
+        ma, la, mb, lb = a[:n], a[n:], b[:n], b[n:]
+        l = (ma & ~mb & la) | (~ma & mb & lb) | (~(ma ^ mb) & (la | lb))
+        return Cat(ma | mb, l)
 
     def elaborate(self, platform):
         m = Module()

@@ -105,7 +105,7 @@ def test_window_generator_bottleneck_is_reported():
     notes = bottleneck_notes(net, 8)
     # 8x8 pixels of 4 channels at SIMD 1: 256 beats into the window generator (and out of
     # the width converter before it) against 4x4 positions x 4 beats = 64 engine cycles.
-    assert [n.split(" needs")[0] for n in notes] == ["convert stage conv0", "window stage window0"]
+    assert [n.split(" needs")[0] for n in notes] == ["convert stage convert0", "window stage window0"]
     assert "256 cycles per image" in notes[1] and "raise the SIMD of layer 0" in notes[1]
     # SIMD 4 (one beat per pixel), PE 1 (8 neuron folds): the engine is the slowest again.
     assert bottleneck_notes(refold(net, [Folding(1, 4), Folding(2, 8)]), 8) == []

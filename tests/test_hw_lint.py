@@ -21,7 +21,28 @@ DESIGNS = {
                   seed=2), 4),
     "frac": (dict(image=(1, 4, 4), levels=2, shape=[12, 8, 5], outs=["frac2", "sign"],
                   folding=[(4, 16, True), (2, 1), (1, 8, False)], seed=3), 8),
+    # Convolutions (tests/test_hw_conv_accelerator.py): padding, window generators, max-pool
+    # on bits and on 2-bit codes.
+    "conv_sign": "sign",
+    "conv_frac": "frac",
 }
+
+
+def _export(tmp_path, name):
+    spec = DESIGNS[name]
+    if isinstance(spec, str):
+        from models.export import compile_model
+        from models.layers import BinaryNet
+        from sw.compiled_net import Folding, refold, write_compiled_network
+        from tests.test_conv import randomise
+        from tests.test_hw_conv_accelerator import NETS as CONV_NETS
+
+        kwargs, fold, ppb = CONV_NETS[spec]
+        net = refold(compile_model(randomise(BinaryNet(**kwargs), seed=3), name),
+                     [Folding(pe, simd) for pe, simd in fold])
+        return write_compiled_network(net, tmp_path / "net"), ppb
+    kwargs, ppb = spec
+    return random_compiled_network(tmp_path / "net", **kwargs), ppb
 
 
 def lint(outdir, *files):
@@ -32,8 +53,7 @@ def lint(outdir, *files):
 
 @pytest.mark.parametrize("name", list(DESIGNS))
 def test_lint_clean(tmp_path, name):
-    kwargs, ppb = DESIGNS[name]
-    net_dir = random_compiled_network(tmp_path / "net", **kwargs)
+    net_dir, ppb = _export(tmp_path, name)
     out = generate(net_dir, tmp_path / "design", pixels_per_beat=ppb)
     result = lint(out, "verilator_waiver.vlt", f"{TOP_NAME}.v", "fracbnn_rom.v")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -44,8 +64,7 @@ def test_lint_clean(tmp_path, name):
 def test_without_waiver_only_width_warnings(tmp_path, name):
     """The waiver silences Amaranth's width casts and nothing else: without it -Wall reports
     WIDTHEXPAND/WIDTHTRUNC warnings only."""
-    kwargs, ppb = DESIGNS[name]
-    net_dir = random_compiled_network(tmp_path / "net", **kwargs)
+    net_dir, ppb = _export(tmp_path, name)
     out = generate(net_dir, tmp_path / "design", pixels_per_beat=ppb)
     result = lint(out, f"{TOP_NAME}.v", "fracbnn_rom.v")
     assert result.returncode != 0
