@@ -11,7 +11,15 @@ In one run, for the shipped ``lfc_w1a1`` network:
   :mod:`hw.cycle_model`), and the FPS this gives at ``--clock-mhz``, beside BNN-PYNQ's published
   356,633 FPS on Ultra96 at 300 MHz (measured on the board by its authors; ours is cycle-exact
   simulation, not a board measurement);
-* co-simulation speed (images/s and simulated cycles/s) of the batch path and the cocotb path.
+* co-simulation speed (images/s and simulated cycles/s) of the batch path and the cocotb path;
+* the CNV-W1A1 topology (``cnv_w1a1``: the shipped checkpoint, or ``--cnv-net EXPORTDIR``) at
+  BNN-PYNQ's CNV folding (PE/SIMD 16/3 -> 16/2 on our 2-plane thermometer input, 32/32, 16/32,
+  16/32, 4/32, 1/32, 1/4, 1/8, 4/1 with the last layer padded to 12 outputs) and at a faster
+  folding (64/2, 32/64, 16/64, 16/64, 8/32, 2/32, 2/8, 2/16, 2/8) whose Yosys
+  ``synth_xilinx`` utilisation fits the xczu3eg (``python -m hw.build --board ultra96 --net
+  EXPORT --fold FAST.json``): cycles per image measured in the RTL over ``--cnv-images``
+  images, beside BNN-PYNQ's CNV-W1A1 (9,150 FPS, Ultra96 board, published) and FINN's
+  finn-examples cnv-w1a1 on the same chip (5,311 FPS, AUP-ZU3, published).
 
 Every number comes from a :mod:`sim.run` run in a subprocess (its ``--json`` report).
 """
@@ -29,7 +37,7 @@ from sw.errors import UserError, cli_main
 
 from .build import REPO_ROOT
 
-__all__ = ["FOLDINGS", "PEER_FPS", "main"]
+__all__ = ["FOLDINGS", "PEER_FPS", "CNV_FOLDINGS", "CNV_PEERS", "main"]
 
 #: BNN-PYNQ LFC-W1A1 on Ultra96 at 300 MHz, measured on the board (../shared/anchors.md).
 PEER_FPS = 356_633
@@ -43,6 +51,24 @@ FOLDINGS = {
 }
 
 _CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / "lfc_w1a1.pt"
+_CNV_CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / "cnv_w1a1.pt"
+
+#: Published CNV-W1A1 throughput: BNN-PYNQ on Ultra96 and finn-examples on AUP-ZU3 (xczu3eg).
+CNV_PEERS = {"BNN-PYNQ (Ultra96, published)": 9_150, "finn-examples (AUP-ZU3, published)": 5_311}
+
+
+def _cnv_layers(folds):
+    return [{"pe": pe, "simd": simd, **({"pad": True} if pad else {})}
+            for pe, simd, pad in folds]
+
+
+#: CNV foldings (one entry per layer: 6 convolutions, 3 dense).
+CNV_FOLDINGS = {
+    "bnn-pynq": _cnv_layers([(16, 2, 0), (32, 32, 0), (16, 32, 0), (16, 32, 0), (4, 32, 0),
+                             (1, 32, 0), (1, 4, 0), (1, 8, 0), (4, 1, 1)]),
+    "fast": _cnv_layers([(64, 2, 0), (32, 64, 0), (16, 64, 0), (16, 64, 0), (8, 32, 0),
+                         (2, 32, 0), (2, 8, 0), (2, 16, 0), (2, 8, 0)]),
+}
 
 
 def _sim_run(args: list[str], report: Path) -> dict:
@@ -74,6 +100,33 @@ def _plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _cnv_bench(args, tmp: Path, speeds: list) -> list[dict]:
+    """CNV at both foldings: measured cycles per image (batch harness) vs the cycle model."""
+    if args.cnv_net is not None:
+        source = ["--net", str(args.cnv_net)]
+    elif _CNV_CHECKPOINT.is_file():
+        source = ["--checkpoint", str(_CNV_CHECKPOINT)]
+    else:
+        raise UserError(f"{_CNV_CHECKPOINT} is missing; train it (`python -m models.train --net "
+                        f"cnv_w1a1`), pass --cnv-net EXPORTDIR or --cnv-images 0")
+    rows = []
+    for name, layers in CNV_FOLDINGS.items():
+        fold = tmp / f"cnv-{name}.json"
+        fold.write_text(json.dumps({"layers": layers}))
+        r = _sim_run([*source, "--fold", str(fold), "--images", str(args.cnv_images),
+                      "--clock-mhz", str(args.clock_mhz)], tmp / f"cnv-{name}.json.out")
+        t = r["timing"]
+        rows.append({"network": r["network"], "folding": name, "layers": layers,
+                     "images": r["images"], "mismatches": r["mismatches"],
+                     "passed": r["exit_status"] == 0,
+                     "cycles_per_image": t["ii_steady_measured"],
+                     "cycles_per_image_modelled": t["ii_steady_modelled"],
+                     "latency_cycles": t["latency_measured_first"],
+                     "fps": args.clock_mhz * 1e6 / t["ii_steady_measured"]})
+        speeds.append({"engine": "batch", "folding": f"cnv {name}", **r["sim_speed"]})
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=1000, help="MNIST test images per batch run")
@@ -81,6 +134,10 @@ def main(argv=None) -> int:
     p.add_argument("--clock-mhz", type=float, default=300.0)
     p.add_argument("--json", type=Path, help="write all numbers here")
     p.add_argument("--png", type=Path, help="FPS bar chart (ours vs BNN-PYNQ)")
+    p.add_argument("--cnv-images", type=int, default=200,
+                   help="MNIST test images per CNV folding (0: skip CNV)")
+    p.add_argument("--cnv-net", type=Path,
+                   help="CNV-shaped export to measure (default: export models/checkpoints/cnv_w1a1.pt)")
     args = p.parse_args(argv)
     if not _CHECKPOINT.is_file():
         raise UserError(f"{_CHECKPOINT} is missing; train it with `python -m models.train --net lfc_w1a1`")
@@ -108,6 +165,8 @@ def main(argv=None) -> int:
         speeds.append({"engine": "cocotb", "folding": "bnn-pynq", "passed": r["exit_status"] == 0,
                        **r["sim_speed"]})
 
+        cnv_rows = _cnv_bench(args, tmp, speeds) if args.cnv_images else []
+
     print(f"\nLFC-W1A1 (shipped lfc_w1a1), MNIST, {args.clock_mhz:g} MHz — ours: measured in "
           f"cycle-exact RTL simulation; peer: published board measurement")
     print(f"{'folding':<10} {'cycles/image':>12} {'latency':>8} {'FPS':>12} {'vs peer':>8}  check")
@@ -117,18 +176,28 @@ def main(argv=None) -> int:
               f"{row['images']} images, {row['mismatches']} mismatches"
               f"{'' if row['passed'] else ', FAILED'}")
     print(f"{'BNN-PYNQ':<10} {'':>12} {'':>8} {PEER_FPS:>12,} {1:>7.2f}x  Ultra96, published")
+    if cnv_rows:
+        print(f"\nCNV-W1A1 topology ({cnv_rows[0]['network']}), {args.clock_mhz:g} MHz — ours: "
+              f"cycle-exact RTL simulation; peers: published board measurements")
+        print(f"{'folding':<10} {'cycles/image':>12} {'latency':>8} {'FPS':>10}  check")
+        for row in cnv_rows:
+            print(f"{row['folding']:<10} {row['cycles_per_image']:>12} {row['latency_cycles']:>8} "
+                  f"{row['fps']:>10,.0f}  {row['images']} images, {row['mismatches']} mismatches, "
+                  f"modelled {row['cycles_per_image_modelled']}{'' if row['passed'] else ', FAILED'}")
+        for name, fps in CNV_PEERS.items():
+            print(f"{'':<10} {'':>12} {'':>8} {fps:>10,}  {name}")
     print("\nco-simulation speed (this machine)")
     for s in speeds:
         print(f"{s['engine']:<8} {s['folding']:<10} {s['images_per_s']:>10,.1f} images/s "
               f"{s['cycles_per_s']:>12,.0f} cycles/s")
     report = {"clock_mhz": args.clock_mhz, "peer_fps": PEER_FPS, "accelerator": rows,
-              "cosim_speed": speeds}
+              "cnv": cnv_rows, "cnv_peer_fps": CNV_PEERS, "cosim_speed": speeds}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     if args.png:
         _plot(rows, args.png)
-    failed = [r["folding"] for r in rows if not r["passed"]] + \
+    failed = [r["folding"] for r in rows + cnv_rows if not r["passed"]] + \
         [s["engine"] for s in speeds if s.get("passed") is False]
     if failed:
         print(f"FAIL: {', '.join(failed)}")

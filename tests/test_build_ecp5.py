@@ -150,3 +150,21 @@ def test_does_not_fit_and_missed_timing_fail_with_numbers(sign_net_dir, tmp_path
     with pytest.raises(UserError, match=r"timing not met: achieved Fmax \d+\.\d MHz < 2000 MHz"):
         ecp5_build(build, board, clock_mhz=2000)
     assert not (build / "ulx3s.bit").exists()
+
+
+def test_ulx3s_builds_tiny_conv(tmp_path, capsys):
+    """The shipped conv zoo model (padding, window generators, max-pools) to a real ECP5
+    bitstream that meets the default clock."""
+    from models import zoo
+    from models.export import export
+
+    net_dir = tmp_path / "tiny_conv"
+    export(zoo.default_checkpoint("tiny_conv"), net_dir, check=100, vectors=2, progress=False)
+    out = tmp_path / "ulx3s"
+    assert build_main(["--board", "ulx3s", "--net", str(net_dir), "--out", str(out),
+                       "--quiet", "--selftest-images", "2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["ecp5"]["timing_met"] and (out / "ulx3s.bit").stat().st_size > 10_000
+    assert report["selftest"]["expected_classes"] == GoldenModel(
+        load_compiled_network(net_dir)).run(_vector_images(net_dir, 2)).classes.tolist()
+    assert "Fmax" in capsys.readouterr().out

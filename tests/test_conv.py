@@ -218,3 +218,28 @@ def test_mnist_padded_to_32():
     assert np.array_equal(pad_images(raw[:3], 28, 28), raw[:3])
     with pytest.raises(UserError, match="no data set for 2x8x8"):
         load_images("test", (2, 8, 8))
+
+
+def test_evaluate_per_image_json_lines(tmp_path):
+    """sw.evaluate --per-image: every image's class and scores, one JSON object per line."""
+    from sw.evaluate import main as evaluate_main
+
+    net = compile_model(randomise(zoo.build("tiny_conv")), "tiny_conv")
+    write_compiled_network(net, tmp_path / "net")
+    out = tmp_path / "dir with space" / "per image.jsonl"
+    assert evaluate_main([str(tmp_path / "net"), "--images", "12", "--per-image", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    images, labels = load_images("test", (1, 28, 28))
+    golden = GoldenModel(net).run(images[:12])
+    assert [r["image"] for r in rows] == list(range(12))
+    assert [r["class"] for r in rows] == golden.classes.tolist()
+    assert [r["scores"] for r in rows] == golden.scores.tolist()
+    assert [r["label"] for r in rows] == labels[:12].tolist()
+    with pytest.raises(UserError, match="is a directory"):
+        evaluate_main([str(tmp_path / "net"), "--images", "2", "--per-image", str(tmp_path)])
+
+
+def test_golden_refuses_images_of_the_wrong_shape():
+    net = compile_model(randomise(BinaryNet(**CONFIGS["rgb_stride"])), "rgb")
+    with pytest.raises(UserError, match=r"images must be \(N, 297\) uint8"):
+        GoldenModel(net).run(np.zeros((2, 99), np.uint8))
