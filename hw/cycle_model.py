@@ -46,7 +46,7 @@ from .window import WindowTiming
 _STREAM_TIMING = {"pad": PaddingTiming, "window": WindowTiming, "pool": MaxPoolTiming}
 
 __all__ = ["CycleModelResult", "simulate_pipeline", "stage_cycles_per_image", "bottleneck_notes",
-           "steady_state_ii", "engine_timing", "gating_savings"]
+           "steady_state_ii", "exact_steady_state_ii", "engine_timing", "gating_savings"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,14 @@ class CycleModelResult:
     input_start: np.ndarray
     output_start: np.ndarray
     output_end: np.ndarray
+    #: ``(images, cycles)`` of the repeating pattern once one was found (data-independent
+    #: timing, see :func:`simulate_pipeline`), else ``None``.
+    period: tuple[int, int] | None = None
+
+    @property
+    def steady_state_ii(self) -> float | None:
+        """Exact steady-state cycles per image (from the detected period), or ``None``."""
+        return None if self.period is None else self.period[1] / self.period[0]
 
     @property
     def latency(self) -> np.ndarray:
@@ -487,7 +495,7 @@ def _extrapolate(images: int, period_images: int, period_cycles: int, start: int
         full = np.concatenate([np.array(ev[:a], dtype=np.int64),
                                base[k % period_images] + (k // period_images) * period_cycles])
         out.append(full[:images])
-    return CycleModelResult(*out)
+    return CycleModelResult(*out, period=(period_images, period_cycles))
 
 
 def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int = 8,
@@ -664,8 +672,26 @@ def stage_cycles_per_image(net: CompiledNetwork, pixels_per_beat: int = 8, *,
 
 
 def steady_state_ii(net: CompiledNetwork, pixels_per_beat: int = 8, **kwargs) -> int:
-    """The bottleneck stage's cycles per image (see :func:`stage_cycles_per_image`)."""
+    """The bottleneck stage's cycles per image (see :func:`stage_cycles_per_image`): a lower
+    bound of the real interval, which stalls between stages can raise
+    (:func:`exact_steady_state_ii`)."""
     return max(stage_cycles_per_image(net, pixels_per_beat, **kwargs).values())
+
+
+def exact_steady_state_ii(net: CompiledNetwork, pixels_per_beat: int = 8, *,
+                          gates: str = "closed", engines=None,
+                          max_images: int = 64) -> float | None:
+    """The pipeline's exact steady-state cycles per image with every gate ``"closed"`` or
+    ``"open"`` (1-bit networks: the only case), from the period the cycle model finds;
+    ``None`` if none shows up within ``max_images`` images."""
+    images = 4
+    while images <= max_images:
+        res = simulate_pipeline(net, images, pixels_per_beat=pixels_per_beat, gates=gates,
+                                engines=engines)
+        if res.period is not None:
+            return res.steady_state_ii
+        images *= 2
+    return None
 
 
 def gating_savings(net: CompiledNetwork, gates, *, engines=None) -> list[dict]:

@@ -122,10 +122,24 @@ def design_summary(accel, files: list[str]) -> dict:
         "cycle_model": {
             "stage_cycles_per_image": {"best": best_stages, "worst": worst_stages},
             "ii": {"best": max(best_stages.values()), "worst": max(worst_stages.values())},
+            # The real steady-state interval (stalls between stages included), from the
+            # period of the cycle model with every gate closed / open.
+            "ii_exact": _exact_ii(net, ppb, accel.engines),
             "latency": {"best": int(best.latency[0]), "worst": int(worst.latency[0])},
         },
         "bottleneck_notes": bottleneck_notes(net, ppb),
     }
+
+
+def _exact_ii(net, ppb, engines) -> dict:
+    """Exact steady-state II with every gate closed (best) and open (worst)."""
+    from .cycle_model import exact_steady_state_ii
+
+    best = exact_steady_state_ii(net, ppb, gates="closed", engines=engines)
+    if all(layer.in_bits == 1 for layer in net.layers):
+        return {"best": best, "worst": best}
+    return {"best": best, "worst": exact_steady_state_ii(net, ppb, gates="open",
+                                                         engines=engines)}
 
 
 def _layer_taps(stages) -> list[str]:
@@ -226,8 +240,10 @@ def main(argv=None) -> int:
                    pixels_per_beat=args.pixels_per_beat, progress=True)
     summary = json.loads((out / _DESIGN_JSON).read_text())
     model = summary["cycle_model"]
-    print(f"wrote {out}: {len(summary['layers'])} layers, "
-          f"II {model['ii']['best']}..{model['ii']['worst']} cycles/image, "
+    exact = model["ii_exact"]
+    ii = (f"II {exact['best']:g}..{exact['worst']:g} cycles/image" if None not in exact.values()
+          else f"II >= {model['ii']['best']}..{model['ii']['worst']} cycles/image")
+    print(f"wrote {out}: {len(summary['layers'])} layers, {ii}, "
           f"latency {model['latency']['best']}..{model['latency']['worst']} cycles")
     for note in summary.get("bottleneck_notes", []):
         print(f"warning: {note}", file=sys.stderr)

@@ -109,3 +109,16 @@ def test_window_generator_bottleneck_is_reported():
     assert "256 cycles per image" in notes[1] and "raise the SIMD of layer 0" in notes[1]
     # SIMD 4 (one beat per pixel), PE 1 (8 neuron folds): the engine is the slowest again.
     assert bottleneck_notes(refold(net, [Folding(1, 4), Folding(2, 8)]), 8) == []
+
+
+def test_exact_ii_is_the_periodic_interval(nets):
+    """exact_steady_state_ii: the interval the stepped model settles to (stalls included),
+    never below the bottleneck-stage bound."""
+    from hw.cycle_model import exact_steady_state_ii
+
+    for name, (net, _, ppb) in nets.items():
+        for gates in ("closed", "open"):
+            exact = exact_steady_state_ii(net, ppb, gates=gates)
+            slow = simulate_pipeline(net, 24, pixels_per_beat=ppb, gates=gates, periodic=False)
+            assert exact == slow.input_start[-1] - slow.input_start[-2], (name, gates)
+            assert exact >= steady_state_ii(net, ppb, worst=gates == "open")
