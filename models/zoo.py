@@ -104,6 +104,23 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
                     {"channels": 128, "kernel": 3}, {"channels": 128, "kernel": 3, "pool": 2},
                     {"channels": 256, "kernel": 3}, {"channels": 256, "kernel": 3}]),
         epochs=4, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2),
+    "cnv_w1a1_cifar10": _entry(
+        "the cnv_w1a1 topology on CIFAR-10 (3x32x32, thermometer T=8 per colour channel = 24 "
+        "binary input channels); train it from your own cifar-10-batches-py (--data DIR)",
+        dict(input_shape=(3, 32, 32), thermometer_levels=8, hidden=[512, 512],
+             activation="sign", classes=10, dropout=0.0,
+             convs=[{"channels": 64, "kernel": 3}, {"channels": 64, "kernel": 3, "pool": 2},
+                    {"channels": 128, "kernel": 3}, {"channels": 128, "kernel": 3, "pool": 2},
+                    {"channels": 256, "kernel": 3}, {"channels": 256, "kernel": 3}]),
+        epochs=30, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2),
+    "tiny_conv_cifar10": _entry(
+        "a test-sized conv net for CIFAR-10 files (3x32x32, T=2): conv 8 (pad 1) + pool, "
+        "conv 16 + pool, dense 10",
+        dict(input_shape=(3, 32, 32), thermometer_levels=2, hidden=[],
+             activation="sign", classes=10, dropout=0.0,
+             convs=[{"channels": 8, "kernel": 3, "pad": 1, "pool": 2},
+                    {"channels": 16, "kernel": 3, "pool": 2}]),
+        epochs=2, lr=5e-3, batch_size=64, max_shift=2),
     "cnv_frac": _entry(
         "CNV with FracBNN activations: the cnv_w1a1 topology, 2-bit gated activations",
         dict(input_shape=(1, 32, 32), thermometer_levels=2, hidden=[512, 512],

