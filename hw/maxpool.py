@@ -14,10 +14,9 @@ images are counted.
 from __future__ import annotations
 
 from amaranth import Cat, Module, Mux, Signal, Value, unsigned
-from amaranth.lib import memory, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import memory
 
-from .width_converter import BIT, ML_PAIR, beat_layout, plane_names
+from .pixel_stream import PixelStreamStage, check_positive
 
 __all__ = ["MaxPoolUnit", "MaxPoolTiming", "pool_output_size"]
 
@@ -27,13 +26,7 @@ def pool_output_size(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1
 
 
-def _check_positive(**values):
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, not {value!r}")
-
-
-class MaxPoolUnit(wiring.Component):
+class MaxPoolUnit(PixelStreamStage):
     """``K x K`` max pooling with stride ``S = K`` of a pixel stream, one input beat per cycle.
 
     Parameters
@@ -89,42 +82,20 @@ class MaxPoolUnit(wiring.Component):
 
     def __init__(self, elem_shape, *, channels: int, height: int, width: int,
                  elems_per_beat: int, kernel: int = 2, stride: int = 2):
-        self._planes = plane_names(elem_shape)
-        _check_positive(channels=channels, height=height, width=width,
-                        elems_per_beat=elems_per_beat, kernel=kernel, stride=stride)
-        if channels % elems_per_beat:
-            raise ValueError(f"elems_per_beat must divide channels {channels}, "
-                             f"not {elems_per_beat!r}")
+        check_positive(channels=channels, height=height, width=width,
+                       elems_per_beat=elems_per_beat, kernel=kernel, stride=stride)
         if kernel > height or kernel > width:
             raise ValueError(f"kernel {kernel} is larger than the {height}x{width} image")
         if stride != kernel:
             raise ValueError(f"stride must equal kernel {kernel} (only non-overlapping "
                              f"pooling is built), not {stride!r}")
-        self._elem_shape = ML_PAIR if self._planes else BIT
-        self._channels = channels
-        self._height = height
-        self._width = width
-        self._n = elems_per_beat
         self._kernel = kernel
         self._stride = stride
-        layout = beat_layout(self._elem_shape, elems_per_beat)
-        super().__init__({
-            "i": In(stream.Signature(layout)),
-            "o": Out(stream.Signature(layout)),
-        })
+        super().__init__(elem_shape, channels=channels, height=height, width=width,
+                         elems_per_beat=elems_per_beat)
 
-    elem_shape = property(lambda self: self._elem_shape)
-    channels = property(lambda self: self._channels)
-    height = property(lambda self: self._height)
-    width = property(lambda self: self._width)
-    elems_per_beat = property(lambda self: self._n)
     kernel = property(lambda self: self._kernel)
     stride = property(lambda self: self._stride)
-
-    @property
-    def folds(self) -> int:
-        """``G = C/n``, beats per pixel."""
-        return self._channels // self._n
 
     @property
     def out_height(self) -> int:
@@ -133,14 +104,6 @@ class MaxPoolUnit(wiring.Component):
     @property
     def out_width(self) -> int:
         return pool_output_size(self._width, self._kernel, self._stride)
-
-    @property
-    def beats_in_per_image(self) -> int:
-        return self._height * self._width * self.folds
-
-    @property
-    def beats_out_per_image(self) -> int:
-        return self.out_height * self.out_width * self.folds
 
     @property
     def cycles_per_image(self) -> int:
@@ -265,7 +228,7 @@ class MaxPoolTiming:
 
     def __init__(self, *, channels: int, height: int, width: int, elems_per_beat: int,
                  kernel: int = 2, stride: int = 2):
-        _check_positive(channels=channels, height=height, width=width,
+        check_positive(channels=channels, height=height, width=width,
                         elems_per_beat=elems_per_beat, kernel=kernel, stride=stride)
         if channels % elems_per_beat or stride != kernel or kernel > min(height, width):
             raise ValueError(f"invalid max pool geometry: C={channels} n={elems_per_beat} "

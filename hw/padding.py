@@ -12,19 +12,15 @@ payload :func:`hw.width_converter.beat_layout`.  No ``last`` flag: images are co
 from __future__ import annotations
 
 from amaranth import Module, Signal, Value
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
 
-from .width_converter import BIT, ML_PAIR, beat_layout, plane_names
+from .pixel_stream import PixelStreamStage, check_positive
 
 __all__ = ["PaddingStage", "PaddingTiming"]
 
 
 def _check_geometry(channels, height, width, pad, elems_per_beat):
-    for name, value in (("channels", channels), ("height", height), ("width", width),
-                        ("elems_per_beat", elems_per_beat)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    check_positive(channels=channels, height=height, width=width,
+                   elems_per_beat=elems_per_beat)
     if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
         raise ValueError(f"pad must be a non-negative integer, not {pad!r}")
     if channels % elems_per_beat:
@@ -32,7 +28,7 @@ def _check_geometry(channels, height, width, pad, elems_per_beat):
                          f"not {elems_per_beat!r}")
 
 
-class PaddingStage(wiring.Component):
+class PaddingStage(PixelStreamStage):
     """Surround every ``H x W`` image with ``pad`` pixels of all-zero elements on each side.
 
     Parameters
@@ -87,31 +83,12 @@ class PaddingStage(wiring.Component):
 
     def __init__(self, elem_shape, *, channels: int, height: int, width: int, pad: int,
                  elems_per_beat: int):
-        self._planes = plane_names(elem_shape)
         _check_geometry(channels, height, width, pad, elems_per_beat)
-        self._elem_shape = ML_PAIR if self._planes else BIT
-        self._channels = channels
-        self._height = height
-        self._width = width
         self._pad = pad
-        self._n = elems_per_beat
-        layout = beat_layout(self._elem_shape, elems_per_beat)
-        super().__init__({
-            "i": In(stream.Signature(layout)),
-            "o": Out(stream.Signature(layout)),
-        })
+        super().__init__(elem_shape, channels=channels, height=height, width=width,
+                         elems_per_beat=elems_per_beat)
 
-    elem_shape = property(lambda self: self._elem_shape)
-    channels = property(lambda self: self._channels)
-    height = property(lambda self: self._height)
-    width = property(lambda self: self._width)
     pad = property(lambda self: self._pad)
-    elems_per_beat = property(lambda self: self._n)
-
-    @property
-    def folds(self) -> int:
-        """``G = C/n``, beats per pixel."""
-        return self._channels // self._n
 
     @property
     def out_height(self) -> int:
@@ -120,14 +97,6 @@ class PaddingStage(wiring.Component):
     @property
     def out_width(self) -> int:
         return self._width + 2 * self._pad
-
-    @property
-    def beats_in_per_image(self) -> int:
-        return self._height * self._width * self.folds
-
-    @property
-    def beats_out_per_image(self) -> int:
-        return self.out_height * self.out_width * self.folds
 
     @property
     def cycles_per_image(self) -> int:

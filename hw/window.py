@@ -20,11 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth import Module, Signal
-from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
-from .width_converter import BIT, ML_PAIR, beat_layout, plane_names
+from .pixel_stream import PixelStreamStage
+from .width_converter import beat_layout, plane_names
 
 __all__ = ["SlidingWindowGenerator", "WindowTiming", "window_geometry"]
 
@@ -174,7 +173,7 @@ class WindowTiming:
             self._ahead += 1
 
 
-class SlidingWindowGenerator(wiring.Component):
+class SlidingWindowGenerator(PixelStreamStage):
     """Turn a pixel stream into the stream of ``K x K`` convolution windows (stride ``S``).
 
     Parameters
@@ -255,28 +254,17 @@ class SlidingWindowGenerator(wiring.Component):
     """
 
     def __init__(self, elem_shape, *, channels, height, width, kernel, stride=1, simd):
-        planes = plane_names(elem_shape)
+        plane_names(elem_shape)
         self._geo = window_geometry(channels=channels, height=height, width=width,
                                     kernel=kernel, stride=stride, simd=simd)
-        self._planes = planes
-        self._elem_shape = ML_PAIR if planes else BIT
-        layout = beat_layout(self._elem_shape, simd)
-        super().__init__({
-            "i": In(stream.Signature(layout)),
-            "o": Out(stream.Signature(layout)),
-        })
+        super().__init__(elem_shape, channels=channels, height=height, width=width,
+                         elems_per_beat=simd, name="simd")
 
-    elem_shape = property(lambda self: self._elem_shape)
-    channels = property(lambda self: self._geo.channels)
-    height = property(lambda self: self._geo.height)
-    width = property(lambda self: self._geo.width)
     kernel = property(lambda self: self._geo.kernel)
     stride = property(lambda self: self._geo.stride)
     simd = property(lambda self: self._geo.simd)
-    folds = property(lambda self: self._geo.folds)
     out_height = property(lambda self: self._geo.out_height)
     out_width = property(lambda self: self._geo.out_width)
-    beats_in_per_image = property(lambda self: self._geo.beats_in_per_image)
     beats_out_per_image = property(lambda self: self._geo.beats_out_per_image)
     buffer_words = property(lambda self: self._geo.buffer_words)
 

@@ -197,11 +197,12 @@ def reference_beats(cfg: dict) -> tuple[list[int], list[int]]:
         return reference(images, geo["kernel"], geo["stride"], geo["simd"], planes)
     n = geo["elems_per_beat"]
     if kind == "padding":
-        from tests.test_hw_padding import to_beats
+        from tests.stream_bench import to_beats
         p = geo["pad"]
         expected = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
     else:
-        from tests.test_hw_maxpool import reference, to_beats
+        from tests.stream_bench import to_beats
+        from tests.test_hw_maxpool import reference
         expected = reference(images, geo["kernel"])
     return to_beats(images, n, planes), to_beats(expected, n, planes)
 

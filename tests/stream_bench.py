@@ -70,3 +70,76 @@ async def stream_recv(ctx, port, count: int, *, rng: random.Random | None = None
         cycle += 1
     ctx.set(port.ready, 0)
     return got
+
+
+# --------------------------------------------------------------------------- pixel streams
+# Shared by the tests of the spatial stream stages (padding, window generator, max-pool).
+
+
+def pack_elems(elems, planes: int) -> int:
+    """Elements (ints: a bit, or a 2-bit code q = 2*m + l) -> one raw beat (element k at bit
+    k; pairs as StructLayout({"m": n, "l": n}): the m plane first)."""
+    n = len(elems)
+    if planes == 1:
+        return sum(int(e) << k for k, e in enumerate(elems))
+    m = sum((int(e) >> 1) << k for k, e in enumerate(elems))
+    l = sum((int(e) & 1) << k for k, e in enumerate(elems))
+    return m | l << n
+
+
+def to_beats(images, n: int, planes: int) -> list[int]:
+    """``(N, H, W, C)`` element codes -> raw beats in stream order (beat g = channels g*n..)."""
+    import numpy as np
+    codes = np.asarray(images).reshape(-1, n).astype(np.int64)
+    weights = 1 << np.arange(n, dtype=np.int64)
+    if planes == 1:
+        return [int(v) for v in codes @ weights]
+    m, l = (codes >> 1) @ weights, (codes & 1) @ weights
+    return [int(a) | int(b) << n for a, b in zip(m, l)]
+
+
+def from_beats(words, n: int, planes: int, shape):
+    """Inverse of :func:`to_beats`."""
+    import numpy as np
+    w = np.array(words, dtype=np.int64)[:, None]
+    bits = (w >> np.arange(planes * n)) & 1
+    codes = bits if planes == 1 else 2 * bits[:, :n] + bits[:, n:]
+    return codes.reshape(shape)
+
+
+def simulate_stage(dut, in_beats, n_out, *, idle=0.0, stall=0.0, seed=0):
+    """Run a one-input one-output stream stage in the Amaranth simulator with random input
+    idle cycles and output backpressure.  Returns the output beats, the accept cycles of both
+    ports and a per-cycle trace of ``(i.valid, i.ready, o.valid, o.ready)``."""
+    from amaranth.sim import Simulator
+
+    t_in, t_out, got, trace = [], [], [], []
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def feed(ctx):
+        await stream_send(ctx, dut.i, in_beats, rng=random.Random(seed), idle=idle, times=t_in)
+
+    async def drain(ctx):
+        got.extend(await stream_recv(ctx, dut.o, n_out, rng=random.Random(seed + 7),
+                                     stall=stall, times=t_out))
+
+    async def monitor(ctx):
+        async for _, _, *sample in ctx.tick().sample(dut.i.valid, dut.i.ready, dut.o.valid,
+                                                     dut.o.ready):
+            trace.append(tuple(bool(v) for v in sample))
+
+    sim.add_testbench(feed)
+    sim.add_testbench(drain)
+    sim.add_testbench(monitor, background=True)
+    sim.run()
+    return got, t_in, t_out, trace
+
+
+def replay_timing(model, trace) -> None:
+    """Step a stage's timing model with the simulated handshakes: it must predict ``o.valid``
+    and ``i.ready`` in every cycle."""
+    for cycle, (i_valid, i_ready, o_valid, o_ready) in enumerate(trace):
+        assert model.valid() == o_valid, f"o.valid differs in cycle {cycle}"
+        assert model.ready(o_ready) == i_ready, f"i.ready differs in cycle {cycle}"
+        model.step(i_valid and i_ready, o_valid and o_ready, cycle, i_valid)

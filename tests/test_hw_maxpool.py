@@ -1,68 +1,15 @@
 """MaxPoolUnit: every pooled beat against numpy, and its timing model cycle for cycle."""
 
-import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from hw.maxpool import MaxPoolTiming, MaxPoolUnit
 from hw.width_converter import BIT, ML_PAIR
-from tests.stream_bench import stream_recv, stream_send
+from tests.stream_bench import (from_beats, replay_timing as replay, simulate_stage as simulate,
+                                to_beats)
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-
-
-def to_beats(images, n, planes):
-    """``(N, H, W, C)`` element codes -> raw beats in stream order (beat g = channels g*n..)."""
-    codes = images.reshape(-1, n).astype(np.int64)
-    weights = 1 << np.arange(n, dtype=np.int64)
-    if planes == 1:
-        return [int(v) for v in codes @ weights]
-    m, l = (codes >> 1) @ weights, (codes & 1) @ weights
-    return [int(a) | int(b) << n for a, b in zip(m, l)]  # StructLayout: m first, then l
-
-
-def from_beats(words, n, planes, shape):
-    """Inverse of :func:`to_beats`."""
-    w = np.array(words, dtype=np.int64)[:, None]
-    bits = (w >> np.arange(planes * n)) & 1
-    codes = bits if planes == 1 else 2 * bits[:, :n] + bits[:, n:]
-    return codes.reshape(shape)
-
-
-def simulate(dut, in_beats, n_out, *, idle=0.0, stall=0.0, seed=0):
-    """Run the DUT; returns output beats, accept cycles of both ports and a per-cycle trace
-    of ``(i.valid, i.ready, o.valid, o.ready)``."""
-    t_in, t_out, got, trace = [], [], [], []
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-
-    async def feed(ctx):
-        await stream_send(ctx, dut.i, in_beats, rng=random.Random(seed), idle=idle, times=t_in)
-
-    async def drain(ctx):
-        got.extend(await stream_recv(ctx, dut.o, n_out, rng=random.Random(seed + 7),
-                                     stall=stall, times=t_out))
-
-    async def monitor(ctx):
-        async for _, _, *sample in ctx.tick().sample(dut.i.valid, dut.i.ready, dut.o.valid,
-                                                     dut.o.ready):
-            trace.append(tuple(bool(v) for v in sample))
-
-    sim.add_testbench(feed)
-    sim.add_testbench(drain)
-    sim.add_testbench(monitor, background=True)
-    sim.run()
-    return got, t_in, t_out, trace
-
-
-def replay(model, trace):
-    """Step ``model`` with the simulation's handshakes; it must predict o.valid and i.ready."""
-    for cycle, (i_valid, i_ready, o_valid, o_ready) in enumerate(trace):
-        assert model.valid() == o_valid, f"o.valid differs in cycle {cycle}"
-        assert model.ready(o_ready) == i_ready, f"i.ready differs in cycle {cycle}"
-        model.step(i_valid and i_ready, o_valid and o_ready, cycle)
 
 
 def reference(images, k):

@@ -1,27 +1,16 @@
 """SlidingWindowGenerator: window order vs numpy, cycle-exact timing model, rate, checks."""
 
 import gc
-import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from hw.width_converter import BIT, ML_PAIR
 from hw.window import SlidingWindowGenerator, WindowTiming
-from tests.stream_bench import stream_recv, stream_send
+from tests.stream_bench import (pack_elems as pack, replay_timing as replay,
+                                simulate_stage as simulate)
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-
-
-def pack(elems, planes):
-    """Elements (ints: bit, or (m, l) pairs as 2*m + l) -> raw beat value."""
-    n = len(elems)
-    if planes == 1:
-        return sum(int(e) << k for k, e in enumerate(elems))
-    m = sum((int(e) >> 1) << k for k, e in enumerate(elems))
-    l = sum((int(e) & 1) << k for k, e in enumerate(elems))
-    return m | l << n  # StructLayout({"m": n, "l": n}): m first
 
 
 def reference(images, kernel, stride, simd, planes):
@@ -35,40 +24,6 @@ def reference(images, kernel, stride, simd, planes):
                  for n in range(n_img) for oy in range(oh) for ox in range(ow)
                  for ky in range(kernel) for kx in range(kernel) for g in range(0, c, simd)]
     return beats_in, beats_out
-
-
-def simulate(dut, beats_in, n_out, *, idle=0.0, stall=0.0, seed=0):
-    """Run the generator; returns output payloads, fire cycles and the per-cycle handshake."""
-    got, t_in, t_out, trace = [], [], [], []
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-
-    async def feed(ctx):
-        await stream_send(ctx, dut.i, beats_in, rng=random.Random(seed), idle=idle,
-                          times=t_in)
-
-    async def drain(ctx):
-        got.extend(await stream_recv(ctx, dut.o, n_out, rng=random.Random(seed + 7),
-                                     stall=stall, times=t_out))
-
-    async def monitor(ctx):
-        async for _, _, *hs in ctx.tick().sample(dut.i.valid, dut.i.ready,
-                                                 dut.o.valid, dut.o.ready):
-            trace.append(tuple(hs))
-
-    sim.add_testbench(feed)
-    sim.add_testbench(drain)
-    sim.add_testbench(monitor, background=True)
-    sim.run()
-    return got, t_in, t_out, trace
-
-
-def replay(model, trace):
-    """Step ``model`` with the simulated fire pattern; require the same handshake every cycle."""
-    for cycle, (i_valid, i_ready, o_valid, o_ready) in enumerate(trace):
-        assert model.valid() == bool(o_valid), f"o.valid differs in cycle {cycle}"
-        assert model.ready(bool(o_ready)) == bool(i_ready), f"i.ready differs in cycle {cycle}"
-        model.step(bool(i_valid and i_ready), bool(o_valid and o_ready), cycle)
 
 
 def check(elem, channels, simd, h, w, kernel, stride, n_img, *, idle=0.0, stall=0.0, seed=0):
