@@ -57,6 +57,14 @@ def _entry(description: str, arch: dict, **recipe_overrides) -> ZooEntry:
                     MappingProxyType({**_DEFAULT_RECIPE, **recipe_overrides}))
 
 
+# BNN-PYNQ's CNV feature extractor: valid 3x3 convolutions 64, 64, pool, 128, 128, pool, 256, 256.
+_CNV_CONVS = ({"channels": 64, "kernel": 3}, {"channels": 64, "kernel": 3, "pool": 2},
+              {"channels": 128, "kernel": 3}, {"channels": 128, "kernel": 3, "pool": 2},
+              {"channels": 256, "kernel": 3}, {"channels": 256, "kernel": 3})
+# Two "same" 3x3 convolutions with 2x2 max-pools (test-sized).
+_TINY_CONVS = ({"channels": 16, "kernel": 3, "pad": 1, "pool": 2},
+               {"channels": 32, "kernel": 3, "pad": 1, "pool": 2})
+
 ZOO: Mapping[str, ZooEntry] = MappingProxyType({
     "tiny": _entry(
         "784-64-64-10, 1-bit activations, input binarised at 128 (fast tests)",
@@ -85,33 +93,27 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
         "input binarised at 128 (fast tests)",
         dict(input_shape=(1, 28, 28), thermometer_levels=1, hidden=[64],
              activation="sign", classes=10, dropout=0.0,
-             convs=[{"channels": 16, "kernel": 3, "pad": 1, "pool": 2},
-                    {"channels": 32, "kernel": 3, "pad": 1, "pool": 2}]),
+             convs=_TINY_CONVS),
         epochs=4, lr=5e-3, batch_size=128),
     "tiny_conv_frac": _entry(
         "tiny_conv with a 2-level thermometer input and FracBNN 2-bit gated activations",
         dict(input_shape=(1, 28, 28), thermometer_levels=2, hidden=[64],
              activation="frac2", classes=10, dropout=0.0,
-             convs=[{"channels": 16, "kernel": 3, "pad": 1, "pool": 2},
-                    {"channels": 32, "kernel": 3, "pad": 1, "pool": 2}]),
+             convs=_TINY_CONVS),
         epochs=4, lr=5e-3, batch_size=128, gate_lambda=0.05, gate_lr_scale=100.0),
     "cnv_w1a1": _entry(
         "BNN-PYNQ CNV-W1A1 on 32x32 (MNIST padded, thermometer T=2): 3x3 valid convs 64, 64, "
         "pool, 128, 128, pool, 256, 256, dense 512, 512, 10",
         dict(input_shape=(1, 32, 32), thermometer_levels=2, hidden=[512, 512],
              activation="sign", classes=10, dropout=0.0,
-             convs=[{"channels": 64, "kernel": 3}, {"channels": 64, "kernel": 3, "pool": 2},
-                    {"channels": 128, "kernel": 3}, {"channels": 128, "kernel": 3, "pool": 2},
-                    {"channels": 256, "kernel": 3}, {"channels": 256, "kernel": 3}]),
+             convs=_CNV_CONVS),
         epochs=4, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2),
     "cnv_w1a1_cifar10": _entry(
         "the cnv_w1a1 topology on CIFAR-10 (3x32x32, thermometer T=8 per colour channel = 24 "
         "binary input channels); train it from your own cifar-10-batches-py (--data DIR)",
         dict(input_shape=(3, 32, 32), thermometer_levels=8, hidden=[512, 512],
              activation="sign", classes=10, dropout=0.0,
-             convs=[{"channels": 64, "kernel": 3}, {"channels": 64, "kernel": 3, "pool": 2},
-                    {"channels": 128, "kernel": 3}, {"channels": 128, "kernel": 3, "pool": 2},
-                    {"channels": 256, "kernel": 3}, {"channels": 256, "kernel": 3}]),
+             convs=_CNV_CONVS),
         epochs=30, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2),
     "tiny_conv_cifar10": _entry(
         "a test-sized conv net for CIFAR-10 files (3x32x32, T=2): conv 8 (pad 1) + pool, "
@@ -125,9 +127,7 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
         "CNV with FracBNN activations: the cnv_w1a1 topology, 2-bit gated activations",
         dict(input_shape=(1, 32, 32), thermometer_levels=2, hidden=[512, 512],
              activation="frac2", classes=10, dropout=0.0,
-             convs=[{"channels": 64, "kernel": 3}, {"channels": 64, "kernel": 3, "pool": 2},
-                    {"channels": 128, "kernel": 3}, {"channels": 128, "kernel": 3, "pool": 2},
-                    {"channels": 256, "kernel": 3}, {"channels": 256, "kernel": 3}]),
+             convs=_CNV_CONVS),
         epochs=10, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2, gate_lambda=0.05,
         gate_lr_scale=100.0),
 })
