@@ -114,7 +114,7 @@ def test_wrong_format_version_and_contents(tmp_path):
 
 # Required accuracy of the shipped zoo checkpoints (models/checkpoints/README.md).
 _SHIPPED_MIN_ACCURACY = {"tiny": 0.90, "tiny_frac": 0.90, "lfc_w1a1": 0.980, "lfc_frac": 0.980,
-                         "tiny_conv": 0.95, "tiny_conv_frac": 0.94}
+                         "tiny_conv": 0.95, "tiny_conv_frac": 0.975}
 
 
 # Zoo models whose checkpoint is not shipped: CNV needs hours of CPU training
