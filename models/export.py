@@ -36,6 +36,12 @@ __all__ = ["ExportError", "default_folding", "compile_model", "compare_with_mode
 
 # BNN-PYNQ's LFC folding (PE, SIMD) per layer, /work/shared/anchors.md.
 _LFC_FOLDING = ((32, 64), (64, 32), (32, 64), (16, 8))
+# CNV topology (6 convolutions 64, 64, 128, 128, 256, 256 -> 512, 512, 10): a folding whose
+# exact II is 14,652 cycles (20,475 images/s at 300 MHz) and whose Yosys synth_xilinx estimate
+# fits the xczu3eg (sim.bench CNV_FOLDINGS["fast"]); the first layer reads whole pixels (SIMD =
+# its input channels up to 32: 2 for MNIST with 2 thermometer planes).
+_CNV_OUT = [64, 64, 128, 128, 256, 256, 512, 512, 10]
+_CNV_FOLDING = ((64, 2), (32, 64), (16, 64), (16, 64), (8, 32), (2, 32), (2, 8), (2, 16), (2, 8))
 # Images per PyTorch forward in compare_with_model.
 _TORCH_BATCH = 1000
 
@@ -56,7 +62,8 @@ def default_folding(shapes: list[tuple]) -> list[Folding]:
 
     LFC topologies (``P*T``-1024-1024-1024-10) get BNN-PYNQ's 32/64, 64/32, 32/64, 16/8
     with padding of the first layer's inputs and the last layer's outputs where needed.
-    Convolutions (``(MW, MH, C)``): SIMD = the largest divisor of ``C`` that is <= 32,
+    The CNV topology gets a folding of II 14,652 cycles that fits the xczu3eg (``_CNV_FOLDING``).
+    Other convolutions (``(MW, MH, C)``): SIMD = the largest divisor of ``C`` that is <= 32,
     PE = the largest divisor of MH that is <= 16.
     Anything else: SIMD 64 on the first layer (padded), otherwise the largest divisors
     with SIMD <= 32 and PE <= 16.
@@ -64,9 +71,16 @@ def default_folding(shapes: list[tuple]) -> list[Folding]:
     n = len(shapes)
     lfc = n == 4 and all(len(s) == 2 for s in shapes) \
         and [s[1] for s in shapes] == [1024, 1024, 1024, 10]
+    cnv = [s[1] for s in shapes] == _CNV_OUT and [len(s) for s in shapes] == [3] * 6 + [2] * 3
     folding = []
     for i, shape in enumerate(shapes):
         mw, mh = shape[:2]
+        if cnv:
+            pe, simd = _CNV_FOLDING[i]
+            limit = shape[2] if len(shape) == 3 else mw
+            # The first layer reads whole pixels (all thermometer planes) per beat.
+            folding.append(Folding(pe, _largest_divisor(limit, 32 if i == 0 else simd)))
+            continue
         if len(shape) == 3:
             folding.append(Folding(_largest_divisor(mh, 16), _largest_divisor(shape[2], 32)))
             continue

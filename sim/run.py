@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--shards", type=int, default=0,
                    help="batch engine: simulator processes, each streaming a contiguous share "
-                        "of the images from reset (default: 2 from 2000 images on a machine "
+                        "of the images from reset (default: 2 from 1000 images on a machine "
                         "with 2+ cores, else 1)")
     p.add_argument("--design-dir", type=Path,
                    help="keep the generated design here (default: a temporary directory)")
@@ -83,7 +83,7 @@ def _shard_bounds(n: int, args) -> list[tuple[int, int]]:
     if args.engine != "batch":
         shards = 1
     elif shards == 0:
-        shards = 2 if n >= 2000 and (os.cpu_count() or 1) >= 2 else 1
+        shards = 2 if n >= 1000 and (os.cpu_count() or 1) >= 2 else 1
     shards = max(1, min(shards, n))
     edges = np.linspace(0, n, shards + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]

@@ -243,3 +243,12 @@ def test_golden_refuses_images_of_the_wrong_shape():
     net = compile_model(randomise(BinaryNet(**CONFIGS["rgb_stride"])), "rgb")
     with pytest.raises(UserError, match=r"images must be \(N, 297\) uint8"):
         GoldenModel(net).run(np.zeros((2, 99), np.uint8))
+
+
+def test_default_folding_of_cnv_is_the_fast_benchmark_folding():
+    from models.export import _fold_shape
+    from sim.bench import CNV_FOLDINGS
+
+    shapes = [_fold_shape(l) for l in zoo.build("cnv_w1a1").layers]
+    assert [f.to_json() for f in default_folding(shapes)] == [
+        {"pe": f["pe"], "simd": f["simd"], "pad": False} for f in CNV_FOLDINGS["fast"]]
