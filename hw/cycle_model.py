@@ -1,33 +1,31 @@
-"""Cycle-exact performance model of the accelerator pipeline.
+"""Cycle-exact performance model of the accelerator pipeline, composed from the stages' own
+timing models.
 
-The model steps every stage of :func:`hw.accelerator.plan_stages` one clock cycle at a time,
-at the level of counters rather than data, using each block's documented timing:
+:func:`simulate_pipeline` steps every stage of :func:`hw.accelerator.plan_stages` one clock
+cycle at a time, at the level of counters rather than data.  Each stage's model lives beside
+its component and follows the component's documented timing contract:
 
-* ``thermometer``: one pipeline register, ``ready = ~full | ready_downstream``;
-* ``convert``: :class:`hw.width_converter.StreamWidthConverter` (fill level ``count``,
-  ``valid = count >= out``, ``ready = count <= capacity - in - pad``);
-* ``mvtu``: :class:`hw.mvtu.MatrixVectorThresholdUnit`'s timing contract (ping-pong input
-  banks, one read per cycle, result written to the output FIFO ``pipeline_latency - 1``
-  cycles after the read it depends on last and valid one cycle later).  1-bit inputs and the
-  ``"fold"`` LSB schedule: credit check at each neuron fold's first read, the speculative
-  LSB pass abandoned ``gate_delay`` cycles into it when every gate of the fold is closed.
-  ``"lane"`` schedule: ``NF*SF`` MSB reads, a wait until ``gate_delay`` cycles after the
-  last one, ``R`` LSB rounds of ``SF`` reads (``R`` = most open gates in one PE lane), then
-  the hand-off to the emitter (once it is idle; the next vector's first read in the same
-  cycle), which emits ``NF`` beats from the next cycle on, one per cycle with a free credit;
-* ``serializer``: :class:`hw.output_serializer.OutputSerializer` (collect ``NF`` beats into
-  one register set, transfer to a second when its emitter is idle or finishing, emit
-  ``1 + C`` beats).
+| stage | model | component |
+|---|---|---|
+| ``thermometer`` | :class:`hw.thermometer.ThermometerTiming` | ``ThermometerEncoder`` |
+| ``convert`` | :class:`hw.width_converter.ConverterTiming` | ``StreamWidthConverter`` |
+| ``pad`` | :class:`hw.padding.PaddingTiming` | ``PaddingStage`` |
+| ``window`` | :class:`hw.window.WindowTiming` | ``SlidingWindowGenerator`` |
+| ``mvtu`` | :class:`hw.mvtu_timing.EngineTiming` / ``LaneEngineTiming`` | ``MatrixVectorThresholdUnit`` |
+| ``pool`` | :class:`hw.maxpool.MaxPoolTiming` | ``MaxPoolUnit`` |
+| ``serializer`` | :class:`hw.output_serializer.SerializerTiming` | ``OutputSerializer`` |
 
 Cycle ``c`` is the ``c``-th rising clock edge after reset; a handshake "at cycle c" fires on
 that edge.  The input offers the images' beats back to back from cycle 0 and the output is
 always ready.  Frac layers' timing depends on the data: pass the golden model's gate
-decisions (``GoldenModel(net).run(images).gates``).
+decisions (``GoldenModel(net).run(images).gates``).  Where the timing cannot depend on the
+data, the model stops stepping once the pipeline's state repeats and extends the events with
+that period (exact; see :func:`simulate_pipeline`).
 
-The steady-state initiation interval of a data-independent pipeline is the largest per-image
-occupancy of any stage (:func:`stage_cycles_per_image`): thermometer and converters one
-cycle per beat, a layer engine ``compute_cycles``, the serializer ``max(NF + 1, 1 + C)``.
-:func:`gating_savings` reports the engine cycles precision gating saves.
+:func:`stage_cycles_per_image` gives each stage's busy cycles per image (the largest is a lower
+bound of the initiation interval), :func:`exact_steady_state_ii` the exact interval,
+:func:`bottleneck_notes` the non-engine stages that set it, and :func:`gating_savings` the
+engine cycles precision gating saves.
 """
 
 from __future__ import annotations
@@ -39,7 +37,13 @@ import numpy as np
 from sw.compiled_net import CompiledNetwork
 
 from .maxpool import MaxPoolTiming
+from .mvtu_timing import (EngineTiming, LaneEngineTiming, engine_timing, fold_gate_fn,
+                          lane_compute_cycles, lane_rounds_fn, padded_gates, timing_of,
+                          vector_gates)
+from .output_serializer import SerializerTiming
 from .padding import PaddingTiming
+from .thermometer import ThermometerTiming
+from .width_converter import ConverterTiming
 from .window import WindowTiming
 
 #: Timing models of the spatial stream stages, kept beside their components.
@@ -91,329 +95,11 @@ class CycleModelResult:
         return np.diff(self.output_start)
 
 
-def engine_timing(layer) -> dict:
-    """The layer engine's timing constants for ``layer`` (a LayerSpec), without building it.
-
-    Mirrors the properties of :class:`hw.mvtu.MatrixVectorThresholdUnit` built with the
-    default ``lsb_schedule`` (``popcount_latency`` of a ``SIMD``-bit tree with 3 adder levels
-    per stage, ``pipeline_latency = lp + 3``, ``gate_delay = lp + 1``,
-    ``output_depth = pipeline_latency + 1``, ``lane``: the lane-compacted LSB schedule is used,
-    :func:`hw.mvtu.uses_lane_schedule`).
-    """
-    from .mvtu import _LEVELS_PER_STAGE, uses_lane_schedule
-    from .popcount import popcount_latency
-    lp = popcount_latency(layer.folding.simd, _LEVELS_PER_STAGE)
-    return {"popcount_latency": lp, "pipeline_latency": lp + 3, "gate_delay": lp + 1,
-            "output_depth": lp + 4, "lane": uses_lane_schedule(layer)}
-
-
-def _timing_of(engine) -> dict:
-    """Timing constants of a built :class:`hw.mvtu.MatrixVectorThresholdUnit`."""
-    return {"popcount_latency": engine.popcount_latency,
-            "pipeline_latency": engine.pipeline_latency, "gate_delay": engine.gate_delay,
-            "output_depth": engine.output_depth, "lane": engine.lane_scheduled}
-
-
-def _lane_compute_cycles(layer, gate_delay: int, rounds: int) -> int:
-    """Lane schedule: ``NF*SF + gate_delay + R*SF`` engine cycles per vector."""
-    sf, nf = layer.synapse_folds, layer.neuron_folds
-    return nf * sf + gate_delay + rounds * sf
-
-
-def _padded_gates(layer, gates) -> np.ndarray:
-    """``(N, MH)`` (or ``(MH,)``) gate decisions -> ``(N, NF, PE)`` with padding closed."""
-    g = np.asarray(gates, dtype=bool)
-    g = g.reshape(-1, g.shape[-1])
-    padded = np.zeros((g.shape[0], layer.mh_padded), dtype=bool)
-    padded[:, :layer.out_features] = g
-    return padded.reshape(g.shape[0], layer.neuron_folds, layer.folding.pe)
-
-
 # ----------------------------------------------------------------------------- stage models
-# Each model: valid() and ready(ready_down) from the current state (ready may look at the
-# downstream ready combinationally), then step(in_fire, out_fire, cycle, in_valid) moves to
-# the next (in_valid: the upstream valid of this cycle, for stages whose state depends on it).
-
-
-class _Thermometer:
-    def __init__(self):
-        self.full = False
-
-    def valid(self):
-        return self.full
-
-    def ready(self, down_ready):
-        return (not self.full) or down_ready
-
-    def step(self, in_fire, out_fire, cycle, in_valid=True):
-        if (not self.full) or out_fire:
-            self.full = in_fire
-
-
-class _Converter:
-    def __init__(self, p):
-        self.n_in, self.n_out, self.pad = p["in_count"], p["out_count"], p["pad_elems"]
-        cap = self.n_out + 2 * self.n_in - 1 + self.pad
-        self.limit = cap - self.n_in - self.pad
-        self.beats = (p["vector_elems"] // self.n_in) if p["vector_elems"] else None
-        self.count = 0
-        self.beat = 0
-
-    def valid(self):
-        return self.count >= self.n_out
-
-    def ready(self, down_ready):
-        return self.count <= self.limit
-
-    def step(self, in_fire, out_fire, cycle, in_valid=True):
-        self.count -= self.n_out * out_fire
-        if in_fire:
-            self.count += self.n_in
-            if self.beats:
-                if self.beat == self.beats - 1:
-                    self.count += self.pad
-                    self.beat = 0
-                else:
-                    self.beat += 1
-
-
-class _Engine:
-    """MatrixVectorThresholdUnit timing (see its class docstring)."""
-
-    def __init__(self, layer, fold_gates_per_vector, timing):
-        self.sf, self.nf = layer.synapse_folds, layer.neuron_folds
-        self.two = layer.in_bits == 2
-        self.gd = timing["gate_delay"]
-        self.write_delay = timing["pipeline_latency"] - 1   # FIFO write after the last read
-        self.depth = timing["output_depth"]
-        self.speculate = self.two and self.gd < self.sf
-        self.gates = fold_gates_per_vector    # callable: vector index -> list[bool] per fold
-        # Input side.
-        self.full = [False, False]
-        self.wr_bank = 0
-        self.wr_sf = 0
-        # Read sequencer: position of the next read of the active vector.
-        self.active = False
-        self.rd_bank = 0
-        self.vec = 0           # index of the vector in rd_bank / being read
-        self.pos = (0, 0, 0)   # (nf, lsb, sf)
-        self.cur_gates = None
-        self.credits = 0
-        # Output FIFO: cycles at which results are written; count of visible entries.
-        self.pending = []
-        self.fifo = 0
-
-    def valid(self):
-        return self.fifo > 0
-
-    def ready(self, down_ready):
-        return not self.full[self.wr_bank]
-
-    def _fold_open(self, nf):
-        return self.cur_gates[nf]
-
-    def _accept_input(self, in_fire):
-        """Input bank fill (both schedules); returns which bank became full this cycle."""
-        set_full = [False, False]
-        if in_fire:
-            if self.wr_sf == self.sf - 1:
-                self.wr_sf = 0
-                set_full[self.wr_bank] = True
-                self.wr_bank ^= 1
-            else:
-                self.wr_sf += 1
-        return set_full
-
-    def step(self, in_fire, out_fire, cycle, in_valid=True):
-        set_full = self._accept_input(in_fire)
-        clr_full = [False, False]
-
-        # Candidate read of this cycle.
-        nf, lsb, sf = self.pos
-        abort = (self.speculate and self.active and lsb and sf == self.gd
-                 and not self._fold_open(nf))
-        cand = None                     # (bank, vector, nf, lsb, sf)
-        if not self.active:
-            if self.full[self.rd_bank]:
-                cand = (self.rd_bank, self.vec, 0, 0, 0)
-        elif abort and nf == self.nf - 1:
-            clr_full[self.rd_bank] = True
-            if self.full[self.rd_bank ^ 1]:
-                cand = (self.rd_bank ^ 1, self.vec + 1, 0, 0, 0)
-        elif abort:
-            cand = (self.rd_bank, self.vec, nf + 1, 0, 0)
-        else:
-            cand = (self.rd_bank, self.vec, nf, lsb, sf)
-        issue = False
-        if cand is not None:
-            fold_start = cand[3] == 0 and cand[4] == 0
-            issue = (not fold_start) or self.credits < self.depth
-        if issue:
-            bank, vec, c_nf, c_lsb, c_sf = cand
-            if vec != self.vec or self.cur_gates is None:
-                self.vec = vec
-                self.cur_gates = self.gates(vec)
-            open_ = self.two and self.cur_gates[c_nf]
-            last_sf = c_sf == self.sf - 1
-            # The fold's result depends on reads up to its last used one.
-            if last_sf and ((not self.two) or (c_lsb == 0 and not open_) or
-                            (c_lsb == 1 and open_)):
-                self.pending.append(cycle + self.write_delay)
-            if c_sf == 0 and c_lsb == 0:
-                self.credits += 1
-            if not last_sf:
-                self.active, self.rd_bank, self.pos = True, bank, (c_nf, c_lsb, c_sf + 1)
-            elif self.two and c_lsb == 0:
-                self.active, self.rd_bank, self.pos = True, bank, (c_nf, 1, 0)
-            elif c_nf != self.nf - 1:
-                self.active, self.rd_bank, self.pos = True, bank, (c_nf + 1, 0, 0)
-            else:
-                self.active, self.rd_bank, self.pos = False, bank ^ 1, (0, 0, 0)
-                clr_full[bank] = True
-                self.vec = vec + 1
-                self.cur_gates = None
-        elif abort:
-            if nf == self.nf - 1:
-                self.active, self.rd_bank, self.pos = False, self.rd_bank ^ 1, (0, 0, 0)
-                self.vec += 1
-                self.cur_gates = None
-            else:
-                self.pos = (nf + 1, 0, 0)
-
-        if out_fire:
-            self.fifo -= 1
-            self.credits -= 1
-        # Results written in this cycle become visible in the next.
-        while self.pending and self.pending[0] <= cycle:
-            self.pending.pop(0)
-            self.fifo += 1
-        for b in (0, 1):
-            self.full[b] = (self.full[b] and not clr_full[b]) or set_full[b]
-
-
-class _LaneEngine(_Engine):
-    """MatrixVectorThresholdUnit timing, 2-bit inputs, lane-compacted LSB schedule."""
-
-    def __init__(self, layer, rounds_per_vector, timing):
-        super().__init__(layer, None, timing)
-        self.rounds = rounds_per_vector    # callable: vector index -> R
-        self.lsb = False                   # in the LSB phase
-        self.nf_pos = 0
-        self.sf_pos = 0
-        self.gates_known_at = None         # first cycle the LSB phase may start
-        self.rounds_left = 0
-        self.em_busy = False               # emitter holds a vector
-        self.em_nf = 0
-
-    def step(self, in_fire, out_fire, cycle, in_valid=True):
-        set_full = self._accept_input(in_fire)
-        clr_full = [False, False]
-
-        # Read sequencer: candidate (lsb, nf, sf) of this cycle, or a hand-off.
-        cand = None
-        handoff = False
-        bank = self.rd_bank
-        if not self.active:
-            if self.full[bank]:
-                cand = (False, 0, 0)
-        elif not self.lsb:
-            cand = (False, self.nf_pos, self.sf_pos)
-        elif self.sf_pos != 0:
-            cand = (True, 0, self.sf_pos)
-        elif cycle >= self.gates_known_at:
-            if self.rounds_left:
-                cand = (True, 0, 0)
-            elif not self.em_busy:
-                handoff = True
-                clr_full[bank] = True
-                bank ^= 1
-                if self.full[bank]:
-                    cand = (False, 0, 0)
-        # Emitter: one beat per cycle while it holds a vector and a credit is free.
-        emit = self.em_busy and self.credits < self.depth
-        if emit:
-            self.credits += 1
-            self.pending.append(cycle + self.write_delay)
-            if self.em_nf == self.nf - 1:
-                self.em_busy, self.em_nf = False, 0
-            else:
-                self.em_nf += 1
-        if handoff:
-            self.active, self.rd_bank, self.lsb = False, bank, False
-            self.em_busy, self.em_nf = True, 0
-            self.vec += 1
-        if cand is not None:
-            lsb, nf, sf = cand
-            last_sf = sf == self.sf - 1
-            self.active, self.rd_bank = True, bank
-            if not lsb:
-                if not last_sf:
-                    self.nf_pos, self.sf_pos = nf, sf + 1
-                elif nf != self.nf - 1:
-                    self.nf_pos, self.sf_pos = nf + 1, 0
-                else:
-                    # Stage A of this read registers the last gates: known gate_delay later.
-                    self.lsb, self.nf_pos, self.sf_pos = True, 0, 0
-                    self.gates_known_at = cycle + self.gd + 1
-                    self.rounds_left = self.rounds(self.vec)
-            else:
-                if sf == 0:
-                    self.rounds_left -= 1
-                self.sf_pos = 0 if last_sf else sf + 1
-
-        if out_fire:
-            self.fifo -= 1
-            self.credits -= 1
-        while self.pending and self.pending[0] <= cycle:
-            self.pending.pop(0)
-            self.fifo += 1
-        for b in (0, 1):
-            self.full[b] = (self.full[b] and not clr_full[b]) or set_full[b]
-
-
-class _Serializer:
-    def __init__(self, p):
-        self.nf, self.beats = p["neuron_folds"], 1 + p["classes"]
-        self.have = False
-        self.emitting = False
-        self.fold = 0
-        self.out_beat = 0
-
-    def valid(self):
-        return self.emitting
-
-    def ready(self, down_ready):
-        return not self.have
-
-    def step(self, in_fire, out_fire, cycle, in_valid=True):
-        last_out = out_fire and self.out_beat == self.beats - 1
-        transfer = self.have and (not self.emitting or last_out)
-        if in_fire:
-            if self.fold == self.nf - 1:
-                self.fold, self.have = 0, True
-            else:
-                self.fold += 1
-        if out_fire:
-            if last_out:
-                self.emitting, self.out_beat = False, 0
-            else:
-                self.out_beat += 1
-        if transfer:
-            self.have, self.emitting, self.out_beat = False, True, 0
-
-
-def _vector_gates(layer, gates, images) -> np.ndarray:
-    """Per-image gates ``(N, V*MH)`` (``GoldenModel.run(...).gates[i]``) -> per input vector
-    ``(N*V, MH)`` (``V`` = vectors per image: a convolution's output positions)."""
-    if gates is None:
-        raise ValueError(f"layer {layer.index} has 2-bit inputs: pass its gate decisions "
-                         f"(GoldenModel(net).run(images).gates)")
-    g = np.asarray(gates, dtype=bool)
-    width = layer.vectors_per_image * layer.out_features
-    if g.ndim != 2 or g.shape[0] < images or g.shape[1] != width:
-        raise ValueError(f"gates of layer {layer.index} must be ({images}, {width}) "
-                         f"booleans, not {g.shape}")
-    return g.reshape(-1, layer.out_features)
+# Each stage's timing model lives beside its component; each has valid() and
+# ready(ready_down) from the current state (ready may look at the downstream ready
+# combinationally), then step(in_fire, out_fire, cycle, in_valid) moves to the next (in_valid:
+# the upstream valid of this cycle, for stages whose state depends on it).
 
 
 def _stream_timing(info):
@@ -437,34 +123,13 @@ def _stream_cycles(info) -> int:
     return max(p["height"] * p["width"] * g, oh * ow * k * k * g)
 
 
-def _fold_gate_fn(layer, gates, images):
-    """vector index -> per-fold 'any gate open' list for one engine."""
-    nf, pe = layer.neuron_folds, layer.folding.pe
-    if layer.in_bits == 1:
-        closed = [False] * nf
-        return lambda v: closed
-    g = _vector_gates(layer, gates, images)
-    padded = np.zeros((g.shape[0], layer.mh_padded), dtype=bool)
-    padded[:, :layer.out_features] = g
-    per_fold = padded.reshape(g.shape[0], nf, pe).any(axis=2)
-    # Beyond the last image the engine never starts; any pattern will do.
-    return lambda v: [bool(x) for x in per_fold[min(v, g.shape[0] - 1)]]
-
-
-def _lane_rounds_fn(layer, gates, images):
-    """vector index -> LSB rounds ``R`` (most open gates in one PE lane) for one engine."""
-    g = _vector_gates(layer, gates, images)
-    rounds = _padded_gates(layer, g).sum(axis=1).max(axis=1)
-    return lambda v: int(rounds[min(v, g.shape[0] - 1)])
-
-
 def _state(model, cycle: int) -> tuple:
     """A stage model's state relative to ``cycle`` (hashable), for period detection."""
-    if isinstance(model, _Engine):
+    if isinstance(model, EngineTiming):
         state = ("engine", tuple(model.full), model.wr_bank, model.wr_sf, model.active,
                  model.rd_bank, model.pos, model.credits, model.fifo,
                  tuple(t - cycle for t in model.pending))
-        if isinstance(model, _LaneEngine):
+        if isinstance(model, LaneEngineTiming):
             known = None if model.gates_known_at is None else model.gates_known_at - cycle
             state += (model.lsb, model.nf_pos, model.sf_pos, max(known, 0) if known is not None
                       else None, model.rounds_left, model.em_busy, model.em_nf)
@@ -540,23 +205,27 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
     models = []
     for info in stages:
         if info.kind == "thermometer":
-            models.append(_Thermometer())
+            models.append(ThermometerTiming())
         elif info.kind == "convert":
-            models.append(_Converter(info.params))
+            p = info.params
+            models.append(ConverterTiming(p["in_count"], p["out_count"],
+                                          vector_elems=p["vector_elems"],
+                                          pad_elems=p["pad_elems"]))
         elif info.kind in _STREAM_TIMING:
             models.append(_stream_timing(info))
         elif info.kind == "mvtu":
             layer = net.layers[info.params["layer"]]
             timing = (engine_timing(layer) if engines is None
-                      else _timing_of(engines[layer.index]))
+                      else timing_of(engines[layer.index]))
             if timing["lane"]:
-                models.append(_LaneEngine(
-                    layer, _lane_rounds_fn(layer, gates[layer.index], images), timing))
+                models.append(LaneEngineTiming(
+                    layer, lane_rounds_fn(layer, gates[layer.index], images), timing))
             else:
-                models.append(_Engine(
-                    layer, _fold_gate_fn(layer, gates[layer.index], images), timing))
+                models.append(EngineTiming(
+                    layer, fold_gate_fn(layer, gates[layer.index], images), timing))
         else:
-            models.append(_Serializer(info.params))
+            models.append(SerializerTiming(info.params["classes"],
+                                           info.params["neuron_folds"]))
 
     beats_in = stages[0].params["beats_per_image"]
     beats_out = 1 + net.classes
@@ -642,27 +311,27 @@ def stage_cycles_per_image(net: CompiledNetwork, pixels_per_beat: int = 8, *,
             if layer.vectors_per_image != 1:
                 # Data-dependent per window: best (all closed) or worst (all open) case.
                 timing = (engine_timing(layer) if engines is None
-                          else _timing_of(engines[layer.index]))
+                          else timing_of(engines[layer.index]))
                 g = np.full(layer.out_features, worst)
-                per_neuron = _padded_gates(layer, g)[0]
+                per_neuron = padded_gates(layer, g)[0]
                 if timing["lane"]:
                     rounds = int(per_neuron.sum(axis=0).max())
-                    per = _lane_compute_cycles(layer, timing["gate_delay"], rounds)
+                    per = lane_compute_cycles(layer, timing["gate_delay"], rounds)
                 else:
                     closed = sf + min(timing["gate_delay"], sf)
                     per = sum(2 * sf if o else closed for o in per_neuron.any(axis=1))
                 out[info.name] = per * layer.vectors_per_image
                 continue
             timing = (engine_timing(layer) if engines is None
-                      else _timing_of(engines[layer.index]))
+                      else timing_of(engines[layer.index]))
             g = None if gates is None else gates[layer.index]
             if g is None:
-                per_neuron = _padded_gates(layer, np.full(layer.out_features, worst))[0]
+                per_neuron = padded_gates(layer, np.full(layer.out_features, worst))[0]
             else:
-                per_neuron = _padded_gates(layer, g)[0]
+                per_neuron = padded_gates(layer, g)[0]
             if timing["lane"]:
                 rounds = int(per_neuron.sum(axis=0).max())
-                out[info.name] = _lane_compute_cycles(layer, timing["gate_delay"], rounds)
+                out[info.name] = lane_compute_cycles(layer, timing["gate_delay"], rounds)
             else:
                 closed = sf + min(timing["gate_delay"], sf)
                 out[info.name] = sum(2 * sf if o else closed for o in per_neuron.any(axis=1))
@@ -720,15 +389,15 @@ def gating_savings(net: CompiledNetwork, gates, *, engines=None) -> list[dict]:
         if layer.in_bits != 2:
             continue
         timing = (engine_timing(layer) if engines is None
-                  else _timing_of(engines[layer.index]))
+                  else timing_of(engines[layer.index]))
         images = np.asarray(gates[layer.index]).shape[0]
-        g = _vector_gates(layer, gates[layer.index], images)   # (vectors, MH)
+        g = vector_gates(layer, gates[layer.index], images)   # (vectors, MH)
         n, sf, nf = g.shape[0], layer.synapse_folds, layer.neuron_folds
-        per = _padded_gates(layer, g)                   # (N, NF, PE)
+        per = padded_gates(layer, g)                   # (N, NF, PE)
         open_folds = int(per.any(axis=2).sum())
         rounds = per.sum(axis=1).max(axis=1)            # (N,) R per image
         if timing["lane"]:
-            cycles = int(sum(_lane_compute_cycles(layer, timing["gate_delay"], int(r))
+            cycles = int(sum(lane_compute_cycles(layer, timing["gate_delay"], int(r))
                              for r in rounds))
         else:
             closed = sf + min(timing["gate_delay"], sf)

@@ -13,7 +13,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["OutputSerializer", "SCORE_BEAT_BITS"]
+__all__ = ["OutputSerializer", "SerializerTiming", "SCORE_BEAT_BITS"]
 
 #: Width of an output beat.
 SCORE_BEAT_BITS = 32
@@ -158,3 +158,38 @@ class OutputSerializer(wiring.Component):
             m.d.sync += [have.eq(0), emitting.eq(1), out_beat.eq(0), out_class.eq(best_idx)]
             m.d.sync += [out_scores[k].eq(scores[k]) for k in range(classes)]
         return m
+
+
+class SerializerTiming:
+    """Cycle-exact model of :class:`OutputSerializer` (collect ``NF`` beats, hand over to the
+    emit registers when they are idle or finishing, emit ``1 + C`` beats), stage-model
+    interface of :mod:`hw.cycle_model`."""
+
+    def __init__(self, classes: int, neuron_folds: int):
+        self.nf, self.beats = neuron_folds, 1 + classes
+        self.have = False
+        self.emitting = False
+        self.fold = 0
+        self.out_beat = 0
+
+    def valid(self):
+        return self.emitting
+
+    def ready(self, down_ready):
+        return not self.have
+
+    def step(self, in_fire, out_fire, cycle, in_valid=True):
+        last_out = out_fire and self.out_beat == self.beats - 1
+        transfer = self.have and (not self.emitting or last_out)
+        if in_fire:
+            if self.fold == self.nf - 1:
+                self.fold, self.have = 0, True
+            else:
+                self.fold += 1
+        if out_fire:
+            if last_out:
+                self.emitting, self.out_beat = False, 0
+            else:
+                self.out_beat += 1
+        if transfer:
+            self.have, self.emitting, self.out_beat = False, True, 0

@@ -11,7 +11,7 @@ from amaranth import Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ThermometerEncoder", "default_thresholds"]
+__all__ = ["ThermometerEncoder", "ThermometerTiming", "default_thresholds"]
 
 
 def default_thresholds(levels: int) -> list[int]:
@@ -94,3 +94,21 @@ class ThermometerEncoder(wiring.Component):
             with m.If(self.i.valid):
                 m.d.sync += self.o.payload.eq(bits)
         return m
+
+
+class ThermometerTiming:
+    """Cycle-exact model of :class:`ThermometerEncoder` (one pipeline register,
+    ``i.ready = ~full | o.ready``), stage-model interface of :mod:`hw.cycle_model`."""
+
+    def __init__(self):
+        self.full = False
+
+    def valid(self):
+        return self.full
+
+    def ready(self, down_ready):
+        return (not self.full) or down_ready
+
+    def step(self, in_fire, out_fire, cycle, in_valid=True):
+        if (not self.full) or out_fire:
+            self.full = in_fire

@@ -13,7 +13,8 @@ from amaranth import Module, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["BIT", "ML_PAIR", "StreamWidthConverter", "beat_layout", "plane_names"]
+__all__ = ["BIT", "ML_PAIR", "StreamWidthConverter", "ConverterTiming", "beat_layout",
+           "plane_names"]
 
 #: One binary element per position.
 BIT = unsigned(1)
@@ -182,3 +183,35 @@ class StreamWidthConverter(wiring.Component):
 
         m.d.sync += count.eq(base + i_fire * n_in + (i_fire & pad_now) * self._pad_elems)
         return m
+
+
+class ConverterTiming:
+    """Cycle-exact model of :class:`StreamWidthConverter` (fill level ``count``,
+    ``valid = count >= out``, ``ready = count <= capacity - in - pad``), stage-model interface
+    of :mod:`hw.cycle_model`."""
+
+    def __init__(self, in_count: int, out_count: int, *, vector_elems: int | None = None,
+                 pad_elems: int = 0):
+        self.n_in, self.n_out, self.pad = in_count, out_count, pad_elems
+        cap = self.n_out + 2 * self.n_in - 1 + self.pad
+        self.limit = cap - self.n_in - self.pad
+        self.beats = (vector_elems // self.n_in) if vector_elems else None
+        self.count = 0
+        self.beat = 0
+
+    def valid(self):
+        return self.count >= self.n_out
+
+    def ready(self, down_ready):
+        return self.count <= self.limit
+
+    def step(self, in_fire, out_fire, cycle, in_valid=True):
+        self.count -= self.n_out * out_fire
+        if in_fire:
+            self.count += self.n_in
+            if self.beats:
+                if self.beat == self.beats - 1:
+                    self.count += self.pad
+                    self.beat = 0
+                else:
+                    self.beat += 1

@@ -209,11 +209,11 @@ def test_steady_state_ii_is_bottleneck(nets):
 
 def test_engine_timing_matches_engines(nets):
     """The model's folding-derived engine constants are the built engines' own."""
-    from hw.cycle_model import _timing_of, engine_timing
+    from hw.mvtu_timing import engine_timing, timing_of
     for net, d, ppb in nets.values():
         acc = Accelerator(net, init_dir=d, pixels_per_beat=ppb)
         for layer, engine in zip(net.layers, acc.engines):
-            assert engine_timing(layer) == _timing_of(engine)
+            assert engine_timing(layer) == timing_of(engine)
             assert stage_cycles_per_image(net, ppb, worst=True)[f"mvtu{layer.index}"] == \
                 engine.compute_cycles()
 

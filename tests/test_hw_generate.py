@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hw.cycle_model import engine_timing, simulate_pipeline, steady_state_ii
+from hw.cycle_model import simulate_pipeline, steady_state_ii
+from hw.mvtu_timing import engine_timing
 from sw.compiled_net import fold_config_from_json, load_compiled_network, refold
 from tests.netfactory import random_compiled_network, random_images
 from tests.test_hw_accelerator import check_exact, simulate
