@@ -128,7 +128,7 @@ ZOO: Mapping[str, ZooEntry] = MappingProxyType({
         dict(input_shape=(1, 32, 32), thermometer_levels=2, hidden=[512, 512],
              activation="frac2", classes=10, dropout=0.0,
              convs=_CNV_CONVS),
-        epochs=10, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2, gate_lambda=0.05,
+        epochs=3, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2, gate_lambda=0.05,
         gate_lr_scale=100.0),
 })
 
