@@ -143,3 +143,20 @@ def replay_timing(model, trace) -> None:
         assert model.valid() == o_valid, f"o.valid differs in cycle {cycle}"
         assert model.ready(o_ready) == i_ready, f"i.ready differs in cycle {cycle}"
         model.step(i_valid and i_ready, o_valid and o_ready, cycle, i_valid)
+
+
+def check_stage(dut, images, expected, n: int, planes: int, *, idle=0.0, stall=0.0, seed=0):
+    """Stream ``images`` ``(N, H, W, C)`` codes through a pixel-stream stage and require every
+    output beat to equal ``expected`` ``(N, OH, OW, C)`` and the stage's timing model to
+    predict its handshake in every cycle.  Returns the accept cycles of both ports."""
+    count = images.shape[0]
+    assert expected.shape[1:3] == (dut.out_height, dut.out_width)
+    assert dut.beats_in_per_image * count * n == images.size
+    assert dut.beats_out_per_image * count * n == expected.size
+    got, t_in, t_out, trace = simulate_stage(dut, to_beats(images, n, planes),
+                                             count * dut.beats_out_per_image,
+                                             idle=idle, stall=stall, seed=seed)
+    import numpy as np
+    np.testing.assert_array_equal(from_beats(got, n, planes, expected.shape), expected)
+    replay_timing(dut.timing_model(), trace)
+    return t_in, t_out

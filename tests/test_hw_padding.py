@@ -6,8 +6,7 @@ import pytest
 
 from hw.padding import PaddingStage, PaddingTiming
 from hw.width_converter import BIT, ML_PAIR
-from tests.stream_bench import (from_beats, replay_timing as replay, simulate_stage as simulate,
-                                to_beats)
+from tests.stream_bench import check_stage
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
@@ -19,14 +18,8 @@ def run(elem, channels, n, height, width, pad, *, images=3, idle=0.0, stall=0.0,
     dut = PaddingStage(elem, channels=channels, height=height, width=width, pad=pad,
                        elems_per_beat=n)
     expected = np.pad(imgs, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    assert expected.shape[1:3] == (dut.out_height, dut.out_width)
-    assert dut.beats_in_per_image * images * n == imgs.size
-    assert dut.beats_out_per_image * images * n == expected.size
-    got, t_in, t_out, trace = simulate(dut, to_beats(imgs, n, planes),
-                                       images * dut.beats_out_per_image,
-                                       idle=idle, stall=stall, seed=seed)
-    np.testing.assert_array_equal(from_beats(got, n, planes, expected.shape), expected)
-    replay(dut.timing_model(), trace)
+    t_in, t_out = check_stage(dut, imgs, expected, n, planes, idle=idle, stall=stall,
+                              seed=seed)
     return dut, t_in, t_out
 
 
