@@ -14,11 +14,15 @@ from sw.errors import UserError
 
 from .base import Board, Ecp5Board, Resources, ZynqBoard
 
-__all__ = ["ALIASES", "Board", "Ecp5Board", "Resources", "ZynqBoard", "board_names",
-           "get_board"]
+__all__ = ["ALIASES", "DEFAULT_TARGET", "Board", "Ecp5Board", "Resources", "ZynqBoard",
+           "board_names", "get_board", "resolve_clock"]
 
 #: Alternative names accepted by :func:`get_board`.
 ALIASES = {"ultra96": "ultra96v2"}
+
+#: The board whose default clock FPS figures use when no ``--board`` is given (BNN-PYNQ's and
+#: FINN's reference platform, so our figures compare with theirs).
+DEFAULT_TARGET = "ultra96"
 
 _NOT_BOARDS = {"base"}
 
@@ -43,3 +47,21 @@ def get_board(name: str) -> Board:
     if not isinstance(board, (ZynqBoard, Ecp5Board)):
         raise TypeError(f"boards/{key}.py must define BOARD as a ZynqBoard or Ecp5Board")
     return board
+
+
+def resolve_clock(board: str | None, clock: float | None) -> tuple[float, str]:
+    """The clock (MHz) for FPS figures and builds, and where it comes from.
+
+    ``clock`` (a ``--clock`` value) wins if given; otherwise the default clock of ``board``
+    (default :data:`DEFAULT_TARGET`) with its :attr:`~boards.base.ZynqBoard.clock_basis`.
+    Raises :class:`sw.errors.UserError` for a clock that is not a finite positive number.
+    """
+    import math
+
+    target = get_board(board or DEFAULT_TARGET)
+    if clock is None:
+        return target.default_clock_mhz, (f"{target.name} default clock, "
+                                          f"{target.clock_basis}")
+    if not (isinstance(clock, (int, float)) and math.isfinite(clock) and clock > 0):
+        raise UserError(f"--clock must be a positive number of MHz, not {clock!r}")
+    return float(clock), "given with --clock"

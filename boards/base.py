@@ -58,6 +58,9 @@ class ZynqBoard:
         Data width of the HP port and the DMA's memory-mapped side (bits).
     default_clock_mhz, max_clock_mhz
         PL clock used when ``--clock`` is not given; the highest the build accepts.
+    clock_basis
+        Where the default clock comes from (``"nextpnr-measured ..."``, ``"timing proxy ..."``
+        or ``"assumed ..."``): every FPS figure at the default clock prints it.
     resources
         Capacity of the part, for the fit check of the resource estimate.
     yosys_family
@@ -84,6 +87,7 @@ class ZynqBoard:
     resources: Resources
     yosys_family: str
     vivado_board_part: str | None = None
+    clock_basis: str = "assumed"
     kind: str = field(default="zynq", init=False)
 
     def __post_init__(self):
@@ -117,6 +121,8 @@ class Ecp5Board:
     default_clock_mhz
         Design clock when ``--clock`` is not given; an ECP5 PLL derives it from the
         oscillator where it differs.
+    clock_basis
+        Where the default clock comes from (see :class:`ZynqBoard`).
     led_pins
         LED pins, LED 0 first (active high).
     io_standard
@@ -137,6 +143,7 @@ class Ecp5Board:
     led_pins: tuple[str, ...]
     io_standard: str
     resources: Resources
+    clock_basis: str = "assumed"
     kind: str = field(default="ecp5", init=False)
 
     def lpf(self) -> str:

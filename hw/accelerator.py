@@ -25,7 +25,7 @@ from sw.errors import UserError
 
 from .axi_lite_regs import AxiLiteRegisterBlock
 from .maxpool import MaxPoolUnit
-from .output_serializer import SCORE_BEAT_BITS, OutputSerializer
+from .output_serializer import SCORE_BEAT_BITS, OutputSerializer, argmax_latency
 from .padding import PaddingStage
 from .thermometer import ThermometerEncoder
 from .width_converter import BIT, ML_PAIR, StreamWidthConverter
@@ -115,7 +115,8 @@ def plan_stages(net: CompiledNetwork, pixels_per_beat: int) -> list[StageInfo]:
                 elems_per_beat=pe, kernel=layer.pool, stride=layer.pool))
     last = net.layers[-1]
     stages.append(StageInfo("serializer", "serializer", classes=net.classes,
-                            pe=last.folding.pe, neuron_folds=last.neuron_folds))
+                            pe=last.folding.pe, neuron_folds=last.neuron_folds,
+                            argmax_latency=argmax_latency(last.folding.pe)))
     return stages
 
 

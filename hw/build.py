@@ -211,16 +211,11 @@ def build(args: argparse.Namespace) -> dict:
     from sw.compiled_net import fold_config_from_json, load_compiled_network, refold
 
     board = boards.get_board(args.board)
-    if board.kind == "zynq":
-        args.clock = board.default_clock_mhz if args.clock is None else args.clock
-        if not 0 < args.clock <= board.max_clock_mhz:
-            raise UserError(f"--clock must be in (0, {board.max_clock_mhz:g}] MHz for the "
-                            f"{board.title}, not {args.clock:g}")
-    else:
-        args.clock = board.default_clock_mhz if args.clock is None else args.clock
-        if not 0 < args.clock <= 400:
-            raise UserError(f"--clock must be in (0, 400] MHz for the {board.title}, "
-                            f"not {args.clock:g}")
+    args.clock, args.clock_source = boards.resolve_clock(board.name, args.clock)
+    top = board.max_clock_mhz if board.kind == "zynq" else 400
+    if args.clock > top:
+        raise UserError(f"--clock must be in (0, {top:g}] MHz for the {board.title}, "
+                        f"not {args.clock:g}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, not {args.jobs}")
     if args.selftest_images < 1:
@@ -250,7 +245,8 @@ def build(args: argparse.Namespace) -> dict:
             net_dir = work / "net"
             builder = _build_zynq if board.kind == "zynq" else _build_ecp5
             report = {"board": board.name, "title": board.title, "part": board.part,
-                      "clock_mhz": args.clock, "network": net.name, "folding": _fold_summary(net),
+                      "clock_mhz": args.clock, "clock_source": args.clock_source,
+                      "network": net.name, "folding": _fold_summary(net),
                       **builder(board, net, net_dir, work, args, step)}
             report["seconds"] = round(time.monotonic() - start, 1)
             (work / _REPORT).write_text(json.dumps(report, indent=1) + "\n")
@@ -286,7 +282,8 @@ def _maybe_run_vivado(out: Path, report: dict, args) -> None:
 
 
 def _summary_lines(r: dict) -> list[str]:
-    lines = [f"board     {r['title']} ({r['part']}), clock {r['clock_mhz']:g} MHz",
+    lines = [f"board     {r['title']} ({r['part']})",
+             f"clock     {r['clock_mhz']:g} MHz ({r['clock_source']})",
              f"network   {r['network']}: " + ", ".join(
                  f"{l['shape'][0]}->{l['shape'][1]} PE {l['pe']} SIMD {l['simd']}"
                  for l in r["folding"])]
@@ -342,8 +339,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="compiled network (default: export models/checkpoints/lfc_w1a1.pt)")
     p.add_argument("--fold", metavar="CONFIG", help="folding JSON overriding the network's")
     p.add_argument("--clock", type=float, metavar="MHZ",
-                   help="PL clock (Zynq; default 100) / design clock (ULX3S, made by the PLL from "
-                        "the 25 MHz oscillator; default 12.5)")
+                   help="PL clock (Zynq) / design clock (ULX3S, made by the PLL from the 25 MHz "
+                        "oscillator); default: the board's default clock, whose basis the "
+                        "summary prints")
     p.add_argument("--out", metavar="DIR", help="build directory (default build/<board>)")
     p.add_argument("--pixels-per-beat", type=int, default=8, metavar="N",
                    help="input stream width in pixels (default 8 = 64-bit DMA stream)")

@@ -225,7 +225,8 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
                     layer, fold_gate_fn(layer, gates[layer.index], images), timing))
         else:
             models.append(SerializerTiming(info.params["classes"],
-                                           info.params["neuron_folds"]))
+                                           info.params["neuron_folds"],
+                                           info.params["argmax_latency"]))
 
     beats_in = stages[0].params["beats_per_image"]
     beats_out = 1 + net.classes
@@ -285,7 +286,7 @@ def stage_cycles_per_image(net: CompiledNetwork, pixels_per_beat: int = 8, *,
     Thermometer: ``P/PPB`` beats; converters: the larger of their input and output beats
     per vector; engines: ``compute_cycles`` (frac layers: with ``gates`` = per-layer ``(MH,)``
     decisions of one image, or every gate open if ``worst``, else every gate closed);
-    serializer ``max(NF + 1, 1 + C)``.  ``engines``: as :func:`simulate_pipeline`.
+    serializer ``max(NF + 1 + argmax_latency, 1 + C)``.  ``engines``: as :func:`simulate_pipeline`.
     """
     from .accelerator import plan_stages
 
@@ -336,7 +337,7 @@ def stage_cycles_per_image(net: CompiledNetwork, pixels_per_beat: int = 8, *,
                 closed = sf + min(timing["gate_delay"], sf)
                 out[info.name] = sum(2 * sf if o else closed for o in per_neuron.any(axis=1))
         else:
-            out[info.name] = max(p["neuron_folds"] + 1, 1 + p["classes"])
+            out[info.name] = max(p["neuron_folds"] + 1 + p["argmax_latency"], 1 + p["classes"])
     return out
 
 
@@ -361,6 +362,15 @@ def exact_steady_state_ii(net: CompiledNetwork, pixels_per_beat: int = 8, *,
             return res.steady_state_ii
         images *= 2
     return None
+
+
+def data_independent_ii(net: CompiledNetwork, pixels_per_beat: int = 8) -> float | None:
+    """The exact steady-state II of a network whose timing does not depend on the data
+    (no gated 2-bit inputs): what FPS figures use.  ``None`` for gated networks, whose
+    cycles per image follow the images (measure them over a run)."""
+    if any(layer.in_bits == 2 for layer in net.layers):
+        return None
+    return exact_steady_state_ii(net, pixels_per_beat)
 
 
 def gating_savings(net: CompiledNetwork, gates, *, engines=None) -> list[dict]:

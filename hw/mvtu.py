@@ -30,8 +30,7 @@ __all__ = ["POPCOUNT_LEVELS_PER_STAGE", "LSB_SCHEDULES", "LSB_SCHEDULE", "uses_l
            "MatrixVectorThresholdUnit"]
 
 #: Adder levels per register stage of the PE popcount trees (fixes ``popcount_latency``).
-POPCOUNT_LEVELS_PER_STAGE = 3
-_LEVELS_PER_STAGE = POPCOUNT_LEVELS_PER_STAGE  # older private name, kept for importers
+POPCOUNT_LEVELS_PER_STAGE = 2
 
 #: LSB-pass schedules of layers with 2-bit inputs (see :class:`MatrixVectorThresholdUnit`):
 #: ``"fold"``, ``"lane"``, or ``"auto"`` = ``"lane"`` where it can save cycles at all
@@ -59,7 +58,7 @@ def uses_lane_schedule(layer: LayerSpec, lsb_schedule: str | None = None) -> boo
         return False
     if lsb_schedule == "lane":
         return True
-    gate_delay = popcount_latency(layer.folding.simd, _LEVELS_PER_STAGE) + 1
+    gate_delay = popcount_latency(layer.folding.simd, POPCOUNT_LEVELS_PER_STAGE) + 1
     return (layer.neuron_folds - 1) * layer.synapse_folds > gate_delay
 
 
@@ -291,8 +290,9 @@ class MatrixVectorThresholdUnit(wiring.Component):
 
     @property
     def popcount_latency(self) -> int:
-        """Register stages of each ``SIMD``-bit popcount tree."""
-        return popcount_latency(self.simd, _LEVELS_PER_STAGE)
+        """Register stages of each ``SIMD``-bit popcount: the operand registers (weight word,
+        x) and the adder tree's stages."""
+        return popcount_latency(self.simd, POPCOUNT_LEVELS_PER_STAGE)
 
     @property
     def pipeline_latency(self) -> int:
@@ -615,12 +615,17 @@ class MatrixVectorThresholdUnit(wiring.Component):
             m.d.comb += x.eq(Mux(s1.lsb, word[simd:], word[:simd]))
         else:
             m.d.comb += x.eq(word)
+        # The first register stage of the popcount: the weight-ROM word as read (a plain
+        # register behind the memory, which block RAM output registers absorb) and x.
+        w_q, x_q = Signal(pe * simd, name="weights_q"), Signal(simd, name="x_q")
+        m.d.sync += [w_q.eq(wrom.data), x_q.eq(x)]
         counts = []
         for p in range(pe):
-            tree = PopcountTree(simd, levels_per_stage=_LEVELS_PER_STAGE)
+            tree = PopcountTree(simd, levels_per_stage=POPCOUNT_LEVELS_PER_STAGE,
+                                register_input=False)
             m.submodules[f"popcount{p}"] = tree
-            m.d.comb += [tree.i_data.eq(~(wrom.data[p * simd:(p + 1) * simd] ^ x)),
-                         tree.i_valid.eq(s1.valid)]
+            m.d.comb += [tree.i_data.eq(~(w_q[p * simd:(p + 1) * simd] ^ x_q)),
+                         tree.i_valid.eq(tags[2].valid)]
             counts.append(tree.o_count)
 
         # ---------------------------------------------------------- accumulate (stage A)
@@ -834,11 +839,16 @@ class MatrixVectorThresholdUnit(wiring.Component):
         word = rport.data
         x = Signal(simd)
         m.d.comb += x.eq(Mux(s1.lsb, word[simd:], word[:simd]))
+        x_q = Signal(simd, name="x_q")          # first popcount stage: ROM words and x
+        m.d.sync += x_q.eq(x)
         counts = []
         for p in range(pe):
-            tree = PopcountTree(simd, levels_per_stage=_LEVELS_PER_STAGE)
+            w_q = Signal(simd, name=f"weights_q{p}")
+            m.d.sync += w_q.eq(lane_roms[p].data)
+            tree = PopcountTree(simd, levels_per_stage=POPCOUNT_LEVELS_PER_STAGE,
+                                register_input=False)
             m.submodules[f"popcount{p}"] = tree
-            m.d.comb += [tree.i_data.eq(~(lane_roms[p].data ^ x)), tree.i_valid.eq(s1.valid)]
+            m.d.comb += [tree.i_data.eq(~(w_q ^ x_q)), tree.i_valid.eq(tags[2].valid)]
             counts.append(tree.o_count)
 
         # ---------------------------------------------------------- accumulate (stage A)

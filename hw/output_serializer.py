@@ -9,14 +9,20 @@ the final beat.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["OutputSerializer", "SerializerTiming", "SCORE_BEAT_BITS"]
+__all__ = ["OutputSerializer", "SerializerTiming", "SCORE_BEAT_BITS", "argmax_latency"]
 
 #: Width of an output beat.
 SCORE_BEAT_BITS = 32
+
+
+def argmax_latency(pe: int) -> int:
+    """Register levels of the serializer's argmax over ``pe`` lanes: the input register plus
+    ``ceil(log2(pe))`` compare levels."""
+    return 1 + (pe - 1).bit_length()
 
 
 class OutputSerializer(wiring.Component):
@@ -41,15 +47,21 @@ class OutputSerializer(wiring.Component):
     Timing
     ------
     Double-buffered, so collecting one image overlaps emitting the previous one.
-    *Collect*: ``i.ready = ~have``; beats are shifted into the collect registers and the
-    running argmax is updated; the cycle after the ``NF``-th beat ``have`` is set.
+    *Collect*: ``i.ready`` is low while a complete image is held or its argmax is still in the
+    compare pipeline; beats are shifted into the collect registers.
+    *Argmax*: each accepted beat is registered, its real lanes are reduced by a pairwise
+    compare tree with a register after every level (``argmax_latency = 1 + ceil(log2(pe))``
+    register levels in all; a strict ``>`` at every node keeps the smallest index among ties),
+    then compared with the running best.  The
+    cycle ``argmax_latency + 1`` after the ``NF``-th beat, ``have`` is set.
     *Transfer*: in a cycle with ``have`` set in which the emitter is idle or accepts its last
     beat, the scores and class move to the emit registers (``have`` clears, so the next
     image's first beat can be accepted the following cycle).
     *Emit*: from the cycle after the transfer, ``o.valid = 1`` with beats ``0..classes``,
-    one per accepted handshake.  So with the output always ready: first output beat 2 cycles
-    after the last input beat; per image ``NF + 1`` collect cycles and ``1 + classes`` emit
-    cycles, the larger of which bounds the throughput.
+    one per accepted handshake.  So with the output always ready: first output beat
+    ``2 + argmax_latency`` cycles after the last input beat; per image
+    ``NF + 1 + argmax_latency`` collect cycles and ``1 + classes`` emit cycles, the larger of
+    which bounds the throughput.  No path holds more than one compare and one select.
     """
 
     def __init__(self, classes: int, pe: int, neuron_folds: int, acc_width: int):
@@ -82,6 +94,11 @@ class OutputSerializer(wiring.Component):
     acc_width = property(lambda self: self._acc_width)
 
     @property
+    def argmax_latency(self) -> int:
+        """Register levels of the argmax: ``1 + ceil(log2(pe))``."""
+        return argmax_latency(self._pe)
+
+    @property
     def beats_per_image(self) -> int:
         """Output beats per image: class index plus one per class."""
         return 1 + self._classes
@@ -96,6 +113,7 @@ class OutputSerializer(wiring.Component):
         best_val = Signal(signed(w))
         best_idx = Signal(range(max(total, 2)))
         fold = Signal(range(max(nf, 2)))
+        base = Signal(range(max(total, 2)))     # fold * pe, counted up
         have = Signal()
         # Emit side.
         out_scores = [Signal(signed(w), name=f"out_score{k}") for k in range(classes)]
@@ -103,35 +121,79 @@ class OutputSerializer(wiring.Component):
         emitting = Signal()
         out_beat = Signal(range(classes + 1))
 
-        # Argmax of the incoming beat's real lanes: strict '>' keeps the smallest index.
-        lanes = [self.i.payload[p] for p in range(pe)]
-        cand_val = lanes[0]
-        cand_idx = fold * pe
-        for p in range(1, pe):
-            idx = fold * pe + p
-            take = Signal(name=f"take{p}")
-            # Lane p is real only while fold*pe + p < classes (only the last fold is padded).
-            m.d.comb += take.eq((lanes[p] > cand_val) & (idx < classes))
-            new_val = Signal(signed(w), name=f"cand_val{p}")
-            new_idx = Signal(range(total), name=f"cand_idx{p}")
-            m.d.comb += [
-                new_val.eq(Mux(take, lanes[p], cand_val)),
-                new_idx.eq(Mux(take, idx, cand_idx)),
-            ]
-            cand_val, cand_idx = new_val, new_idx
+        i_fire = Signal()
+        m.d.comb += i_fire.eq(self.i.valid & self.i.ready)
+        last_beat = Signal()
+        m.d.comb += last_beat.eq(i_fire & (fold == nf - 1))
 
-        m.d.comb += self.i.ready.eq(~have)
-        with m.If(self.i.valid & self.i.ready):
+        # Compare tree over the beat's lanes.  A node is (valid, value, lane); lanes of the
+        # last fold beyond `classes` are padding (invalid).  Strict '>' keeps the lower lane.
+        lane_bits = max(pe - 1, 1).bit_length()
+        rem = classes - (nf - 1) * pe           # real lanes in the last fold
+        nodes = []
+        for p in range(pe):
+            real = Const(1) if p < rem else (fold != nf - 1)
+            nodes.append((real, self.i.payload[p], Const(p, lane_bits)))
+        # Sideband travelling with the beat: it fired, it is the image's first / last beat,
+        # and its base index.
+        side = (i_fire, i_fire & (fold == 0), last_beat, base)
+        # Level 0 registers the beat itself: the input stream's payload (a FIFO read port
+        # upstream) then feeds flip-flops only, not the first compare.
+        leaves = []
+        for p, (v_, x_, l_) in enumerate(nodes):
+            v, x = Signal(name=f"arg0_{p}_valid"), Signal(signed(w), name=f"arg0_{p}_val")
+            m.d.sync += [v.eq(v_), x.eq(x_)]
+            leaves.append((v, x, l_))
+        regs = tuple(Signal.like(sig, name=f"arg0_{n}")
+                     for sig, n in zip(side, ("fire", "first", "last", "base")))
+        m.d.sync += [r.eq(sig) for r, sig in zip(regs, side)]
+        nodes, side = leaves, regs
+        level = 0
+        while len(nodes) > 1:
+            level += 1
+            nxt = []
+            for j in range(0, len(nodes) - 1, 2):
+                (va, xa, la), (vb, xb, lb) = nodes[j], nodes[j + 1]
+                take_b = vb & (~va | (xb > xa))
+                v = Signal(name=f"arg{level}_{j // 2}_valid")
+                x = Signal(signed(w), name=f"arg{level}_{j // 2}_val")
+                lane = Signal(lane_bits, name=f"arg{level}_{j // 2}_lane")
+                m.d.sync += [v.eq(va | vb), x.eq(Mux(take_b, xb, xa)),
+                             lane.eq(Mux(take_b, lb, la))]
+                nxt.append((v, x, lane))
+            if len(nodes) % 2:
+                va, xa, la = nodes[-1]
+                v, x = Signal(name=f"arg{level}_pass_valid"), Signal(signed(w), name=f"arg{level}_pass_val")
+                lane = Signal(lane_bits, name=f"arg{level}_pass_lane")
+                m.d.sync += [v.eq(va), x.eq(xa), lane.eq(la)]
+                nxt.append((v, x, lane))
+            regs = tuple(Signal.like(sig, name=f"arg{level}_{n}")
+                         for sig, n in zip(side, ("fire", "first", "last", "base")))
+            m.d.sync += [r.eq(sig) for r, sig in zip(regs, side)]
+            nodes, side = nxt, regs
+        (c_valid, c_val, c_lane), (c_fire, c_first, c_last, c_base) = nodes[0], side
+
+        # Running best over the image's beats (first beat: take it even if lower).
+        with m.If(c_fire & c_valid & (c_first | (c_val > best_val))):
+            m.d.sync += [best_val.eq(c_val), best_idx.eq(c_base + c_lane)]
+        with m.If(c_last):
+            m.d.sync += have.eq(1)
+        # Beats whose argmax is in flight block the next image until `have` is set.
+        pending = Signal()                      # last beat accepted, its argmax not yet done
+        with m.If(last_beat):
+            m.d.sync += pending.eq(1)
+        with m.Elif(c_last):
+            m.d.sync += pending.eq(0)
+        m.d.comb += self.i.ready.eq(~have & ~pending)
+        with m.If(i_fire):
             for k in range(total - pe):
                 m.d.sync += scores[k].eq(scores[k + pe])
             for p in range(pe):
-                m.d.sync += scores[total - pe + p].eq(lanes[p])
-            with m.If((fold == 0) | (cand_val > best_val)):
-                m.d.sync += [best_val.eq(cand_val), best_idx.eq(cand_idx)]
+                m.d.sync += scores[total - pe + p].eq(self.i.payload[p])
             with m.If(fold == nf - 1):
-                m.d.sync += [fold.eq(0), have.eq(1)]
+                m.d.sync += [fold.eq(0), base.eq(0)]
             with m.Else():
-                m.d.sync += fold.eq(fold + 1)
+                m.d.sync += [fold.eq(fold + 1), base.eq(base + pe)]
 
         # Emit: beat 0 = class index, then score0, score1, ... shifted out of entry 0.
         o_fire = Signal()
@@ -161,13 +223,16 @@ class OutputSerializer(wiring.Component):
 
 
 class SerializerTiming:
-    """Cycle-exact model of :class:`OutputSerializer` (collect ``NF`` beats, hand over to the
-    emit registers when they are idle or finishing, emit ``1 + C`` beats), stage-model
-    interface of :mod:`hw.cycle_model`."""
+    """Cycle-exact model of :class:`OutputSerializer` (collect ``NF`` beats, argmax pipeline of
+    ``argmax_latency`` cycles, hand over to the emit registers when they are idle or finishing,
+    emit ``1 + C`` beats), stage-model interface of :mod:`hw.cycle_model`."""
 
-    def __init__(self, classes: int, neuron_folds: int):
-        self.nf, self.beats = neuron_folds, 1 + classes
+    def __init__(self, classes: int, neuron_folds: int, argmax_latency: int):
+        if argmax_latency < 1:
+            raise ValueError(f"argmax_latency must be >= 1, not {argmax_latency!r}")
+        self.nf, self.beats, self.latency = neuron_folds, 1 + classes, argmax_latency
         self.have = False
+        self.flight = 0          # cycles until the last beat's argmax completes (then `have`)
         self.emitting = False
         self.fold = 0
         self.out_beat = 0
@@ -176,14 +241,18 @@ class SerializerTiming:
         return self.emitting
 
     def ready(self, down_ready):
-        return not self.have
+        return not self.have and not self.flight
 
     def step(self, in_fire, out_fire, cycle, in_valid=True):
         last_out = out_fire and self.out_beat == self.beats - 1
         transfer = self.have and (not self.emitting or last_out)
+        if self.flight:
+            self.flight -= 1
+            if not self.flight:
+                self.have = True
         if in_fire:
             if self.fold == self.nf - 1:
-                self.fold, self.have = 0, True
+                self.fold, self.flight = 0, self.latency
             else:
                 self.fold += 1
         if out_fire:

@@ -18,6 +18,10 @@ Memories: ``fracbnn_rom`` asks for distributed ROM below 4 Kb; Yosys's Xilinx LU
 cannot map a ROM without a write port, so such ROMs are mapped as logic (LUTs), as Vivado does
 for ``rom_style = "distributed"``.
 
+Timing proxy: the script also writes the mapped netlist (``yosys_netlist.json``, deleted after
+use unless ``keep_netlist``) and :func:`hw.logic_depth.logic_depth` measures its longest
+register-to-register path in LUT levels and carry chains (``timing_proxy``).
+
 :func:`analytic_estimate` is an independent first-order model from the folding (formulas in
 docs/boards.md) for comparison.
 """
@@ -112,8 +116,12 @@ def _read_sources(sources: list[str], top: str) -> list[str]:
 
 
 def xilinx_script(top: str, sources: list[str], family: str, use_abc: bool,
-                  stat_file: str = "stat.json") -> str:
-    """The Yosys script of the estimate (out-of-context: no IO buffers)."""
+                  stat_file: str = "stat.json", netlist_file: str | None = None) -> str:
+    """The Yosys script of the estimate (out-of-context: no IO buffers).
+
+    ``netlist_file``: also write the mapped top module as JSON (for :mod:`hw.logic_depth`);
+    only output is added, the synthesis and the counts are the same.
+    """
     synth = f"synth_xilinx -family {family} -top {top} -flatten -noiopad"
     lines = _read_sources(sources, top)
     if use_abc:
@@ -127,6 +135,9 @@ def xilinx_script(top: str, sources: list[str], family: str, use_abc: bool,
                   "xilinx_dffopt", "opt_lut_ins -tech xilinx",
                   f"{synth} -run finalize:"]
     lines.append(f"tee -q -o {stat_file} stat -json")
+    if netlist_file is not None:    # the top only: the Xilinx cell library would add ~13 MB
+        lines += [f"select {top}", f"write_json -selected -noscopeinfo {netlist_file}",
+                  "select -clear"]
     return "\n".join(lines) + "\n"
 
 
@@ -148,7 +159,8 @@ def count_xilinx_cells(cells: dict[str, int]) -> dict:
 
 
 def yosys_estimate(design_dir, *, family: str = "xcup", top: str = "fracbnn_top",
-                   log_dir=None, timeout: float | None = None, use_abc: bool | None = None) -> dict:
+                   log_dir=None, timeout: float | None = None, use_abc: bool | None = None,
+                   timing: bool = True, keep_netlist: bool = False) -> dict:
     """Synthesise the generated design in ``design_dir`` and count its resources.
 
     Parameters
@@ -161,9 +173,15 @@ def yosys_estimate(design_dir, *, family: str = "xcup", top: str = "fracbnn_top"
         Where the script, log and ``stat.json`` go (default: ``design_dir``).
     use_abc : bool, optional
         Force or forbid ABC LUT mapping (default: :func:`abc_works`).
+    timing : bool
+        Also write the mapped netlist (``yosys_netlist.json`` in ``log_dir``) and add
+        ``timing_proxy``: :func:`hw.logic_depth.logic_depth` of it (LUT levels / carry chains).
+    keep_netlist : bool
+        Keep ``yosys_netlist.json`` (default: deleted after the analysis; it can be large).
 
     Returns a dict: :func:`count_xilinx_cells` numbers plus ``cells`` (every cell type),
-    ``family``, ``lut_mapper`` (``"abc"`` or ``"gate2lut"``) and ``seconds``.
+    ``family``, ``lut_mapper`` (``"abc"`` or ``"gate2lut"``), ``seconds`` (Yosys wall time)
+    and, with ``timing``, ``timing_proxy``.
     """
     design_dir = Path(design_dir).resolve()
     if not (design_dir / f"{top}.v").is_file():
@@ -177,14 +195,26 @@ def yosys_estimate(design_dir, *, family: str = "xcup", top: str = "fracbnn_top"
     # YoWASP maps its own temporary directory over /tmp, so every path is passed relative.
     sources = [f"{top}.v", "fracbnn_rom.v"]
     stat = log_dir / "yosys_stat.json"
-    seconds = run_yosys(xilinx_script(top, sources, family, abc, os.path.relpath(stat, design_dir)),
-                        design_dir, log_dir / "yosys_estimate.log",
-                        what=f"Yosys synth_xilinx -family {family}", timeout=timeout, expect=stat)
+    netlist = log_dir / "yosys_netlist.json"
+    netlist.unlink(missing_ok=True)     # `expect` must not see a previous run's netlist
+    script = xilinx_script(top, sources, family, abc, os.path.relpath(stat, design_dir),
+                           os.path.relpath(netlist, design_dir) if timing else None)
+    seconds = run_yosys(script, design_dir, log_dir / "yosys_estimate.log",
+                        what=f"Yosys synth_xilinx -family {family}", timeout=timeout,
+                        expect=netlist if timing else stat)
     doc = json.loads(stat.read_text())
     cells = {k: int(v) for k, v in doc["design"]["num_cells_by_type"].items()
              if not k.startswith("$scopeinfo")}
-    return {**count_xilinx_cells(cells), "cells": cells, "family": family,
-            "lut_mapper": "abc" if abc else "gate2lut", "seconds": round(seconds, 1)}
+    result = {**count_xilinx_cells(cells), "cells": cells, "family": family,
+              "lut_mapper": "abc" if abc else "gate2lut", "seconds": round(seconds, 1)}
+    if timing:
+        from .logic_depth import logic_depth
+        try:
+            result["timing_proxy"] = logic_depth(netlist, top=top)
+        finally:
+            if not keep_netlist:
+                netlist.unlink(missing_ok=True)
+    return result
 
 
 def _bram36_for(width: int, depth: int) -> float:

@@ -25,7 +25,7 @@ import torch
 
 from sw.errors import UserError, cli_main
 from sw.golden import GoldenModel
-from sw.mnist import load_mnist
+from sw.datasets import dataset_name, load_images
 
 from . import zoo
 from .checkpoint import load_checkpoint
@@ -112,18 +112,23 @@ def main(argv: list[str] | None = None) -> int:
     if not shipped:
         raise UserError(f"no shipped checkpoints in {zoo.CHECKPOINT_DIR}; train them with "
                         "`python -m models.train --net NAME`")
-    images, labels = load_mnist("test", args.data)
-    images, labels = images[:args.images], labels[:args.images]
-    rows = []
+    rows, test_sets = [], {}
     for name, ckpt in shipped:
-        rows.append(bench_model(name, ckpt, images, labels, args.repeat))
-    header = (f"{'model':10s} {'weights':>9s} {'golden img/s':>13s} {'torch img/s':>12s} "
+        shape = tuple(zoo.ZOO[name].arch["input_shape"])
+        if dataset_name(shape) != "mnist" and args.data is None:
+            print(f"{name}: skipped (CIFAR-10 network; pass --data DIR to include it)")
+            continue
+        if shape not in test_sets:
+            images, labels = load_images("test", shape, args.data)
+            test_sets[shape] = images[:args.images], labels[:args.images]
+        rows.append(bench_model(name, ckpt, *test_sets[shape], args.repeat))
+    header = (f"{'model':14s} {'weights':>9s} {'golden img/s':>13s} {'torch img/s':>12s} "
               f"{'golden acc':>10s} {'torch acc':>9s} {'agree':>11s}")
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"torch threads {args.threads}; {len(labels)} MNIST test images")
+          f"torch threads {args.threads}; {args.images} test images per model")
     print(header)
     for r in rows:
-        print(f"{r['name']:10s} {r['weight_bits']:9d} {r['golden_images_per_s']:13,.0f} "
+        print(f"{r['name']:14s} {r['weight_bits']:9d} {r['golden_images_per_s']:13,.0f} "
               f"{r['torch_images_per_s']:12,.0f} {100 * r['golden_accuracy']:9.2f}% "
               f"{100 * r['torch_accuracy']:8.2f}% {r['predictions_agree']:5d}/{r['images']}")
     if args.json is not None:

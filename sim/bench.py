@@ -1,6 +1,6 @@
 """Hardware benchmark: cycles per image and FPS of the LFC accelerator, and co-simulation speed.
 
-``python -m sim.bench [--images N] [--cocotb-images N] [--clock-mhz 300] [--json PATH] [--png PATH]``
+``python -m sim.bench [--images N] [--cocotb-images N] [--clock MHZ] [--json PATH] [--png PATH]``
 
 In one run, for the shipped ``lfc_w1a1`` network:
 
@@ -8,7 +8,7 @@ In one run, for the shipped ``lfc_w1a1`` network:
   inputs, last to 16 outputs) and at a faster folding (64/64, 64/64, 64/64, 16/8): cycles per
   image and latency **measured** in the Verilated RTL (batch harness, ``--images`` MNIST test
   images, outputs checked bit-exact against the golden model and every cycle stamp against
-  :mod:`hw.cycle_model`), and the FPS this gives at ``--clock-mhz``, beside BNN-PYNQ's published
+  :mod:`hw.cycle_model`), and the FPS this gives at ``--clock`` (default: the Ultra96's default clock, with its basis), beside BNN-PYNQ's published
   356,633 FPS on Ultra96 at 300 MHz (measured on the board by its authors; ours is cycle-exact
   simulation, not a board measurement);
 * co-simulation speed (images/s and simulated cycles/s) of the batch path and the cocotb path;
@@ -82,7 +82,7 @@ def _sim_run(args: list[str], report: Path) -> dict:
     return data
 
 
-def _plot(rows: list[dict], path: Path) -> None:
+def _plot(rows: list[dict], path: Path, clock_mhz: float) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -92,7 +92,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.6))
     bars = ax.bar(names, [f / 1e3 for f in fps], color=["tab:blue"] * len(rows) + ["tab:gray"])
     ax.bar_label(bars, labels=[f"{f / 1e3:,.0f}k" for f in fps])
-    ax.set(ylabel="images/s (thousands)", title="LFC-W1A1 on MNIST at 300 MHz")
+    ax.set(ylabel="images/s (thousands)", title=f"LFC-W1A1 on MNIST at {clock_mhz:g} MHz")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,7 @@ def _cnv_bench(args, tmp: Path, speeds: list) -> list[dict]:
         fold = tmp / f"cnv-{name}.json"
         fold.write_text(json.dumps({"layers": layers}))
         r = _sim_run([*source, "--fold", str(fold), "--images", str(args.cnv_images),
-                      "--clock-mhz", str(args.clock_mhz)], tmp / f"cnv-{name}.json.out")
+                      "--clock", str(args.clock_mhz)], tmp / f"cnv-{name}.json.out")
         t = r["timing"]
         rows.append({"network": r["network"], "folding": name, "layers": layers,
                      "images": r["images"], "mismatches": r["mismatches"],
@@ -122,7 +122,7 @@ def _cnv_bench(args, tmp: Path, speeds: list) -> list[dict]:
                      "cycles_per_image": t["ii_steady_measured"],
                      "cycles_per_image_modelled": t["ii_steady_modelled"],
                      "latency_cycles": t["latency_measured_first"],
-                     "fps": args.clock_mhz * 1e6 / t["ii_steady_measured"]})
+                     "fps": args.clock_mhz * 1e6 / t["ii_for_fps"]})
         speeds.append({"engine": "batch", "folding": f"cnv {name}", **r["sim_speed"]})
     return rows
 
@@ -131,7 +131,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=1000, help="MNIST test images per batch run")
     p.add_argument("--cocotb-images", type=int, default=20, help="images for the cocotb speed run")
-    p.add_argument("--clock-mhz", type=float, default=300.0)
+    p.add_argument("--clock", type=float, metavar="MHZ",
+                   help="clock of the FPS figures (default: the Ultra96's default clock)")
     p.add_argument("--json", type=Path, help="write all numbers here")
     p.add_argument("--png", type=Path, help="FPS bar chart (ours vs BNN-PYNQ)")
     p.add_argument("--cnv-images", type=int, default=200,
@@ -139,6 +140,8 @@ def main(argv=None) -> int:
     p.add_argument("--cnv-net", type=Path,
                    help="CNV-shaped export to measure (default: export models/checkpoints/cnv_w1a1.pt)")
     args = p.parse_args(argv)
+    from boards import resolve_clock
+    args.clock_mhz, args.clock_source = resolve_clock(None, args.clock)
     if not _CHECKPOINT.is_file():
         raise UserError(f"{_CHECKPOINT} is missing; train it with `python -m models.train --net lfc_w1a1`")
 
@@ -149,7 +152,7 @@ def main(argv=None) -> int:
             fold = tmp / f"{name}.json"
             fold.write_text(json.dumps({"layers": layers}))
             r = _sim_run(["--checkpoint", str(_CHECKPOINT), "--fold", str(fold),
-                          "--images", str(args.images), "--clock-mhz", str(args.clock_mhz)],
+                          "--images", str(args.images), "--clock", str(args.clock_mhz)],
                          tmp / f"{name}-batch.json")
             t = r["timing"]
             rows.append({"folding": name, "layers": layers, "images": r["images"],
@@ -157,7 +160,7 @@ def main(argv=None) -> int:
                          "cycles_per_image": t["ii_steady_measured"],
                          "cycles_per_image_modelled": t["ii_steady_modelled"],
                          "latency_cycles": t["latency_measured_first"],
-                         "fps": args.clock_mhz * 1e6 / t["ii_steady_measured"]})
+                         "fps": args.clock_mhz * 1e6 / t["ii_for_fps"]})
             speeds.append({"engine": "batch", "folding": name, **r["sim_speed"]})
         fold = tmp / "bnn-pynq.json"
         r = _sim_run(["--checkpoint", str(_CHECKPOINT), "--fold", str(fold), "--engine", "cocotb",
@@ -167,8 +170,8 @@ def main(argv=None) -> int:
 
         cnv_rows = _cnv_bench(args, tmp, speeds) if args.cnv_images else []
 
-    print(f"\nLFC-W1A1 (shipped lfc_w1a1), MNIST, {args.clock_mhz:g} MHz — ours: measured in "
-          f"cycle-exact RTL simulation; peer: published board measurement")
+    print(f"\nLFC-W1A1 (shipped lfc_w1a1), MNIST, {args.clock_mhz:g} MHz ({args.clock_source}) — "
+          f"ours: cycles measured in cycle-exact RTL simulation; peer: published board measurement")
     print(f"{'folding':<10} {'cycles/image':>12} {'latency':>8} {'FPS':>12} {'vs peer':>8}  check")
     for row in rows:
         print(f"{row['folding']:<10} {row['cycles_per_image']:>12} {row['latency_cycles']:>8} "
@@ -177,8 +180,9 @@ def main(argv=None) -> int:
               f"{'' if row['passed'] else ', FAILED'}")
     print(f"{'BNN-PYNQ':<10} {'':>12} {'':>8} {PEER_FPS:>12,} {1:>7.2f}x  Ultra96, published")
     if cnv_rows:
-        print(f"\nCNV-W1A1 topology ({cnv_rows[0]['network']}), {args.clock_mhz:g} MHz — ours: "
-              f"cycle-exact RTL simulation; peers: published board measurements")
+        print(f"\nCNV-W1A1 topology ({cnv_rows[0]['network']}), {args.clock_mhz:g} MHz "
+              f"({args.clock_source}) — ours: cycle-exact RTL simulation; peers: published "
+              f"board measurements")
         print(f"{'folding':<10} {'cycles/image':>12} {'latency':>8} {'FPS':>10}  check")
         for row in cnv_rows:
             print(f"{row['folding']:<10} {row['cycles_per_image']:>12} {row['latency_cycles']:>8} "
@@ -190,13 +194,13 @@ def main(argv=None) -> int:
     for s in speeds:
         print(f"{s['engine']:<8} {s['folding']:<10} {s['images_per_s']:>10,.1f} images/s "
               f"{s['cycles_per_s']:>12,.0f} cycles/s")
-    report = {"clock_mhz": args.clock_mhz, "peer_fps": PEER_FPS, "accelerator": rows,
+    report = {"clock_mhz": args.clock_mhz, "clock_source": args.clock_source, "peer_fps": PEER_FPS, "accelerator": rows,
               "cnv": cnv_rows, "cnv_peer_fps": CNV_PEERS, "cosim_speed": speeds}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     if args.png:
-        _plot(rows, args.png)
+        _plot(rows, args.png, args.clock_mhz)
     failed = [r["folding"] for r in rows + cnv_rows if not r["passed"]] + \
         [s["engine"] for s in speeds if s.get("passed") is False]
     if failed:

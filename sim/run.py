@@ -9,7 +9,8 @@ every class and every score with the golden model and every image's input-accept
 first-output cycle with the cycle model (:mod:`hw.cycle_model`).
 
 Prints images, mismatches, accuracy, cycles per image and latency (measured vs
-modelled), frames per second at ``--clock-mhz``, and simulation speed.  Exit status 0
+modelled), frames per second at ``--clock`` (default: the default clock of ``--board``, whose
+basis is printed beside the figure) from the steady-state interval, and simulation speed.  Exit status 0
 when everything agrees, 1 on any output mismatch or cycle-model disagreement, 2 on a
 user error.
 """
@@ -49,7 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--full", action="store_true", help="all 10,000 test images")
     p.add_argument("--engine", choices=("batch", "cocotb"), default="batch")
     p.add_argument("--json", type=Path, help="write the summary as JSON here")
-    p.add_argument("--clock-mhz", type=float, default=300.0, help="clock for the FPS figure")
+    p.add_argument("--clock", type=float, metavar="MHZ",
+                   help="clock for the FPS figure (default: the --board's default clock)")
+    p.add_argument("--board", help="board whose default clock the FPS figure uses "
+                                   "(default ultra96; see python -m hw.build --help)")
     p.add_argument("--pixels-per-beat", type=int, default=8)
     p.add_argument("--stall-percent", type=int, default=0,
                    help="random output backpressure (batch; timing then not compared)")
@@ -70,8 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--images must be >= 1, not {args.images}")
     if not 0 <= args.stall_percent <= 99:
         p.error(f"--stall-percent must be 0..99, not {args.stall_percent}")
-    if args.clock_mhz <= 0:
-        p.error(f"--clock-mhz must be positive, not {args.clock_mhz}")
+    from boards import resolve_clock
+    args.clock_mhz, args.clock_source = resolve_clock(args.board, args.clock)
     if not 0 <= args.shards <= 64:
         p.error(f"--shards must be 0 (auto) .. 64, not {args.shards}")
     return args
@@ -126,9 +130,12 @@ def _summary_lines(s: dict) -> list[str]:
             f"latency          measured {t['latency_measured_first']} cycles (mean "
             f"{t['latency_measured_mean']:.1f}), modelled {t['latency_modelled_first']} "
             f"(mean {t['latency_modelled_mean']:.1f})",
-            f"throughput       {t['fps']:,.0f} images/s at {s['clock_mhz']:g} MHz, "
-            f"latency {t['latency_us']:.2f} us",
+            f"throughput       {t['fps']:,.0f} images/s at {s['clock_mhz']:g} MHz "
+            f"({s['clock_source']}), from the {t['fps_basis']} of {t['ii_for_fps']:,.2f} "
+            f"cycles; latency {t['latency_us']:.2f} us",
             f"cycle model      {'agrees exactly' if not t['disagreements'] else 'DISAGREES'}"]
+        if t["warning"]:
+            lines.append(f"warning          {t['warning']}")
     for g in s.get("gating", []):
         lines.append(f"gating layer {g['layer']}   LSB needed by {100 * g['lsb_fraction']:.1f} % of neurons "
                      f"({g['schedule']} schedule): {g['cycles_per_image']:,.1f} engine cycles/image, "
@@ -144,7 +151,18 @@ def _summary_lines(s: dict) -> list[str]:
     return lines
 
 
-def _timing_summary(accept, output, ref, clock_mhz: float, disagreements: list[str]) -> dict:
+#: Fewer images than this give a data-dependent (gated) network's FPS a warning.
+_MIN_STEADY_IMAGES = 100
+
+
+def _timing_summary(accept, output, ref, clock_mhz: float, disagreements: list[str],
+                    ii_exact: float | None) -> dict:
+    """Cycle figures of a run; FPS from the steady-state interval.
+
+    ``ii_exact``: the cycle model's exact steady-state cycles per image (data-independent
+    networks), used for FPS; otherwise (gated networks) the mean spacing of the results over
+    the run.  ``warning`` says when the run was too short to show the steady state.
+    """
     accept, output = np.asarray(accept), np.asarray(output)
     n = len(accept)
     lat_m = output - accept
@@ -155,18 +173,30 @@ def _timing_summary(accept, output, ref, clock_mhz: float, disagreements: list[s
     # run ahead as long as the stages' buffers fill: spacing of the *results* (class beats).
     ii = span(output) if n > 1 else float(lat_m[0])
     ii_steady = steady(output)
+    warning = None
+    if ii_exact is not None:
+        ii_fps, basis = float(ii_exact), "exact steady-state II (cycle model)"
+        if ii_steady != ii_exact:
+            warning = (f"{n} image(s) do not reach the steady state (last result interval "
+                       f"{ii_steady}, steady-state II {ii_exact:g}): FPS uses the steady-state II")
+    else:
+        ii_fps, basis = ii, f"mean result interval over {n} images (data-dependent gating)"
+        if n < _MIN_STEADY_IMAGES:
+            warning = (f"only {n} image(s): the FPS of a gated network is a mean over the run; "
+                       f"use >= {_MIN_STEADY_IMAGES} images for a representative figure")
     return {
         "ii_measured": ii, "ii_modelled": span(ref.output) if n > 1 else float(lat_p[0]),
         "ii_steady_measured": ii_steady, "ii_steady_modelled": steady(ref.output),
+        "ii_exact": ii_exact, "ii_for_fps": ii_fps, "fps_basis": basis, "warning": warning,
         "latency_measured_first": int(lat_m[0]), "latency_modelled_first": int(lat_p[0]),
         "latency_measured_mean": float(lat_m.mean()), "latency_modelled_mean": float(lat_p.mean()),
-        "fps": clock_mhz * 1e6 / (ii_steady or ii), "latency_us": float(lat_m[0]) / clock_mhz,
+        "fps": clock_mhz * 1e6 / ii_fps, "latency_us": float(lat_m[0]) / clock_mhz,
         "disagreements": disagreements,
     }
 
 
 def run(args: argparse.Namespace) -> int:
-    from hw.cycle_model import gating_savings
+    from hw.cycle_model import data_independent_ii, gating_savings
     from sw.compiled_net import fold_config_from_json, load_compiled_network, refold
     from sw.datasets import load_images
 
@@ -226,8 +256,9 @@ def run(args: argparse.Namespace) -> int:
         "mismatch_details": notes,
         "accuracy": float(np.mean(classes == labels)),
         "golden_accuracy": ref.golden.accuracy(labels),
-        "clock_mhz": args.clock_mhz,
-        "timing": _timing_summary(accept, output, ref, args.clock_mhz, disagreements) if timing else None,
+        "clock_mhz": args.clock_mhz, "clock_source": args.clock_source,
+        "timing": _timing_summary(accept, output, ref, args.clock_mhz, disagreements,
+                                  data_independent_ii(net, args.pixels_per_beat)) if timing else None,
         "gating": gating_savings(net, ref.golden.gates),
         "sim_speed": speed, "build_seconds": build_s, **extra,
     }

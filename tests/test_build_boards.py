@@ -65,3 +65,21 @@ def test_board_validation():
     with pytest.raises(ValueError, match="default_clock_mhz"):
         dataclasses.replace(board, default_clock_mhz=500.0)
     assert Resources(1, 2, 3, 4).to_json() == {"lut": 1, "ff": 2, "bram": 3, "dsp": 4}
+
+
+@pytest.mark.parametrize("name", boards.board_names())
+def test_default_clock_states_its_basis(name):
+    """Every board's default clock says where it comes from, and FPS figures print it."""
+    board = boards.get_board(name)
+    mhz, source = boards.resolve_clock(name, None)
+    assert mhz == board.default_clock_mhz
+    assert board.clock_basis.split()[0] in ("nextpnr-measured", "timing", "assumed")
+    assert source.startswith(f"{board.name} default clock, ") and board.clock_basis in source
+
+
+def test_clock_given_wins_and_is_checked():
+    assert boards.resolve_clock(None, 123.5) == (123.5, "given with --clock")
+    assert boards.resolve_clock(None, None)[0] == boards.get_board(boards.DEFAULT_TARGET).default_clock_mhz
+    for bad in (float("nan"), float("inf"), 0.0, -5.0):
+        with pytest.raises(UserError, match="--clock must be a positive number"):
+            boards.resolve_clock("ultra96", bad)

@@ -36,6 +36,10 @@ def test_tcl_has_the_parts_that_matter(name):
         assert f"CONFIG.{key} {{{value}}}" in tcl
     # PL clock at the requested frequency, driving the accelerator, DMA and PS ports.
     assert f"CONFIG.{board.pl_clock_property} {{142.5}}" in tcl
+    if board.family == "zynq_us+":
+        # The preset's clocks hold unless the override is cleared before the frequency is set.
+        override = tcl.index("CONFIG.PSU__OVERRIDE__BASIC_CLOCK {0}")
+        assert override < tcl.index(f"CONFIG.{board.pl_clock_property} {{142.5}}")
     clock_net = re.search(r"connect_bd_net \[get_bd_pins zynq_ps/" + board.pl_clock_pin +
                           r"\](.*?)\n(?!\s)", tcl, re.S).group(1)
     for pin in ("fracbnn_0/clk", "axi_dma_0/m_axi_mm2s_aclk", "axi_dma_0/m_axi_s2mm_aclk",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.output_serializer import OutputSerializer
+from hw.output_serializer import OutputSerializer, SerializerTiming, argmax_latency
 from tests.stream_bench import stream_recv, stream_send
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -50,24 +50,44 @@ def run(classes, pe, nf, width, images, *, idle=0.0, stall=0.0, seed=0):
 
 
 @pytest.mark.parametrize("classes,pe,nf,width", [(10, 10, 1, 8), (5, 2, 3, 4), (7, 4, 2, 11),
-                                                 (1, 1, 1, 3), (3, 1, 3, 32), (4, 3, 2, 6)])
+                                                 (1, 1, 1, 3), (3, 1, 3, 32), (4, 3, 2, 6),
+                                                 (10, 16, 1, 9), (13, 5, 3, 7)])
 def test_serializer(classes, pe, nf, width):
     run(classes, pe, nf, width, 6, idle=0.3, stall=0.3, seed=classes + pe)
 
 
-@pytest.mark.parametrize("classes,pe,nf", [(5, 2, 3), (8, 1, 8), (10, 10, 1)])
+@pytest.mark.parametrize("classes,pe,nf", [(5, 2, 3), (8, 1, 8), (10, 10, 1), (3, 16, 1),
+                                            (20, 5, 4)])
 def test_timing(classes, pe, nf):
-    """Collect NF beats, transfer, emit 1 + C beats while the next image is collected."""
+    """Collect NF beats, argmax pipeline, transfer, emit 1 + C beats while the next image is
+    collected; the timing model agrees beat for beat."""
     images = 4
     t_in, t_out = run(classes, pe, nf, 6, images)
+    lat = argmax_latency(pe)
     start, last_out = 0, None
     for k in range(images):
         assert t_in[k * nf:(k + 1) * nf] == list(range(start, start + nf))
-        have = start + nf                      # complete image held from this cycle
+        have = start + nf + lat                # complete image held from this cycle
         transfer = have if last_out is None else max(have, last_out)
         outs = list(range(transfer + 1, transfer + 2 + classes))
         assert t_out[k * (classes + 1):(k + 1) * (classes + 1)] == outs
         last_out, start = outs[-1], transfer + 1
+    # The stage model, stepped with the same handshakes, fires at the same cycles.
+    model = SerializerTiming(classes, nf, lat)
+    fired_in, fired_out, n_in, n_out = [], [], len(t_in), len(t_out)
+    for cycle in range(t_out[-1] + 1):
+        in_fire = len(fired_in) < n_in and model.ready(True)
+        out_fire = model.valid()
+        if in_fire:
+            fired_in.append(cycle)
+        if out_fire:
+            fired_out.append(cycle)
+        model.step(in_fire, out_fire, cycle)
+    assert (fired_in, fired_out) == (t_in, t_out)
+
+
+def test_argmax_latency():
+    assert [argmax_latency(pe) for pe in (1, 2, 3, 4, 5, 16, 17)] == [1, 2, 3, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize("args", [(0, 1, 1, 8), (5, 2, 2, 8), (3, 2, 3, 8), (3, 3, 1, 33)])

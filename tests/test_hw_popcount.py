@@ -55,11 +55,12 @@ def test_counts_ones_with_declared_latency(width, lps):
 
 
 def test_latency_formula():
-    assert popcount_latency(1) == 0
-    assert popcount_latency(2) == 1          # one level
-    assert popcount_latency(8) == 1          # three levels, one stage
-    assert popcount_latency(9) == 2
-    assert popcount_latency(1024, 2) == 5
+    assert popcount_latency(1) == 1          # the input register only
+    assert popcount_latency(2) == 2          # input register + one level
+    assert popcount_latency(4) == 2          # two levels, one stage
+    assert popcount_latency(8, 3) == 2       # three levels, one stage
+    assert popcount_latency(9) == 3
+    assert popcount_latency(1024, 2) == 6
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True])
