@@ -86,8 +86,10 @@ class AxiLiteRegisterBlock(wiring.Component):
     ----------
     Write address and write data are accepted independently (``awready = ~have_aw & ~bvalid``,
     ``wready = ~have_w & ~bvalid``); once both are held the write is performed and ``bvalid``
-    raised the next cycle; a new write is accepted after ``bready``.  Reads: ``arready =
-    ~rvalid``; data is returned with ``rvalid`` the cycle after ``arvalid & arready``.  One
+    raised the next cycle; a new write is accepted after ``bready``.  Reads: ``arready`` is
+    high while no read is in progress; the address is registered at the ``arvalid & arready``
+    edge, the data selected from it the next cycle, and ``rvalid`` raised with it (2 cycles
+    from the address handshake to ``rvalid``; no path from the AR port to ``rdata``).  One
     outstanding transaction per channel; responses are always OKAY (0).  ``wstrb`` is ignored
     (the only writable register holds a single control bit).
     """
@@ -174,19 +176,24 @@ class AxiLiteRegisterBlock(wiring.Component):
         with m.If(bvalid & self.s_axil_bready):
             m.d.sync += bvalid.eq(0)
 
-        # Read channel.
+        # Read channel, two stages: the address is captured from the port, the data is
+        # selected from the captured address the next cycle (so neither the port nor the
+        # register decode is in series with the other in one cycle); rvalid follows.
         rvalid = Signal()
         rdata = Signal(32)
+        ar_busy = Signal()
+        ar_word = Signal(AXIL_ADDR_BITS - 2)
         m.d.comb += [
-            self.s_axil_arready.eq(~rvalid),
+            self.s_axil_arready.eq(~rvalid & ~ar_busy),
             self.s_axil_rvalid.eq(rvalid),
             self.s_axil_rdata.eq(rdata),
             self.s_axil_rresp.eq(0),
         ]
-        word = self.s_axil_araddr[2:]
         with m.If(self.s_axil_arvalid & self.s_axil_arready):
-            m.d.sync += rvalid.eq(1)
-            with m.Switch(word):
+            m.d.sync += [ar_busy.eq(1), ar_word.eq(self.s_axil_araddr[2:])]
+        with m.If(ar_busy):
+            m.d.sync += [ar_busy.eq(0), rvalid.eq(1)]
+            with m.Switch(ar_word):
                 for addr, value in self.constant_registers().items():
                     with m.Case(addr >> 2):
                         m.d.sync += rdata.eq(value)
@@ -195,15 +202,12 @@ class AxiLiteRegisterBlock(wiring.Component):
                 with m.Case(REG["IMAGES_DONE"] >> 2):
                     m.d.sync += rdata.eq(images_done)
                 with m.Case(REG["CYCLES_LO"] >> 2):
-                    m.d.sync += rdata.eq(cycles[:32])
+                    # Reading CYCLES_LO latches the high word for a consistent 64-bit read.
+                    m.d.sync += [rdata.eq(cycles[:32]), cycles_hi_latch.eq(cycles[32:])]
                 with m.Case(REG["CYCLES_HI"] >> 2):
                     m.d.sync += rdata.eq(cycles_hi_latch)
                 with m.Default():
                     m.d.sync += rdata.eq(0)
-        # Reading CYCLES_LO latches the high word for a consistent 64-bit read.
-        with m.If(self.s_axil_arvalid & self.s_axil_arready
-                  & (word == REG["CYCLES_LO"] >> 2)):
-            m.d.sync += cycles_hi_latch.eq(cycles[32:])
         with m.If(rvalid & self.s_axil_rready):
             m.d.sync += rvalid.eq(0)
 

@@ -130,6 +130,7 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
 
     from .board_shell import SHELL_NAME, BoardShell
     from .generate import generate
+    from .logic_depth import proxy_clock_mhz
     from .vivado import constraints_xdc, ooc_xdc, project_tcl
     from .yosys_estimate import analytic_estimate, yosys_estimate
 
@@ -141,14 +142,6 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
     design = json.loads((rtl / "design.json").read_text())
     mems = sorted(p.name for p in rtl.glob("*.mem"))
 
-    step("Vivado project script")
-    (work / "constraints.xdc").write_text(constraints_xdc(board))
-    (work / "ooc.xdc").write_text(ooc_xdc(args.clock))
-    (work / "create_project.tcl").write_text(project_tcl(
-        board, clock_mhz=args.clock, stream_in_bits=8 * args.pixels_per_beat, jobs=args.jobs,
-        rtl_files=[f"rtl/{SHELL_NAME}.v", "rtl/fracbnn_top.v", "rtl/fracbnn_rom.v"],
-        mem_files=[f"rtl/{m}" for m in mems]))
-
     report = {"design": {k: design[k] for k in ("pixels_per_beat", "classes", "cycle_model")}}
     analytic = analytic_estimate(net, args.pixels_per_beat)
     report["estimate"] = {"analytic": analytic}
@@ -158,8 +151,22 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
         report["estimate"]["yosys"] = {k: v for k, v in est.items() if k != "cells"}
         report["estimate"]["yosys"]["cells"] = est["cells"]
         _check_fit(board, est, "the Yosys estimate")
+        if board.family == "zynq_us+" and est.get("timing_proxy"):
+            supported, why = proxy_clock_mhz(est["timing_proxy"])
+            report["timing_proxy"] = {"supported_clock_mhz": supported, "basis": why}
+            if args.clock_source != "given with --clock":
+                # The default clock of an UltraScale+ build is what its own netlist supports.
+                args.clock, args.clock_source = supported, why
     else:
         _check_fit(board, analytic, "the analytic estimate")
+
+    step("Vivado project script")
+    (work / "constraints.xdc").write_text(constraints_xdc(board))
+    (work / "ooc.xdc").write_text(ooc_xdc(args.clock))
+    (work / "create_project.tcl").write_text(project_tcl(
+        board, clock_mhz=args.clock, stream_in_bits=8 * args.pixels_per_beat, jobs=args.jobs,
+        rtl_files=[f"rtl/{SHELL_NAME}.v", "rtl/fracbnn_top.v", "rtl/fracbnn_rom.v"],
+        mem_files=[f"rtl/{m}" for m in mems]))
     return report
 
 
@@ -224,7 +231,7 @@ def build(args: argparse.Namespace) -> dict:
     check_replaceable(out, _REPORT, "build directory")  # before any slow step
 
     steps = (["export default network"] if args.net is None else []) + (
-        ["generate RTL", "Vivado project script"] + ([] if args.no_estimate else ["Yosys"])
+        ["generate RTL"] + ([] if args.no_estimate else ["Yosys"]) + ["Vivado project script"]
         if board.kind == "zynq" else
         ["generate RTL", "self-test top", "yosys", "nextpnr", "ecppack"])
     step = _Steps(steps, args.quiet)
@@ -244,10 +251,10 @@ def build(args: argparse.Namespace) -> dict:
                 net = refold(net, fold_config_from_json(args.fold, len(net.layers), shapes))
             net_dir = work / "net"
             builder = _build_zynq if board.kind == "zynq" else _build_ecp5
+            built = builder(board, net, net_dir, work, args, step)   # may settle the clock
             report = {"board": board.name, "title": board.title, "part": board.part,
                       "clock_mhz": args.clock, "clock_source": args.clock_source,
-                      "network": net.name, "folding": _fold_summary(net),
-                      **builder(board, net, net_dir, work, args, step)}
+                      "network": net.name, "folding": _fold_summary(net), **built}
             report["seconds"] = round(time.monotonic() - start, 1)
             (work / _REPORT).write_text(json.dumps(report, indent=1) + "\n")
     finally:
@@ -299,6 +306,17 @@ def _summary_lines(r: dict) -> list[str]:
                      f"{y['lut_memory']:,})  FF {y['ff']:,}  BRAM36 {y['bram']:g}  DSP {y['dsp']}"
                      f"   [synth_xilinx -family {y['family']}, {y['lut_mapper']} LUT mapping, "
                      f"{y['seconds']:.0f} s]")
+    if "yosys" in est and est["yosys"].get("timing_proxy"):
+        tp = est["yosys"]["timing_proxy"]
+        lines.append(f"timing    proxy: worst path {tp['lut_levels']} LUT levels "
+                     f"({tp['start']} -> {tp['end']}), at most {tp['max_carry_chains']} carry "
+                     f"chain(s); 300 MHz rule (<= 4 LUT + 1 carry chain) "
+                     f"{'met' if tp['meets_300mhz_rule'] else 'not met'}; "
+                     f"{tp['violating_endpoints']:,} of {tp['endpoints']:,} endpoints over it")
+        sup = r.get("timing_proxy", {}).get("supported_clock_mhz")
+        if sup is not None and r["clock_mhz"] > sup:
+            lines.append(f"warning   --clock {r['clock_mhz']:g} MHz is above the {sup:g} MHz the "
+                         "timing proxy supports for this design")
     if "analytic" in est:
         a = est["analytic"]
         lines.append(f"analytic  LUT {a['lut']:,}  FF {a['ff']:,}  BRAM36 {a['bram']:g}  "

@@ -45,12 +45,33 @@ from pathlib import Path
 
 from sw.errors import UserError
 
-__all__ = ["logic_depth", "load_netlist", "LUT_LEVEL_BUDGET", "CARRY_CHAIN_BUDGET"]
+__all__ = ["logic_depth", "load_netlist", "proxy_clock_mhz", "LUT_LEVEL_BUDGET",
+           "CARRY_CHAIN_BUDGET", "RULE_CLOCK_MHZ"]
 
 #: LUT levels per path at which 300 MHz on an UltraScale+ -1 part is usual (with one carry chain).
 LUT_LEVEL_BUDGET = 4
 #: carry chains per path allowed by the same rule.
 CARRY_CHAIN_BUDGET = 1
+#: The clock the rule stands for.
+RULE_CLOCK_MHZ = 300.0
+
+
+def proxy_clock_mhz(proxy: dict) -> tuple[float, str]:
+    """The UltraScale+ -1 clock the timing proxy supports, and why.
+
+    The rule (<= 4 LUT levels + 1 carry chain per path at 300 MHz, i.e. 3.33 ns) scaled by
+    whole multiples of the path budget: ``k`` times the levels and chains fit in ``k`` times
+    the period, so 300 MHz for k = 1, 150 MHz for k = 2, 100 MHz for k = 3; a design deeper
+    than that gets 100 MHz and a note that the proxy does not cover it.
+    """
+    levels, chains = proxy["lut_levels"], proxy.get("max_carry_chains", proxy["carry_chains"])
+    depth = f"worst path {levels} LUT levels, at most {chains} carry chain(s) on a path"
+    for k in (1, 2, 3):
+        if levels <= k * LUT_LEVEL_BUDGET and chains <= k * CARRY_CHAIN_BUDGET:
+            mhz = RULE_CLOCK_MHZ / k
+            return mhz, (f"timing proxy: {depth} <= {k} x ({LUT_LEVEL_BUDGET} LUT + "
+                         f"{CARRY_CHAIN_BUDGET} carry chain) per {1000 / mhz:.2f} ns")
+    return RULE_CLOCK_MHZ / 3, f"assumed: {depth} is beyond what the timing proxy covers"
 
 METHOD = ("longest path between sequential cells/ports of the flattened synth_xilinx netlist: "
           "LUT levels (LUTRAM/SRL read = 1, MUXF = 0), then carry chains entered, then carry cells")

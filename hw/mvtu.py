@@ -21,7 +21,7 @@ from sw.compiled_net import LayerSpec, signed_bits
 from sw.errors import UserError
 from sw.memfile import read_mem
 
-from .popcount import PopcountTree, popcount_latency, popcount_width
+from .popcount import PopcountTree, popcount_latency
 from .rom import ROM_MODES, InitFileROM
 from .threshold import ThresholdUnit, out_layout
 
@@ -487,7 +487,6 @@ class MatrixVectorThresholdUnit(wiring.Component):
         mw = layer.in_features
         in_w = simd * self.in_bits
         accw = self.acc_width
-        cnt_w = popcount_width(layer.mw_padded)
         # Counter ranges of at least 1 bit (no zero-width signals in the Verilog).
         sf_range, nf_range = range(max(sf_n, 2)), range(max(nf_n, 2))
         base_range = range(max(nf_n * sf_n, 2))
@@ -639,13 +638,14 @@ class MatrixVectorThresholdUnit(wiring.Component):
             gate_now = Signal(pe)
         dot_w = signed_bits(-mw, mw)
         for p in range(pe):
-            cnt = Signal(cnt_w, name=f"cnt{p}")
-            total = Signal(cnt_w, name=f"total{p}")
-            dot = Signal(signed(dot_w), name=f"dot{p}")
-            m.d.comb += [total.eq(Mux(sa.first, 0, cnt) + counts[p]),
-                         dot.eq((total << 1) - mw)]
+            # The dot product accumulates directly: -MW + 2*popcount per fold, one adder
+            # (one carry chain) per cycle.
+            run_w = signed_bits(-mw, 2 * layer.mw_padded - mw)
+            run = Signal(signed(run_w), name=f"run{p}")
+            dot = Signal(signed(run_w), name=f"dot{p}")
+            m.d.comb += dot.eq(Mux(sa.first, -mw, run) + (counts[p] << 1))
             with m.If(sa.valid):
-                m.d.sync += cnt.eq(total)
+                m.d.sync += run.eq(dot)
             if not two:
                 with m.If(sa.valid & sa.last):
                     m.d.sync += res_acc[p].eq(dot)
@@ -683,7 +683,6 @@ class MatrixVectorThresholdUnit(wiring.Component):
         lp = self.popcount_latency
         mw = layer.in_features
         accw = self.acc_width
-        cnt_w = popcount_width(layer.mw_padded)
         sf_range, nf_range = range(max(sf_n, 2)), range(max(nf_n, 2))
         base_range = range(max(nf_n * sf_n, 2))
 
@@ -863,15 +862,15 @@ class MatrixVectorThresholdUnit(wiring.Component):
         msb_done = sa.valid & sa.last & ~sa.lsb
         with m.If(msb_done & (sa.nf == nf_n - 1)):
             m.d.sync += gates_known.eq(1)
-        dot_w = signed_bits(-mw, mw)
         for p in range(pe):
-            cnt = Signal(cnt_w, name=f"cnt{p}")
-            total = Signal(cnt_w, name=f"total{p}")
-            dot = Signal(signed(dot_w), name=f"dot{p}")
-            m.d.comb += [total.eq(Mux(sa.first, 0, cnt) + counts[p]),
-                         dot.eq((total << 1) - mw)]
+            # The dot product accumulates directly: -MW + 2*popcount per fold, one adder
+            # (one carry chain) per cycle.
+            run_w = signed_bits(-mw, 2 * layer.mw_padded - mw)
+            run = Signal(signed(run_w), name=f"run{p}")
+            dot = Signal(signed(run_w), name=f"dot{p}")
+            m.d.comb += dot.eq(Mux(sa.first, -mw, run) + (counts[p] << 1))
             with m.If(sa.valid):
-                m.d.sync += cnt.eq(total)
+                m.d.sync += run.eq(dot)
             store = memory.Memory(shape=signed(accw), depth=2 * nf_n, init=[])
             m.submodules[f"acc_store{p}"] = store
             st_w = store.write_port()

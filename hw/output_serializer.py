@@ -196,28 +196,33 @@ class OutputSerializer(wiring.Component):
                 m.d.sync += [fold.eq(fold + 1), base.eq(base + pe)]
 
         # Emit: beat 0 = class index, then score0, score1, ... shifted out of entry 0.
+        # `at_first`/`at_last` mirror out_beat == 0 / == classes as flip-flops, so the
+        # handshake logic (valid, last, the transfer below) decodes no counter.
+        at_first, at_last = Signal(init=1), Signal()
         o_fire = Signal()
         m.d.comb += [
             self.o.valid.eq(emitting),
-            self.o.payload.last.eq(out_beat == classes),
+            self.o.payload.last.eq(at_last),
             o_fire.eq(self.o.valid & self.o.ready),
         ]
-        with m.If(out_beat == 0):
+        with m.If(at_first):
             m.d.comb += self.o.payload.data.eq(out_class)
         with m.Else():
             m.d.comb += self.o.payload.data.eq(out_scores[0])
         with m.If(o_fire):
-            with m.If(out_beat != 0):
+            with m.If(~at_first):
                 for k in range(classes - 1):
                     m.d.sync += out_scores[k].eq(out_scores[k + 1])
-            with m.If(out_beat == classes):
-                m.d.sync += [emitting.eq(0), out_beat.eq(0)]
+            with m.If(at_last):
+                m.d.sync += [emitting.eq(0), out_beat.eq(0), at_first.eq(1), at_last.eq(0)]
             with m.Else():
-                m.d.sync += out_beat.eq(out_beat + 1)
+                m.d.sync += [out_beat.eq(out_beat + 1), at_first.eq(0),
+                             at_last.eq(out_beat == classes - 1)]
 
         # Transfer a complete image to the emitter when it is (becoming) idle.
-        with m.If(have & (~emitting | (o_fire & self.o.payload.last))):
-            m.d.sync += [have.eq(0), emitting.eq(1), out_beat.eq(0), out_class.eq(best_idx)]
+        with m.If(have & (~emitting | (o_fire & at_last))):
+            m.d.sync += [have.eq(0), emitting.eq(1), out_beat.eq(0), at_first.eq(1),
+                         at_last.eq(0), out_class.eq(best_idx)]
             m.d.sync += [out_scores[k].eq(scores[k]) for k in range(classes)]
         return m
 

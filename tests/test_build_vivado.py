@@ -10,6 +10,7 @@ import pytest
 
 import boards
 from hw.build import _check_fit, main as build_main
+from hw.logic_depth import proxy_clock_mhz
 from hw.vivado import constraints_xdc, parse_vivado_summary, project_tcl
 from hw.yosys_estimate import count_xilinx_cells
 from sw.compiled_net import load_compiled_network
@@ -182,6 +183,23 @@ def test_build_ultra96_writes_everything_and_a_sane_estimate(small_net, tmp_path
     # Registers at least hold every PE's accumulator and the popcount inputs.
     net = load_compiled_network(small_net)
     assert y["ff"] >= sum(l.folding.pe * l.folding.simd for l in net.layers)
+
+
+def test_build_ultra96_default_clock_is_what_the_timing_proxy_supports(small_net, tmp_path,
+                                                                      capsys):
+    """Without --clock an UltraScale+ build takes the clock its own netlist's logic depth
+    supports (hw.logic_depth.proxy_clock_mhz), writes it into the Vivado script and says why."""
+    out = tmp_path / "b"
+    assert build_main(["--board", "ultra96", "--net", str(small_net), "--out", str(out),
+                       "--quiet", "--no-vivado"]) == 0
+    text = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    proxy = report["estimate"]["yosys"]["timing_proxy"]
+    mhz, why = proxy_clock_mhz(proxy)
+    assert report["clock_mhz"] == mhz and report["clock_source"] == why
+    assert f"PL0_REF_CTRL__FREQMHZ {{{mhz:g}}}" in (out / "create_project.tcl").read_text()
+    assert f"clock     {mhz:g} MHz ({why})" in text
+    assert f"timing    proxy: worst path {proxy['lut_levels']} LUT levels" in text
 
 
 def test_build_errors_are_one_line(small_net, tmp_path, capsys):

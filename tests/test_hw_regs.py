@@ -101,7 +101,7 @@ def test_status_counters_and_clear():
         lo1 = await axil_read(ctx, dut, REG["CYCLES_LO"])
         assert await axil_read(ctx, dut, REG["CYCLES_HI"]) == 0
         lo2 = await axil_read(ctx, dut, REG["CYCLES_LO"])
-        assert lo2 - lo1 == 4  # each read takes two cycles here (AR edge, R edge)
+        assert lo2 - lo1 == 6  # each read takes three cycles (AR edge, data select, R edge)
         await axil_write(ctx, dut, REG["CTRL"], 0)  # bit 0 clear: no effect
         assert await axil_read(ctx, dut, REG["IMAGES_DONE"]) == 3
         await axil_write(ctx, dut, REG["CTRL"], 1, w_first=True, gap=2)
