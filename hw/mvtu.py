@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -423,13 +423,21 @@ class MatrixVectorThresholdUnit(wiring.Component):
             free += 1
         return VectorTiming(start, tuple(offsets), free, tuple(credits))
 
+    def _inbuf_addr(self, bank, sf):
+        """Input-buffer address of word ``sf`` of ``bank``: ``Cat(sf, bank)``."""
+        bits = (self.synapse_folds - 1).bit_length()
+        return Cat(sf[:bits], bank) if bits else bank
+
     def _input_buffer(self, m, width, sf_n, sf_range):
         """Ping-pong input banks of ``sf_n`` words each, filled from ``i``.
 
         Returns the read port, ``full`` (bit b: bank b holds a complete vector not yet
         released) and ``clr_full`` (the engine drives bit b for one cycle to release bank b).
+        Word ``sf`` of bank ``b`` is at address ``{b, sf}`` (:meth:`_inbuf_addr`: banks
+        ``2**ceil(log2(SF))`` words apart, so an address is a concatenation, not a sum).
         """
-        m.submodules.inbuf = inbuf = memory.Memory(shape=width, depth=2 * sf_n, init=[])
+        stride = 1 << (sf_n - 1).bit_length()
+        m.submodules.inbuf = inbuf = memory.Memory(shape=width, depth=2 * stride, init=[])
         wport = inbuf.write_port()
         rport = inbuf.read_port(domain="sync")
         full = Signal(2)
@@ -437,7 +445,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         wr_sf = Signal(sf_range)
         m.d.comb += [
             self.i.ready.eq(~full.bit_select(wr_bank, 1)),
-            wport.addr.eq(Mux(wr_bank, sf_n, 0) + wr_sf),
+            wport.addr.eq(self._inbuf_addr(wr_bank, wr_sf)),
             wport.data.eq(Value.cast(self.i.payload)),
             wport.en.eq(self.i.valid & self.i.ready),
         ]
@@ -569,7 +577,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
 
         m.d.comb += [
             wrom.addr.eq(c_base + c_sf),
-            rport.addr.eq(Mux(c_bank, sf_n, 0) + c_sf),
+            rport.addr.eq(self._inbuf_addr(c_bank, c_sf)),
         ]
 
         # Output credits: taken by a fold's first read, returned after its beat is accepted.
@@ -795,7 +803,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
                         with m.If(pick_on[p]):
                             m.d.sync += pending[p].bit_select(pick_nf[p], 1).eq(0)
 
-        m.d.comb += rport.addr.eq(Mux(c_bank, sf_n, 0) + c_sf)
+        m.d.comb += rport.addr.eq(self._inbuf_addr(c_bank, c_sf))
         for p in range(pe):
             m.d.comb += lane_roms[p].addr.eq(Mux(c_lsb, u_base[p], c_base) + c_sf)
 

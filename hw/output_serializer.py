@@ -157,14 +157,16 @@ class OutputSerializer(wiring.Component):
                 take_b = vb & (~va | (xb > xa))
                 v = Signal(name=f"arg{level}_{j // 2}_valid")
                 x = Signal(signed(w), name=f"arg{level}_{j // 2}_val")
-                lane = Signal(lane_bits, name=f"arg{level}_{j // 2}_lane")
+                # The highest lane this node can hold sets its lane field's width.
+                top = min((j // 2 + 1) << level, pe) - 1
+                lane = Signal(max(1, top.bit_length()), name=f"arg{level}_{j // 2}_lane")
                 m.d.sync += [v.eq(va | vb), x.eq(Mux(take_b, xb, xa)),
                              lane.eq(Mux(take_b, lb, la))]
                 nxt.append((v, x, lane))
             if len(nodes) % 2:
                 va, xa, la = nodes[-1]
                 v, x = Signal(name=f"arg{level}_pass_valid"), Signal(signed(w), name=f"arg{level}_pass_val")
-                lane = Signal(lane_bits, name=f"arg{level}_pass_lane")
+                lane = Signal(max(1, (pe - 1).bit_length()), name=f"arg{level}_pass_lane")
                 m.d.sync += [v.eq(va), x.eq(xa), lane.eq(la)]
                 nxt.append((v, x, lane))
             regs = tuple(Signal.like(sig, name=f"arg{level}_{n}")

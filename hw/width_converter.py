@@ -9,7 +9,9 @@ number of zero elements after every input vector (layer 0's ``MW -> MWp`` paddin
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, Value, unsigned
+import math
+
+from amaranth import Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -168,20 +170,33 @@ class StreamWidthConverter(wiring.Component):
             m.d.comb += pad_now.eq(last_beat)
 
         # Elements above the fill level are always zero, so padding is just a larger count.
+        # The fill level only moves in steps of g elements, so the write position is one of
+        # cap/g + 1 constants: a case mux on the level in units of g (one LUT level for the
+        # usual few cases) instead of a barrel shifter.  Both candidate positions (with and
+        # without this cycle's output) are formed from registers alone; the output handshake
+        # only picks one of them at the end.
+        g = math.gcd(n_in, n_out, self._pad_elems or 0)
+        units = Signal(range(cap // g + 1))          # == count // g
         for buf, plane in zip(bufs, in_planes):
-            shifted = Signal(cap)
-            m.d.comb += shifted.eq(buf >> n_out)
             kept = Signal(cap)
-            with m.If(o_fire):
-                m.d.comb += kept.eq(shifted)
-            with m.Else():
-                m.d.comb += kept.eq(buf)
-            with m.If(i_fire):
-                m.d.sync += buf.eq(kept | (Value.cast(plane) << base)[:cap])
-            with m.Else():
-                m.d.sync += buf.eq(kept)
+            m.d.comb += kept.eq(Mux(o_fire, buf >> n_out, buf))
+            placed = []
+            top = self.accept_limit // g              # highest level at which input fires
+            for drop in (0, n_out // g):              # no output / one output this cycle
+                at = Signal(n_in + (top - drop) * g, name=f"{buf.name}_at{drop}")
+                with m.Switch(units):
+                    for u in range(drop, top + 1):
+                        with m.Case(u):
+                            m.d.comb += at.eq(Value.cast(plane) << ((u - drop) * g))
+                placed.append(at)
+            m.d.sync += buf.eq(kept | Mux(i_fire, Mux(o_fire, placed[1], placed[0]), 0))
 
-        m.d.sync += count.eq(base + i_fire * n_in + (i_fire & pad_now) * self._pad_elems)
+        pad = self._pad_elems
+        m.d.sync += [
+            count.eq(base + i_fire * n_in + (i_fire & pad_now) * pad),
+            units.eq(units - o_fire * (n_out // g) + i_fire * (n_in // g)
+                     + (i_fire & pad_now) * (pad // g)),
+        ]
         return m
 
 
