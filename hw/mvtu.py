@@ -423,6 +423,31 @@ class MatrixVectorThresholdUnit(wiring.Component):
             free += 1
         return VectorTiming(start, tuple(offsets), free, tuple(credits))
 
+    def _lane_style(self, lane: int) -> str:
+        """ROM placement of PE lane ``lane``'s weights (``Folding.block_lanes``)."""
+        k = self._layer.folding.block_lanes
+        return "auto" if k is None else "block" if lane < k else "distributed"
+
+    def _weight_roms(self, m) -> list:
+        """The fold schedule's weight ROMs: one for the whole word, or with
+        ``Folding.block_lanes = K`` (0 < K < PE) a block-RAM slice of lanes ``0..K-1`` and a
+        distributed slice of the rest (both read the same ``.mem`` file; same address, same
+        latency, so the word they give together is the one ROM's)."""
+        width, depth, path = self._rom_specs["weights"]
+        pe, simd, k = self.pe, self.simd, self._layer.folding.block_lanes
+        if k is None or k in (0, pe):
+            style = "auto" if k is None else "block" if k else "distributed"
+            parts = [(0, pe, style)]
+        else:
+            parts = [(0, k, "block"), (k, pe, "distributed")]
+        roms = []
+        for n, (lo, hi, style) in enumerate(parts):
+            rom = InitFileROM((hi - lo) * simd, depth, path, rom_mode=self._rom_mode,
+                              file_width=width, lsb=lo * simd, style=style)
+            m.submodules["weights_rom" if len(parts) == 1 else f"weights_rom_{style}"] = rom
+            roms.append(rom)
+        return roms
+
     def _inbuf_addr(self, bank, sf):
         """Input-buffer address of word ``sf`` of ``bank``: ``Cat(sf, bank)``."""
         bits = (self.synapse_folds - 1).bit_length()
@@ -504,10 +529,14 @@ class MatrixVectorThresholdUnit(wiring.Component):
 
         # ---------------------------------------------------------- ROMs
         roms = {name: InitFileROM(width, depth, path, rom_mode=self._rom_mode)
-                for name, (width, depth, path) in self._rom_specs.items()}
+                for name, (width, depth, path) in self._rom_specs.items() if name != "weights"}
         for name, rom in roms.items():
             m.submodules[f"{name}_rom"] = rom
-        wrom, grom, trom = roms["weights"], roms.get("gates"), roms.get("thresholds")
+        grom, trom = roms.get("gates"), roms.get("thresholds")
+        w_roms = self._weight_roms(m)
+        w_addr = Signal(w_roms[0].addr_width)
+        m.d.comb += [rom.addr.eq(w_addr) for rom in w_roms]
+        w_data = Cat(rom.data for rom in w_roms)     # lanes 0.. in the block part first
 
         # ---------------------------------------------------------- issue (read sequencer)
         active = Signal()               # a vector is being read from rd_bank
@@ -576,7 +605,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
                              pos_base.eq(pos_base + sf_n)]
 
         m.d.comb += [
-            wrom.addr.eq(c_base + c_sf),
+            w_addr.eq(c_base + c_sf),
             rport.addr.eq(self._inbuf_addr(c_bank, c_sf)),
         ]
 
@@ -625,7 +654,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         # The first register stage of the popcount: the weight-ROM word as read (a plain
         # register behind the memory, which block RAM output registers absorb) and x.
         w_q, x_q = Signal(pe * simd, name="weights_q"), Signal(simd, name="x_q")
-        m.d.sync += [w_q.eq(wrom.data), x_q.eq(x)]
+        m.d.sync += [w_q.eq(w_data), x_q.eq(x)]
         counts = []
         for p in range(pe):
             tree = PopcountTree(simd, levels_per_stage=POPCOUNT_LEVELS_PER_STAGE,
@@ -704,7 +733,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         lane_roms = []
         for p in range(pe):
             rom = InitFileROM(simd, w_depth, w_path, rom_mode=self._rom_mode,
-                              file_width=w_width, lsb=p * simd)
+                              file_width=w_width, lsb=p * simd, style=self._lane_style(p))
             m.submodules[f"weights_rom{p}"] = rom
             lane_roms.append(rom)
         g_width, g_depth, g_path = self._rom_specs["gates"]

@@ -21,10 +21,12 @@ from amaranth.lib.wiring import In, Out
 
 from sw.memfile import read_mem
 
-__all__ = ["ROM_MODES", "VERILOG_ROM_SOURCE", "InitFileROM"]
+__all__ = ["ROM_MODES", "ROM_STYLES", "VERILOG_ROM_SOURCE", "InitFileROM"]
 
 #: Accepted ``rom_mode`` values.
 ROM_MODES = ("sim", "verilog")
+#: Accepted ``style`` values (placement of the Verilog ROM; see fracbnn_rom.v).
+ROM_STYLES = ("auto", "block", "distributed")
 
 #: The Verilog module instantiated in ``rom_mode="verilog"``.
 VERILOG_ROM_SOURCE = Path(__file__).with_name("verilog") / "fracbnn_rom.v"
@@ -54,6 +56,9 @@ class InitFileROM(wiring.Component):
         ``[lsb, lsb + width)`` of file word ``k``.  Default 0.  The Verilog form passes
         ``FILE_WIDTH``/``LSB`` to ``fracbnn_rom``, which ``$readmemh``'s the wide file and
         keeps its slice, so a per-lane ROM needs no extra export file.
+    style : {"auto", "block", "distributed"}
+        Placement of the Verilog ROM (``STYLE`` of ``fracbnn_rom``: 0, 1, 2 in this order):
+        by size (default), or forced.  No effect in ``rom_mode="sim"`` and none on timing.
 
     Ports
     -----
@@ -66,7 +71,8 @@ class InitFileROM(wiring.Component):
     """
 
     def __init__(self, width: int, depth: int, init_file, *, rom_mode: str = "sim",
-                 init_name: str | None = None, file_width: int | None = None, lsb: int = 0):
+                 init_name: str | None = None, file_width: int | None = None, lsb: int = 0,
+                 style: str = "auto"):
         if file_width is None:
             file_width = width
         for name, value in (("width", width), ("depth", depth), ("file_width", file_width)):
@@ -77,6 +83,9 @@ class InitFileROM(wiring.Component):
                              f"[0, {file_width - width}], not {lsb!r}")
         if rom_mode not in ROM_MODES:
             raise ValueError(f"rom_mode must be one of {ROM_MODES}, not {rom_mode!r}")
+        if style not in ROM_STYLES:
+            raise ValueError(f"style must be one of {ROM_STYLES}, not {style!r}")
+        self._style = style
         self._width = width
         self._depth = depth
         self._init_file = Path(init_file)
@@ -119,6 +128,11 @@ class InitFileROM(wiring.Component):
         return self._init_name
 
     @property
+    def style(self) -> str:
+        """Placement: ``"auto"``, ``"block"`` or ``"distributed"``."""
+        return self._style
+
+    @property
     def rom_mode(self) -> str:
         """``"sim"`` or ``"verilog"``."""
         return self._rom_mode
@@ -159,6 +173,7 @@ class InitFileROM(wiring.Component):
                 p_INIT_FILE=self._init_name,
                 **({} if self._file_width == self._width and self._lsb == 0 else
                    {"p_FILE_WIDTH": self._file_width, "p_LSB": self._lsb}),
+                **({} if self._style == "auto" else {"p_STYLE": ROM_STYLES.index(self._style)}),
                 i_clk=ClockSignal("sync"),
                 i_en=self.en,
                 i_addr=self.addr,

@@ -14,7 +14,8 @@ build does not work (it ends the process silently in some environments; probed o
 which needs noticeably more LUTs than ABC or Vivado: the report names the mapper used
 (``lut_mapper``).  FF, BRAM and DSP counts do not depend on it.
 
-Memories: ``fracbnn_rom`` asks for distributed ROM below 4 Kb; Yosys's Xilinx LUTRAM library
+Memories: ``fracbnn_rom`` asks for distributed ROM below 4 Kb or at most 32 words deep
+(unless ``Folding.block_lanes`` places a layer's weights by hand); Yosys's Xilinx LUTRAM library
 cannot map a ROM without a write port, so such ROMs are mapped as logic (LUTs), as Vivado does
 for ``rom_style = "distributed"``.
 
@@ -52,6 +53,7 @@ XILINX_LUTRAM_LUTS = {
 }
 _FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
 _DISTRIBUTED_ROM_BITS = 4096      # fracbnn_rom.v BLOCK_MIN_BITS
+_SHALLOW_ROM_WORDS = 32           # fracbnn_rom.v SHALLOW_MAX_DEPTH
 
 
 def _yosys_cmd() -> list[str]:
@@ -240,8 +242,9 @@ def analytic_estimate(net, pixels_per_beat: int = 8) -> dict:
     ``count`` thresholds: XNOR + popcount ``1.1 * SIMD`` LUTs per PE (six XNOR/adder inputs
     per LUT6 in a compressor tree), accumulate ``A`` and compare ``count * TW / 2`` LUTs per
     PE (carry chains), doubled popcount for 2-bit inputs (MSB/LSB planes); FFs ``SIMD/2``
-    (popcount pipeline) ``+ 2A`` per PE; ROMs of at least 4 Kb in block RAM tiles (RAMB36
-    512x72 ... shapes), smaller ones as LUT ROM (64 bits per LUT6); 150 LUT / 200 FF of
+    (popcount pipeline) ``+ 2A`` per PE; ROMs of at least 4 Kb and more than 32 words in
+    block RAM tiles (RAMB36 512x72 ... shapes), others as LUT ROM (one LUT6 per bit per 64
+    words); ``Folding.block_lanes`` splits a weight ROM as the generator does; 150 LUT / 200 FF of
     control per layer and 400 LUT / 500 FF for thermometer, converters, serializer and
     registers.  No DSPs.
     """
@@ -256,16 +259,24 @@ def analytic_estimate(net, pixels_per_beat: int = 8) -> dict:
         l_lut = pe * (1.1 * simd * planes + acc + layer.threshold_count * layer.threshold_bits / 2)
         l_ff = pe * (simd / 2 * planes + 2 * acc)
         l_bram = 0.0
-        mems = [(layer.weight_width, layer.weight_depth)]
+        k = layer.folding.block_lanes
+        if k is None:
+            mems = [(layer.weight_width, layer.weight_depth, "auto")]
+        else:
+            mems = [(k * simd, layer.weight_depth, "block"),
+                    ((pe - k) * simd, layer.weight_depth, "distributed")]
         if layer.threshold_count:
-            mems.append((layer.threshold_width, layer.neuron_folds))
+            mems.append((layer.threshold_width, layer.neuron_folds, "auto"))
         if layer.in_bits == 2:
-            mems.append((layer.gate_width, layer.neuron_folds))
-        for width, depth in mems:
-            if width * depth >= _DISTRIBUTED_ROM_BITS:
+            mems.append((layer.gate_width, layer.neuron_folds, "auto"))
+        for width, depth, style in mems:
+            if width == 0:
+                continue
+            if style == "block" or (style == "auto" and width * depth >= _DISTRIBUTED_ROM_BITS
+                                    and depth > _SHALLOW_ROM_WORDS):
                 l_bram += _bram36_for(width, depth)
             else:
-                l_lut += math.ceil(width * depth / 64)
+                l_lut += width * math.ceil(depth / 64)
         l_lut += 150
         l_ff += 200
         layers.append({"layer": layer.index, "lut": round(l_lut), "ff": round(l_ff),

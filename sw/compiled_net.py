@@ -99,11 +99,17 @@ class Folding:
     ``pad`` allows padding where the folding does not divide the layer: the first layer's
     inputs (``MWp = ceil(MW/SIMD)*SIMD``) and the last layer's outputs
     (``MHp = ceil(MH/PE)*PE``) only.
+
+    ``block_lanes`` (optional) places the weight memory by hand: the weights of PE lanes
+    ``0 .. block_lanes-1`` in block RAM, the others in distributed (LUT) ROM; ``None`` lets
+    the generator choose by size (docs/hardware.md, "Memories").  It changes no memory file
+    and no cycle, only where the bits live.
     """
 
     pe: int
     simd: int
     pad: bool = False
+    block_lanes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("pe", "simd"):
@@ -114,10 +120,16 @@ class Folding:
         if not isinstance(self.pad, (bool, np.bool_)):
             raise UserError(f"folding pad must be true or false, not {self.pad!r}")
         object.__setattr__(self, "pad", bool(self.pad))
+        if self.block_lanes is not None:
+            if not _is_int(self.block_lanes) or not 0 <= self.block_lanes <= self.pe:
+                raise UserError(f"folding block_lanes must be an int in 0..pe={self.pe}, "
+                                f"not {self.block_lanes!r}")
+            object.__setattr__(self, "block_lanes", int(self.block_lanes))
 
     def to_json(self) -> dict:
-        """The folding-file form ``{"pe": .., "simd": .., "pad": ..}``."""
-        return {"pe": self.pe, "simd": self.simd, "pad": self.pad}
+        """The folding-file form ``{"pe": .., "simd": .., "pad": .. [, "block_lanes": ..]}``."""
+        return {"pe": self.pe, "simd": self.simd, "pad": self.pad,
+                **({} if self.block_lanes is None else {"block_lanes": self.block_lanes})}
 
 
 @dataclass(frozen=True)
@@ -774,11 +786,12 @@ def fold_config_from_json(source: str | Path | dict, n_layers: int,
     folding = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not {"pe", "simd"} <= entry.keys() \
-                or not entry.keys() <= {"pe", "simd", "pad"}:
-            raise UserError(f'{where} layer {i} must be {{"pe": P, "simd": S, "pad": false}}, '
-                            f"not {entry!r}")
+                or not entry.keys() <= {"pe", "simd", "pad", "block_lanes"}:
+            raise UserError(f'{where} layer {i} must be {{"pe": P, "simd": S, "pad": false}} '
+                            f'(optionally "block_lanes": K), not {entry!r}')
         try:
-            folding.append(Folding(entry["pe"], entry["simd"], entry.get("pad", False)))
+            folding.append(Folding(entry["pe"], entry["simd"], entry.get("pad", False),
+                                   entry.get("block_lanes")))
         except UserError as exc:
             raise UserError(f"{where} layer {i}: {exc}") from None
     if shapes is not None:
@@ -814,8 +827,7 @@ def _layer_json(layer: LayerSpec) -> dict:
             "acc_min": layer.acc_min, "acc_max": layer.acc_max,
             **({} if layer.conv is None else {"conv": layer.conv.to_json(),
                                                "pool": layer.pool}),
-            "folding": {"pe": layer.folding.pe, "simd": layer.folding.simd,
-                        "pad": layer.folding.pad,
+            "folding": {**layer.folding.to_json(),
                         "mw_padded": layer.mw_padded, "mh_padded": layer.mh_padded,
                         "synapse_folds": layer.synapse_folds,
                         "neuron_folds": layer.neuron_folds},
@@ -985,7 +997,8 @@ def _load_layer(directory: Path, doc: _Doc, index: int, version: int = VERSION) 
     fold = doc.sub("folding")
     try:
         folding = Folding(fold.get("pe", int), fold.get("simd", int),
-                          bool(fold.get("pad", bool, optional=True) or False))
+                          bool(fold.get("pad", bool, optional=True) or False),
+                          fold.get("block_lanes", int, optional=True))
     except UserError as exc:
         doc.fail(f"{where}.folding: {exc}")
     mw, mh = doc.get("in_features", int), doc.get("out_features", int)

@@ -7,8 +7,11 @@
 // retrained network with the same shapes needs new .mem files, not new HDL.
 // Instantiated by hw/rom.py (InitFileROM in rom_mode="verilog").
 //
-// Memories of at least BLOCK_MIN_BITS bits get a block-RAM hint, smaller ones a
-// distributed (LUT) ROM hint.
+// Placement (STYLE): 1 = block (block-RAM hint), 2 = distributed (LUT ROM hint), or
+// 0 = auto: block RAM for memories of at least BLOCK_MIN_BITS bits that are deeper than
+// SHALLOW_MAX_DEPTH words, LUTs otherwise (a wide, shallow ROM would use a few rows of
+// many block RAMs, and a block RAM delivers at most 72 bits per cycle: distributed ROM
+// gives those bits at one LUT per bit up to 64 words).
 //
 // Slice mode (FILE_WIDTH != WIDTH or LSB != 0): INIT_FILE holds FILE_WIDTH-bit
 // words and the ROM keeps bits [LSB, LSB+WIDTH) of each (one PE lane of a wide
@@ -24,6 +27,8 @@ module fracbnn_rom #(
     parameter integer ADDR_WIDTH = 4,
     parameter INIT_FILE = "rom.mem",
     parameter integer BLOCK_MIN_BITS = 4096,
+    parameter integer SHALLOW_MAX_DEPTH = 32,
+    parameter integer STYLE = 0,
     parameter integer FILE_WIDTH = WIDTH,
     parameter integer LSB = 0
 ) (
@@ -32,10 +37,12 @@ module fracbnn_rom #(
     input  wire [ADDR_WIDTH-1:0] addr,
     output reg  [WIDTH-1:0]      data
 );
+    // The size rule counts only the bits kept (slice mode); synthesis drops the others.
+    localparam USE_BLOCK = (STYLE == 1) ||
+        (STYLE == 0 && WIDTH * DEPTH >= BLOCK_MIN_BITS && DEPTH > SHALLOW_MAX_DEPTH);
     generate
         if (FILE_WIDTH != WIDTH || LSB != 0) begin : g_slice
-            // The size hint counts only the bits kept; synthesis drops the others.
-            if (WIDTH * DEPTH >= BLOCK_MIN_BITS) begin : g_block
+            if (USE_BLOCK) begin : g_block
                 (* rom_style = "block", ram_style = "block" *)
                 reg [FILE_WIDTH-1:0] mem [0:DEPTH-1];
                 initial $readmemh(INIT_FILE, mem);
@@ -50,7 +57,7 @@ module fracbnn_rom #(
                     if (en) data <= mem[addr][LSB +: WIDTH];
                 end
             end
-        end else if (WIDTH * DEPTH >= BLOCK_MIN_BITS) begin : g_block
+        end else if (USE_BLOCK) begin : g_block
             (* rom_style = "block", ram_style = "block" *)
             reg [WIDTH-1:0] mem [0:DEPTH-1];
             initial $readmemh(INIT_FILE, mem);
