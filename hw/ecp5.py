@@ -7,7 +7,7 @@
 1. ``synth_ecp5`` (ABC LUT mapping, or ``-noabc`` where ABC does not work, see
    :func:`hw.yosys_estimate.abc_works`) -> ``ulx3s.json`` and cell counts; ROMs of at most
    :data:`SHALLOW_ROM_WORDS` words (the wide, shallow threshold ROMs) become LUTs, since
-   they would waste almost all of an EBR each;
+   they would waste almost all of an EBR each (shallow RAMs map to distributed RAM);
 2. a fit check of LUT4 / FF / EBR (DP16KD) / MULT18 against the part *before* place and
    route: a design that cannot fit fails with the numbers, not a tool log;
 3. ``nextpnr-ecp5 --<device> --package <pkg> --speed <grade> --lpf ... --freq <MHz>
@@ -135,9 +135,11 @@ def _ecp5_script(mapper: str, pll: bool) -> str:
         'setattr -set rom_style "logic" -set ram_style "logic" m:*g_distributed*',
         f"{synth} -run :map_ram",
         # EBRs are 512 deep at 36 bits: a ROM of <= SHALLOW_ROM_WORDS words (the wide threshold
-        # ROMs) would leave >= 94% of each EBR empty, so it is built from LUTs instead.
+        # ROMs) would leave >= 94% of each EBR empty, so it is built from LUTs instead.  Only
+        # ROMs (no write port): shallow RAMs (the engines' input buffers) stay free to map to
+        # distributed RAM, whose read is one LUT deep rather than a mux tree of flip-flops.
         f'setattr -set rom_style "logic" -set ram_style "logic" t:$mem_v2 '
-        f"r:SIZE<={SHALLOW_ROM_WORDS} %i",
+        f"r:SIZE<={SHALLOW_ROM_WORDS} %i r:WR_PORTS=0 %i",
         *tail, "tee -q -o ecp5_stat.json stat -json", ""])
 
 

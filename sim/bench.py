@@ -164,7 +164,8 @@ def main(argv=None) -> int:
             speeds.append({"engine": "batch", "folding": name, **r["sim_speed"]})
         fold = tmp / "bnn-pynq.json"
         r = _sim_run(["--checkpoint", str(_CHECKPOINT), "--fold", str(fold), "--engine", "cocotb",
-                      "--images", str(args.cocotb_images)], tmp / "cocotb.json")
+                      "--images", str(args.cocotb_images), "--clock", str(args.clock_mhz)],
+                     tmp / "cocotb.json")
         speeds.append({"engine": "cocotb", "folding": "bnn-pynq", "passed": r["exit_status"] == 0,
                        **r["sim_speed"]})
 

@@ -7,6 +7,8 @@ predictions) and the C++ batch harness.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -156,3 +158,24 @@ def test_sim_run_user_errors_are_one_line(args, message):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_fps_uses_the_steady_state_ii_and_warns_on_short_runs():
+    """FPS comes from the cycle model's exact steady-state II (not the mean spacing of a few
+    results that input buffers absorbed), and a run too short to show it says so."""
+    from types import SimpleNamespace
+
+    from sim.run import _timing_summary
+
+    accept, output = np.array([0, 20, 40, 60, 80]), np.array([100, 130, 180, 230, 280])
+    ref = SimpleNamespace(accept=accept, output=output)
+    t = _timing_summary(accept, output, ref, 100.0, [], 50.0)
+    assert t["ii_for_fps"] == 50.0 and t["fps"] == 2e6 and t["warning"] is None
+    t = _timing_summary(accept[:3], output[:3], ref, 100.0, [], 50.0)   # last interval 50
+    assert t["warning"] is None
+    t = _timing_summary(accept[:2], output[:2], ref, 100.0, [], 50.0)   # last interval 30
+    assert "do not reach the steady state" in t["warning"] and t["fps"] == 2e6
+    # Gated networks: no exact II, mean result spacing, a warning below 100 images.
+    t = _timing_summary(accept, output, ref, 100.0, [], None)
+    assert t["ii_for_fps"] == 45.0 and "only 5 image(s)" in t["warning"]
+    assert json.dumps(t)        # JSON-safe: no NaN/inf
