@@ -23,7 +23,7 @@ Unmapped addresses read 0; writes other than to CTRL are ignored; every response
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -88,8 +88,9 @@ class AxiLiteRegisterBlock(wiring.Component):
     ``wready = ~have_w & ~bvalid``); once both are held the write is performed and ``bvalid``
     raised the next cycle; a new write is accepted after ``bready``.  Reads: ``arready`` is
     high while no read is in progress; the address is registered at the ``arvalid & arready``
-    edge, the data selected from it the next cycle, and ``rvalid`` raised with it (2 cycles
-    from the address handshake to ``rvalid``; no path from the AR port to ``rdata``).  One
+    edge, the constant and the live registers are selected from it into two registers the
+    next cycle, and the cycle after one of them becomes ``rdata`` with ``rvalid`` (3 cycles from
+    the address handshake to ``rvalid``; no path from the AR port to ``rdata``).  One
     outstanding transaction per channel; responses are always OKAY (0).  ``wstrb`` is ignored
     (the only writable register holds a single control bit).
     """
@@ -176,15 +177,18 @@ class AxiLiteRegisterBlock(wiring.Component):
         with m.If(bvalid & self.s_axil_bready):
             m.d.sync += bvalid.eq(0)
 
-        # Read channel, two stages: the address is captured from the port, the data is
-        # selected from the captured address the next cycle (so neither the port nor the
-        # register decode is in series with the other in one cycle); rvalid follows.
+        # Read channel, three stages: the address is captured from the port; the next cycle
+        # the constant registers and the live ones are each selected into a register; the
+        # cycle after, one of the two becomes rdata with rvalid.  No path joins the AR port,
+        # the address decode and the final select in one cycle.
         rvalid = Signal()
         rdata = Signal(32)
-        ar_busy = Signal()
+        ar_busy = Signal()              # stage 1 -> 2: the address is held
+        sel_busy = Signal()             # stage 2 -> 3: both candidates are held
         ar_word = Signal(AXIL_ADDR_BITS - 2)
+        const_q, live_q, live_hit = Signal(32), Signal(32), Signal()
         m.d.comb += [
-            self.s_axil_arready.eq(~rvalid & ~ar_busy),
+            self.s_axil_arready.eq(~rvalid & ~ar_busy & ~sel_busy),
             self.s_axil_rvalid.eq(rvalid),
             self.s_axil_rdata.eq(rdata),
             self.s_axil_rresp.eq(0),
@@ -192,22 +196,29 @@ class AxiLiteRegisterBlock(wiring.Component):
         with m.If(self.s_axil_arvalid & self.s_axil_arready):
             m.d.sync += [ar_busy.eq(1), ar_word.eq(self.s_axil_araddr[2:])]
         with m.If(ar_busy):
-            m.d.sync += [ar_busy.eq(0), rvalid.eq(1)]
+            # The constant registers as a 2**6-word table indexed by the word address, bit by
+            # bit: every bit of const_q is a 6-input function of ar_word (one LUT6).
+            words = 1 << (AXIL_ADDR_BITS - 2)
+            table = [0] * words
+            for addr, value in self.constant_registers().items():
+                table[addr >> 2] = value
+            live = {REG[name] >> 2 for name in ("STATUS", "IMAGES_DONE", "CYCLES_LO", "CYCLES_HI")}
+            m.d.sync += [ar_busy.eq(0), sel_busy.eq(1),
+                         const_q.eq(Cat(Const(sum((table[w] >> b & 1) << w for w in range(words)),
+                                              words).bit_select(ar_word, 1) for b in range(32))),
+                         live_hit.eq(Const(sum(1 << w for w in live), words).bit_select(ar_word, 1))]
             with m.Switch(ar_word):
-                for addr, value in self.constant_registers().items():
-                    with m.Case(addr >> 2):
-                        m.d.sync += rdata.eq(value)
                 with m.Case(REG["STATUS"] >> 2):
-                    m.d.sync += rdata.eq(self.busy | frame_err << 1)
+                    m.d.sync += live_q.eq(self.busy | frame_err << 1)
                 with m.Case(REG["IMAGES_DONE"] >> 2):
-                    m.d.sync += rdata.eq(images_done)
+                    m.d.sync += live_q.eq(images_done)
                 with m.Case(REG["CYCLES_LO"] >> 2):
                     # Reading CYCLES_LO latches the high word for a consistent 64-bit read.
-                    m.d.sync += [rdata.eq(cycles[:32]), cycles_hi_latch.eq(cycles[32:])]
+                    m.d.sync += [live_q.eq(cycles[:32]), cycles_hi_latch.eq(cycles[32:])]
                 with m.Case(REG["CYCLES_HI"] >> 2):
-                    m.d.sync += rdata.eq(cycles_hi_latch)
-                with m.Default():
-                    m.d.sync += rdata.eq(0)
+                    m.d.sync += live_q.eq(cycles_hi_latch)
+        with m.If(sel_busy):
+            m.d.sync += [sel_busy.eq(0), rvalid.eq(1), rdata.eq(Mux(live_hit, live_q, const_q))]
         with m.If(rvalid & self.s_axil_rready):
             m.d.sync += rvalid.eq(0)
 
