@@ -25,6 +25,8 @@ BOARD = ZynqBoard(
     hp_aclk_pin="S_AXI_HP0_ACLK",
     hp_data_width=64,
     default_clock_mhz=100.0,
+    clock_basis=("assumed: BNN-PYNQ's PYNQ-Z1 clock; the logic-depth proxy is not calibrated "
+                 "for Zynq-7000"),
     max_clock_mhz=250.0,
     resources=Resources(lut=53_200, ff=106_400, bram=140, dsp=220),
     yosys_family="xc7",
