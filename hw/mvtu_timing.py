@@ -21,7 +21,7 @@ def engine_timing(layer) -> dict:
     """The layer engine's timing constants for ``layer`` (a LayerSpec), without building it.
 
     Mirrors the properties of :class:`hw.mvtu.MatrixVectorThresholdUnit` built with the
-    default ``lsb_schedule`` (``popcount_latency`` of a ``SIMD``-bit tree with 3 adder levels
+    default ``lsb_schedule`` (``popcount_latency`` of a ``SIMD``-bit tree with 2 adder levels
     per stage, ``pipeline_latency = lp + 3``, ``gate_delay = lp + 1``,
     ``output_depth = pipeline_latency + 1``, ``lane``: the lane-compacted LSB schedule is used,
     :func:`hw.mvtu.uses_lane_schedule`).
