@@ -1,0 +1,247 @@
+"""Automatic folding (hw/fold.py) and the resource model (hw/resource_model.py).
+
+No Yosys here: the resource model is checked against its stored calibration data.
+"""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from hw.accelerator import plan_stages
+from hw.cycle_model import exact_steady_state_ii, stage_cycles_per_image
+from hw.fold import (_Chain, _totals, converter_stage, fold_for_budget, fold_for_target,
+                     layer_options, main as fold_main, parse_budget, solve_chain, stage_cycles)
+from hw.resource_model import (DEFAULT_CALIBRATION, Memory, ResourceModel, _read_calibration,
+                               describe, load_model, map_memory, yosys_bram36)
+from sw.compiled_net import Folding, fold_config_from_json, refold, validate_folding
+from sw.errors import UserError
+from tests.netfactory import random_compiled_network, random_network
+
+# Calibrated error bounds (docs/folding.md): the model reproduces its own calibration data
+# within these (BRAM exactly).
+LUT_ERROR_MAX = 7.0
+FF_ERROR_MAX = 3.0
+
+DENSE = dict(image=(1, 8, 8), levels=2, shape=[48, 32, 10], seed=3)
+FRAC = dict(image=(1, 4, 4), levels=2, shape=[24, 16, 10], outs=["frac2", "frac2"], seed=5)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def dense():
+    return random_network(**DENSE)
+
+
+@pytest.fixture(scope="module")
+def frac():
+    return random_network(**FRAC)
+
+
+def check_meets(res, target_ii, gates="closed"):
+    net = res.net
+    validate_folding(res.folding, net.fold_shapes)
+    ii = exact_steady_state_ii(net, 8, gates=gates)
+    assert ii is not None and ii <= target_ii, (ii, target_ii)
+    assert res.ii == ii
+
+
+@pytest.mark.parametrize("fps", [200_000, 1_000_000, 3_000_000])
+def test_target_is_met_and_valid(dense, model, fps):
+    res = fold_for_target(dense, fps, 100, model=model)
+    check_meets(res, 100e6 / fps)
+    assert res.fps >= fps
+
+
+def test_target_frac_worst_case(frac, model):
+    res = fold_for_target(frac, 1_000_000, 100, model=model)
+    check_meets(res, 100, gates="open")
+    assert res.gating.startswith("worst case")
+
+
+def test_cheaper_than_obvious_alternatives(dense, model):
+    fps = 1_000_000
+    target = math.floor(100e6 / fps)
+    res = fold_for_target(dense, fps, 100, model=model)
+    lut = res.resources["lut"]
+    # Alternative 1: every layer fully unfolded (PE = MH, SIMD = MW).
+    full = [Folding(l.out_features, l.in_features) for l in dense.layers]
+    assert lut <= model.estimate(refold(dense, full))["lut"]
+    # Alternative 2: per layer the smallest PE*SIMD meeting the target on its own, with
+    # SIMD as wide as possible (what a per-layer greedy rule would pick).
+    greedy = []
+    for i in range(len(dense.layers)):
+        opts = [o for o in layer_options(dense, i, model=model) if o.cycles <= target]
+        o = min(opts, key=lambda o: (o.pe * o.simd, -o.simd))
+        greedy.append(o.folding)
+    alt = refold(dense, greedy)
+    if exact_steady_state_ii(alt) <= target:
+        assert lut <= model.estimate(alt)["lut"]
+
+
+def test_chain_solution_is_the_brute_force_optimum(model):
+    net = random_network(image=(1, 4, 4), levels=1, shape=[8, 6, 4], seed=1)
+    chain = _Chain(net, 8, model)
+    weights = {"lut": 1.0, "ff": 0.0, "bram": 0.0}
+    for ii in (6, 12, 24, 48):
+        best = None
+        for path in itertools.product(*[range(len(o)) for o in chain.options]):
+            count, ok = 8, True
+            for i, k in enumerate(path):
+                o = chain.options[i][k]
+                ok &= o.cycles <= ii and chain.converter(i, count, o)[0] <= ii
+                count = o.pe
+            if ok:
+                cost = _totals(chain, list(path))["lut"]
+                best = cost if best is None else min(best, cost)
+        sol = solve_chain(chain, ii, weights)
+        if best is None:
+            assert sol is None
+        else:
+            assert sol is not None and _totals(chain, sol[1])["lut"] == pytest.approx(best)
+
+
+def test_stage_cycles_match_the_cycle_model(dense, frac):
+    """The search's converter cycles and layer-option cycles are the cycle model's."""
+    rng = np.random.default_rng(0)
+    for net in (dense, frac):
+        opts = [layer_options(net, i) for i in range(len(net.layers))]
+        for _ in range(20):
+            pick = [o[rng.integers(len(o))] for o in opts]
+            folded = refold(net, [o.folding for o in pick])
+            stages = {s.name: s for s in plan_stages(folded, 8)}
+            cycles = stage_cycles_per_image(folded, 8, worst=True)
+            count = 8 * net.input.levels
+            for i, o in enumerate(pick):
+                conv = converter_stage(net, i, count, o)
+                assert (conv is None) == (f"convert{i}" not in stages)
+                if conv is not None:
+                    assert conv.params == stages[f"convert{i}"].params
+                    assert stage_cycles(conv) == cycles[f"convert{i}"]
+                assert o.engine == cycles[f"mvtu{i}"]
+                count = o.pe
+
+
+def test_budget_mode_fits_and_is_fastest(dense, model):
+    budget = {"lut": 4000, "bram": 4}
+    res = fold_for_budget(dense, budget, 100, model=model)
+    assert res.resources["lut"] <= budget["lut"] and res.resources["bram"] <= budget["bram"]
+    validate_folding(res.folding, dense.fold_shapes)
+    # A bigger budget is at least as fast.
+    big = fold_for_budget(dense, {"lut": 20000, "bram": 40}, 100, model=model)
+    assert big.ii <= res.ii
+
+
+def test_infeasible_target_names_the_best(dense, model):
+    with pytest.raises(UserError, match=r"the fastest folding holds \d+ cycles \([\d,]+ FPS "
+                                        r"at 100 MHz\)"):
+        fold_for_target(dense, 1e9, 100, model=model)
+
+
+def test_infeasible_budget_names_the_smallest(dense, model):
+    with pytest.raises(UserError, match=r"no folding fits the budget: the smallest one needs "
+                                        r"LUT [\d,]+ > 100"):
+        fold_for_budget(dense, {"lut": 100}, 100, model=model)
+
+
+def test_parse_budget():
+    assert parse_budget("lut=70000,bram=216") == {"lut": 70000.0, "bram": 216.0}
+    for bad in ("lut", "dsp=3", "lut=x", "bram=-1"):
+        with pytest.raises(UserError):
+            parse_budget(bad)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    return random_compiled_network(tmp_path_factory.mktemp("fold") / "net", **DENSE)
+
+
+def test_cli_writes_valid_json(export, tmp_path, capsys):
+    out = tmp_path / "fold.json"
+    assert fold_main([str(export), "--target-fps", "1000000", "--clock", "100",
+                      "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "bottleneck:" in text and "II " in text and "wrote" in text
+    doc = json.loads(out.read_text())
+    net = refold(random_network(**DENSE),
+                 fold_config_from_json(out, len(DENSE["shape"]), random_network(**DENSE)
+                                       .fold_shapes))
+    assert doc["summary"]["ii"] == exact_steady_state_ii(net) <= 100
+    # hw.generate takes the file as it is (the summary is ignored) and agrees on the II.
+    from hw.generate import generate
+    design = generate(export, tmp_path / "design", fold=out)
+    exact = json.loads((design / "design.json").read_text())["cycle_model"]["ii_exact"]
+    assert exact["worst"] == doc["summary"]["ii"]
+    # Budget mode from the CLI, replacing the previous folding file.
+    assert fold_main([str(export), "--budget", "lut=3000,bram=4", "--clock", "100",
+                      "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["summary"]["resources"]["lut"] <= 3000
+
+
+def test_cli_gating_stats(tmp_path, capsys):
+    """Frac layers: the recorded gate decisions of the export's test vectors instead of the
+    worst case; the result says which, and holds the target on average."""
+    net_dir = random_compiled_network(tmp_path / "frac", **FRAC)
+    out = tmp_path / "fold.json"
+    assert fold_main([str(net_dir), "--target-fps", "1000000", "--clock", "100",
+                      "--gating-stats", "--out", str(out)]) == 0
+    assert "frac layers: mean over the export's" in capsys.readouterr().out
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["gating"].startswith("mean over") and summary["ii"] <= 100
+
+
+def test_cli_refuses_to_replace_other_files(export, tmp_path):
+    other = tmp_path / "notes.json"
+    other.write_text("hello")
+    with pytest.raises(UserError, match="is not a folding file"):
+        fold_main([str(export), "--target-fps", "1000", "--clock", "100", "--out", str(other)])
+    assert other.read_text() == "hello"
+
+
+def test_cli_errors(export):
+    with pytest.raises(UserError, match="--target-fps N, --budget"):
+        fold_main([str(export), "--clock", "100"])
+    with pytest.raises(UserError, match="--clock MHZ is required"):
+        fold_main([str(export), "--target-fps", "1000"])
+    with pytest.raises(UserError, match="ECP5"):
+        fold_main([str(export), "--board", "ulx3s"])
+
+
+# ------------------------------------------------------------------ resource model
+
+
+def test_bram_shapes_follow_yosys():
+    # Yosys memory_libmap on UltraScale+ (hw/calibration micro-benchmarks).
+    assert yosys_bram36(2048, 416) == 28.5          # 57 RAMB18 (36 x 512)
+    assert yosys_bram36(256, 4096) == 29            # 29 RAMB36 (9 x 4096)
+    assert yosys_bram36(128, 128) == 2              # 2 RAMB36 (72 x 512)
+    assert yosys_bram36(1024, 832) == 28.5          # 57 RAMB18 (18 x 1024)
+    assert yosys_bram36(288, 32) == 4               # 4 RAMB36
+    # Small ROMs are LUT logic, RAMs LUTRAM unless block RAM is cheaper.
+    assert map_memory(Memory("r", "rom", 64, 32, 64, 64))["bram"] == 0
+    assert map_memory(Memory("r", "ram", 64, 26, 64, 64))["lutram"] == 40
+    assert map_memory(Memory("r", "ram", 32, 128, 32, 32))["bram"] == 0.5
+
+
+def test_model_reproduces_its_calibration():
+    doc = _read_calibration(DEFAULT_CALIBRATION)
+    model = ResourceModel(doc["records"])
+    rows = model.errors()
+    assert len(rows) >= 20
+    assert sum(r["network"] == "lfc_w1a1" for r in rows) >= 10
+    for r in rows:
+        assert abs(r["lut"][2]) <= LUT_ERROR_MAX, r
+        assert abs(r["ff"][2]) <= FF_ERROR_MAX, r
+        assert r["bram"][1] == r["bram"][0], r            # block RAM counted exactly
+
+
+def test_describe_round_trips(dense):
+    shape = describe(dense)
+    again = type(shape).from_json(json.loads(json.dumps(shape.to_json())))
+    assert ResourceModel().shape(again) == ResourceModel().shape(shape)
