@@ -20,7 +20,7 @@ otherwise the exact command is printed.
 ULX3S (``ulx3s``): ``rtl/`` as above, ``ecp5/`` (self-test top ``ulx3s_selftest.v``, Yosys and
 nextpnr logs and reports), ``ulx3s.bit`` and ``report.json`` with Fmax and utilisation.  The
 self-test embeds ``--selftest-images`` images (the network's test vectors) and their golden
-results (see hw/selftest.py for the LEDs) and runs at ``--clock`` (default 12.5 MHz, made by the
+results (see hw/selftest.py for the LEDs) and runs at ``--clock`` (default 50 MHz, made by the
 ECP5 PLL from the 25 MHz oscillator; ``--clock 25`` uses the oscillator directly).
 
 Default network: the shipped default model ``models/checkpoints/lfc_w1a1.pt`` exported (with
