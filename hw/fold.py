@@ -44,9 +44,7 @@ import argparse
 import copy
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +53,7 @@ import numpy as np
 
 from sw.compiled_net import (CompiledNetwork, Folding, divisors, load_compiled_network, refold,
                              validate_folding)
+from sw.atomic_dir import atomic_write_text
 from sw.errors import UserError, cli_main
 
 __all__ = ["Option", "FoldResult", "layer_options", "converter_stage", "stage_cycles",
@@ -537,18 +536,9 @@ def write_folding(path, doc: dict) -> Path:
             raise UserError(f"{path} exists and is not a folding file; remove it or choose "
                             f"another --out")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        return atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(doc, indent=1) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _bottleneck(res: FoldResult) -> str:

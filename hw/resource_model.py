@@ -44,7 +44,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -767,15 +766,8 @@ def _yosys_version() -> str:
 
 
 def _atomic_write_json(path: Path, doc) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(doc, indent=1) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from sw.atomic_dir import atomic_write_text
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
 
 
 def _record_key(rec: dict) -> tuple:

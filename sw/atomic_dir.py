@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["check_replaceable", "atomic_directory"]
+__all__ = ["check_replaceable", "atomic_directory", "atomic_write_text"]
 
 
 def check_replaceable(outdir: Path, marker: str, what: str) -> None:
@@ -74,3 +74,23 @@ def atomic_directory(outdir, *, marker: str, what: str):
         raise
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` to ``path`` completely or not at all (temporary file beside it, then
+    ``os.replace``), readable by all (0644); raises :class:`OSError` as the OS does."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
