@@ -46,7 +46,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,7 @@ from sw.atomic_dir import atomic_write_text
 from sw.errors import UserError, cli_main
 
 __all__ = ["Option", "FoldResult", "layer_options", "converter_stage", "stage_cycles",
-           "solve_chain", "fold_for_ii", "fold_for_target", "fold_for_budget", "parse_budget",
+           "solve_chain", "fold_for_ii", "block_lane_choices", "gated_mean_ii", "gate_stats", "fold_for_target", "fold_for_budget", "parse_budget",
            "folding_json", "write_folding", "format_result", "main"]
 
 _RESOURCES = ("lut", "ff", "bram")
@@ -82,10 +82,11 @@ class Option:
     cycles: float
     engine: float
     cost: dict
+    block_lanes: int | None = None
 
     @property
     def folding(self) -> Folding:
-        return Folding(self.pe, self.simd, self.pad)
+        return Folding(self.pe, self.simd, self.pad, self.block_lanes)
 
 
 @dataclass
@@ -155,7 +156,7 @@ def _valid_foldings(net: CompiledNetwork, i: int) -> list[Folding]:
     return out
 
 
-def _gate_stats(net: CompiledNetwork, export_dir) -> list:
+def gate_stats(net: CompiledNetwork, export_dir) -> list:
     """Per layer the gate decisions ``(N, V*MH)`` of the export's test images (``None`` for
     1-bit layers)."""
     from sw.compiled_net import load_test_vectors
@@ -193,13 +194,35 @@ def layer_options(net: CompiledNetwork, i: int, *, pixels_per_beat: int = 8, mod
             mine[f"mvtu{i}"] = saved["cycles_per_image"]
         local = [s for s in stages if s.kind in ("pad", "window", "pool")
                  and s.params.get("layer") == i]
-        cost = model.part(layer_part(proxy.layers[i], local))
-        if last:
-            fixed = model.part(fixed_part(proxy, pixels_per_beat))
-            cost = {k: cost[k] + fixed[k] for k in _RESOURCES}
-        out.append(Option(f.pe, f.simd, f.pad, max(mine.values()), mine[f"mvtu{i}"],
-                          {k: cost[k] for k in _RESOURCES}))
+        fixed = model.part(fixed_part(proxy, pixels_per_beat)) if last else None
+        for k in block_lane_choices(proxy.layers[i]):
+            placed = replace(f, block_lanes=k)
+            cost = model.part(layer_part(_layer_copy(layer, placed), local))
+            if fixed is not None:
+                cost = {r: cost[r] + fixed[r] for r in _RESOURCES}
+            out.append(Option(f.pe, f.simd, f.pad, max(mine.values()), mine[f"mvtu{i}"],
+                              {r: cost[r] for r in _RESOURCES}, k))
     return out
+
+
+#: Fractions of the PE lanes whose weights the search tries in block RAM (the rest in LUT ROM).
+BLOCK_LANE_EIGHTHS = (0, 2, 4, 6)
+
+
+def block_lane_choices(layer) -> list[int | None]:
+    """The weight placements the search tries for ``layer``: ``None`` (the synthesis tool's
+    choice: block RAM for a deep memory, :attr:`hw.resource_model.Memory.style`) and, where the weight ROM is deep
+    enough for block RAM, ``block_lanes`` = 0, PE/4, PE/2 and 3PE/4 (rounded down, distinct):
+    lanes ``0..K-1`` in block RAM and the others in distributed ROM, trading LUTs for BRAM36
+    (:attr:`sw.compiled_net.Folding.block_lanes`)."""
+    from .resource_model import BLOCK_MIN_BITS, SHALLOW_MAX_DEPTH
+
+    pe, simd = layer.folding.pe, layer.folding.simd
+    depth = layer.neuron_folds * layer.synapse_folds
+    if ((SHALLOW_MAX_DEPTH is not None and depth <= SHALLOW_MAX_DEPTH)
+            or depth * pe * simd < BLOCK_MIN_BITS):
+        return [None]
+    return [None] + sorted({pe * e // 8 for e in BLOCK_LANE_EIGHTHS} - {pe})
 
 
 def converter_stage(net: CompiledNetwork, i: int, count_in: int, option: Option):
@@ -280,38 +303,86 @@ class _Chain:
         return max([self.therm] + [min(o.cycles for o in opts) for opts in self.options])
 
 
-def solve_chain(chain: _Chain, ii: float, weights: dict) -> tuple[float, list[int]] | None:
+def solve_chain(chain: _Chain, ii: float, weights: dict, bram_cap: float | None = None
+                ) -> tuple[float, list[int]] | None:
     """The cheapest options (index per layer) with every stage within ``ii`` cycles per image,
-    minimising ``sum(weights[r] * cost[r])``; ``None`` if no folding holds ``ii``."""
+    minimising ``sum(weights[r] * cost[r])``; ``None`` if no folding holds ``ii``.
+
+    With ``bram_cap`` the modelled BRAM36 of the whole folding is a hard limit (exact: the
+    dynamic programme carries the BRAM used so far, in RAMB18 halves, as part of its state),
+    else ``None`` is returned when nothing within ``ii`` fits it."""
     def scalar(cost):
         return sum(weights[r] * cost[r] for r in _RESOURCES)
 
-    net = chain.net
-    count0 = chain.ppb * net.input.levels
-    prev = {count0: (0.0, [])}       # count_in -> (best cost, path)
+    cap = None if bram_cap is None else int(math.floor(bram_cap * 2 + 1e-9))
+    count0 = chain.ppb * chain.net.input.levels
+    if cap is None:
+        prev = {count0: (0.0, [])}       # count_in -> (best cost, path)
+    else:
+        start = np.full(cap + 1, np.inf)
+        start[0] = 0.0
+        prev = {count0: start}           # count_in -> best cost per BRAM halves used
+        back = []                        # per layer: pe -> (option, count_in, BRAM used before)
     for i, opts in enumerate(chain.options):
         best = {}
         for k, o in enumerate(opts):
             if o.cycles > ii:
                 continue
             own = scalar(o.cost)
-            cand = None
-            for count_in, (c_prev, path) in prev.items():
+            if cap is None:
+                cand = None
+                for count_in, (c_prev, path) in prev.items():
+                    cyc, conv = chain.converter(i, count_in, o)
+                    if cyc > ii:
+                        continue
+                    total = c_prev + own + scalar(conv)
+                    if cand is None or total < cand[0]:
+                        cand = (total, path + [k])
+                if cand is not None and (o.pe not in best or cand[0] < best[o.pe][0]):
+                    best[o.pe] = cand
+                continue
+            for count_in, c_prev in prev.items():
                 cyc, conv = chain.converter(i, count_in, o)
                 if cyc > ii:
                     continue
-                total = c_prev + own + scalar(conv)
-                if cand is None or total < cand[0]:
-                    cand = (total, path + [k])
-            if cand is None:
-                continue
-            key = o.pe
-            if key not in best or cand[0] < best[key][0]:
-                best[key] = cand
+                used = math.ceil((o.cost["bram"] + conv["bram"]) * 2 - 1e-9)
+                if used > cap:
+                    continue
+                if o.pe not in best:
+                    best[o.pe] = (np.full(cap + 1, np.inf), np.zeros(cap + 1, np.int64),
+                                  np.zeros(cap + 1, np.int64))
+                cost, opt, src = best[o.pe]
+                total = c_prev[:cap + 1 - used] + (own + scalar(conv))
+                better = total < cost[used:]
+                if better.any():
+                    cost[used:][better] = total[better]
+                    opt[used:][better] = k
+                    src[used:][better] = count_in
         if not best:
             return None
-        prev = best
-    return min(prev.values(), key=lambda t: t[0])
+        if cap is not None:
+            back.append({pe: (opt, src) for pe, (_, opt, src) in best.items()})
+            prev = {pe: t[0] for pe, t in best.items()}
+        else:
+            prev = best
+    if cap is None:
+        return min(prev.values(), key=lambda t: t[0])
+    pe, b = min(((pe, int(np.argmin(c))) for pe, c in prev.items()),
+                key=lambda t: prev[t[0]][t[1]])
+    total = float(prev[pe][b])
+    if not math.isfinite(total):
+        return None
+    path = []
+    for i in range(len(chain.options) - 1, -1, -1):
+        opt, src = back[i][pe]
+        k = int(opt[b])
+        o = chain.options[i][k]
+        count_in = int(src[b])
+        _, conv = chain.converter(i, count_in, o)
+        b -= math.ceil((o.cost["bram"] + conv["bram"]) * 2 - 1e-9)
+        path.append(k)
+        pe = count_in
+    return total, path[::-1]
 
 
 def _totals(chain: _Chain, path: list[int]) -> dict:
@@ -336,15 +407,19 @@ def fold_for_ii(chain: _Chain, ii: float, budget: dict | None = None) -> list[in
     # Per unit of budget (LUTs always count; ties go to fewer BRAM, then fewer FF).
     scale = {r: 1.0 / budget[r] if budget and budget.get(r) else 0.0 for r in _RESOURCES}
     lut = scale["lut"] or 1e-5
+    cap = budget.get("bram") if budget else None
+    cap = cap if cap is not None and math.isfinite(cap) else None
     for w in (_WEIGHTS if budget else (0.0,)):
         weights = {"lut": lut, "ff": w * scale["ff"] + 1e-6 * lut,
-                   "bram": w * scale["bram"] + 1e-3 * lut}
-        sol = solve_chain(chain, ii, weights)
+                   "bram": (0.0 if cap else w * scale["bram"]) + 1e-3 * lut}
+        sol = solve_chain(chain, ii, weights, cap)
         if sol is None:
             return None
         total = _totals(chain, sol[1])
         if _fits(total, budget) and (best is None or total["lut"] < best[0]["lut"]):
             best = (total, sol[1])
+        if best is not None and w == 0.0:
+            break                # the fewest LUTs already fit: no FF weight can do better
     return None if best is None else best[1]
 
 
@@ -363,19 +438,26 @@ def _check(chain: _Chain, path, gates) -> tuple[CompiledNetwork, float, dict]:
     if gates is not None and any(l.in_bits == 2 for l in net.layers):
         for entry in gating_savings(net, gates):
             stages[f"mvtu{entry['layer']}"] = entry["cycles_per_image"]
-        # The recorded images over and over; the mean interval once the buffers are full.
-        n = gates_count(gates)
-        reps = max(1, -(-64 // n))
-        tiled = [None if g is None else np.tile(np.asarray(g), (reps, 1)) for g in gates]
-        res = simulate_pipeline(net, n * reps, pixels_per_beat=chain.ppb, gates=tiled)
-        starts = res.input_start[len(res.input_start) // 2:]
-        return net, float((starts[-1] - starts[0]) / (len(starts) - 1)), stages
+        return net, gated_mean_ii(net, gates, chain.ppb), stages
     ii = exact_steady_state_ii(net, chain.ppb, gates="open")
     if ii is None:                     # no period within 64 images: the mean interval
         res = simulate_pipeline(net, 64, pixels_per_beat=chain.ppb, gates="open")
         starts = res.input_start[32:]
         ii = (starts[-1] - starts[0]) / (len(starts) - 1)
     return net, float(ii), stages
+
+
+def gated_mean_ii(net: CompiledNetwork, gates, pixels_per_beat: int = 8) -> float:
+    """Mean cycles between images (cycle model) while the recorded gate decisions repeat,
+    measured once the buffers are full."""
+    from .cycle_model import simulate_pipeline
+
+    n = gates_count(gates)
+    reps = max(1, -(-64 // n))
+    tiled = [None if g is None else np.tile(np.asarray(g), (reps, 1)) for g in gates]
+    res = simulate_pipeline(net, n * reps, pixels_per_beat=pixels_per_beat, gates=tiled)
+    starts = res.input_start[len(res.input_start) // 2:]
+    return float((starts[-1] - starts[0]) / (len(starts) - 1))
 
 
 def gates_count(gates) -> int:
@@ -578,25 +660,34 @@ def _layer_cycles(res: FoldResult, i: int) -> tuple[float, str]:
     return mine[name], "" if name.startswith("mvtu") else name.rstrip("0123456789")
 
 
+def _placement(layer) -> str:
+    """Where the weight ROM goes: ``auto`` (the tool's rule), ``BRAM``, ``LUT`` or ``K/PE``
+    lanes in block RAM."""
+    k, pe = layer.folding.block_lanes, layer.folding.pe
+    return ("auto" if k is None else "LUT" if k == 0 else "BRAM" if k == pe
+            else f"{k}/{pe} BRAM")
+
+
 def format_result(res: FoldResult) -> str:
     """The per-layer table, totals, bottleneck and FPS."""
     parts = res.resources["parts"]
     lines = [f"{'layer':<6} {'MW x MH':>12} {'PE':>5} {'SIMD':>5} {'pad':>4} {'NF':>5} "
-             f"{'SF':>5} {'cycles':>16} {'LUT':>8} {'FF':>8} {'BRAM36':>7}"]
+             f"{'SF':>5} {'weights':>10} {'cycles':>16} {'LUT':>8} {'FF':>8} {'BRAM36':>7}"]
     for l in res.net.layers:
         p = parts[f"L{l.index}"]
         cycles, stage = _layer_cycles(res, l.index)
         text = f"{cycles:g}" + (f" ({stage})" if stage else "")
         lines.append(f"L{l.index:<5} {f'{l.in_features}x{l.out_features}':>12} "
                      f"{l.folding.pe:>5} {l.folding.simd:>5} {'yes' if l.folding.pad else '':>4} "
-                     f"{l.neuron_folds:>5} {l.synapse_folds:>5} {text:>16} {p['lut']:>8,} "
+                     f"{l.neuron_folds:>5} {l.synapse_folds:>5} {_placement(l):>10} {text:>16} "
+                     f"{p['lut']:>8,} "
                      f"{p['ff']:>8,} {p['bram']:>7g}")
     f = parts["fixed"]
-    lines.append(f"{'fixed':<6} {'thermometer, registers, serializer':>41} "
+    lines.append(f"{'fixed':<6} {'thermometer, registers, serializer':>52} "
                  f"{max(res.stages['thermometer'], res.stages['serializer']):>16g} "
                  f"{f['lut']:>8,} {f['ff']:>8,} {f['bram']:>7g}")
     r = res.resources
-    lines.append(f"{'total':<6} {'':>58} {r['lut']:>8,} {r['ff']:>8,} {r['bram']:>7g}")
+    lines.append(f"{'total':<6} {'':>69} {r['lut']:>8,} {r['ff']:>8,} {r['bram']:>7g}")
     lines.append(f"II {res.ii:.6g} cycles/image (slowest stage {res.ii_bound:.6g}) -> "
                  f"{res.fps:,.0f} FPS at {res.clock_mhz:g} MHz"
                  + (f"; target <= {res.target_ii:.6g} cycles" if res.target_ii is not None
@@ -678,7 +769,7 @@ def main(argv=None) -> int:
     progress = _progress_printer()
     gates = None
     if args.gating_stats and any(l.in_bits == 2 for l in net.layers):
-        gates = _gate_stats(net, args.export_dir)
+        gates = gate_stats(net, args.export_dir)
         progress(f"gate decisions of {gates_count(gates)} test images")
     progress(f"{net.name}: {len(net.layers)} layers")
     if args.target_fps is not None:

@@ -1,13 +1,18 @@
-"""``python -m hw.sweep EXPORTDIR --out DIR [--points N] [--jobs J] [--clock MHZ | --board NAME]
-[--cosim K] [--images N]``: a design-space sweep and its Pareto front.
+"""``python -m hw.sweep EXPORTDIR --out DIR [--points N] [--jobs J] [--clock MHZ] [--board NAME]
+[--budget lut=..,bram=..] [--gating-stats] [--cosim K] [--images N]``: a design-space sweep
+and its Pareto front.
 
 Contract
 --------
-1. *Points*: initiation intervals spaced geometrically from the fastest folding the network
-   allows (:func:`hw.fold.fold_for_target` at ever lower FPS) to 16x the export's own II; for
-   each, the cheapest folding by the resource model (:mod:`hw.fold`), its exact steady-state
-   II re-checked with the cycle model (the model the RTL is checked against).  Foldings that
-   repeat are dropped.
+1. *Points*: initiation intervals spaced geometrically from the fastest folding that fits the
+   board's part (``--board``, default Ultra96: the xczu3eg's LUT / FF / BRAM36, modelled;
+   ``--budget`` narrows it) (:func:`hw.fold.fold_for_target` at ever lower FPS) to 16x the
+   export's own II; for each, the cheapest folding by the resource model (:mod:`hw.fold`,
+   weight placement included), its exact steady-state II re-checked with the cycle model (the
+   model the RTL is checked against).  Foldings that repeat are dropped.  Networks with frac
+   layers: every point also gets its II with every gate open and its mean II under the export's
+   test vectors' gate decisions (the images/s gating buys); ``--gating-stats`` folds for the
+   latter.
 2. *Synthesis*: every point's design is generated (``hw.generate``) and synthesised with Yosys
    ``synth_xilinx -family xcup`` (:func:`hw.yosys_estimate.yosys_estimate`: LUT, FF, BRAM36 and
    the logic-depth timing proxy), ``--jobs`` designs at a time.  A point whose generated design
@@ -47,17 +52,19 @@ PEERS = {"BNN-PYNQ LFC (PYNQ-Z1, 100 MHz, II 512)": (100e6 / 512, 28_360),
 
 
 def plan_points(net, count: int, clock_mhz: float, *, pixels_per_beat: int = 8,
-                progress=print) -> list:
+                budget: dict | None = None, gates=None, progress=print) -> list:
     """Up to ``count`` distinct cheapest foldings (:class:`hw.fold.FoldResult`), fastest first,
-    at initiation intervals spaced geometrically from the fastest possible to 16x the export's
-    own II."""
+    at initiation intervals spaced geometrically from the fastest folding within ``budget``
+    (modelled LUT / FF / BRAM36; ``None``: unlimited) to 16x the export's own II.  ``gates``
+    (recorded gate decisions, :func:`hw.fold.gate_stats`): frac layers are folded for their
+    mean cycles under them instead of the worst case."""
     from .cycle_model import exact_steady_state_ii
     from .fold import fold_for_target
 
     if count < 2:
         raise UserError(f"--points must be at least 2, not {count}")
     own = exact_steady_state_ii(net, pixels_per_beat, gates="open") or 1.0
-    lo = _fastest_ii(net, clock_mhz, pixels_per_beat)
+    lo = _fastest_ii(net, clock_mhz, pixels_per_beat, budget, gates)
     hi = max(own * 16, lo * 2)
     points, seen = [], set()
     start = time.monotonic()
@@ -65,7 +72,7 @@ def plan_points(net, count: int, clock_mhz: float, *, pixels_per_beat: int = 8,
         ii = lo * (hi / lo) ** (k / (count - 1))
         # (a hair above ii, so that rounding cannot turn the fastest II into an infeasible one)
         res = fold_for_target(net, clock_mhz * 1e6 / (ii * (1 + 1e-9)), clock_mhz,
-                              pixels_per_beat=pixels_per_beat)
+                              pixels_per_beat=pixels_per_beat, budget=budget, gates=gates)
         key = tuple((f.pe, f.simd, f.pad) for f in res.folding)
         progress(f"[{time.monotonic() - start:6.1f} s] point {k + 1}/{count}: II <= {ii:,.0f} "
                  f"-> {res.ii:,.0f} cycles" + (" (repeat, dropped)" if key in seen else ""))
@@ -75,10 +82,11 @@ def plan_points(net, count: int, clock_mhz: float, *, pixels_per_beat: int = 8,
     return points
 
 
-def _fastest_ii(net, clock_mhz: float, pixels_per_beat: int) -> float:
+def _fastest_ii(net, clock_mhz: float, pixels_per_beat: int, budget=None, gates=None) -> float:
     from .fold import fold_for_budget
-    return fold_for_budget(net, {"lut": math.inf, "ff": math.inf, "bram": math.inf},
-                           clock_mhz, pixels_per_beat=pixels_per_beat).ii
+    unlimited = {"lut": math.inf, "ff": math.inf, "bram": math.inf}
+    return fold_for_budget(net, {**unlimited, **(budget or {})}, clock_mhz,
+                           pixels_per_beat=pixels_per_beat, gates=gates).ii
 
 
 def pareto_front(points: list[dict]) -> list[int]:
@@ -164,11 +172,19 @@ def _plot(doc: dict, path: Path) -> None:
     fl = sorted(front, key=lambda i: pts[i]["lut"])
     ax1.plot([pts[i]["lut"] for i in fl], [pts[i]["fps"] / 1e3 for i in fl], "r-", lw=1,
              label="Pareto front", zorder=2)
+    if any(p.get("fps_worst") for p in pts):
+        gated = doc["gating"].startswith("mean")
+        other = "fps_worst" if gated else "fps_gated"
+        ax1.scatter([p["lut"] for p in pts], [p[other] / 1e3 for p in pts], facecolors="none",
+                    edgecolors="gray", s=36, zorder=2,
+                    label="every gate open" if gated else "mean under the recorded gates")
     ax1.set(xlabel="LUT (Yosys synth_xilinx -family xcup)", ylabel="images/s (thousands)",
             xscale="log", yscale="log")
     ax1.legend(loc="lower right")
     ax2.scatter([p["bram"] for p in pts], fps, c="tab:blue", s=36)
-    ax2.axvline(doc.get("bram_limit") or 216, color="gray", ls="--", lw=1, label="xczu3eg: 216")
+    if doc.get("bram_limit"):
+        ax2.axvline(doc["bram_limit"], color="gray", ls="--", lw=1,
+                    label=f"budget: {doc['bram_limit']:g}")
     ax2.set(xlabel="BRAM36 (Yosys)", ylabel="images/s (thousands)", yscale="log")
     ax2.legend(loc="lower right")
     fig.suptitle(f"{doc['network']}: images/s at {doc['clock_mhz']:g} MHz ({doc['clock_source']}) "
@@ -179,17 +195,27 @@ def _plot(doc: dict, path: Path) -> None:
 
 
 def sweep(export, out, *, points: int = 8, jobs: int = 2, clock_mhz: float, clock_source: str,
-          cosim: int = 1, images: int = 200, pixels_per_beat: int = 8, log=print) -> dict:
+          cosim: int = 1, images: int = 200, pixels_per_beat: int = 8,
+          budget: dict | None = None, gating_stats: bool = False, log=print) -> dict:
     """Run the sweep (see the module docstring); return the ``sweep.json`` document."""
     from sw.compiled_net import load_compiled_network
+
+    from .cycle_model import exact_steady_state_ii
+    from .fold import gate_stats, gated_mean_ii
 
     export, out = Path(export), Path(out)
     net = load_compiled_network(export)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise UserError(f"cannot write to {out}; choose another --out")
-    log(f"{net.name}: planning {points} points at {clock_mhz:g} MHz ({clock_source})")
-    plan = plan_points(net, points, clock_mhz, pixels_per_beat=pixels_per_beat, progress=log)
+    frac = any(l.in_bits == 2 for l in net.layers)
+    gates = gate_stats(net, export) if frac else None
+    log(f"{net.name}: planning {points} points at {clock_mhz:g} MHz ({clock_source})"
+        + (f" within {_budget_text(budget)}" if budget else "")
+        + ("; frac layers folded for their mean cycles under the test vectors' gates"
+           if gating_stats and frac else ""))
+    plan = plan_points(net, points, clock_mhz, pixels_per_beat=pixels_per_beat, budget=budget,
+                       gates=gates if gating_stats else None, progress=log)
     calib = _calibration_records()
     dirs = []
     for k, res in enumerate(plan):
@@ -209,8 +235,16 @@ def sweep(export, out, *, points: int = 8, jobs: int = 2, clock_mhz: float, cloc
         synth = list(pool.map(one, range(len(plan))))
     rows = []
     for k, (res, y) in enumerate(zip(plan, synth)):
+        extra = {}
+        if frac:
+            # Worst case (every gate open) and the mean under the test vectors' gate decisions.
+            worst = exact_steady_state_ii(res.net, pixels_per_beat, gates="open")
+            gated = gated_mean_ii(res.net, gates, pixels_per_beat)
+            extra = {"ii_worst": worst, "ii_gated": gated,
+                     "fps_worst": clock_mhz * 1e6 / worst if worst else None,
+                     "fps_gated": clock_mhz * 1e6 / gated}
         rows.append({"point": dirs[k].name, "folding": [f.to_json() for f in res.folding],
-                     "ii": res.ii, "fps": clock_mhz * 1e6 / res.ii,
+                     **extra, "ii": res.ii, "fps": clock_mhz * 1e6 / res.ii,
                      "lut": y["lut"], "ff": y["ff"], "bram": y["bram"],
                      "fps_per_lut": clock_mhz * 1e6 / res.ii / y["lut"],
                      "modelled": {r: res.resources[r] for r in ("lut", "ff", "bram")},
@@ -222,11 +256,19 @@ def sweep(export, out, *, points: int = 8, jobs: int = 2, clock_mhz: float, cloc
                                   dirs[i] / "sim.json")
     doc = {"network": net.name, "export": str(export), "clock_mhz": clock_mhz,
            "clock_source": clock_source, "pixels_per_beat": pixels_per_beat,
-           "points": rows, "front": front,
+           "budget": budget, "gating": ("mean under the export's test vectors' gate decisions"
+                                        if gating_stats and frac else
+                                        "worst case (every gate open)" if frac else "none"),
+           "bram_limit": (budget or {}).get("bram"), "points": rows, "front": front,
            "peers_fps_per_lut": {k: fps / lut for k, (fps, lut) in PEERS.items()}}
     (out / "sweep.json").write_text(json.dumps(doc, indent=1) + "\n")
     _plot(doc, out / "pareto.png")
     return doc
+
+
+def _budget_text(budget: dict) -> str:
+    return ", ".join(f"{v:,.0f} {k.upper() if k != 'bram' else 'BRAM36'}"
+                     for k, v in budget.items() if math.isfinite(v)) + " (modelled)"
 
 
 def _summary(doc: dict) -> list[str]:
@@ -234,6 +276,9 @@ def _summary(doc: dict) -> list[str]:
              "the cycle model, resources from Yosys synth_xilinx -family xcup",
              f"{'point':6} {'II':>7} {'images/s':>11} {'LUT':>8} {'FF':>8} {'BRAM36':>7} "
              f"{'img/s/LUT':>9}  front  cosim"]
+    if doc.get("gating", "none") != "none":
+        lines.insert(1, f"frac layers folded for: {doc['gating']}; images/s with every gate "
+                        "open / under the recorded gates:")
     front = set(doc["front"])
     for i, p in enumerate(doc["points"]):
         c = p.get("cosim")
@@ -242,6 +287,9 @@ def _summary(doc: dict) -> list[str]:
         lines.append(f"{p['point']:6} {p['ii']:>7,.0f} {p['fps']:>11,.0f} {p['lut']:>8,} "
                      f"{p['ff']:>8,} {p['bram']:>7g} {p['fps_per_lut']:>9.1f}  "
                      f"{'*' if i in front else ' ':^5}  {cs}")
+        if p.get("fps_gated"):
+            lines.append(f"{'':6} gates open {p['fps_worst']:,.0f}, gated {p['fps_gated']:,.0f}"
+                         f" images/s (II {p['ii_worst']:,.0f} / {p['ii_gated']:,.1f})")
     for name, v in doc["peers_fps_per_lut"].items():
         lines.append(f"peer   {name}: {v:.1f} images/s per LUT (published)")
     return lines
@@ -254,7 +302,13 @@ def main(argv=None) -> int:
     p.add_argument("--points", type=int, default=8, help="initiation intervals tried (default 8)")
     p.add_argument("--jobs", type=int, default=2, help="Yosys runs at a time (default 2)")
     p.add_argument("--clock", type=float, metavar="MHZ", help="clock of the FPS figures")
-    p.add_argument("--board", help="board whose default clock is used (default ultra96)")
+    p.add_argument("--board", help="board whose default clock and part budget are used "
+                                   "(default ultra96)")
+    p.add_argument("--budget", metavar="lut=..,bram=..,ff=..",
+                   help="modelled resource limits of every point (default: the board's part)")
+    p.add_argument("--gating-stats", action="store_true",
+                   help="frac layers: fold for their mean cycles under the export's test "
+                        "vectors' gate decisions instead of the worst case")
     p.add_argument("--cosim", type=int, default=1,
                    help="fastest Pareto points co-simulated bit-exactly (default 1)")
     p.add_argument("--images", type=int, default=200, help="images per co-simulation")
@@ -262,11 +316,22 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.jobs < 1 or args.images < 1 or args.cosim < 0:
         raise UserError("--jobs and --images must be >= 1 and --cosim >= 0")
-    from boards import resolve_clock
+    from boards import get_board, resolve_clock
+
+    from .fold import parse_budget
     clock, source = resolve_clock(args.board, args.clock)
+    board = get_board(args.board or "ultra96")
+    if board.kind != "zynq":
+        raise UserError(f"the sweep synthesises for Xilinx UltraScale+ (Yosys xcup); "
+                        f"{board.name} is an ECP5 board: use --board ultra96 or zcu104")
+    budget = {"lut": board.resources.lut, "ff": board.resources.ff,
+              "bram": board.resources.bram}
+    if args.budget is not None:
+        budget.update(parse_budget(args.budget))
     doc = sweep(args.export_dir, args.out, points=args.points, jobs=args.jobs, clock_mhz=clock,
                 clock_source=source, cosim=args.cosim, images=args.images,
-                pixels_per_beat=args.pixels_per_beat,
+                pixels_per_beat=args.pixels_per_beat, budget=budget,
+                gating_stats=args.gating_stats,
                 log=lambda m: print(m, file=sys.stderr, flush=True))
     for line in _summary(doc):
         print(line)

@@ -107,6 +107,77 @@ def test_chain_solution_is_the_brute_force_optimum(model):
             assert sol is not None and _totals(chain, sol[1])["lut"] == pytest.approx(best)
 
 
+class _ToyChain:
+    """A chain of made-up options (random LUT / BRAM costs) with free converters."""
+
+    def __init__(self, rng, layers=3, per_layer=6):
+        from hw.fold import Option
+        self.ppb, self.net = 1, type("N", (), {"input": type("I", (), {"levels": 1})})()
+        self.options = [[Option(int(rng.integers(1, 4)), 1, False, float(rng.integers(1, 9)),
+                                1.0, {"lut": float(rng.integers(10, 100)), "ff": 0.0,
+                                      "bram": float(rng.integers(0, 9)) / 2})
+                         for _ in range(per_layer)] for _ in range(layers)]
+
+    def converter(self, i, count_in, option):
+        return (0 if count_in == option.pe else 1), {"lut": 1.0, "ff": 0.0, "bram": 0.5}
+
+
+def test_bram_capped_chain_is_the_brute_force_optimum():
+    """With a BRAM cap the programme finds the fewest LUTs among the foldings within the cap
+    (where Lagrange weights can miss them)."""
+    rng = np.random.default_rng(7)
+    weights = {"lut": 1.0, "ff": 0.0, "bram": 0.0}
+    checked = 0
+    for _ in range(30):
+        chain = _ToyChain(rng)
+        for ii, cap in itertools.product((3, 8), (2.0, 5.5, 12.0)):
+            best = None
+            for path in itertools.product(*[range(len(o)) for o in chain.options]):
+                count, ok, lut, bram = 1, True, 0.0, 0.0
+                for i, k in enumerate(path):
+                    o = chain.options[i][k]
+                    cyc, conv = chain.converter(i, count, o)
+                    ok &= o.cycles <= ii and cyc <= ii
+                    lut += o.cost["lut"] + conv["lut"]
+                    bram += o.cost["bram"] + conv["bram"]
+                    count = o.pe
+                if ok and bram <= cap:
+                    best = lut if best is None else min(best, lut)
+            sol = solve_chain(chain, ii, weights, cap)
+            if best is None:
+                assert sol is None
+                continue
+            checked += 1
+            assert sol is not None and sol[0] == pytest.approx(best)
+            count, bram = 1, 0.0
+            for i, k in enumerate(sol[1]):
+                o = chain.options[i][k]
+                bram += o.cost["bram"] + chain.converter(i, count, o)[1]["bram"]
+                count = o.pe
+            assert bram <= cap
+    assert checked > 20
+
+
+def test_lfc_128_cycles_within_the_xczu3eg(model):
+    """Issue 8's LFC goal from a target FPS: 128 cycles per image within the xczu3eg's 70,560
+    LUT and 216 BRAM36 (modelled) needs weight ROMs split between block RAM and LUTs."""
+    from models.checkpoint import load_checkpoint
+    from models.export import compile_model
+    from models.zoo import default_checkpoint
+
+    torch_model, _ = load_checkpoint(default_checkpoint("lfc_w1a1"))
+    net = compile_model(torch_model, "lfc_w1a1")
+    budget = {"lut": 70_560, "bram": 216}
+    res = fold_for_target(net, 300e6 / 128, 300, budget=budget, model=model)
+    assert res.ii <= 128
+    assert res.resources["lut"] <= budget["lut"] and res.resources["bram"] <= budget["bram"]
+    assert any(f.block_lanes is not None and 0 < f.block_lanes < f.pe for f in res.folding)
+    # Half the block RAM cannot hold it: a one-line error with the best achievable II.
+    with pytest.raises(UserError, match=r"fastest folding that fits holds 2\d\d cycles"):
+        fold_for_target(net, 300e6 / 128, 300, budget={"lut": budget["lut"], "bram": 110},
+                        model=model)
+
+
 def test_stage_cycles_match_the_cycle_model(dense, frac):
     """The search's converter cycles and layer-option cycles are the cycle model's."""
     rng = np.random.default_rng(0)

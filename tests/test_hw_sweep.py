@@ -42,3 +42,28 @@ def test_sweep_writes_front_and_plot_and_reuses_results(small_net, tmp_path, cap
     assert sweep_main([str(small_net), "--out", str(out), "--points", "2", "--jobs", "1",
                        "--clock", "200", "--cosim", "0"]) == 0
     assert capsys.readouterr().err.count("earlier Yosys result kept") == 2
+
+
+def test_sweep_points_fit_the_budget_and_frac_points_get_both_iis(tmp_path):
+    """Every planned point fits the modelled budget; a frac network's points carry the II with
+    every gate open and the (no larger) mean under recorded gate decisions."""
+    import numpy as np
+
+    from hw.cycle_model import exact_steady_state_ii
+    from hw.fold import gated_mean_ii
+    from hw.sweep import plan_points
+    from sw.golden import GoldenModel
+    from tests.netfactory import random_network
+
+    net = random_network(image=(1, 4, 4), levels=2, shape=[24, 16, 10],
+                         outs=["frac2", "frac2"], seed=5)
+    free = plan_points(net, 3, 200, progress=lambda m: None)
+    budget = {"lut": free[0].resources["lut"] * 0.8}
+    points = plan_points(net, 3, 200, budget=budget, progress=lambda m: None)
+    assert points[0].ii > free[0].ii
+    assert all(p.resources["lut"] <= budget["lut"] for p in points)
+    images = np.random.default_rng(0).integers(0, 256, (16, net.input.pixels), dtype=np.uint8)
+    gates = GoldenModel(net).run(images).gates
+    for p in points:
+        worst = exact_steady_state_ii(p.net, 8, gates="open")
+        assert gated_mean_ii(p.net, gates, 8) <= worst
