@@ -331,6 +331,10 @@ def _summary_lines(r: dict) -> list[str]:
             f"{name} {pick(k)['used']:,}/{pick(k)['available']:,}" for name, k in (
                 ("LUT4", "TRELLIS_COMB"), ("FF", "TRELLIS_FF"), ("EBR", "DP16KD"),
                 ("MULT18", "MULT18X18D"))) + f"   [{e['lut_mapper']} LUT mapping]")
+        if e.get("ebr_outreg"):
+            o = e["ebr_outreg"]
+            lines.append(f"          EBR output registers: {o['ebr']} of {o['ebr_total']} EBRs "
+                         f"(absorbed {o['ff']} flip-flops)")
         lines.append(f"self-test {r['selftest']['images']} images embedded; "
                      f"{r['selftest']['leds']}")
         lines.append(f"bitstream {Path(r['out']) / 'ulx3s.bit'}  "

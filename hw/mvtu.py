@@ -545,6 +545,12 @@ class MatrixVectorThresholdUnit(wiring.Component):
         pos_sf = Signal(sf_range)
         pos_l = Signal()                # LSB pass
         pos_base = Signal(base_range)   # pos_nf * SF (weight address base)
+        # The weight address comes from registers through multiplexers only (no adder in front
+        # of the ROMs' address pins, which fan out to every block RAM of the layer):
+        # pos_addr = pos_base + pos_sf, pos_next_base = pos_base + SF, kept beside pos_*.
+        addr_range = range(max((nf_n + 2) * sf_n, 2))
+        pos_addr = Signal(addr_range)
+        pos_next_base = Signal(addr_range, init=sf_n)
         anyg_reg = Signal()             # any gate open in the last decided fold
 
         credits_used = Signal(range(self.output_depth + 1))
@@ -561,6 +567,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
         c_sf = Signal(sf_range)
         c_l = Signal()
         c_base = Signal(base_range)
+        c_addr = Signal(addr_range)     # = c_base + c_sf
+        c_next_base = Signal(addr_range, init=sf_n)     # = c_base + SF
         last_fold = pos_nf == nf_n - 1
         with m.If(~active):
             m.d.comb += [c_valid.eq(full.bit_select(rd_bank, 1)), c_bank.eq(rd_bank)]
@@ -568,10 +576,12 @@ class MatrixVectorThresholdUnit(wiring.Component):
             m.d.comb += [c_valid.eq(full.bit_select(~rd_bank, 1)), c_bank.eq(~rd_bank)]
         with m.Elif(abort):
             m.d.comb += [c_valid.eq(1), c_bank.eq(rd_bank), c_nf.eq(pos_nf + 1),
-                         c_base.eq(pos_base + sf_n)]
+                         c_base.eq(pos_next_base), c_addr.eq(pos_next_base),
+                         c_next_base.eq(pos_next_base + sf_n)]
         with m.Else():
             m.d.comb += [c_valid.eq(1), c_bank.eq(rd_bank), c_nf.eq(pos_nf), c_sf.eq(pos_sf),
-                         c_l.eq(pos_l), c_base.eq(pos_base)]
+                         c_l.eq(pos_l), c_base.eq(pos_base), c_addr.eq(pos_addr),
+                         c_next_base.eq(pos_next_base)]
         fold_start = (c_sf == 0) & ~c_l
         issue = Signal()
         m.d.comb += issue.eq(c_valid & (~fold_start | credit_ok))
@@ -584,28 +594,34 @@ class MatrixVectorThresholdUnit(wiring.Component):
         with m.If(issue):
             with m.If(~c_last_sf):
                 m.d.sync += [active.eq(1), rd_bank.eq(c_bank), pos_nf.eq(c_nf),
-                             pos_sf.eq(c_sf + 1), pos_l.eq(c_l), pos_base.eq(c_base)]
+                             pos_sf.eq(c_sf + 1), pos_l.eq(c_l), pos_base.eq(c_base),
+                             pos_addr.eq(c_addr + 1), pos_next_base.eq(c_next_base)]
             with m.Elif(Const(two) & ~c_l):
                 m.d.sync += [active.eq(1), rd_bank.eq(c_bank), pos_nf.eq(c_nf),
-                             pos_sf.eq(0), pos_l.eq(1), pos_base.eq(c_base)]
+                             pos_sf.eq(0), pos_l.eq(1), pos_base.eq(c_base),
+                             pos_addr.eq(c_base), pos_next_base.eq(c_next_base)]
             with m.Elif(c_nf != nf_n - 1):
                 m.d.sync += [active.eq(1), rd_bank.eq(c_bank), pos_nf.eq(c_nf + 1),
-                             pos_sf.eq(0), pos_l.eq(0), pos_base.eq(c_base + sf_n)]
+                             pos_sf.eq(0), pos_l.eq(0), pos_base.eq(c_next_base),
+                             pos_addr.eq(c_next_base), pos_next_base.eq(c_next_base + sf_n)]
             with m.Else():
                 # Last read of the vector: release its bank, look at the other one next.
                 m.d.sync += [active.eq(0), rd_bank.eq(~c_bank), pos_nf.eq(0), pos_sf.eq(0),
-                             pos_l.eq(0), pos_base.eq(0)]
+                             pos_l.eq(0), pos_base.eq(0), pos_addr.eq(0),
+                             pos_next_base.eq(sf_n)]
                 m.d.comb += clr_full.bit_select(c_bank, 1).eq(1)
         with m.Elif(abort):
             with m.If(last_fold):
                 m.d.sync += [active.eq(0), rd_bank.eq(~rd_bank), pos_nf.eq(0), pos_sf.eq(0),
-                             pos_l.eq(0), pos_base.eq(0)]
+                             pos_l.eq(0), pos_base.eq(0), pos_addr.eq(0),
+                             pos_next_base.eq(sf_n)]
             with m.Else():
                 m.d.sync += [pos_nf.eq(pos_nf + 1), pos_sf.eq(0), pos_l.eq(0),
-                             pos_base.eq(pos_base + sf_n)]
+                             pos_base.eq(pos_next_base), pos_addr.eq(pos_next_base),
+                             pos_next_base.eq(pos_next_base + sf_n)]
 
         m.d.comb += [
-            w_addr.eq(c_base + c_sf),
+            w_addr.eq(c_addr),
             rport.addr.eq(self._inbuf_addr(c_bank, c_sf)),
         ]
 
@@ -653,7 +669,9 @@ class MatrixVectorThresholdUnit(wiring.Component):
             m.d.comb += x.eq(word)
         # The first register stage of the popcount: the weight-ROM word as read (a plain
         # register behind the memory, which block RAM output registers absorb) and x.
-        w_q, x_q = Signal(pe * simd, name="weights_q"), Signal(simd, name="x_q")
+        # (reset-less: a block RAM output register has no reset wired here.)
+        w_q = Signal(pe * simd, name="weights_q", reset_less=True)
+        x_q = Signal(simd, name="x_q", reset_less=True)
         m.d.sync += [w_q.eq(w_data), x_q.eq(x)]
         counts = []
         for p in range(pe):

@@ -26,9 +26,10 @@ it) clocks everything and a power-on counter holds reset for 16 cycles.
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Module, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.hdl import ClockDomain, ClockSignal, Instance, ResetSignal
 from amaranth.lib import memory, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["SelfTest", "Ulx3sSelfTestTop", "expected_beats", "image_beats", "LED_BITS"]
@@ -137,47 +138,76 @@ class SelfTest(wiring.Component):
         primed = Signal()
         m.d.sync += primed.eq(1)
 
-        # Input: word `sent` is on rd_in.data; address the next one when a beat fires.
-        sent = Signal(range(total_in + 1))
+        # Input: a prefetch queue.  Word k is read at address k (cycle t), lands in the ROM's
+        # output register `word_q` (t + 2; a plain register behind the block RAM, which the ECP5
+        # flow folds into the EBR's output register) and is queued; the queue's registered
+        # output drives s_axis.  Credits keep in-flight reads within the queue's room, so the
+        # handshake only touches the queue.
+        depth = 8                # > the read-to-accept round trip: full rate
+        m.submodules.in_queue = queue = SyncFIFOBuffered(width=8 * ppb, depth=depth)
+        issued = Signal(range(total_in + 1))
+        credits = Signal(range(depth + 1), init=depth)
+        word_q = Signal(8 * ppb, reset_less=True)
+        arrive = Signal(2)                      # reads in flight: bit k = arrives in k + 1
         in_beat = Signal(range(max(beats_in, 2)))
+        issue = Signal()
         in_fire = Signal()
         m.d.comb += [
-            acc.s_axis_tdata.eq(rd_in.data),
-            acc.s_axis_tvalid.eq(primed & (sent < total_in)),
+            issue.eq(primed & (issued != total_in) & (credits != 0)),
+            rd_in.addr.eq(issued),
+            acc.s_axis_tdata.eq(queue.r_data),
+            acc.s_axis_tvalid.eq(queue.r_rdy),
             acc.s_axis_tlast.eq(in_beat == beats_in - 1),
+            queue.r_en.eq(acc.s_axis_tready),
             in_fire.eq(acc.s_axis_tvalid & acc.s_axis_tready),
-            rd_in.addr.eq(sent + in_fire),
+            queue.w_data.eq(word_q),
+            queue.w_en.eq(arrive[0]),
         ]
+        m.d.sync += [word_q.eq(rd_in.data), arrive.eq(Cat(arrive[1], issue))]
+        m.d.sync += credits.eq(credits - issue + in_fire)
+        with m.If(issue):
+            m.d.sync += issued.eq(issued + 1)
         with m.If(in_fire):
-            m.d.sync += sent.eq(sent + 1)
             m.d.sync += in_beat.eq(in_beat + 1)
             with m.If(in_beat == beats_in - 1):
                 m.d.sync += in_beat.eq(0)
 
-        # Output: compare each beat with the expected word.
+        # Output: the expected word of beat `got` is on rd_exp.data while the beat fires; the
+        # beat, its word (in `expect_q`, the ROM's output register) and its TLAST check are
+        # registered and compared one cycle later.
         got = Signal(range(total_out + 1))
+        got_next = Signal(range(total_out + 2), init=1)
+        out_left = Signal(init=1)
         out_beat = Signal(range(max(beats_out, 2)))
         out_fire = Signal()
         image_bad = Signal()
         m.d.comb += [
-            acc.m_axis_tready.eq(primed & (got < total_out)),
+            acc.m_axis_tready.eq(primed & out_left),
             out_fire.eq(acc.m_axis_tvalid & acc.m_axis_tready),
-            rd_exp.addr.eq(got + out_fire),
+            rd_exp.addr.eq(Mux(out_fire, got_next, got)),
         ]
-        beat_ok = (acc.m_axis_tdata == rd_exp.data) & \
-            (acc.m_axis_tlast == (out_beat == beats_out - 1))
+        expect_q = Signal(32, reset_less=True)
+        beat_q = Signal(32, reset_less=True)
+        fire_q, last_ok_q, end_q = Signal(), Signal(), Signal()
+        m.d.sync += [expect_q.eq(rd_exp.data), beat_q.eq(acc.m_axis_tdata), fire_q.eq(out_fire),
+                     last_ok_q.eq(acc.m_axis_tlast == (out_beat == beats_out - 1)),
+                     end_q.eq(out_beat == beats_out - 1)]
+        beat_ok = (beat_q == expect_q) & last_ok_q
         with m.If(out_fire):
-            m.d.sync += got.eq(got + 1)
+            m.d.sync += [got.eq(got_next), got_next.eq(got_next + 1),
+                         out_left.eq(got_next < total_out)]
             m.d.sync += out_beat.eq(out_beat + 1)
             with m.If(out_beat == beats_out - 1):
                 m.d.sync += out_beat.eq(0)
+        with m.If(fire_q):
+            with m.If(end_q):
                 m.d.sync += image_bad.eq(0)
                 with m.If(image_bad | ~beat_ok):
                     m.d.sync += self.bad_images.eq(self.bad_images + 1)
             with m.Else():
                 m.d.sync += image_bad.eq(image_bad | ~beat_ok)
 
-        running = primed & ~self.done & (got < total_out)
+        running = primed & ~self.done & out_left
         with m.If(running):
             m.d.sync += self.run_cycles.eq(self.run_cycles + 1)
 
@@ -190,7 +220,7 @@ class SelfTest(wiring.Component):
                      acc.s_axil_bready.eq(1), acc.s_axil_wstrb.eq(0)]
         with m.FSM(name="selftest"):
             with m.State("STREAM"):
-                with m.If(primed & (got == total_out)):
+                with m.If(primed & ~out_left & ~fire_q):
                     m.next = "AR0"
             for k, (addr, ok) in enumerate(checks):
                 with m.State(f"AR{k}"):
