@@ -21,8 +21,8 @@ SCORE_BEAT_BITS = 32
 
 def argmax_latency(pe: int) -> int:
     """Register levels of the serializer's argmax over ``pe`` lanes: the input register plus
-    ``ceil(log2(pe))`` compare levels."""
-    return 1 + (pe - 1).bit_length()
+    two per tree level (compare, then select), ``ceil(log2(pe))`` levels."""
+    return 1 + 2 * (pe - 1).bit_length()
 
 
 class OutputSerializer(wiring.Component):
@@ -95,7 +95,7 @@ class OutputSerializer(wiring.Component):
 
     @property
     def argmax_latency(self) -> int:
-        """Register levels of the argmax: ``1 + ceil(log2(pe))``."""
+        """Register levels of the argmax: ``1 + 2 * ceil(log2(pe))``."""
         return argmax_latency(self._pe)
 
     @property
@@ -149,30 +149,49 @@ class OutputSerializer(wiring.Component):
         m.d.sync += [r.eq(sig) for r, sig in zip(regs, side)]
         nodes, side = leaves, regs
         level = 0
+        def delay(side, tag):
+            regs = tuple(Signal.like(sig, name=f"arg{tag}_{n}")
+                         for sig, n in zip(side, ("fire", "first", "last", "base")))
+            m.d.sync += [r.eq(sig) for r, sig in zip(regs, side)]
+            return regs
+
         while len(nodes) > 1:
             level += 1
-            nxt = []
+            # Two register stages per level: the compare (one carry chain) of every pair, then
+            # the select (a multiplexer), so neither shares a cycle with the other.
+            pairs = []
             for j in range(0, len(nodes) - 1, 2):
                 (va, xa, la), (vb, xb, lb) = nodes[j], nodes[j + 1]
-                take_b = vb & (~va | (xb > xa))
-                v = Signal(name=f"arg{level}_{j // 2}_valid")
-                x = Signal(signed(w), name=f"arg{level}_{j // 2}_val")
+                regs = [Signal.like(sig, name=f"arg{level}c_{j // 2}_{n}") for sig, n in
+                        zip((va, xa, la, vb, xb, lb), ("va", "xa", "la", "vb", "xb", "lb"))]
+                gt = Signal(name=f"arg{level}c_{j // 2}_gt")
+                m.d.sync += [r.eq(sig) for r, sig in zip(regs, (va, xa, la, vb, xb, lb))]
+                m.d.sync += gt.eq(xb > xa)
+                pairs.append((*regs, gt))
+            odd = None
+            if len(nodes) % 2:
+                odd = [Signal.like(sig, name=f"arg{level}c_pass_{n}")
+                       for sig, n in zip(nodes[-1], ("valid", "val", "lane"))]
+                m.d.sync += [r.eq(sig) for r, sig in zip(odd, nodes[-1])]
+            side = delay(side, f"{level}c")
+            nxt = []
+            for k, (va, xa, la, vb, xb, lb, gt) in enumerate(pairs):
+                take_b = vb & (~va | gt)
+                v = Signal(name=f"arg{level}_{k}_valid")
+                x = Signal(signed(w), name=f"arg{level}_{k}_val")
                 # The highest lane this node can hold sets its lane field's width.
-                top = min((j // 2 + 1) << level, pe) - 1
-                lane = Signal(max(1, top.bit_length()), name=f"arg{level}_{j // 2}_lane")
+                top = min((k + 1) << level, pe) - 1
+                lane = Signal(max(1, top.bit_length()), name=f"arg{level}_{k}_lane")
                 m.d.sync += [v.eq(va | vb), x.eq(Mux(take_b, xb, xa)),
                              lane.eq(Mux(take_b, lb, la))]
                 nxt.append((v, x, lane))
-            if len(nodes) % 2:
-                va, xa, la = nodes[-1]
+            if odd is not None:
                 v, x = Signal(name=f"arg{level}_pass_valid"), Signal(signed(w), name=f"arg{level}_pass_val")
                 lane = Signal(max(1, (pe - 1).bit_length()), name=f"arg{level}_pass_lane")
-                m.d.sync += [v.eq(va), x.eq(xa), lane.eq(la)]
+                m.d.sync += [v.eq(odd[0]), x.eq(odd[1]), lane.eq(odd[2])]
                 nxt.append((v, x, lane))
-            regs = tuple(Signal.like(sig, name=f"arg{level}_{n}")
-                         for sig, n in zip(side, ("fire", "first", "last", "base")))
-            m.d.sync += [r.eq(sig) for r, sig in zip(regs, side)]
-            nodes, side = nxt, regs
+            side = delay(side, level)
+            nodes = nxt
         (c_valid, c_val, c_lane), (c_fire, c_first, c_last, c_base) = nodes[0], side
 
         # Running best over the image's beats (first beat: take it even if lower).

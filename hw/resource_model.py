@@ -58,7 +58,7 @@ __all__ = ["DEFAULT_CALIBRATION", "BLOCK_MIN_BITS", "SHALLOW_MAX_DEPTH", "LUT_FE
            "FF_FEATURES", "Memory", "PartShape", "DesignShape", "bram_geometry", "yosys_bram36",
            "lutram_luts", "map_memory", "layer_memories", "layer_part", "fixed_part", "describe",
            "ResourceModel", "load_model", "estimate", "network_fingerprint", "rtl_fingerprint",
-           "calibration_foldings", "calibrate", "main"]
+           "calibration_foldings", "calibrate", "design_hash", "main"]
 
 #: The calibration data shipped with the generator.
 DEFAULT_CALIBRATION = Path(__file__).with_name("calibration") / "xcup.json"
@@ -775,7 +775,7 @@ def _record_key(rec: dict) -> tuple:
             tuple((f["pe"], f["simd"], bool(f.get("pad"))) for f in rec["folding"]))
 
 
-def _design_hash(design: Path) -> str:
+def design_hash(design: Path) -> str:
     """A short hash of a generated design (Verilog and memory files): what Yosys sees."""
     h = hashlib.sha256()
     for path in sorted([*design.glob("*.v"), *design.glob("*.mem")]):
@@ -789,7 +789,7 @@ def calibrate(out, nets, *, foldings: int = 10, pixels_per_beat: int = 8,
     each to the calibration data ``out`` (written after every design).
 
     Every planned design is generated first; a record of the same network and folding whose
-    generated design (Verilog and memory files, :func:`_design_hash`) is unchanged is kept
+    generated design (Verilog and memory files, :func:`design_hash`) is unchanged is kept
     without running Yosys again, any other is synthesised and replaces it.  The shapes of the
     kept records of these networks are refreshed (the model may have changed).
     """
@@ -822,7 +822,7 @@ def calibrate(out, nets, *, foldings: int = 10, pixels_per_beat: int = 8,
             with tempfile.TemporaryDirectory(prefix="fracbnn-calib-") as tmp:
                 design = Path(tmp) / "design"
                 generate(export, design, fold={"layers": fjson}, pixels_per_beat=pixels_per_beat)
-                digest = _design_hash(design)
+                digest = design_hash(design)
                 old = have.get(key)
                 if old is not None and old.get("design") == digest:
                     log(f"[{time.monotonic() - start:7.1f} s] {what}: unchanged, kept")

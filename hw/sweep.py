@@ -114,12 +114,12 @@ def _synthesise(export: Path, point_dir: Path, folding: list, ppb: int, calib: d
                 log) -> dict:
     """Generate and synthesise one point (or reuse an unchanged earlier result)."""
     from .generate import generate
-    from .resource_model import _design_hash
+    from .resource_model import design_hash
     from .yosys_estimate import yosys_estimate
 
     design = point_dir / "design"
     generate(export, design, fold={"layers": folding}, pixels_per_beat=ppb)
-    digest = _design_hash(design)
+    digest = design_hash(design)
     cached = point_dir / "yosys.json"
     if cached.is_file():
         old = json.loads(cached.read_text())
