@@ -42,13 +42,16 @@ def sim(session):
 def tests(session):
     """The whole test suite (what CI runs)."""
     _install(session, test=True)
-    session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
+    session.run("python", "-m", "pytest", *(session.posargs or ["-q", "-n", "auto"]))
 
 
 @nox.session
 def bench(session):
-    """Benchmarks: golden model vs PyTorch, co-simulation speed, cycles and FPS per folding."""
-    _install(session)
+    """Benchmarks: golden model vs PyTorch, co-simulation speed, cycles and FPS per folding,
+    and the checks too heavy for the suite (pytest -m heavy: full test sets of the CNV models,
+    place and route of a conv network)."""
+    _install(session, test=True)
+    session.run("python", "-m", "pytest", "-q", "-m", "heavy")
     out = ROOT / "build" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     session.run("python", "-m", "models.bench", "--json", str(out / "golden.json"),

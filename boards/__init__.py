@@ -49,19 +49,26 @@ def get_board(name: str) -> Board:
     return board
 
 
-def resolve_clock(board: str | None, clock: float | None) -> tuple[float, str]:
+def resolve_clock(board: str | None, clock, *, option: str = "--clock") -> tuple[float, str]:
     """The clock (MHz) for FPS figures and builds, and where it comes from.
 
     ``clock`` (a ``--clock`` value) wins if given; otherwise the default clock of ``board``
     (default :data:`DEFAULT_TARGET`) with its :attr:`~boards.base.ZynqBoard.clock_basis`.
-    Raises :class:`sw.errors.UserError` for a clock that is not a finite positive number.
+    Raises :class:`sw.errors.UserError` for a clock that is not a finite positive real number
+    (NaN, infinities, zero, negatives, strings and booleans included); ``option`` names the
+    setting in that message (``"clock_mhz"`` for the runtime API).
     """
     import math
+    import numbers
 
     target = get_board(board or DEFAULT_TARGET)
     if clock is None:
         return target.default_clock_mhz, (f"{target.name} default clock, "
                                           f"{target.clock_basis}")
-    if not (isinstance(clock, (int, float)) and math.isfinite(clock) and clock > 0):
-        raise UserError(f"--clock must be a positive number of MHz, not {clock!r}")
+    if isinstance(clock, bool) or not isinstance(clock, numbers.Real):
+        raise UserError(f"{option} must be a positive number of MHz, not {clock!r} (a "
+                        f"{type(clock).__name__}); pass a number such as 100.0")
+    if not (math.isfinite(clock) and clock > 0):
+        raise UserError(f"{option} must be a positive number of MHz, not {clock!r}; "
+                        "pass a finite clock above 0, e.g. 100")
     return float(clock), "given with --clock"

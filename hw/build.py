@@ -19,9 +19,13 @@ otherwise the exact command is printed.
 
 ULX3S (``ulx3s``): ``rtl/`` as above, ``ecp5/`` (self-test top ``ulx3s_selftest.v``, Yosys and
 nextpnr logs and reports), ``ulx3s.bit`` and ``report.json`` with Fmax and utilisation.  The
-self-test embeds ``--selftest-images`` images (the network's test vectors) and their golden
-results (see hw/selftest.py for the LEDs) and runs at ``--clock`` (default 50 MHz, made by the
-ECP5 PLL from the 25 MHz oscillator; ``--clock 25`` uses the oscillator directly).
+self-test embeds ``--selftest-images`` images (the network's test vectors; at most 1000, and
+no more than the ECP5's EBRs can hold) and their golden results (see hw/selftest.py for the
+LEDs) and runs at ``--clock`` (default 50 MHz, made by the ECP5 PLL from the 25 MHz oscillator;
+``--clock 25`` uses the oscillator directly; 3.125..400 MHz, the PLL's output range).
+
+Zynq PL clocks: 10 MHz up to the board's maximum.  Every path ``report.json`` names is final:
+relative to the build directory.
 
 Default network: the shipped default model ``models/checkpoints/lfc_w1a1.pt`` exported (with
 ``models.export``) to a temporary directory.
@@ -31,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -39,16 +45,33 @@ from pathlib import Path
 
 import numpy as np
 
-from sw.atomic_dir import atomic_directory, check_replaceable
+from sw.atomic_dir import (atomic_directory, atomic_write_json, check_apart, check_replaceable,
+                           check_writable_dir, json_safe)
 from sw.errors import UserError, cli_main
 
-__all__ = ["DEFAULT_CHECKPOINT", "REPO_ROOT", "build", "export_default_network", "selftest_images",
-           "main"]
+__all__ = ["DEFAULT_CHECKPOINT", "REPO_ROOT", "ZYNQ_MIN_CLOCK_MHZ", "ECP5_CLOCK_MHZ",
+           "SELFTEST_MAX_IMAGES", "ZYNQ_MAX_PIXELS_PER_BEAT", "build", "export_default_network",
+           "selftest_images", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The shipped default model (LFC, BNN-PYNQ's folding on export).
 DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / "lfc_w1a1.pt"
 _REPORT = "report.json"
+
+#: Lowest PL clock (MHz) a Zynq build accepts: the PS divides its PLLs down to FCLK, and this
+#: flow takes 10 MHz as its floor (the AXI DMA and the PS ports are not meant to crawl); the
+#: upper end is the board's ``max_clock_mhz``.
+ZYNQ_MIN_CLOCK_MHZ = 10.0
+#: Design clocks (MHz) of an ECP5 build: the EHXPLLL output range (Lattice TN1263: CLKOP 3.125
+#: to 400 MHz); the oscillator itself needs no PLL.
+ECP5_CLOCK_MHZ = (3.125, 400.0)
+#: Most images a ULX3S self-test embeds (also bounded by what the ECP5's EBRs hold, see
+#: :func:`_check_selftest_images`).
+SELFTEST_MAX_IMAGES = 1000
+#: Largest pixels per beat of a Zynq build: its AXI DMA streams at most 1024 bits, a power of
+#: two (hw.vivado.project_tcl).
+ZYNQ_MAX_PIXELS_PER_BEAT = 128
+_EBR_BITS = 18 * 1024
 
 
 def export_default_network(outdir, checkpoint=DEFAULT_CHECKPOINT) -> Path:
@@ -219,16 +242,31 @@ def build(args: argparse.Namespace) -> dict:
 
     board = boards.get_board(args.board)
     args.clock, args.clock_source = boards.resolve_clock(board.name, args.clock)
-    top = board.max_clock_mhz if board.kind == "zynq" else 400
-    if args.clock > top:
-        raise UserError(f"--clock must be in (0, {top:g}] MHz for the {board.title}, "
-                        f"not {args.clock:g}")
+    if board.kind == "zynq":
+        lo, hi = ZYNQ_MIN_CLOCK_MHZ, board.max_clock_mhz
+        basis = "the PL clocks this flow has the PS make"
+    else:
+        lo, hi = ECP5_CLOCK_MHZ
+        basis = "the ECP5 PLL's output range"
+    if not lo <= args.clock <= hi:
+        raise UserError(f"--clock must be in [{lo:g}, {hi:g}] MHz for the {board.title} "
+                        f"({basis}), not {args.clock:g}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, not {args.jobs}")
-    if args.selftest_images < 1:
-        raise UserError(f"--selftest-images must be >= 1, not {args.selftest_images}")
-    out = Path(args.out) if args.out else REPO_ROOT / "build" / board.name
+    if not 0 <= args.seed < 2**31:
+        raise UserError(f"--seed must be in 0..{2**31 - 1}, not {args.seed}")
+    if not 1 <= args.selftest_images <= SELFTEST_MAX_IMAGES:
+        raise UserError(f"--selftest-images must be in 1..{SELFTEST_MAX_IMAGES}, not "
+                        f"{args.selftest_images}")
+    # --pixels-per-beat is checked against the network once it is loaded (_check_request).
+    # Absolute paths: Vivado and the ECP5 tools run inside the build directory.
+    out = Path(args.out).expanduser().resolve() if args.out else REPO_ROOT / "build" / board.name
+    for name in ("net", "fold"):
+        if getattr(args, name) is not None:
+            setattr(args, name, str(Path(getattr(args, name)).expanduser().resolve()))
+    check_apart(out, [args.net, args.fold], "build directory")
     check_replaceable(out, _REPORT, "build directory")  # before any slow step
+    check_writable_dir(out, "build directory (--out)")
 
     steps = (["export default network"] if args.net is None else []) + (
         ["generate RTL"] + ([] if args.no_estimate else ["Yosys"]) + ["Vivado project script"]
@@ -249,6 +287,7 @@ def build(args: argparse.Namespace) -> dict:
             if args.fold is not None:
                 shapes = net.fold_shapes
                 net = refold(net, fold_config_from_json(args.fold, len(net.layers), shapes))
+            _check_request(board, net, args)      # before the slow steps
             net_dir = work / "net"
             builder = _build_zynq if board.kind == "zynq" else _build_ecp5
             built = builder(board, net, net_dir, work, args, step)   # may settle the clock
@@ -256,7 +295,11 @@ def build(args: argparse.Namespace) -> dict:
                       "clock_mhz": args.clock, "clock_source": args.clock_source,
                       "network": net.name, "folding": _fold_summary(net), **built}
             report["seconds"] = round(time.monotonic() - start, 1)
-            (work / _REPORT).write_text(json.dumps(report, indent=1) + "\n")
+            # Paths inside the temporary directory become the final ones (relative to the
+            # build directory where a value is a path), as it is renamed into place.
+            report = _final_paths(report, work, out)
+            (work / _REPORT).write_text(json.dumps(json_safe(report), indent=1,
+                                                   allow_nan=False) + "\n")
     finally:
         step.close()
     report["out"] = str(out)
@@ -265,10 +308,59 @@ def build(args: argparse.Namespace) -> dict:
     return report
 
 
+def _check_request(board, net, args) -> None:
+    """Checks that need the network, before any slow step: pixels per beat (a divisor of the
+    image; for Zynq a power of two the DMA can stream) and, for ECP5, that the self-test's
+    image and expected-result ROMs fit the EBRs at all."""
+    from .generate import check_pixels_per_beat
+
+    if board.kind == "zynq":
+        check_pixels_per_beat(net, args.pixels_per_beat, power_of_two=True,
+                              limit=ZYNQ_MAX_PIXELS_PER_BEAT,
+                              why=f"the {board.title}'s AXI DMA streams a power of two of 8 to "
+                                  f"{8 * ZYNQ_MAX_PIXELS_PER_BEAT} bits per beat")
+    else:
+        check_pixels_per_beat(net, args.pixels_per_beat)
+        _check_selftest_images(board, net, args.selftest_images)
+
+
+def _check_selftest_images(board, net, count: int) -> None:
+    """The self-test ROMs hold ``8*P`` bits per image and ``32*(1 + C)`` bits of expected
+    results: refuse a count whose ROMs alone exceed the board's EBRs."""
+    per_image = 8 * net.input.pixels + 32 * (1 + net.classes)
+    fits = min(SELFTEST_MAX_IMAGES, board.resources.bram * _EBR_BITS // per_image)
+    if count > fits:
+        raise UserError(f"--selftest-images {count} does not fit the {board.part}: each "
+                        f"{net.name} image needs {per_image:,} ROM bits and the "
+                        f"{board.resources.bram} EBRs hold {board.resources.bram * _EBR_BITS:,}; "
+                        f"choose at most {fits}")
+
+
+def _final_paths(obj, tmp: Path, final: Path):
+    """``obj`` with every path inside the temporary build directory ``tmp`` made final: a
+    value that is such a path becomes relative to the build directory, a path inside a longer
+    text becomes the one under ``final``."""
+    bases = sorted({str(tmp), os.path.realpath(tmp)}, key=len, reverse=True)
+    if isinstance(obj, dict):
+        return {k: _final_paths(v, tmp, final) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_final_paths(v, tmp, final) for v in obj]
+    if not isinstance(obj, str):
+        return obj
+    for base in bases:
+        if obj == base:
+            return "."
+        if obj.startswith(base + os.sep):
+            return obj[len(base) + 1:]
+    for base in bases:
+        obj = obj.replace(base, str(final))
+    return obj
+
+
 def _maybe_run_vivado(out: Path, report: dict, args) -> None:
     from .vivado import parse_vivado_summary, vivado_on_path
 
-    command = f"cd {out} && vivado -mode batch -source create_project.tcl"
+    command = f"cd {shlex.quote(str(out))} && vivado -mode batch -source create_project.tcl"
     report["vivado"] = {"command": command, "ran": False}
     exe = None if args.no_vivado else vivado_on_path()
     if exe is not None:
@@ -281,7 +373,7 @@ def _maybe_run_vivado(out: Path, report: dict, args) -> None:
         summary = out / "vivado_summary.txt"
         if summary.is_file():
             report["vivado"]["post_route"] = parse_vivado_summary(summary.read_text())
-        (out / _REPORT).write_text(json.dumps(report, indent=1) + "\n")
+        atomic_write_json(out / _REPORT, report, what="build report")
         if proc.returncode != 0:
             lines = [line for line in log.read_text(errors="replace").splitlines()
                      if "ERROR" in line][:2]
@@ -337,8 +429,8 @@ def _summary_lines(r: dict) -> list[str]:
                          f"(absorbed {o['ff']} flip-flops)")
         lines.append(f"self-test {r['selftest']['images']} images embedded; "
                      f"{r['selftest']['leds']}")
-        lines.append(f"bitstream {Path(r['out']) / 'ulx3s.bit'}  "
-                     f"(openFPGALoader -b ulx3s {Path(r['out']) / 'ulx3s.bit'})")
+        bit = Path(r["out"]) / "ulx3s.bit"
+        lines.append(f"bitstream {bit}  (openFPGALoader -b ulx3s {shlex.quote(str(bit))})")
     if "vivado" in r:
         v = r["vivado"]
         if v.get("post_route"):
@@ -371,7 +463,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-estimate", action="store_true", help="skip the Yosys estimate (Zynq)")
     p.add_argument("--no-vivado", action="store_true", help="do not run Vivado even if on PATH")
     p.add_argument("--selftest-images", type=int, default=4, metavar="N",
-                   help="images embedded in the ULX3S self-test (default 4)")
+                   help=f"images embedded in the ULX3S self-test (default 4, at most "
+                        f"{SELFTEST_MAX_IMAGES} and what the EBRs hold)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (ULX3S)")
     p.add_argument("--allow-timing-fail", action="store_true",
                    help="ULX3S: keep the bitstream even if Fmax < --clock")

@@ -751,9 +751,6 @@ def main(argv=None) -> int:
         raise UserError(f"--clock must be positive, not {args.clock!r}")
     if args.target_fps is not None and not args.target_fps > 0:
         raise UserError(f"--target-fps must be positive, not {args.target_fps!r}")
-    if args.pixels_per_beat < 1:
-        raise UserError(f"--pixels-per-beat must be a positive integer, not "
-                        f"{args.pixels_per_beat}")
     budget, what = None, "the budget"
     if board is not None:
         budget = {"lut": board.resources.lut, "ff": board.resources.ff,
@@ -766,6 +763,8 @@ def main(argv=None) -> int:
     from .resource_model import load_model
     model = load_model(args.calibration)
     net = load_compiled_network(args.export_dir)
+    from .generate import check_pixels_per_beat
+    check_pixels_per_beat(net, args.pixels_per_beat)
     progress = _progress_printer()
     gates = None
     if args.gating_stats and any(l.in_bits == 2 for l in net.layers):

@@ -10,15 +10,19 @@ Turns a compiled-network directory (docs/compiled-network.md) into a Verilog des
 ``OUTDIR/design.json``            ports, folding, cycle-model predictions (see :func:`design_summary`)
 
 The output directory is built in a temporary sibling and renamed into place, so it is either
-complete or absent (or the previous complete output).  Bad inputs give a one-line error.
+complete or absent (or the previous complete output).  Bad inputs give a one-line error;
+``--pixels-per-beat`` must divide the image's pixel count and be at most 255 (the CONFIG
+register's field), and the error lists the valid values.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from amaranth.hdl import Shape
@@ -26,15 +30,55 @@ from amaranth.lib.wiring import In
 
 from sw.compiled_net import (CompiledNetwork, fold_config_from_json, load_compiled_network,
                              pack_gate_words, pack_threshold_words, pack_weight_words, refold)
-from sw.atomic_dir import atomic_directory
+from sw.atomic_dir import atomic_directory, json_safe
 from sw.errors import UserError, cli_main
 from sw.memfile import write_mem
 
-__all__ = ["generate", "design_summary", "write_memories", "main", "TOP_NAME", "WAIVER_FILE"]
+__all__ = ["generate", "design_summary", "write_memories", "main", "TOP_NAME", "WAIVER_FILE",
+           "MAX_PIXELS_PER_BEAT", "pixels_per_beat_choices", "check_pixels_per_beat"]
 
 TOP_NAME = "fracbnn_top"
 WAIVER_FILE = Path(__file__).with_name("verilator_waiver.vlt")
 _DESIGN_JSON = "design.json"
+
+#: Largest pixels per beat a design can have: the CONFIG register's field is 8 bits wide
+#: (docs/hardware.md "Register map").
+MAX_PIXELS_PER_BEAT = 255
+
+
+def pixels_per_beat_choices(pixels: int, *, power_of_two: bool = False,
+                            limit: int = MAX_PIXELS_PER_BEAT) -> list[int]:
+    """Every valid pixels-per-beat value for ``pixels``-pixel images: the divisors of
+    ``pixels`` up to ``limit`` (powers of two only with ``power_of_two``)."""
+    return [d for d in range(1, min(pixels, limit) + 1)
+            if pixels % d == 0 and (not power_of_two or d & (d - 1) == 0)]
+
+
+def check_pixels_per_beat(net: CompiledNetwork, pixels_per_beat, *,
+                          option: str = "--pixels-per-beat", power_of_two: bool = False,
+                          limit: int = MAX_PIXELS_PER_BEAT, why: str | None = None) -> int:
+    """Raise a one-line :class:`UserError` listing the valid choices unless
+    ``pixels_per_beat`` divides ``net``'s image and is at most ``limit`` (a power of two with
+    ``power_of_two``; ``why`` explains those two limits); return it.  ``option`` names the
+    setting in the message."""
+    pixels = net.input.pixels
+    choices = pixels_per_beat_choices(pixels, power_of_two=power_of_two, limit=limit)
+    listed = ", ".join(map(str, choices))
+    if isinstance(pixels_per_beat, bool) or not isinstance(pixels_per_beat, int) \
+            or pixels_per_beat < 1:
+        raise UserError(f"{option} must be a positive integer, not {pixels_per_beat!r}; "
+                        f"choose one of {listed}")
+    if pixels % pixels_per_beat:
+        reason = f"its {pixels}-pixel images are not a multiple of {pixels_per_beat} pixels per beat"
+    elif pixels_per_beat > limit:
+        reason = why or (f"the CONFIG register holds at most {MAX_PIXELS_PER_BEAT} pixels per "
+                         "beat (an 8-bit field)")
+    elif power_of_two and pixels_per_beat & (pixels_per_beat - 1):
+        reason = why or "the input stream width must be a power of two"
+    else:
+        return pixels_per_beat
+    raise UserError(f"{option} {pixels_per_beat} does not suit {net.name}: {reason}; choose "
+                    f"one of {listed}")
 
 
 def write_memories(net: CompiledNetwork, directory: Path) -> list[str]:
@@ -157,6 +201,20 @@ def _layer_taps(stages) -> list[str]:
     return names
 
 
+@contextlib.contextmanager
+def _quiet_if_abandoned():
+    """Elaboration abandoned (Ctrl-C, an error) leaves every Amaranth component created so far
+    unelaborated, and each would warn ``UnusedElaboratable`` when it is collected, well after
+    the one-line error (about 140 lines for LFC).  They are not the user's problem: on any
+    exception here those warnings are silenced for the rest of the process."""
+    try:
+        yield
+    except BaseException:
+        from amaranth.hdl import UnusedElaboratable
+        warnings.filterwarnings("ignore", category=UnusedElaboratable)
+        raise
+
+
 def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
              progress: bool = False) -> Path:
     """Generate the Verilog design of the network in ``export_dir`` into ``outdir``.
@@ -177,12 +235,17 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
     from .netlist import convert_flat
     from .rom import VERILOG_ROM_SOURCE
 
-    export_dir, outdir = Path(export_dir), Path(outdir)
+    from sw.atomic_dir import check_apart
+
+    export_dir, outdir = Path(export_dir).resolve(), Path(outdir).resolve()
     # Check every input before anything is written or shown.
+    check_apart(outdir, [export_dir, fold if isinstance(fold, (str, Path)) else None],
+                "output directory")
     net = load_compiled_network(export_dir)
     if fold is not None:
         folding = fold_config_from_json(fold, len(net.layers), net.fold_shapes)
         net = refold(net, folding)
+    check_pixels_per_beat(net, pixels_per_beat)
     plan_stages(net, pixels_per_beat)
     steps = ["memories", "elaborate", "verilog", "summary"]
     bar = None
@@ -197,7 +260,8 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
             bar.update(1)
 
     try:
-        with atomic_directory(outdir, marker=_DESIGN_JSON, what="generated design") as tmp:
+        with atomic_directory(outdir, marker=_DESIGN_JSON, what="generated design") as tmp, \
+                _quiet_if_abandoned():
             if fold is None:
                 # Same folding: the export's .mem files are the source of truth, copied as is.
                 mem_files = _memory_names(net)
@@ -216,7 +280,8 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
             done("verilog")
             files = [f"{TOP_NAME}.v", VERILOG_ROM_SOURCE.name, WAIVER_FILE.name, *mem_files]
             summary = design_summary(accel, files)
-            (tmp / _DESIGN_JSON).write_text(json.dumps(summary, indent=2) + "\n")
+            (tmp / _DESIGN_JSON).write_text(json.dumps(json_safe(summary), indent=2,
+                                                       allow_nan=False) + "\n")
             done("summary")
     finally:
         if bar is not None:
@@ -234,8 +299,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pixels-per-beat", type=int, default=8, metavar="N",
                         help="pixels per input AXI-Stream beat (default 8)")
     args = parser.parse_args(argv)
-    if args.pixels_per_beat < 1:
-        raise UserError(f"--pixels-per-beat must be a positive integer, not {args.pixels_per_beat}")
+    from sw.atomic_dir import check_writable_dir
+    check_writable_dir(args.outdir, "output directory")   # before the network is even read
     out = generate(args.export_dir, args.outdir, fold=args.fold,
                    pixels_per_beat=args.pixels_per_beat, progress=True)
     summary = json.loads((out / _DESIGN_JSON).read_text())

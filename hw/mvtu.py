@@ -636,8 +636,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
         # ---------------------------------------------------------- tag pipeline
         # Stage k carries only the fields a stage >= k reads, so that no flip-flop is dead:
         # `lsb` (which plane a beat carries) with 2-bit inputs; `nf` up to the stage that
-        # addresses the gate ROM (lp) or the threshold ROM (lp + 1).
-        nf_until = lp + 1 if layer.out != "scores" else lp if two else -1
+        # addresses the gate ROM (lp - 1) or the threshold ROM (lp + 1).
+        nf_until = lp + 1 if layer.out != "scores" else lp - 1 if two else -1
 
         def tag_layout(k):
             fields = {"valid": 1, "first": 1, "last": 1}
@@ -687,31 +687,45 @@ class MatrixVectorThresholdUnit(wiring.Component):
         res_acc = Signal(data.ArrayLayout(signed(accw), pe))
         m.d.sync += res_valid.eq(0)
         if two:
-            m.d.comb += grom.addr.eq(tags[lp].nf)   # gate word ready in stage A
-            gw = layer.gate_bits
             gates_reg = Signal(pe)
             gate_now = Signal(pe)
-        dot_w = signed_bits(-mw, mw)
+            gpm = self._gate_words(m, grom, tags[lp - 1].nf)
+        run_w = signed_bits(-mw, 2 * layer.mw_padded - mw)
         for p in range(pe):
             # The dot product accumulates directly: -MW + 2*popcount per fold, one adder
             # (one carry chain) per cycle.
-            run_w = signed_bits(-mw, 2 * layer.mw_padded - mw)
             run = Signal(signed(run_w), name=f"run{p}")
             dot = Signal(signed(run_w), name=f"dot{p}")
-            m.d.comb += dot.eq(Mux(sa.first, -mw, run) + (counts[p] << 1))
-            with m.If(sa.valid):
-                m.d.sync += run.eq(dot)
             if not two:
+                m.d.comb += dot.eq(Mux(sa.first, -mw, run) + (counts[p] << 1))
+                with m.If(sa.valid):
+                    m.d.sync += run.eq(dot)
                 with m.If(sa.valid & sa.last):
                     m.d.sync += res_acc[p].eq(dot)
-            else:
-                accm = Signal(signed(dot_w), name=f"accm{p}")
-                g = grom.data[p * gw:(p + 1) * gw].as_signed()
-                m.d.comb += gate_now[p].eq(dot > g)
-                with m.If(sa.valid & sa.last & ~sa.lsb):
-                    m.d.sync += [accm.eq(dot), res_acc[p].eq(dot << 1)]
-                with m.If(sa.valid & sa.last & sa.lsb):
-                    m.d.sync += res_acc[p].eq((accm << 1) + Mux(gates_reg[p], dot, 0))
+                continue
+            # 2-bit: every value that ends a fold comes out of one adder.  MSB pass: dot =
+            # dot_m; beside it run2 tracks 2*dot_m - MW, the LSB pass's start if the gate
+            # opens, and the gate residual g - dot_m (sign = the gate, see _gate_residual).
+            # LSB pass: dot = 2*acc_m + (gate ? dot_l : 0), starting from 2*dot_m - MW (gate
+            # open) or 2*dot_m (closed) and adding 2*popcount only if the gate is open.
+            lsb_w = signed_bits(2 * layer.acc_min - mw, 2 * layer.acc_max + mw)
+            run = Signal(signed(max(run_w, lsb_w)), name=f"run{p}")
+            dot = Signal(signed(max(run_w, lsb_w)), name=f"dot{p}")
+            run2 = Signal(signed(lsb_w), name=f"run2_{p}")
+            run2_next = Signal(signed(lsb_w), name=f"run2_next{p}")
+            acc2m = Signal(signed(lsb_w), name=f"acc2m{p}")       # 2*dot_m - MW
+            acc2 = Signal(signed(lsb_w), name=f"acc2_{p}")        # 2*dot_m
+            m.d.comb += run2_next.eq(Mux(sa.first, -3 * mw, run2) + (counts[p] << 2))
+            lsb_start = Mux(gates_reg[p], acc2m, acc2)
+            addend = Mux(sa.lsb & ~gates_reg[p], 0, counts[p] << 1)
+            m.d.comb += dot.eq(Mux(sa.first, Mux(sa.lsb, lsb_start, -mw), run) + addend)
+            m.d.comb += gate_now[p].eq(self._gate_residual(m, p, gpm[p], counts[p], sa))
+            with m.If(sa.valid):
+                m.d.sync += [run.eq(dot), run2.eq(run2_next)]
+            with m.If(sa.valid & sa.last & ~sa.lsb):
+                m.d.sync += [acc2m.eq(run2_next), acc2.eq(dot << 1), res_acc[p].eq(dot << 1)]
+            with m.If(sa.valid & sa.last & sa.lsb):
+                m.d.sync += res_acc[p].eq(dot)
         if not two:
             with m.If(sa.valid & sa.last):
                 m.d.sync += res_valid.eq(1)
@@ -728,6 +742,37 @@ class MatrixVectorThresholdUnit(wiring.Component):
         else:
             self._output_stage(m, trom, sa.nf, res_acc, res_valid)
         return m
+
+    def _gate_words(self, m, grom, nf):
+        """Per lane ``G + MW`` (``G`` the lane's gate threshold of fold ``nf``), registered:
+        the gate ROM is addressed one stage before the accumulate stage A (``nf`` is that
+        stage's fold), so these registers hold fold A's words in stage A."""
+        gw, mw = self._layer.gate_bits, self._layer.in_features
+        m.d.comb += grom.addr.eq(nf)
+        words = []
+        for p in range(self.pe):
+            g = grom.data[p * gw:(p + 1) * gw].as_signed()
+            lo, hi = -(1 << (gw - 1)) + mw, (1 << (gw - 1)) - 1 + mw
+            w = Signal(signed(signed_bits(lo, hi)), name=f"gate_plus_mw{p}", reset_less=True)
+            m.d.sync += w.eq(g + mw)
+            words.append(w)
+        return words
+
+    def _gate_residual(self, m, p, gpm, count, sa):
+        """Lane ``p``'s gate ``dot_m > G`` of stage A as the sign of one subtraction.
+
+        A residual ``r = G - dot`` is kept beside the MSB pass's running dot product
+        (``r = G + MW - 2*popcount`` on a fold's first read, ``r - 2*popcount`` after), so
+        ``dot > G`` is ``r < 0``: one carry chain, not an adder followed by a comparator."""
+        gw, mw = self._layer.gate_bits, self._layer.in_features
+        lo = -(1 << (gw - 1)) + mw - 2 * self._layer.mw_padded
+        hi = (1 << (gw - 1)) - 1 + mw
+        r = Signal(signed(signed_bits(lo, hi)), name=f"gate_res{p}")
+        r_next = Signal(signed(len(r)), name=f"gate_res_next{p}")
+        m.d.comb += r_next.eq(Mux(sa.first, gpm, r) - (count << 1))
+        with m.If(sa.valid):
+            m.d.sync += r.eq(r_next)
+        return r_next < 0
 
     # ------------------------------------------------------------------ lane schedule
     def _elaborate_lane(self):
@@ -872,11 +917,16 @@ class MatrixVectorThresholdUnit(wiring.Component):
         # ---------------------------------------------------------- tag pipeline
         # Reads and emits travel side by side with the same latency, so an emit reaches the
         # store after every accumulation of its vector.
-        tag_layout = data.StructLayout({
-            "valid": 1, "first": 1, "last": 1, "lsb": 1, "nf": nf_range, "stb": 1,
-            "lane_nf": data.ArrayLayout(nf_range, pe), "lane_on": pe,
-            "em_valid": 1, "em_nf": nf_range, "em_bank": 1})
-        tags = [Signal(tag_layout, name="tag_issue")]
+        # The store half and the lanes' folds are last read in the stage before A (which
+        # registers the store's addresses), so stage A's tag leaves them out.
+        def tag_layout(k):
+            fields = {"valid": 1, "first": 1, "last": 1, "lsb": 1, "nf": nf_range,
+                      "lane_on": pe, "em_valid": 1, "em_nf": nf_range, "em_bank": 1}
+            if k <= lp:
+                fields.update(stb=1, lane_nf=data.ArrayLayout(nf_range, pe))
+            return data.StructLayout(fields)
+
+        tags = [Signal(tag_layout(0), name="tag_issue")]
         m.d.comb += [tags[0].valid.eq(issue), tags[0].first.eq(c_sf == 0),
                      tags[0].last.eq(c_last_sf), tags[0].lsb.eq(c_lsb),
                      tags[0].nf.eq(c_nf), tags[0].stb.eq(c_stb), tags[0].lane_on.eq(u_on),
@@ -884,8 +934,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
                      tags[0].em_bank.eq(em_bank)]
         m.d.comb += [tags[0].lane_nf[p].eq(u_nf[p]) for p in range(pe)]
         for k in range(1, lp + 2):
-            t = Signal(tag_layout, name=f"tag_d{k}")
-            m.d.sync += t.eq(tags[-1])
+            t = Signal(tag_layout(k), name=f"tag_d{k}")
+            m.d.sync += [t[name].eq(tags[-1][name]) for name, _ in t.shape()]
             tags.append(t)
         s1, sa = tags[1], tags[lp + 1]
 
@@ -909,38 +959,48 @@ class MatrixVectorThresholdUnit(wiring.Component):
         # Per lane an accumulator store of 2 x NF entries (two halves, vectors alternate):
         # the MSB phase writes 2*acc_m (and the gate bit into `pending`), the LSB phase adds
         # dot_l to its neuron's entry, the emitter reads one entry per lane of the other half.
-        m.d.comb += grom.addr.eq(tags[lp].nf)   # gate word ready in stage A
-        gw = layer.gate_bits
+        gpm = self._gate_words(m, grom, tags[lp - 1].nf)
         res_valid = Signal()
         res_acc = Signal(data.ArrayLayout(signed(accw), pe))
         m.d.sync += res_valid.eq(sa.em_valid)
         msb_done = sa.valid & sa.last & ~sa.lsb
         with m.If(msb_done & (sa.nf == nf_n - 1)):
             m.d.sync += gates_known.eq(1)
+        # Store entry of (half, fold): Cat(fold, half), a power-of-two stride (no adder).
+        nf_bits = max(1, (nf_n - 1).bit_length())
+        sl = tags[lp]                           # the stage before A
+        run_w = max(signed_bits(-mw, 2 * layer.mw_padded - mw),
+                    signed_bits(layer.acc_min - mw, layer.acc_max + mw))
         for p in range(pe):
-            # The dot product accumulates directly: -MW + 2*popcount per fold, one adder
-            # (one carry chain) per cycle.
-            run_w = signed_bits(-mw, 2 * layer.mw_padded - mw)
+            # The dot product accumulates directly, one adder (one carry chain) per cycle:
+            # MSB pass from -MW, storing 2*dot_m; LSB round from the stored 2*dot_m - MW
+            # (read and offset one stage early), storing 2*dot_m + dot_l.
             run = Signal(signed(run_w), name=f"run{p}")
             dot = Signal(signed(run_w), name=f"dot{p}")
-            m.d.comb += dot.eq(Mux(sa.first, -mw, run) + (counts[p] << 1))
+            stored_m = Signal(signed(run_w), name=f"stored_m{p}", reset_less=True)
+            m.d.comb += dot.eq(Mux(sa.first, Mux(sa.lsb, stored_m, -mw), run)
+                               + (counts[p] << 1))
             with m.If(sa.valid):
                 m.d.sync += run.eq(dot)
-            store = memory.Memory(shape=signed(accw), depth=2 * nf_n, init=[])
+            store = memory.Memory(shape=signed(accw), depth=2 << nf_bits, init=[])
             m.submodules[f"acc_store{p}"] = store
             st_w = store.write_port()
             st_r = store.read_port(domain="comb")
             st_e = store.read_port(domain="comb")
-            g = grom.data[p * gw:(p + 1) * gw].as_signed()
+            # The write address: stage A's entry, registered one stage early.
+            w_addr = Signal(nf_bits + 1, name=f"store_waddr{p}", reset_less=True)
+            m.d.sync += w_addr.eq(Cat(Mux(sl.lsb, sl.lane_nf[p], sl.nf)[:nf_bits], sl.stb))
             m.d.comb += [
-                st_r.addr.eq(Mux(sa.stb, nf_n, 0) + Mux(sa.lsb, sa.lane_nf[p], sa.nf)),
-                st_w.addr.eq(st_r.addr),
-                st_w.data.eq(Mux(sa.lsb, st_r.data + dot, dot << 1)),
+                st_r.addr.eq(Cat(sl.lane_nf[p][:nf_bits], sl.stb)),
+                st_w.addr.eq(w_addr),
+                st_w.data.eq(Mux(sa.lsb, dot, dot << 1)),
                 st_w.en.eq(sa.valid & sa.last & (~sa.lsb | sa.lane_on[p])),
-                st_e.addr.eq(Mux(sa.em_bank, nf_n, 0) + sa.em_nf),
+                st_e.addr.eq(Cat(sa.em_nf[:nf_bits], sa.em_bank)),
             ]
+            m.d.sync += stored_m.eq(st_r.data - mw)
+            gate = self._gate_residual(m, p, gpm[p], counts[p], sa)
             with m.If(msb_done):
-                m.d.sync += pending[p].bit_select(sa.nf, 1).eq(dot > g)
+                m.d.sync += pending[p].bit_select(sa.nf, 1).eq(gate)
             with m.If(sa.em_valid):
                 m.d.sync += res_acc[p].eq(st_e.data)
 

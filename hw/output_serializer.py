@@ -162,8 +162,13 @@ class OutputSerializer(wiring.Component):
             pairs = []
             for j in range(0, len(nodes) - 1, 2):
                 (va, xa, la), (vb, xb, lb) = nodes[j], nodes[j + 1]
-                regs = [Signal.like(sig, name=f"arg{level}c_{j // 2}_{n}") for sig, n in
+                # The highest lane the pair can hold sets its lane fields' width.
+                lane_w = max(1, (min((j // 2 + 1) << level, pe) - 1).bit_length())
+                la, lb = la[:lane_w], lb[:lane_w]
+                regs = [Signal(len(sig), name=f"arg{level}c_{j // 2}_{n}") for sig, n in
                         zip((va, xa, la, vb, xb, lb), ("va", "xa", "la", "vb", "xb", "lb"))]
+                regs[1] = Signal(signed(w), name=f"arg{level}c_{j // 2}_xa")
+                regs[4] = Signal(signed(w), name=f"arg{level}c_{j // 2}_xb")
                 gt = Signal(name=f"arg{level}c_{j // 2}_gt")
                 m.d.sync += [r.eq(sig) for r, sig in zip(regs, (va, xa, la, vb, xb, lb))]
                 m.d.sync += gt.eq(xb > xa)

@@ -205,6 +205,8 @@ def sweep(export, out, *, points: int = 8, jobs: int = 2, clock_mhz: float, cloc
 
     export, out = Path(export), Path(out)
     net = load_compiled_network(export)
+    from .generate import check_pixels_per_beat
+    check_pixels_per_beat(net, pixels_per_beat)
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise UserError(f"cannot write to {out}; choose another --out")

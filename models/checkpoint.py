@@ -12,22 +12,36 @@ Binary weights are stored as ``np.packbits`` of their sign bits (``w >= 0`` -> 1
 big-endian bit order within each byte, row-major (out, in)), so an LFC model is
 about 0.4 MB.  Loading restores latent weights of exactly +1.0 / -1.0, which
 binarise to the same signs, so eval outputs are identical to the saved model's.
+
+Loading refuses, in one line (:class:`sw.errors.UserError`): a directory or missing file;
+a file that is not an intact zip archive (torch's reader skips the CRC-32 of the members,
+so every member is read and checked first: a flipped byte cannot load as a subtly
+different network); a pickle holding anything but tensors and plain containers (torch's
+weights-only loader; its advice and warnings are not shown); an architecture beyond the
+compiled-network format's bounds (``sw.compiled_net.MAX_LAYERS``, ``MAX_LAYER_WEIGHTS``,
+``MAX_MAP_VALUES``), checked on the meta device before any tensor is allocated; tensors
+that do not match the architecture; NaN or infinite parameters.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from sw.compiled_net import MAX_LAYER_WEIGHTS, MAX_LAYERS, MAX_MAP_VALUES
 from sw.errors import UserError
 
-from .layers import BinaryDense, BinaryNet
+from .layers import BinaryConv2d, BinaryDense, BinaryNet
 
 __all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint"]
 
@@ -87,13 +101,144 @@ def save_checkpoint(model: BinaryNet, path: str | Path, meta: dict[str, Any] | N
     return path
 
 
-def _bad(path: Path, why: str) -> UserError:
-    return UserError(f"{path} is not a valid {FORMAT} v{VERSION} file ({why}); "
-                     "re-create it with `python -m models.train` or use a shipped checkpoint")
+def _bad(path: Path, why: str, fix: str | None = None) -> UserError:
+    return UserError(f"{path} is not a valid {FORMAT} v{VERSION} file ({why}); " + (
+        fix or "re-create it with `python -m models.train` or use a shipped checkpoint"))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without terminal colour codes, <= 200 chars."""
+    text = _ANSI.sub("", str(exc)).strip()
+    line = text.splitlines()[0].strip() if text else ""
+    return (line or type(exc).__name__)[:200]
+
+
+def _check_zip(path: Path) -> None:
+    """Refuse a file that is not an intact zip archive (torch's own reader skips the CRCs)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()  # reads every member and checks its CRC-32
+    except zipfile.BadZipFile as exc:
+        raise _bad(path, f"cannot be read: not an intact zip archive: {_one_line(exc)}") from None
+    except OSError as exc:
+        raise _bad(path, f"cannot be read: {exc.strerror or _one_line(exc)}") from None
+    except Exception as exc:  # damaged headers make zipfile raise many types
+        raise _bad(path, f"cannot be read: damaged zip structure: {_one_line(exc)}") from None
+    if bad is not None:
+        raise _bad(path, f"corrupt: zip member {bad} fails its CRC-32 check, the file changed "
+                   "after it was written",
+                   "copy it again from its source, re-create it with `python -m models.train` "
+                   "or use a shipped checkpoint")
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load`` with weights only, every failure (and warning) as one line of our own."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. pickle-protocol warnings naming torch's files
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's weights-only unpickler refused the pickle; its message advises
+        # weights_only=False, i.e. running whatever code the file holds.
+        text = _ANSI.sub("", str(exc))
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found:
+            why = (f"it pickles the Python object {found.group(1)}, e.g. a whole nn.Module saved "
+                   "with torch.save(model), which is not loaded because unpickling it can run "
+                   "code")
+        else:
+            found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+            detail = found.group(1).strip()[:200] if found else _one_line(exc)
+            why = (f"its pickle holds data the safe loader refuses: {detail}; it was not "
+                   "written by save_checkpoint")
+        raise _bad(path, why, "save the model with models.checkpoint.save_checkpoint(model, "
+                   "path) or use a shipped checkpoint") from None
+    except Exception as exc:  # torch raises many types for corrupt zip/pickle data
+        raise _bad(path, f"cannot be read: {_one_line(exc)}") from None
+
+
+def _int_sizes(config: dict):
+    """``(name, value)`` of every int size in ``config`` (others are left to BinaryNet)."""
+    def ints(key, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            yield key, value
+    for key in ("input_shape", "hidden"):
+        value = config.get(key)
+        if isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                yield from ints(f"{key}[{i}]", v)
+    yield from ints("classes", config.get("classes"))
+    convs = config.get("convs")
+    if isinstance(convs, (list, tuple)):
+        for i, spec in enumerate(convs):
+            if isinstance(spec, dict):
+                for k, v in spec.items():
+                    yield from ints(f"convs[{i}].{k}", v)
+
+
+def _build_meta(path: Path, config: dict) -> BinaryNet:
+    """The architecture of ``config`` on the meta device (nothing allocated), size-checked.
+
+    Bounds (sw.compiled_net): at most ``MAX_LAYERS`` layers, ``MAX_LAYER_WEIGHTS`` weights per
+    layer and ``MAX_MAP_VALUES`` values per feature map, checked before any real tensor exists.
+    """
+    levels = config.get("thermometer_levels")
+    if isinstance(levels, int) and not isinstance(levels, bool) and not 1 <= levels <= 255:
+        raise _bad(path, f"bad config: thermometer_levels {levels} is not in 1..255")
+    for name, value in _int_sizes(config):
+        if value > MAX_LAYER_WEIGHTS:
+            raise _bad(path, f"bad config: {name} is {value}, more than the format allows "
+                       f"({MAX_LAYER_WEIGHTS})")
+    depth = sum(len(config.get(k) or ()) for k in ("hidden", "convs")
+                if isinstance(config.get(k), (list, tuple))) + 1
+    if depth > MAX_LAYERS:
+        raise _bad(path, f"bad config: {depth} layers, more than the format allows ({MAX_LAYERS})")
+    try:
+        with torch.device("meta"):
+            model = BinaryNet(**config)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise _bad(path, f"bad config: {_one_line(exc)}") from None
+    c, h, w = model.input_shape
+    if c * h * w * model.thermometer.levels > MAX_MAP_VALUES:
+        raise _bad(path, f"bad config: a {c}x{h}x{w} input with {model.thermometer.levels} "
+                   f"thermometer levels has more than {MAX_MAP_VALUES} input bits")
+    for i, layer in enumerate(model.layers):
+        if layer.in_features * layer.out_features > MAX_LAYER_WEIGHTS:
+            raise _bad(path, f"bad config: layer {i} has {layer.out_features}x"
+                       f"{layer.in_features} weights, more than the format allows "
+                       f"({MAX_LAYER_WEIGHTS})")
+        if isinstance(layer, BinaryConv2d) and layer.out_height * layer.out_width \
+                * layer.out_features > MAX_MAP_VALUES:
+            raise _bad(path, f"bad config: layer {i} outputs a {layer.out_height}x"
+                       f"{layer.out_width}x{layer.out_features} map, more than "
+                       f"{MAX_MAP_VALUES} values")
+    return model
+
+
+def _check_finite(path: Path, name: str, value: torch.Tensor) -> None:
+    if not value.is_floating_point():
+        return
+    finite = torch.isfinite(value)
+    if bool(finite.all()):
+        return
+    nan = int(torch.isnan(value).sum())
+    inf = value.numel() - int(finite.sum()) - nan
+    what = " and ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "infinite"))
+                        if n)
+    raise UserError(f"checkpoint {path}: tensor {name} holds {what} value(s) of "
+                    f"{value.numel()} (did training diverge?); retrain it (e.g. with a lower "
+                    "--lr) or use a shipped checkpoint")
 
 
 def load_checkpoint(path: str | Path) -> tuple[BinaryNet, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_checkpoint`.
+
+    The file must be an intact zip archive (every member's CRC-32 is checked), hold only
+    tensors and plain containers, declare an architecture within the compiled-network
+    format's bounds (checked before anything is allocated) and have finite parameters.
 
     Returns
     -------
@@ -105,17 +250,20 @@ def load_checkpoint(path: str | Path) -> tuple[BinaryNet, dict[str, Any]]:
     Raises
     ------
     UserError
-        Missing, truncated, corrupt, wrong-format or wrong-version file.
+        Missing, truncated, corrupt, wrong-format or wrong-version file, a directory,
+        oversized architecture, NaN or infinite parameters.
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a directory, not a file; pass the checkpoint "
+                        f"file itself (e.g. {path / 'NAME.pt'})")
+    if not path.exists():
         raise UserError(f"checkpoint {path} not found; train one with "
                         "`python -m models.train --net NAME` or pass an existing file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt zip/pickle data
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _bad(path, f"cannot be read: {msg[:200]}") from None
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} is not a regular file; pass a checkpoint (.pt) file")
+    _check_zip(path)
+    payload = _torch_load(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise _bad(path, "wrong format")
     if payload.get("version") != VERSION:
@@ -125,11 +273,9 @@ def load_checkpoint(path: str | Path) -> tuple[BinaryNet, dict[str, Any]]:
     if not (isinstance(config, dict) and isinstance(meta, dict)
             and isinstance(binary, dict) and isinstance(tensors, dict)):
         raise _bad(path, "missing config/meta/binary_weights/tensors")
-    try:
-        model = BinaryNet(**config)
-    except (TypeError, ValueError) as exc:
-        raise _bad(path, f"bad config: {exc}") from None
-    expected = model.state_dict()
+    # Shapes come from the architecture on the meta device: nothing is allocated until the
+    # file's tensors are known to match it.
+    expected = _build_meta(path, config).state_dict()
     state = {}
     for name, ref in expected.items():
         if name in binary:
@@ -146,12 +292,14 @@ def load_checkpoint(path: str | Path) -> tuple[BinaryNet, dict[str, Any]]:
             value = tensors[name]
             if not isinstance(value, torch.Tensor) or value.shape != ref.shape or value.dtype != ref.dtype:
                 raise _bad(path, f"tensor {name} has wrong shape or dtype")
+            _check_finite(path, name, value)
             state[name] = value
         else:
             raise _bad(path, f"tensor {name} is missing")
     extra = (set(binary) | set(tensors)) - set(expected)
     if extra:
         raise _bad(path, f"unexpected tensors {sorted(extra)[:3]}")
+    model = BinaryNet(**config)
     model.load_state_dict(state)
     model.eval()
     return model, meta

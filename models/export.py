@@ -207,14 +207,21 @@ def export(checkpoint: str | Path, outdir: str | Path, *, fold: str | Path | dic
            progress: bool = True) -> CompiledNetwork:
     """Export ``checkpoint`` to ``outdir`` (see the module docstring); returns the network.
 
+    The golden model and PyTorch are compared on the first ``max(vectors, check)`` test
+    images, or the whole test set if it is smaller; the number actually compared is in the
+    returned network's ``source["checked_images"]`` (and in ``network.json``).
+
     Raises :class:`~sw.errors.UserError` (incl. :class:`ExportError`) on bad input or a
     model that cannot be exported exactly; ``outdir`` is then untouched.
     """
+    from sw.atomic_dir import check_apart
     from sw.datasets import load_images
 
     if vectors < 0 or check < 0:
         raise UserError(f"--vectors and --check must be >= 0, not {vectors} / {check}")
     checkpoint = Path(checkpoint)
+    check_apart(outdir, [checkpoint, fold if isinstance(fold, (str, Path)) else None],
+                "output directory")
     model, meta = load_checkpoint(checkpoint)
     shapes = [_fold_shape(l) for l in model.layers]
     folding = (fold_config_from_json(fold, len(shapes), shapes) if fold is not None else None)
@@ -228,6 +235,8 @@ def export(checkpoint: str | Path, outdir: str | Path, *, fold: str | Path | dic
     images = np.zeros((0, net.input.pixels), dtype=np.uint8)
     if n_check:
         images = load_images("test", model.input_shape, data)[0][:n_check]
+    # The test set may have fewer images than asked for: record (and report) the real count.
+    net.source["checked_images"] = int(images.shape[0])
     golden = GoldenModel(net).run(images)
     report = compare_with_model(model, net, images, golden, progress=progress)
     if not report["identical"]:
@@ -264,14 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     net = export(args.checkpoint, args.outdir, fold=args.fold, vectors=args.vectors,
                  check=args.check, data=args.data)
-    n_check = max(args.vectors, args.check)
+    n_check = net.source["checked_images"]
+    n_vectors = min(args.vectors, n_check)
+    asked = max(args.vectors, args.check)
     for layer in net.layers:
         f = layer.folding
         print(f"  {layer.name}: {layer.in_features}->{layer.out_features} in_bits {layer.in_bits} "
               f"{layer.out:6s} PE {f.pe:3d} SIMD {f.simd:3d} MWp {layer.mw_padded} MHp "
               f"{layer.mh_padded} cycles/plane {layer.weight_depth}")
+    note = (f"; the test set has only {n_check} images, not the {asked} asked for"
+            if n_check < asked else "")
     print(f"exported {net.name} to {args.outdir} (golden == PyTorch on {n_check} test images, "
-          f"{args.vectors} test vectors)")
+          f"{n_vectors} test vectors{note})")
     return 0
 
 

@@ -142,6 +142,18 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from boards import resolve_clock
     args.clock_mhz, args.clock_source = resolve_clock(None, args.clock)
+    for name, low in (("images", 1), ("cocotb_images", 1), ("cnv_images", 0)):
+        if getattr(args, name) < low:
+            raise UserError(f"--{name.replace('_', '-')} must be >= {low}, not {getattr(args, name)}")
+    # Absolute paths: sim.run runs from the repository root.  Outputs checked before the runs.
+    from sw.atomic_dir import check_writable_file
+    for name in ("json", "png", "cnv_net"):
+        if getattr(args, name) is not None:
+            setattr(args, name, getattr(args, name).expanduser().resolve())
+    if args.json is not None:
+        check_writable_file(args.json, "--json report")
+    if args.png is not None:
+        check_writable_file(args.png, "--png chart")
     if not _CHECKPOINT.is_file():
         raise UserError(f"{_CHECKPOINT} is missing; train it with `python -m models.train --net lfc_w1a1`")
 
@@ -198,8 +210,8 @@ def main(argv=None) -> int:
     report = {"clock_mhz": args.clock_mhz, "clock_source": args.clock_source, "peer_fps": PEER_FPS, "accelerator": rows,
               "cnv": cnv_rows, "cnv_peer_fps": CNV_PEERS, "cosim_speed": speeds}
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        from sw.atomic_dir import atomic_write_json
+        atomic_write_json(args.json, report, what="--json report")
     if args.png:
         _plot(rows, args.png, args.clock_mhz)
     failed = [r["folding"] for r in rows + cnv_rows if not r["passed"]] + \

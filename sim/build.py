@@ -51,7 +51,8 @@ from . import toolchain
 __all__ = [
     "REPO_ROOT", "DEFAULT_BUILD_ROOT", "TOPLEVEL", "WAVE_FORMATS", "WAIVER_ARGS", "COCOTB_OPT_FLAGS",
     "COCOTB_BUILD_ARGS",
-    "DesignSources", "design_sources", "design_info", "design_key", "build_dir_for", "build_lock",
+    "DesignSources", "design_sources", "design_info", "design_key", "check_build_root",
+    "build_dir_for", "build_lock",
     "stage_memories", "trace_args", "CocotbBuild", "build_cocotb", "run_cocotb",
 ]
 
@@ -106,7 +107,8 @@ def design_sources(design_dir: str | Path) -> DesignSources:
     UserError
         If the directory or its ``fracbnn_top.v`` is missing.
     """
-    design_dir = Path(design_dir)
+    # Absolute: Verilator and make run in the build directory, not in the caller's cwd.
+    design_dir = Path(design_dir).resolve()
     if not design_dir.is_dir():
         raise UserError(f"design directory {design_dir} does not exist; "
                         "generate one with `python -m hw.generate EXPORTDIR OUTDIR`")
@@ -158,10 +160,33 @@ def design_key(sources: DesignSources, flavour: str, waves: str | None = None,
     return h.hexdigest()
 
 
+def check_build_root(build_root: str | Path | None = None) -> Path:
+    """The simulator build cache root as an absolute path (default :data:`DEFAULT_BUILD_ROOT`).
+
+    Relative roots are resolved against the current directory here, once: the compilers run
+    in the build directory itself.  A root whose path holds a space is refused: Verilator's
+    generated makefiles (``make -C <dir>``, object paths) split it into two words.
+
+    Raises
+    ------
+    UserError
+        For a root with whitespace in its path, or one that exists and is not a directory.
+    """
+    root = Path(build_root if build_root is not None else DEFAULT_BUILD_ROOT).expanduser()
+    root = root.resolve()
+    if any(c.isspace() for c in str(root)):
+        raise UserError(f"the simulator build root {str(root)!r} contains a space, which "
+                        "Verilator's makefiles cannot take; choose a --build-root (build_root=, "
+                        "$FRACBNN_SIM_BUILD) without spaces")
+    if root.exists() and not root.is_dir():
+        raise UserError(f"the simulator build root {root} exists and is not a directory; "
+                        "choose another --build-root")
+    return root
+
+
 def build_dir_for(key: str, flavour: str, build_root: str | Path | None = None) -> Path:
-    """The cache directory of the build with ``key``."""
-    root = Path(build_root) if build_root is not None else DEFAULT_BUILD_ROOT
-    return root / f"{flavour}-{key[:16]}"
+    """The cache directory of the build with ``key`` (absolute; see :func:`check_build_root`)."""
+    return check_build_root(build_root) / f"{flavour}-{key[:16]}"
 
 
 @contextlib.contextmanager
@@ -182,7 +207,7 @@ def stage_memories(sources: DesignSources, run_dir: str | Path) -> Path:
     The simulation must then run with ``run_dir`` as its working directory so
     that the relative ``$readmemh`` paths resolve.
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()      # the simulator runs there: absolute
     run_dir.mkdir(parents=True, exist_ok=True)
     for mem in sources.memories:
         shutil.copyfile(mem, run_dir / mem.name)

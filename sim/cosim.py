@@ -76,6 +76,10 @@ class TestbenchSpec:
                              f"{self.classes.shape}, scores {self.scores.shape}")
         if p % self.pixels_per_beat:
             raise ValueError(f"{p} pixels are not a whole number of {self.pixels_per_beat}-pixel beats")
+        for name in ("idle_prob", "stall_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:     # also false for NaN
+                raise ValueError(f"{name} must be a probability in [0, 1), not {value!r}")
 
 
 @dataclass
@@ -149,10 +153,13 @@ def run_testbench(design_dir: str | Path, spec: TestbenchSpec, *,
     unknown = sorted(set(tests) - set(ALL_TESTS))
     if unknown:
         raise ValueError(f"unknown testbench tests {unknown}; choose from {ALL_TESTS}")
+    # Absolute paths: the simulator runs in the run directory, the compiler in the build one.
+    design_dir = Path(design_dir).resolve()
     t0 = time.monotonic()
     built = simbuild.build_cocotb(design_dir, build_root=build_root, waves=waves)
     build_seconds = time.monotonic() - t0
-    run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="fracbnn-tb-"))
+    run_dir = (Path(run_dir).resolve() if run_dir is not None
+               else Path(tempfile.mkdtemp(prefix="fracbnn-tb-")))
     run_dir.mkdir(parents=True, exist_ok=True)
     arrays = {"images": spec.images, "classes": spec.classes, "scores": spec.scores}
     if spec.pred_accept is not None:
@@ -178,7 +185,7 @@ def run_testbench(design_dir: str | Path, spec: TestbenchSpec, *,
         "taps": taps,
     }
     cfg_path = run_dir / "tb_config.json"
-    cfg_path.write_text(json.dumps(cfg, indent=1))
+    cfg_path.write_text(json.dumps(cfg, indent=1, allow_nan=False))
     t1 = time.monotonic()
     ran, failed, _ = simbuild.run_cocotb(
         built, run_dir, testcase=list(tests), seed=spec.seed,

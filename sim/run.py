@@ -18,7 +18,6 @@ user error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 from sw.errors import UserError, cli_main
 
 from . import batch as simbatch
+from . import build as simbuild
 from .build import REPO_ROOT
 from .reference import compare_outputs, compare_timing, reference
 
@@ -56,7 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                    "(default ultra96; see python -m hw.build --help)")
     p.add_argument("--pixels-per-beat", type=int, default=8)
     p.add_argument("--stall-percent", type=int, default=0,
-                   help="random output backpressure (batch; timing then not compared)")
+                   help="random output backpressure, 0..99 %% of the cycles (both engines; "
+                        "cycle stamps are then not compared; cocotb runs its test_images)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--shards", type=int, default=0,
                    help="batch engine: simulator processes, each streaming a contiguous share "
@@ -78,6 +79,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.clock_mhz, args.clock_source = resolve_clock(args.board, args.clock)
     if not 0 <= args.shards <= 64:
         p.error(f"--shards must be 0 (auto) .. 64, not {args.shards}")
+    if not 0 <= args.seed < 2**31:
+        p.error(f"--seed must be in 0..{2**31 - 1}, not {args.seed}")
+    check_args(args)
+    return args
+
+
+def check_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Checks that need no network, done before any slow step: every path made absolute
+    (the exporter, the generator and the simulators run in other directories), the build root
+    usable, every output writable."""
+    from sw.atomic_dir import check_replaceable, check_writable_dir, check_writable_file
+
+    for name in ("net", "checkpoint", "fold", "json", "design_dir", "build_root", "mnist_root"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(args, name, Path(value).expanduser().resolve())
+    # --pixels-per-beat is checked against the network as soon as it is loaded (run()).
+    simbuild.check_build_root(args.build_root)
+    if args.json is not None:
+        check_writable_file(args.json, "--json report")
+    if args.design_dir is not None:
+        check_replaceable(args.design_dir, "design.json", "generated design")
+        check_writable_dir(args.design_dir, "--design-dir")
     return args
 
 
@@ -144,8 +168,9 @@ def _summary_lines(s: dict) -> list[str]:
                      f"{100 * g['saved'] / g['lsb_cycles_ungated']:.1f} % of the LSB-pass cycles)")
     sp = s["sim_speed"]
     procs = sp.get("processes", 1)
-    lines.append(f"sim speed        {sp['images_per_s']:,.1f} images/s, "
-                 f"{sp['cycles_per_s']:,.0f} cycles/s ({sp['seconds']:.1f} s simulated wall time"
+    num = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731
+    lines.append(f"sim speed        {num(sp['images_per_s'], ',.1f')} images/s, "
+                 f"{num(sp['cycles_per_s'], ',.0f')} cycles/s ({sp['seconds']:.1f} s simulated wall time"
                  f"{f' in {procs} parallel processes' if procs > 1 else ''}, "
                  f"build {s['build_seconds']:.1f} s)")
     return lines
@@ -208,9 +233,10 @@ def run(args: argparse.Namespace) -> int:
         if args.fold is not None:
             shapes = net.fold_shapes
             net = refold(net, fold_config_from_json(args.fold, len(net.layers), shapes))
+        from hw.generate import check_pixels_per_beat, generate
+        check_pixels_per_beat(net, args.pixels_per_beat)
         design_dir = args.design_dir or tmp / "design"
         print(f"generating the design for {net.name} ...", file=sys.stderr)
-        from hw.generate import generate
         generate(net_dir, design_dir, fold=args.fold, pixels_per_beat=args.pixels_per_beat)
 
         inp = net.input
@@ -238,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
             classes, scores, accept, output, speed, build_s, extra = _run_cocotb(
                 args, design_dir, images, refs[0])
             accepts, outputs = [accept], [output]
+        timing = timing and accepts[0] is not None
 
     ref = refs[0]
     mismatches, notes = compare_outputs(classes, scores, ref.golden)
@@ -267,8 +294,8 @@ def run(args: argparse.Namespace) -> int:
     for note in notes + disagreements + extra.get("problems", []):
         print(f"  {note}")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+        from sw.atomic_dir import atomic_write_json
+        atomic_write_json(args.json, summary, what="--json report")
     failed = mismatches or disagreements or extra.get("problems")
     print("FAIL" if failed else "PASS: every output bit-exact"
           + (" and every cycle stamp equal to the cycle model" if timing else ""))
@@ -327,25 +354,43 @@ def _run_batch(args, net, design_dir, images, make_reference, bounds):
 
 
 def _run_cocotb(args, design_dir, images, ref):
+    """The cocotb testbench: ``test_cycles`` (full rate, cycle stamps) or, with
+    ``--stall-percent``, ``test_images`` with that much random output backpressure (outputs
+    and counters checked, no cycle stamps: ``accept``/``output`` are ``None``)."""
     from .cosim import TestbenchSpec, run_testbench
 
+    stalled = args.stall_percent > 0
+    test = "test_images" if stalled else "test_cycles"
     spec = TestbenchSpec(images, ref.golden.classes, ref.golden.scores, args.pixels_per_beat,
                          registers=ref.registers, pred_accept=ref.accept, pred_output=ref.output,
-                         seed=args.seed, layer_outputs=ref.golden.layer_outputs)
-    print(f"running the cocotb testbench on {len(images)} images ...", file=sys.stderr)
-    res = run_testbench(design_dir, spec, tests=("test_registers", "test_cycles"),
+                         idle_prob=0.0, stall_prob=args.stall_percent / 100, seed=args.seed,
+                         layer_outputs=ref.golden.layer_outputs)
+    print(f"running the cocotb testbench on {len(images)} images"
+          f"{f' with {args.stall_percent} % output backpressure' if stalled else ''} ...",
+          file=sys.stderr)
+    res = run_testbench(design_dir, spec, tests=("test_registers", test),
                         waves=args.waves, build_root=args.build_root)
-    cyc = res.report.get("test_cycles", {})
-    if "accept" not in cyc or len(cyc["accept"]) != len(images):
-        raise RuntimeError(f"the cocotb run produced no cycle report:\n{res.failure_summary()}")
-    with np.load(cyc["outputs"]) as got:
+    facts = res.report.get(test, {})
+    if "outputs" not in facts or facts.get("images") != len(images):
+        raise RuntimeError(f"the cocotb run produced no outputs:\n{res.failure_summary()}")
+    with np.load(facts["outputs"]) as got:
         classes, scores = got["classes"], got["scores"]
     problems = [] if res.ok else [res.failure_summary()]
-    accept = np.asarray(cyc["accept"]) + int(ref.accept[0])
-    output = np.asarray(cyc["output"]) + int(ref.accept[0])
-    cycles = int(output[-1] - accept[0]) + 1 + ref.golden.scores.shape[1]
-    speed = {"images_per_s": len(images) / res.sim_seconds, "cycles_per_s": cycles / res.sim_seconds,
-             "seconds": res.sim_seconds, "cycles": cycles}
+    if stalled:
+        accept = output = None
+        cycles = int(facts.get("cycles") or 0)
+    else:
+        if len(facts.get("accept", [])) != len(images):
+            raise RuntimeError(f"the cocotb run produced no cycle report:\n"
+                               f"{res.failure_summary()}")
+        origin = int(ref.accept[0]) if ref.accept is not None else 0
+        accept = np.asarray(facts["accept"]) + origin
+        output = np.asarray(facts["output"]) + origin
+        cycles = int(output[-1] - accept[0]) + 1 + ref.golden.scores.shape[1]
+    seconds = res.sim_seconds
+    speed = {"images_per_s": len(images) / seconds if seconds else None,
+             "cycles_per_s": cycles / seconds if seconds else None,
+             "seconds": seconds, "cycles": cycles}
     extra = {"problems": problems, "run_dir": str(res.run_dir)}
     return classes, scores, accept, output, speed, res.build_seconds, extra
 

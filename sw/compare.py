@@ -11,6 +11,11 @@ and, when its checkpoint is available, the PyTorch eval model), and reports:
 * throughput: wall images/s of the target, and for ``sim`` the images/s the simulated cycle
   counts give at ``--clock`` MHz.
 
+``sim`` generates the design with ``--pixels-per-beat`` (default 8) into ``--design-dir`` (or a
+temporary directory); a ``--design-dir`` that already holds a design is used only if it is the
+requested one (same network, folding and pixels per beat; else a one-line error says what
+differs).
+
 The network is ``--net EXPORTDIR`` or, by default, the shipped model
 (``models/checkpoints/lfc_w1a1.pt``) exported to a temporary directory.  PyTorch
 (``--checkpoint``, default: the checkpoint the network was exported from, if present and
@@ -21,7 +26,6 @@ any disagreement, 2 on a user error.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -48,6 +52,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-pytorch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--fold", type=Path, help="sim: folding JSON for the generated design")
     p.add_argument("--design-dir", type=Path, help="sim: generated design directory to use/keep")
+    p.add_argument("--pixels-per-beat", type=int, default=8, metavar="N",
+                   help="sim: pixels per input beat of the design (default 8)")
+    p.add_argument("--build-root", type=Path,
+                   help="sim: simulator build cache (default build/sim)")
     p.add_argument("--clock", type=float, metavar="MHZ",
                    help="sim: clock for images/s (default: the --board's default clock)")
     p.add_argument("--board", help="sim: board whose default clock is used (default ultra96)")
@@ -57,8 +65,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 1 <= args.images <= 10_000:
         p.error(f"--images must be in 1..10000, not {args.images}")
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, not {args.batch_size}")
     from boards import resolve_clock
     args.clock, args.clock_source = resolve_clock(args.board, args.clock)
+    return check_args(args)
+
+
+def check_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Checks that need no network, before any slow step: paths made absolute (the generator
+    and the simulator run in other directories), the build root usable, outputs writable."""
+    from .atomic_dir import check_replaceable, check_writable_dir, check_writable_file
+
+    for name in ("json", "net", "checkpoint", "fold", "design_dir", "build_root", "bitfile",
+                 "data"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(args, name, Path(value).expanduser().resolve())
+    if args.json is not None:
+        check_writable_file(args.json, "--json report")
+    if args.target == "sim":
+        from sim.build import check_build_root
+        check_build_root(args.build_root)   # --pixels-per-beat: once the network is loaded
+        if args.design_dir is not None and not (args.design_dir / "design.json").is_file():
+            check_replaceable(args.design_dir, "design.json", "generated design")
+            check_writable_dir(args.design_dir, "--design-dir")
     return args
 
 
@@ -118,6 +149,16 @@ def compare(args: argparse.Namespace) -> dict:
             export(_DEFAULT_CHECKPOINT, Path(tmp) / "net", progress=False)
             net_dir = Path(tmp) / "net"
         net = load_compiled_network(net_dir)
+        if args.target == "sim":
+            # The request checked before anything slow: pixels per beat, and a kept design.
+            from hw.generate import check_pixels_per_beat
+
+            from .runtime import check_design, requested_network
+            want = requested_network(net, args.fold)
+            check_pixels_per_beat(want, args.pixels_per_beat)
+            if args.design_dir is not None and (args.design_dir / "design.json").is_file():
+                check_design(args.design_dir, want, args.pixels_per_beat,
+                             export_dir=net_dir if args.fold is None else None)
         inp = net.input
         images, labels = load_images("test", (inp.channels, inp.height, inp.width), args.data)
         if images.shape[1] != net.input.pixels:
@@ -132,7 +173,8 @@ def compare(args: argparse.Namespace) -> dict:
 
         kwargs = {"net": net_dir}
         if args.target == "sim":
-            kwargs.update(fold=args.fold, design_dir=args.design_dir, clock_mhz=args.clock)
+            kwargs.update(fold=args.fold, design_dir=args.design_dir, clock_mhz=args.clock,
+                          pixels_per_beat=args.pixels_per_beat, build_root=args.build_root)
             print("generating and compiling the design ...", file=sys.stderr)
         elif args.target == "pynq":
             if args.bitfile is None:
@@ -208,7 +250,8 @@ def _lines(r: dict) -> list[str]:
     acc = r["accuracy"]
     lines.append("accuracy    " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in acc.items()))
     t = r["throughput"]
-    line = f"throughput  {t['target_wall_images_per_s']:,.0f} images/s wall"
+    wall = t["target_wall_images_per_s"]
+    line = f"throughput  {'n/a' if wall is None else format(wall, ',.0f')} images/s wall"
     if "images_per_s_at_clock" in t:
         line += (f"; simulated {t['cycles_per_image']:.1f} cycles/image "
                  f"({t['cycles_per_image_basis']}) = {t['images_per_s_at_clock']:,.0f} images/s "
@@ -224,8 +267,8 @@ def main(argv=None) -> int:
     for line in _lines(report):
         print(line)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        from .atomic_dir import atomic_write_json
+        atomic_write_json(args.json, report, what="--json report")
     return 0 if report["agree"] else 1
 
 

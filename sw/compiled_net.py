@@ -20,8 +20,10 @@ files) and turns every inconsistency into a one-line :class:`sw.errors.UserError
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,10 @@ __all__ = [
     "VERSION",
     "READ_VERSIONS",
     "OUT_KINDS",
+    "MAX_LAYER_WEIGHTS",
+    "MAX_MAP_VALUES",
+    "MAX_LAYERS",
+    "MAX_PIXEL_BITS",
     "signed_bits",
     "Folding",
     "InputSpec",
@@ -73,6 +79,20 @@ OUT_KINDS = ("sign", "frac2", "scores")
 _THRESHOLD_COUNT = {"sign": 1, "frac2": 3, "scores": 0}
 _NETWORK_JSON = "network.json"
 _TEST_VECTORS_JSON = "test_vectors.json"
+
+# Size bounds (docs/compiled-network.md, "Size bounds"), checked before anything is allocated.
+# They are far beyond any FPGA this flow targets (2^28 weight bits = 32 MiB of weight memory
+# in one layer) and keep every array the tools build from a file within a few GiB.
+#: Most weights one layer may have, padding included (``MHp * MWp``).
+MAX_LAYER_WEIGHTS = 1 << 28
+#: Most values (bits or codes per image) one feature map may have: the thermometer output,
+#: a convolution's padded input and its output before the max-pool.
+MAX_MAP_VALUES = 1 << 28
+#: Most layers a network may have.
+MAX_LAYERS = 1024
+#: Widest input pixel (the accelerator takes 8-bit pixels).
+MAX_PIXEL_BITS = 16
+_MAX_LAYER_WEIGHTS = MAX_LAYER_WEIGHTS  # old private name
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -153,6 +173,16 @@ class InputSpec:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise UserError(f"input {name} must be a positive int, not {value!r}")
+        if self.pixel_bits > MAX_PIXEL_BITS:
+            raise UserError(f"input pixel_bits is {self.pixel_bits}, more than the format allows "
+                            f"({MAX_PIXEL_BITS}); export with 8-bit pixels")
+        if len(self.thresholds) > (1 << self.pixel_bits) + 1:
+            raise UserError(f"{len(self.thresholds)} thermometer thresholds cannot be strictly "
+                            f"increasing in [0, {1 << self.pixel_bits}]")
+        if self.channels * self.height * self.width * len(self.thresholds) > MAX_MAP_VALUES:
+            raise UserError(f"a {self.channels}x{self.height}x{self.width} input with "
+                            f"{len(self.thresholds)} thermometer levels has more than "
+                            f"{MAX_MAP_VALUES} bits, more than the format allows")
         th = tuple(int(t) for t in self.thresholds) if all(
             _is_int(t) for t in self.thresholds) else None
         if not th:
@@ -251,6 +281,10 @@ class ConvGeometry:
                             f"more padding")
         if self.pad >= self.kernel:
             raise UserError(f"conv pad {self.pad} must be smaller than the kernel {self.kernel}")
+        if self.padded_height * self.padded_width * self.in_channels > MAX_MAP_VALUES:
+            raise UserError(f"a {self.padded_height}x{self.padded_width}x{self.in_channels} "
+                            f"(padded) convolution input has more than {MAX_MAP_VALUES} values, "
+                            f"more than the format allows")
 
     @property
     def padded_height(self) -> int:
@@ -341,6 +375,11 @@ class LayerSpec:
                 raise UserError(f"{where}: a {self.conv.kernel}x{self.conv.kernel} convolution "
                                 f"over {self.conv.in_channels} channels has "
                                 f"{self.conv.window} inputs, not {self.in_features}")
+        if self.conv is not None and _is_int(self.out_features) and \
+                self.conv.positions * self.out_features > MAX_MAP_VALUES:
+            raise UserError(f"{where}: a {self.conv.out_height}x{self.conv.out_width}x"
+                            f"{self.out_features} output map has more than {MAX_MAP_VALUES} "
+                            f"values, more than the format allows")
         if not _is_int(self.pool) or self.pool < 0 or self.pool == 1:
             raise UserError(f"{where}: pool must be 0 (none) or a window size >= 2, "
                             f"not {self.pool!r}")
@@ -731,27 +770,51 @@ def validate_folding(folding: list[Folding], shapes: list[tuple]) -> None:
         raise UserError(f"folding has {len(folding)} layer entries, the network has {len(shapes)}")
     last = len(shapes) - 1
     for i, (f, shape) in enumerate(zip(folding, shapes)):
-        mw, mh = shape[:2]
-        if len(shape) == 3:
-            channels = shape[2]
-            if f.pad and i == 0:
-                raise UserError(f'folding of layer {i}: "pad" is not allowed on a convolution; '
-                                f'remove it and choose SIMD from {divisors(channels)}')
-            if channels % f.simd:
-                raise UserError(f"folding of layer {i}: SIMD {f.simd} does not divide the "
-                                f"convolution's {channels} input channels; use one of "
-                                f"{divisors(channels)}")
-        if f.pad and i not in (0, last):
-            raise UserError(f'folding of layer {i}: "pad" is allowed only on the first layer '
-                            f'(inputs) and the last layer (outputs); remove it')
-        if mw % f.simd and not (f.pad and i == 0):
-            hint = ' or "pad": true' if i == 0 else ""
-            raise UserError(f"folding of layer {i}: SIMD {f.simd} does not divide MW {mw}; "
-                            f"use one of {divisors(mw)}{hint}")
-        if mh % f.pe and not (f.pad and i == last):
-            hint = ' or "pad": true' if i == last else ""
-            raise UserError(f"folding of layer {i}: PE {f.pe} does not divide MH {mh}; "
-                            f"use one of {divisors(mh)}{hint}")
+        _check_layer_folding(i, last, f, shape)
+
+
+def _check_layer_folding(i: int, last: int, f: Folding, shape: tuple) -> None:
+    """:func:`validate_folding` for layer ``i`` of ``last + 1``, plus the size bound
+    (``MHp * MWp <= MAX_LAYER_WEIGHTS``)."""
+    mw, mh = shape[:2]
+    if len(shape) == 3:
+        channels = shape[2]
+        if f.pad and i == 0:
+            raise UserError(f'folding of layer {i}: "pad" is not allowed on a convolution; '
+                            f'remove it and choose SIMD from {divisors(channels)}')
+        if channels % f.simd:
+            raise UserError(f"folding of layer {i}: SIMD {f.simd} does not divide the "
+                            f"convolution's {channels} input channels; use one of "
+                            f"{divisors(channels)}")
+    if f.pad and i not in (0, last):
+        raise UserError(f'folding of layer {i}: "pad" is allowed only on the first layer '
+                        f'(inputs) and the last layer (outputs); remove it')
+    if mw % f.simd and not (f.pad and i == 0):
+        hint = ' or "pad": true' if i == 0 else ""
+        raise UserError(f"folding of layer {i}: SIMD {f.simd} does not divide MW {mw}; "
+                        f"use one of {divisors(mw)}{hint}")
+    if mh % f.pe and not (f.pad and i == last):
+        hint = ' or "pad": true' if i == last else ""
+        raise UserError(f"folding of layer {i}: PE {f.pe} does not divide MH {mh}; "
+                        f"use one of {divisors(mh)}{hint}")
+    if mw * mh > MAX_LAYER_WEIGHTS:
+        raise UserError(f"layer {i} has {mh}x{mw} weights, more than the format allows "
+                        f"({MAX_LAYER_WEIGHTS}); use a smaller layer")
+    mwp, mhp = -(-mw // f.simd) * f.simd, -(-mh // f.pe) * f.pe
+    if mwp * mhp > MAX_LAYER_WEIGHTS:
+        raise UserError(f"folding of layer {i}: PE {f.pe} / SIMD {f.simd} pad the {mh}x{mw} "
+                        f"weights to {mhp}x{mwp}, more than the format allows "
+                        f"({MAX_LAYER_WEIGHTS}); use a smaller PE or SIMD")
+
+
+def _parse_json(text: str, path: Path, what: str, fix: str) -> Any:
+    """``json.loads`` with one-line errors, also for documents nested too deeply to parse."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); {fix}") from None
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply to be a {what}; {fix}") from None
 
 
 def fold_config_from_json(source: str | Path | dict, n_layers: int,
@@ -773,11 +836,18 @@ def fold_config_from_json(source: str | Path | dict, n_layers: int,
         path = Path(source)
         where = f"folding file {path}"
         try:
-            source = json.loads(path.read_text())
+            text = path.read_text()
         except FileNotFoundError:
             raise UserError(f"{where} not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise UserError(f"{where} is not valid JSON: {exc}") from None
+        try:
+            source = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise UserError(f'{where} is nested too deeply to be a folding file; write '
+                            f'{{"layers": [{{"pe": P, "simd": S}}, ...]}}') from None
     entries = source.get("layers") if isinstance(source, dict) else None
     if not isinstance(entries, list):
         raise UserError(f'{where} must be {{"layers": [{{"pe": P, "simd": S}}, ...]}}')
@@ -918,12 +988,18 @@ def _same_network(a: CompiledNetwork, b: CompiledNetwork) -> bool:
     return True
 
 
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def write_compiled_network(net: CompiledNetwork, outdir: str | Path,
                            vectors: TestVectors | None = None, *, coe: bool = True) -> Path:
     """Write ``net`` (and optionally its test vectors) to ``outdir`` atomically.
 
-    The directory is built in a temporary sibling, read back with
-    :func:`load_compiled_network` and compared with ``net``, then renamed into place.  On
+    Every memory entry of ``network.json`` carries the SHA-256 of its ``.mem`` file, which
+    :func:`load_compiled_network` checks.  The directory is built in a temporary sibling,
+    read back with :func:`load_compiled_network` and compared with ``net``, then renamed
+    into place.  On
     any error ``outdir`` is absent or still the previous complete export.  An existing
     ``outdir`` is replaced only if it is empty or a compiled network (has network.json).
 
@@ -933,14 +1009,20 @@ def write_compiled_network(net: CompiledNetwork, outdir: str | Path,
     if vectors is not None:
         net = replace(net, test_vectors=_TEST_VECTORS_JSON)
     with atomic_directory(outdir, marker=_NETWORK_JSON, what="compiled network") as tmp:
+        digests = {}
         for stem, words, width in (m for layer in net.layers for m in _memories(layer)):
             write_mem(tmp / f"{stem}.mem", words, width)
+            digests[f"{stem}.mem"] = _sha256_file(tmp / f"{stem}.mem")
             if coe:
                 write_coe(tmp / f"{stem}.coe", words, width)
         if vectors is not None:
             _check_vectors(vectors, net, "test vectors")
             (tmp / _TEST_VECTORS_JSON).write_text(json.dumps(vectors.to_json()) + "\n")
-        (tmp / _NETWORK_JSON).write_text(json.dumps(network_to_json(net), indent=2) + "\n")
+        doc = network_to_json(net)
+        for layer_doc in doc["layers"]:
+            for mem in layer_doc["memories"].values():
+                mem["sha256"] = digests[mem["file"]]
+        (tmp / _NETWORK_JSON).write_text(json.dumps(doc, indent=2) + "\n")
         # Read back what we wrote: the layout functions must round-trip exactly.
         if not _same_network(load_compiled_network(tmp), net):
             raise RuntimeError("compiled network does not read back identically (layout bug)")
@@ -983,15 +1065,22 @@ def _read_memory(directory: Path, mem: _Doc, depth: int, width: int) -> list[int
     got_depth, got_width = mem.get("depth", int), mem.get("width", int)
     if (got_depth, got_width) != (depth, width):
         mem.fail(f"{mem.where} is {got_depth}x{got_width} bits, the layer needs {depth}x{width}")
-    return read_mem(directory / name, width, depth)
+    digest = mem.get("sha256", str, optional=True)  # absent in exports before digests
+    if digest is not None and not _SHA256.fullmatch(digest):
+        mem.fail(f"{mem.where}.sha256 must be 64 lower-case hex digits, not {digest[:80]!r}")
+    return read_mem(directory / name, width, depth, sha256=digest)
 
 
-#: Largest weight matrix one layer may declare (checked before anything is allocated).
-_MAX_LAYER_WEIGHTS = 1 << 28
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def _load_layer(directory: Path, doc: _Doc, index: int, version: int = VERSION) -> LayerSpec:
+def _load_layer(directory: Path, doc: _Doc, index: int, version: int = VERSION,
+                last: int | None = None, prev: tuple | None = None) -> LayerSpec:
+    """Layer ``index`` of ``last + 1``; ``prev`` is ``(out kind, out_map)`` of the layer (or
+    thermometer) before it.  The causes (sizes, chain, folding) are checked before the
+    derived fields, so an error names what is wrong rather than a consequence of it."""
     where = f"layers[{index}]"
+    last = index if last is None else last
     if doc.get("index", int) != index:
         doc.fail(f"{where}.index is {doc.obj['index']}, expected {index}")
     fold = doc.sub("folding")
@@ -1003,11 +1092,23 @@ def _load_layer(directory: Path, doc: _Doc, index: int, version: int = VERSION) 
         doc.fail(f"{where}.folding: {exc}")
     mw, mh = doc.get("in_features", int), doc.get("out_features", int)
     in_bits, out = doc.get("in_bits", int), doc.get("out", str)
-    if in_bits not in (1, 2) or out not in OUT_KINDS or mw < 1 or mh < 1:
-        doc.fail(f"{where} has in_bits {in_bits!r}, out {out!r}, {mw}x{mh} features")
-    if mw * mh > _MAX_LAYER_WEIGHTS:
-        doc.fail(f"{where} has {mw}x{mh} weights, more than this format allows "
-                 f"({_MAX_LAYER_WEIGHTS})")
+    for key, value in (("in_features", mw), ("out_features", mh)):
+        if value < 1:
+            doc.fail(f"{where}.{key} is {value}; it must be a positive int")
+    if in_bits not in (1, 2):
+        doc.fail(f"{where}.in_bits is {in_bits}; it must be 1 or 2")
+    if out not in OUT_KINDS:
+        doc.fail(f"{where}.out is {out!r}; it must be one of {list(OUT_KINDS)}")
+    if mw * mh > MAX_LAYER_WEIGHTS:
+        doc.fail(f"{where} has {mh}x{mw} weights, more than the format allows "
+                 f"({MAX_LAYER_WEIGHTS})")
+    if (out == "scores") != (index == last):
+        doc.fail(f"layer {index}: only the last layer has out 'scores' (got {out!r})")
+    if prev is not None:
+        want_bits = 2 if prev[0] == "frac2" else 1
+        if in_bits != want_bits:
+            doc.fail(f"layer {index} must have in_bits {want_bits} after "
+                     f"{prev[0] or 'the thermometer input'}, not {in_bits}")
     kind = doc.get("kind", str, optional=True) or "dense"
     conv, pool = None, 0
     if kind == "conv" and version >= 2:
@@ -1022,8 +1123,22 @@ def _load_layer(directory: Path, doc: _Doc, index: int, version: int = VERSION) 
             if cd.get(key, int) != getattr(conv, key):
                 doc.fail(f"{where}.conv.{key} is {cd.obj[key]}, expected {getattr(conv, key)}")
         pool = doc.get("pool", int)
+        if mw != conv.window:
+            doc.fail(f"layer {index}: a {conv.kernel}x{conv.kernel} convolution over "
+                     f"{conv.in_channels} channels has {conv.window} inputs, not {mw}")
+        if prev is not None and (conv.in_height, conv.in_width, conv.in_channels) != prev[1]:
+            got = (conv.in_height, conv.in_width, conv.in_channels)
+            doc.fail(f"layer {index} convolves a {'x'.join(map(str, got))} input but its "
+                     f"input is {'x'.join(map(str, prev[1]))} (HxWxC)")
     elif kind != "dense":
         doc.fail(f"{where}.kind must be 'dense' or 'conv', not {kind!r}")
+    elif prev is not None and mw != math.prod(prev[1]):
+        doc.fail(f"layer {index} has {mw} inputs but its input has {math.prod(prev[1])} values")
+    try:
+        _check_layer_folding(index, last, folding,
+                             (mw, mh) if conv is None else (mw, mh, conv.in_channels))
+    except UserError as exc:
+        doc.fail(str(exc))
     # A placeholder spec gives the derived sizes; the real arrays come from memory.
     try:
         shape = LayerSpec(index, "", mw, mh, in_bits, out, folding,
@@ -1091,8 +1206,10 @@ def load_compiled_network(directory: str | Path) -> CompiledNetwork:
     ------
     sw.errors.UserError
         One line naming the problem: missing directory or file, unknown format/version,
-        missing or mistyped field, memory depth/width mismatch, corrupt memory words,
-        bad padding, thresholds out of range or out of order, inconsistent layer chain.
+        JSON nested too deeply, missing or mistyped field, sizes beyond the format's bounds,
+        a folding that does not fit its layer, memory depth/width mismatch, a memory file
+        whose SHA-256 differs from ``network.json``, corrupt memory words, bad padding,
+        thresholds out of range or out of order, inconsistent layer chain.
     """
     directory = Path(directory)
     path = directory / _NETWORK_JSON
@@ -1100,12 +1217,13 @@ def load_compiled_network(directory: str | Path) -> CompiledNetwork:
         raise UserError(f"compiled network directory {directory} not found; "
                         "create it with `python -m models.export CHECKPOINT OUTDIR`")
     try:
-        obj = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise UserError(f"{path} not found; {directory} is not a compiled network "
                         "(create one with `python -m models.export CHECKPOINT OUTDIR`)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc}); re-export the network") from None
+    obj = _parse_json(text, path, "network description", "re-export the network")
     doc = _Doc(obj, "network", path)
     fmt, version = doc.get("format", str), doc.get("version", int)
     if fmt != FORMAT:
@@ -1131,13 +1249,21 @@ def load_compiled_network(directory: str | Path) -> CompiledNetwork:
             raise
         doc.fail(str(exc))
     layer_docs = doc.get("layers", list)
+    if not layer_docs:
+        doc.fail("a network needs at least one layer")
+    if len(layer_docs) > MAX_LAYERS:
+        doc.fail(f"{len(layer_docs)} layers, more than the format allows ({MAX_LAYERS})")
     if version >= 2 and inp.get("order", str) != "HWC":
         doc.fail(f"input.order must be 'HWC', not {inp.obj['order']!r}")
     if version == 1 and input_spec.channels > 1:
         doc.fail("a version 1 network with several input channels has CHW pixel order, which "
                  "this reader does not convert")
-    layers = [_load_layer(directory, _Doc(l, f"layers[{i}]", path), i, version)
-              for i, l in enumerate(layer_docs)]
+    layers: list[LayerSpec] = []
+    prev = (None, input_spec.out_map)
+    for i, layer_doc in enumerate(layer_docs):
+        layers.append(_load_layer(directory, _Doc(layer_doc, f"layers[{i}]", path), i, version,
+                                  len(layer_docs) - 1, prev))
+        prev = (layers[-1].out, layers[-1].out_map)
     source = doc.get("source", dict, optional=True) or {}
     vectors = doc.get("test_vectors", (str, type(None)), optional=True)
     if vectors is not None and Path(vectors).name != vectors:
@@ -1181,8 +1307,11 @@ def load_test_vectors(directory: str | Path, net: CompiledNetwork | None = None)
         classes = np.array(obj["classes"], dtype=np.int64)
     except FileNotFoundError:
         raise UserError(f"{path} not found; re-export the network") from None
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply to be test vectors; re-export the "
+                        "network") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
-            ValueError) as exc:
+            ValueError, OverflowError) as exc:
         raise UserError(f"{path} is corrupt ({exc}); re-export the network") from None
     if images.size and (images.min() < 0 or images.max() >= 1 << net.input.pixel_bits):
         raise UserError(f"{path}: pixels outside 0..{(1 << net.input.pixel_bits) - 1}")

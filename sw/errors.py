@@ -9,10 +9,11 @@ exception is a bug and propagates with its traceback.
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Callable, NoReturn
 
-__all__ = ["UserError", "cli_main"]
+__all__ = ["UserError", "cli_main", "os_error_message"]
 
 
 class UserError(Exception):
@@ -37,7 +38,35 @@ def cli_main(fn: Callable[[], int | None]) -> NoReturn:
         msg = " ".join(str(exc).split())  # always one line
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:
+        msg = os_error_message(exc)
+        if msg is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(0 if status is None else int(status))
+
+
+_ACTIONABLE = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One line for an :class:`OSError` the user can act on, naming the file and the fix;
+    ``None`` for other errors (bugs keep their traceback)."""
+    what = _ACTIONABLE.get(exc.errno)
+    if what is None:
+        return None
+    where = f" writing {exc.filename}" if exc.filename else ""
+    fix = ("free some space or choose an output on another disk"
+           if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+           else "choose a writable location")
+    return f"{what}{where}; {fix} (nothing was left half-written)"

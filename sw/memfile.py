@@ -12,6 +12,7 @@ file, the line and the fix.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -77,12 +78,19 @@ def _parse_words(path: Path, lines: list[str], width: int, depth: int | None) ->
     return words
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_lines(path: Path, sha256: str | None = None) -> list[str]:
     try:
-        text = path.read_text(encoding="ascii")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"memory file {path} not found; re-export the network") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise UserError(f"cannot read memory file {path}: {exc}") from None
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256.lower():
+        raise UserError(f"memory file {path} does not match its sha256 in network.json (it "
+                        "was changed or corrupted after export); re-export the network")
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
         raise UserError(f"cannot read memory file {path}: {exc}") from None
     lines = text.splitlines()
     # Tolerate one trailing empty line sequence (editors) but nothing else.
@@ -91,7 +99,8 @@ def _read_lines(path: Path) -> list[str]:
     return [line.strip() for line in lines]
 
 
-def read_mem(path: str | Path, width: int, depth: int | None = None) -> list[int]:
+def read_mem(path: str | Path, width: int, depth: int | None = None, *,
+             sha256: str | None = None) -> list[int]:
     """Read a ``$readmemh`` file written by :func:`write_mem`.
 
     Parameters
@@ -103,14 +112,18 @@ def read_mem(path: str | Path, width: int, depth: int | None = None) -> list[int
         and a value below ``2**width``.
     depth
         Expected number of words (``None``: any).
+    sha256
+        Expected hex SHA-256 of the file's bytes (``None``: not checked), e.g. the digest
+        ``network.json`` records; checked before the words are parsed.
 
     Raises
     ------
     sw.errors.UserError
-        On a missing file, wrong line count, wrong digit count, bad digit or overwide word.
+        On a missing file, a digest mismatch, wrong line count, wrong digit count, bad digit
+        or overwide word.
     """
     path = Path(path)
-    return _parse_words(path, _read_lines(path), width, depth)
+    return _parse_words(path, _read_lines(path, sha256), width, depth)
 
 
 def write_coe(path: str | Path, words: Sequence[int], width: int) -> None:

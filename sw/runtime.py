@@ -38,7 +38,8 @@ from .compiled_net import CompiledNetwork, load_compiled_network
 from .errors import UserError
 
 __all__ = ["TARGETS", "REG", "REG_ID_VALUE", "REG_VERSION_VALUE", "Accelerator", "DeviceError",
-           "RegisterDriver", "pack_images", "unpack_results", "check_results", "config_word"]
+           "RegisterDriver", "pack_images", "unpack_results", "check_results", "config_word",
+           "check_design", "requested_network"]
 
 #: Runtime targets.
 TARGETS = ("golden", "sim", "pynq")
@@ -62,9 +63,14 @@ def _as_images(images, pixels: int) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] != pixels:
         raise UserError(f"images must be (N, {pixels}) pixels, not shape {arr.shape}")
     if arr.dtype != np.uint8:
-        if not np.issubdtype(arr.dtype, np.integer) or (arr.size and (arr.min() < 0 or arr.max() > 255)):
-            raise UserError(f"images must be 8-bit unsigned pixels, not {arr.dtype} values "
-                            "outside 0..255")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise UserError(f"images must be 8-bit unsigned pixels (uint8, or integers in "
+                            f"0..255), not {arr.dtype}; convert them, e.g. with "
+                            f"np.clip(images, 0, 255).astype(np.uint8)")
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise UserError(f"images must be 8-bit unsigned pixels, but these {arr.dtype} "
+                            f"values span {arr.min()}..{arr.max()}, outside 0..255; scale or "
+                            "clip them into 0..255")
         arr = arr.astype(np.uint8)
     return np.ascontiguousarray(arr)
 
@@ -212,6 +218,65 @@ class _GoldenBackend:
         return result.classes.astype(np.int64), result.scores.astype(np.int64), {}
 
 
+def requested_network(net: CompiledNetwork, fold) -> CompiledNetwork:
+    """``net`` with the folding ``fold`` (a folding JSON path or dict; ``None``: its own)."""
+    if fold is None:
+        return net
+    from .compiled_net import fold_config_from_json, refold
+    return refold(net, fold_config_from_json(fold, len(net.layers), net.fold_shapes))
+
+
+def check_design(design_dir, net: CompiledNetwork, pixels_per_beat: int, *,
+                 export_dir=None) -> dict:
+    """Check that the generated design in ``design_dir`` is the one requested; return its
+    ``design.json``.
+
+    It must name ``net`` (name, layer shapes), have ``net``'s folding and ``pixels_per_beat``;
+    with ``export_dir`` (a design of the export's own folding) its ``.mem`` files must be the
+    export's.  A design for anything else would run (and stall, or disagree) in the simulator.
+
+    Raises
+    ------
+    UserError
+        Naming what differs: another network, another folding or another pixels per beat.
+    """
+    from sim.build import design_info
+
+    design_dir = Path(design_dir)
+    info = design_info(design_dir)
+    where = f"the design in {design_dir}"
+    fix = "choose another --design-dir (or remove this one) to generate a new design"
+    name = info.get("network")
+    if name != net.name:
+        raise UserError(f"{where} names another network ({name!r}, not {net.name!r}); {fix}")
+    got = [(l.get("in_features"), l.get("out_features"), l.get("pe"), l.get("simd"),
+            bool(l.get("pad"))) for l in info.get("layers") or []]
+    want = [(l.in_features, l.out_features, l.folding.pe, l.folding.simd, bool(l.folding.pad))
+            for l in net.layers]
+    if len(got) != len(want) or any(g[:2] != w[:2] for g, w in zip(got, want)):
+        shape = lambda layers: " -> ".join(f"{l[0]}x{l[1]}" for l in layers)  # noqa: E731
+        raise UserError(f"{where} names another network: its layers are {shape(got)}, "
+                        f"{net.name}'s {shape(want)}; {fix}")
+    for i, (g, w) in enumerate(zip(got, want)):
+        if g[2:] != w[2:]:
+            raise UserError(f"{where} has another folding: layer {i} PE/SIMD {g[2]}/{g[3]}"
+                            f"{' padded' if g[4] else ''}, requested {w[2]}/{w[3]}"
+                            f"{' padded' if w[4] else ''}; pass the --fold it was generated "
+                            f"with, or {fix}")
+    if info["pixels_per_beat"] != pixels_per_beat:
+        raise UserError(f"{where} was generated with {info['pixels_per_beat']} pixels per beat, "
+                        f"not the requested {pixels_per_beat}; pass --pixels-per-beat "
+                        f"{info['pixels_per_beat']}, or {fix}")
+    if export_dir is not None:
+        for mem in sorted(f for f in info.get("files", []) if f.endswith(".mem")):
+            mine, theirs = design_dir / mem, Path(export_dir) / mem
+            if theirs.is_file() and (not mine.is_file()
+                                     or mine.read_bytes() != theirs.read_bytes()):
+                raise UserError(f"{where} names another export of {net.name}: its {mem} differs "
+                                f"from {theirs}; {fix}")
+    return info
+
+
 class _SimBackend:
     """The generated design in the Verilator batch harness, fed the packed DMA buffer."""
 
@@ -227,6 +292,9 @@ class _SimBackend:
             generate(net_dir, design_dir, fold=fold, pixels_per_beat=pixels_per_beat)
         elif not (Path(design_dir) / "design.json").is_file():
             generate(net_dir, design_dir, fold=fold, pixels_per_beat=pixels_per_beat)
+        else:
+            check_design(design_dir, net, pixels_per_beat,
+                         export_dir=net_dir if fold is None else None)
         self.design_dir = Path(design_dir)
         self.pixels_per_beat = pixels_per_beat
         self._classes = net.classes
@@ -345,11 +413,20 @@ class Accelerator:
                  pynq_module=None):
         if target not in TARGETS:
             raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-        if batch_size < 1:
-            raise UserError(f"batch_size must be >= 1, not {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise UserError(f"batch_size must be an integer >= 1, not {batch_size!r}")
+        batch_size = int(batch_size)
         if target == "sim":
             from boards import resolve_clock     # host side only (the board runtime has no boards/)
-            clock_mhz, _ = resolve_clock(None, clock_mhz)
+            from sim.build import check_build_root
+            clock_mhz, _ = resolve_clock(None, clock_mhz, option="clock_mhz")
+            # Absolute paths: the generator and the simulator run in other directories.
+            build_root = check_build_root(build_root)
+            if design_dir is not None:
+                design_dir = Path(design_dir).expanduser().resolve()
+            if isinstance(pixels_per_beat, np.integer):
+                pixels_per_beat = int(pixels_per_beat)
         self._target, self._clock_mhz = target, clock_mhz
         self._pixels_per_beat = pixels_per_beat if target == "sim" else None
         if net is None and target == "pynq" and bitfile is not None:
@@ -359,12 +436,12 @@ class Accelerator:
                             "`python -m models.export`)")
         net_dir = None
         if not isinstance(net, CompiledNetwork):
-            net_dir = Path(net)
+            net_dir = Path(net).expanduser().resolve()
             net = load_compiled_network(net_dir)
-        if fold is not None:
-            from .compiled_net import fold_config_from_json, refold
-            shapes = net.fold_shapes
-            net = refold(net, fold_config_from_json(fold, len(net.layers), shapes))
+        net = requested_network(net, fold)
+        if target == "sim":
+            from hw.generate import check_pixels_per_beat
+            check_pixels_per_beat(net, pixels_per_beat, option="pixels_per_beat")
         self._net = net
         if target == "golden":
             self._backend = _GoldenBackend(net)

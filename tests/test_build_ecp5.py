@@ -153,6 +153,7 @@ def test_does_not_fit_and_missed_timing_fail_with_numbers(sign_net_dir, tmp_path
     assert not (build / "ulx3s.bit").exists()
 
 
+@pytest.mark.heavy
 def test_ulx3s_builds_tiny_conv(tmp_path, capsys):
     """The shipped conv zoo model (padding, window generators, max-pools) to a real ECP5
     bitstream that meets the default clock."""

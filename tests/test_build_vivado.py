@@ -204,7 +204,7 @@ def test_build_ultra96_default_clock_is_what_the_timing_proxy_supports(small_net
 
 def test_build_errors_are_one_line(small_net, tmp_path, capsys):
     for argv, msg in ((["--board", "zcu105"], "unknown board 'zcu105'"),
-                      (["--board", "pynq_z2", "--clock", "300"], "--clock must be in (0, 250]"),
+                      (["--board", "pynq_z2", "--clock", "300"], "--clock must be in [10, 250]"),
                       (["--board", "ultra96", "--fold", str(tmp_path / "nofold.json")],
                        "nofold.json")):
         with pytest.raises(SystemExit) as exc:

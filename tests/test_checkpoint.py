@@ -130,7 +130,8 @@ def test_unshipped_zoo_models_have_no_stale_checkpoint():
         assert not zoo.default_checkpoint(name).exists(), f"{name} is shipped now: update the test"
 
 
-@pytest.mark.parametrize("name", _SHIPPED)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.heavy)
+                                  if n.startswith("cnv") else n for n in _SHIPPED])
 def test_shipped_checkpoint_accuracy_matches_its_record(name):
     from models.data import mnist_tensors
     from models.evaluate import evaluate

@@ -54,19 +54,36 @@ def test_train_export_golden_identical(tmp_path, name):
     assert rep["correct"] == int(np.sum(res.classes == labels))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", zoo.names())
-def test_shipped_checkpoint_full_test_set(tmp_path, name):
-    """Every shipped zoo checkpoint: golden == PyTorch on all 10,000 test images."""
+def _golden_equals_pytorch(tmp_path, name, images=None):
     ckpt = zoo.default_checkpoint(name)
     if not ckpt.is_file():
         pytest.skip(f"{ckpt} not shipped")
     out = tmp_path / name
     export(ckpt, out, check=100, progress=False)
+    count = [] if images is None else ["--images", str(images)]
     proc = subprocess.run([sys.executable, "-m", "sw.evaluate", str(out), "--checkpoint", str(ckpt),
-                           "--json", str(tmp_path / "r.json")],
+                           "--json", str(tmp_path / "r.json"), *count],
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rep = json.loads((tmp_path / "r.json").read_text())
-    assert rep["images"] == 10_000 and rep["agreement"]["predictions_agree"] == 10_000
+    expected = images or 10_000
+    assert rep["images"] == expected and rep["agreement"]["predictions_agree"] == expected
     assert rep["agreement"]["identical"]
+
+
+#: The CNV models take minutes per 10,000 images: their full test set is a benchmark.
+_FULL = [pytest.param(n, marks=pytest.mark.heavy) if n.startswith("cnv") else n
+         for n in zoo.names()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _FULL)
+def test_shipped_checkpoint_full_test_set(tmp_path, name):
+    """Every shipped zoo checkpoint: golden == PyTorch on all 10,000 test images."""
+    _golden_equals_pytorch(tmp_path, name)
+
+
+@pytest.mark.parametrize("name", ["cnv_w1a1", "cnv_frac"])
+def test_shipped_cnv_checkpoints_first_images(tmp_path, name):
+    """The CNV models in the suite: golden == PyTorch on the first 500 test images."""
+    _golden_equals_pytorch(tmp_path, name, images=500)
