@@ -180,6 +180,8 @@ def _plot(doc: dict, path: Path) -> None:
                     label="every gate open" if gated else "mean under the recorded gates")
     ax1.set(xlabel="LUT (Yosys synth_xilinx -family xcup)", ylabel="images/s (thousands)",
             xscale="log", yscale="log")
+    from matplotlib.ticker import NullFormatter
+    ax1.xaxis.set_minor_formatter(NullFormatter())      # minor labels of a log axis overlap
     ax1.legend(loc="lower right")
     ax2.scatter([p["bram"] for p in pts], fps, c="tab:blue", s=36)
     if doc.get("bram_limit"):
@@ -187,8 +189,10 @@ def _plot(doc: dict, path: Path) -> None:
                     label=f"budget: {doc['bram_limit']:g}")
     ax2.set(xlabel="BRAM36 (Yosys)", ylabel="images/s (thousands)", yscale="log")
     ax2.legend(loc="lower right")
-    fig.suptitle(f"{doc['network']}: images/s at {doc['clock_mhz']:g} MHz ({doc['clock_source']}) "
-                 "— cycle-exact II; resources from Yosys", fontsize=9)
+    import textwrap
+    title = (f"{doc['network']}: images/s at {doc['clock_mhz']:g} MHz ({doc['clock_source']}) "
+             "— cycle-exact II; resources from Yosys")
+    fig.suptitle("\n".join(textwrap.wrap(title, 150)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -220,9 +220,9 @@ def export(checkpoint: str | Path, outdir: str | Path, *, fold: str | Path | dic
     if vectors < 0 or check < 0:
         raise UserError(f"--vectors and --check must be >= 0, not {vectors} / {check}")
     checkpoint = Path(checkpoint)
+    model, meta = load_checkpoint(checkpoint)
     check_apart(outdir, [checkpoint, fold if isinstance(fold, (str, Path)) else None],
                 "output directory")
-    model, meta = load_checkpoint(checkpoint)
     shapes = [_fold_shape(l) for l in model.layers]
     folding = (fold_config_from_json(fold, len(shapes), shapes) if fold is not None else None)
     name = str(meta.get("net") or checkpoint.stem)

@@ -192,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out if args.out is not None else zoo.default_checkpoint(args.net)
     if out.exists() and out.is_dir():
         raise UserError(f"--out {out} is a directory; pass a file path such as {out / (args.net + '.pt')}")
+    # Before training: the checkpoint and its curve (.png) must be writable.
+    from sw.atomic_dir import check_writable_file
+    check_writable_file(out, "--out checkpoint")
+    check_writable_file(out.with_suffix(".png"), "training curve (--out with .png)")
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)

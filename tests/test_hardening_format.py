@@ -27,6 +27,7 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 from models.export import export
 from models.export import main as export_main
 from models.fold import ExportError, fold_layer
+from tests.test_export import randomised
 from sw.compiled_net import (MAX_LAYER_WEIGHTS, MAX_LAYERS, fold_config_from_json,
                              load_compiled_network, load_test_vectors)
 from sw.datasets import load_images
@@ -65,26 +66,6 @@ def assert_cli_error(code: int, err: str, *needles: str) -> None:
     assert "Traceback" not in err and "\x1b" not in err
     for needle in needles:
         assert needle in err, (needle, err)
-
-
-def randomised(name: str = "tiny", seed: int = 0):
-    """A zoo model with random but exportable norm statistics (eval mode)."""
-    torch.manual_seed(seed)
-    model = zoo.build(name)
-    with torch.no_grad():
-        for layer in model.layers:
-            if layer.out == "scores":
-                layer.norm.running_mean.fill_(1.5)
-                layer.norm.running_var.fill_(50.0)
-            else:
-                layer.bn.running_mean.normal_(0, 4)
-                layer.bn.running_var.uniform_(1, 40)
-                layer.bn.weight.normal_(0, 1)
-                layer.bn.bias.normal_(0, 0.5)
-                layer.act_bias.normal_(0, 0.2)
-            if layer.in_bits == 2:
-                layer.gate_delta.normal_(0, 6)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -93,6 +93,10 @@ def _run_cli(*args):
     (("models.evaluate", "does/not/exist.pt"), "not found"),
     (("models.train", "--net", "nope"), "unknown zoo model"),
     (("models.train", "--net", "tiny", "--epochs", "0"), "--epochs"),
+    # An unwritable --out is refused before training (a 1-epoch run would take seconds here,
+    # and the timeout below minutes).
+    (("models.train", "--net", "tiny", "--out", "/sys/fracbnn-tiny.pt"),
+     "cannot write the --out checkpoint /sys/fracbnn-tiny.pt"),
 ])
 def test_cli_user_errors_exit_2_with_one_line(args, match):
     proc = _run_cli(*args)
