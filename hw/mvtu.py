@@ -820,11 +820,13 @@ class MatrixVectorThresholdUnit(wiring.Component):
         st_bank = Signal()              # accumulator-store half of the vector being read
         pos_nf = Signal(nf_range)       # next MSB read
         pos_sf = Signal(sf_range)       # next read's synapse fold (LSB: 0 = round start)
-        pos_base = Signal(base_range)   # pos_nf * SF
+        msb_addr = Signal(base_range)   # next MSB read's weight word, pos_nf * SF + pos_sf (0
+                                        # outside the MSB phase)
         gates_known = Signal()          # every gate of the vector is in `pending`
         pending = [Signal(max(nf_n, 1), name=f"pending{p}") for p in range(pe)]
         lane_nf = [Signal(nf_range, name=f"lane_nf{p}") for p in range(pe)]
-        lane_base = [Signal(base_range, name=f"lane_base{p}") for p in range(pe)]
+        # Each lane's next LSB read's weight word within a round: its fold's base + pos_sf.
+        lane_addr = [Signal(base_range, name=f"lane_addr{p}") for p in range(pe)]
         lane_on = Signal(pe)
 
         # Emitter: reads the finished vector's store half, one output beat per cycle.
@@ -834,15 +836,35 @@ class MatrixVectorThresholdUnit(wiring.Component):
         credits_used = Signal(range(self.output_depth + 1))
         credit_ok = credits_used < self.output_depth
 
-        # Each lane's next open neuron fold (lowest pending bit), and its weight base.
+        # `pending` next cycle has two candidates: `pend_gate` (stage A writes a gate of the
+        # MSB phase; written below) and `pend_round` (a round's start clears each lane's picked
+        # bit).  Never both at once: a round starts only once every gate of the vector is known,
+        # and the next vector's gates arrive after its hand-off.  Each lane's next open neuron
+        # fold (lowest pending bit), its weight base and whether it has one are registers
+        # (pick_*, and pick_any for the lanes together) that always equal those of `pending`:
+        # both candidates are encoded, and a round's start only selects, so that it does not
+        # wait for the priority encoders, nor they for it.
+        pend_gate = [Signal(max(nf_n, 1), name=f"pend_gate{p}") for p in range(pe)]
+        pend_round = [Signal(max(nf_n, 1), name=f"pend_round{p}") for p in range(pe)]
         pick_nf = [Signal(nf_range, name=f"pick_nf{p}") for p in range(pe)]
         pick_base = [Signal(base_range, name=f"pick_base{p}") for p in range(pe)]
         pick_on = Signal(pe)
-        for p in range(pe):
-            m.d.comb += pick_on[p].eq(pending[p].any())
+        pick_any = Signal()
+
+        def lowest(vec, name):
+            """(fold, base, any) of the lowest set bit of ``vec``."""
+            nf_s = Signal(nf_range, name=f"{name}_nf")
+            base_s = Signal(base_range, name=f"{name}_base")
             for k in reversed(range(nf_n)):   # later assignments win: the lowest bit
-                with m.If(pending[p][k]):
-                    m.d.comb += [pick_nf[p].eq(k), pick_base[p].eq(k * sf_n)]
+                with m.If(vec[k]):
+                    m.d.comb += [nf_s.eq(k), base_s.eq(k * sf_n)]
+            return nf_s, base_s, vec.any()
+
+        for p in range(pe):
+            m.d.comb += [pend_gate[p].eq(pending[p]), pend_round[p].eq(pending[p]),
+                         pend_round[p].bit_select(pick_nf[p], 1).eq(0)]
+        picks_gate = [lowest(pend_gate[p], f"pick_gate{p}") for p in range(pe)]
+        picks_round = [lowest(pend_round[p], f"pick_round{p}") for p in range(pe)]
 
         c_valid = Signal()
         c_bank = Signal()
@@ -850,17 +872,16 @@ class MatrixVectorThresholdUnit(wiring.Component):
         c_lsb = Signal()
         c_nf = Signal(nf_range)
         c_sf = Signal(sf_range)
-        c_base = Signal(base_range)
         round_start = Signal()          # an LSB round's first read: lanes pick
         handoff = Signal()              # the vector is done: emitter takes it, bank released
         m.d.comb += [c_bank.eq(rd_bank), c_stb.eq(st_bank)]
         with m.If(~active):
             m.d.comb += c_valid.eq(full.bit_select(rd_bank, 1))
         with m.Elif(phase == MSB):
-            m.d.comb += [c_valid.eq(1), c_nf.eq(pos_nf), c_sf.eq(pos_sf), c_base.eq(pos_base)]
+            m.d.comb += [c_valid.eq(1), c_nf.eq(pos_nf), c_sf.eq(pos_sf)]
         with m.Elif(pos_sf != 0):
             m.d.comb += [c_valid.eq(1), c_lsb.eq(1), c_sf.eq(pos_sf)]
-        with m.Elif(gates_known & pick_on.any()):
+        with m.Elif(gates_known & pick_any):
             m.d.comb += [c_valid.eq(1), c_lsb.eq(1), round_start.eq(1)]
         with m.Elif(gates_known & ~em_busy):
             m.d.comb += [handoff.eq(1), c_valid.eq(full.bit_select(~rd_bank, 1)),
@@ -868,8 +889,20 @@ class MatrixVectorThresholdUnit(wiring.Component):
         issue = c_valid
 
         u_nf = [Mux(round_start, pick_nf[p], lane_nf[p]) for p in range(pe)]
-        u_base = [Mux(round_start, pick_base[p], lane_base[p]) for p in range(pe)]
+        # Weight-ROM addresses from registers through multiplexers only (no adder): the MSB
+        # phase (and an idle or handing-off sequencer, whose address is 0) reads msb_addr, a
+        # round's first read the picked fold's base, its later reads lane_addr.
+        u_addr = [Mux(round_start, pick_base[p], lane_addr[p]) for p in range(pe)]
         u_on = Mux(round_start, pick_on, lane_on)
+
+        for p in range(pe):
+            (nf_g, base_g, on_g), (nf_r, base_r, on_r) = picks_gate[p], picks_round[p]
+            m.d.sync += [pending[p].eq(Mux(round_start, pend_round[p], pend_gate[p])),
+                         pick_nf[p].eq(Mux(round_start, nf_r, nf_g)),
+                         pick_base[p].eq(Mux(round_start, base_r, base_g)),
+                         pick_on[p].eq(Mux(round_start, on_r, on_g))]
+        m.d.sync += pick_any.eq(Mux(round_start, Cat(r[2] for r in picks_round).any(),
+                                    Cat(g[2] for g in picks_gate).any()))
 
         with m.If(handoff):
             m.d.comb += clr_full.bit_select(rd_bank, 1).eq(1)
@@ -881,23 +914,19 @@ class MatrixVectorThresholdUnit(wiring.Component):
             m.d.sync += [active.eq(1), rd_bank.eq(c_bank), st_bank.eq(c_stb), phase.eq(c_lsb)]
             with m.If(~c_lsb):
                 with m.If(~c_last_sf):
-                    m.d.sync += [pos_nf.eq(c_nf), pos_sf.eq(c_sf + 1), pos_base.eq(c_base)]
+                    m.d.sync += [pos_nf.eq(c_nf), pos_sf.eq(c_sf + 1), msb_addr.eq(msb_addr + 1)]
                 with m.Elif(c_nf != nf_n - 1):
-                    m.d.sync += [pos_nf.eq(c_nf + 1), pos_sf.eq(0), pos_base.eq(c_base + sf_n)]
+                    m.d.sync += [pos_nf.eq(c_nf + 1), pos_sf.eq(0), msb_addr.eq(msb_addr + 1)]
                 with m.Else():
-                    m.d.sync += [phase.eq(LSB), pos_nf.eq(0), pos_sf.eq(0), pos_base.eq(0)]
+                    m.d.sync += [phase.eq(LSB), pos_nf.eq(0), pos_sf.eq(0), msb_addr.eq(0)]
             with m.Else():
                 m.d.sync += [pos_sf.eq(Mux(c_last_sf, 0, c_sf + 1)), lane_on.eq(u_on)]
                 m.d.sync += [lane_nf[p].eq(u_nf[p]) for p in range(pe)]
-                m.d.sync += [lane_base[p].eq(u_base[p]) for p in range(pe)]
-                with m.If(round_start):
-                    for p in range(pe):
-                        with m.If(pick_on[p]):
-                            m.d.sync += pending[p].bit_select(pick_nf[p], 1).eq(0)
+                m.d.sync += [lane_addr[p].eq(u_addr[p] + 1) for p in range(pe)]
 
         m.d.comb += rport.addr.eq(self._inbuf_addr(c_bank, c_sf))
         for p in range(pe):
-            m.d.comb += lane_roms[p].addr.eq(Mux(c_lsb, u_base[p], c_base) + c_sf)
+            m.d.comb += lane_roms[p].addr.eq(Mux(c_lsb, u_addr[p], msb_addr))
 
         emit = Signal()
         m.d.comb += emit.eq(em_busy & credit_ok)
@@ -1000,7 +1029,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
             m.d.sync += stored_m.eq(st_r.data - mw)
             gate = self._gate_residual(m, p, gpm[p], counts[p], sa)
             with m.If(msb_done):
-                m.d.sync += pending[p].bit_select(sa.nf, 1).eq(gate)
+                m.d.comb += pend_gate[p].bit_select(sa.nf, 1).eq(gate)
             with m.If(sa.em_valid):
                 m.d.sync += res_acc[p].eq(st_e.data)
 

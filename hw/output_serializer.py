@@ -199,8 +199,10 @@ class OutputSerializer(wiring.Component):
             nodes = nxt
         (c_valid, c_val, c_lane), (c_fire, c_first, c_last, c_base) = nodes[0], side
 
-        # Running best over the image's beats (first beat: take it even if lower).
-        with m.If(c_fire & c_valid & (c_first | (c_val > best_val))):
+        # Running best over the image's beats (first beat: take it even if lower).  With one
+        # beat per image (NF = 1) every beat is a first one: no compare with the running best.
+        take = c_fire & c_valid if nf == 1 else c_fire & c_valid & (c_first | (c_val > best_val))
+        with m.If(take):
             m.d.sync += [best_val.eq(c_val), best_idx.eq(c_base + c_lane)]
         with m.If(c_last):
             m.d.sync += have.eq(1)

@@ -146,7 +146,8 @@ class PopcountTree(wiring.Component):
     ``t + latency``, ``latency = popcount_latency(width, levels_per_stage,
     register_input=register_input, style=style)`` (``latency == 0``, only for a 1-bit tree
     without input register: combinationally in the same cycle).  One vector per cycle, no
-    stall input.  Reset clears the valid pipeline.
+    stall input.  Reset clears the valid pipeline only: the count registers have no reset
+    (fewer loads on the reset net; a count is only read beside its valid bit).
     """
 
     # Ref: FINN's RTL MVU and the FPGA popcount / compressor-tree literature (e.g. M. Kumm,
@@ -205,7 +206,8 @@ class PopcountTree(wiring.Component):
         # Stage 1 (optional): the input register.
         data, valid, stage = self.i_data, self.i_valid, 0
         if self._register_input:
-            data, valid, stage = Signal(self._width, name="p0_data"), Signal(name="p0_valid"), 1
+            data, valid, stage = (Signal(self._width, name="p0_data", reset_less=True),
+                                  Signal(name="p0_valid"), 1)
             m.d.sync += [data.eq(self.i_data), valid.eq(self.i_valid)]
 
         def register(terms, valid, stage):
@@ -213,7 +215,7 @@ class PopcountTree(wiring.Component):
             stage += 1
             regs = []
             for k, (t, top) in enumerate(terms):
-                r = Signal(unsigned(len(t)), name=f"p{stage}_s{k}")
+                r = Signal(unsigned(len(t)), name=f"p{stage}_s{k}", reset_less=True)
                 m.d.sync += r.eq(t)
                 regs.append((r, top))
             v = Signal(name=f"p{stage}_valid")

@@ -285,9 +285,13 @@ class Ulx3sSelfTestTop(wiring.Component):
         else:
             m.submodules.pll = Instance(self._pll, i_clkin=self.clk25, o_clkout0=clk,
                                         o_locked=locked)
+        # Power-on reset: 16 cycles after the PLL locks; the reset comes from a flip-flop, so
+        # that its (chip-wide) net is the only delay on the reset paths.
         por = Signal(5)
+        por_rst = Signal(init=1)
         m.d.comb += [ClockSignal("sync").eq(clk), ClockSignal("por").eq(clk),
-                     ResetSignal("sync").eq(~por[4])]
+                     ResetSignal("sync").eq(por_rst)]
+        m.d.por += por_rst.eq(~por[4])
         with m.If(locked & ~por[4]):
             m.d.por += por.eq(por + 1)
         m.submodules.selftest = st = self._selftest
