@@ -21,7 +21,7 @@ ULX3S (``ulx3s``): ``rtl/`` as above, ``ecp5/`` (self-test top ``ulx3s_selftest.
 nextpnr logs and reports), ``ulx3s.bit`` and ``report.json`` with Fmax and utilisation.  The
 self-test embeds ``--selftest-images`` images (the network's test vectors; at most 1000, and
 no more than the ECP5's EBRs can hold) and their golden results (see hw/selftest.py for the
-LEDs) and runs at ``--clock`` (default 85 MHz, made by the ECP5 PLL from the 25 MHz oscillator;
+LEDs) and runs at ``--clock`` (default 80 MHz, made by the ECP5 PLL from the 25 MHz oscillator;
 ``--clock 25`` uses the oscillator directly; 3.125..400 MHz, the PLL's output range).
 
 Zynq PL clocks: 10 MHz up to the board's maximum.  Every path ``report.json`` names is final:

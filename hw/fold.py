@@ -517,12 +517,19 @@ def fold_for_target(net: CompiledNetwork, fps: float, clock_mhz: float, *,
             f"{fps:g} FPS at {clock_mhz:g} MHz needs at most {target:.6g} cycles per image; the "
             f"fastest folding holds {res.ii:g} cycles ({res.fps:,.0f} FPS at {clock_mhz:g} MHz)"
             f"{_why_bound(chain)}; lower --target-fps or raise --clock")
-    ii = float(math.floor(target))
+    # The cycle model's IIs are the chain's cycle values (fractional where frac layers count
+    # their mean cycles under recorded gates), so the search runs on those, not on integers.
+    values = chain.cycle_values()
+    ii = target
     for _ in range(32):
         path = fold_for_ii(chain, ii, budget)
         if path is None:
             if budget is not None and fold_for_ii(chain, ii, None) is not None:
                 best = _fastest(chain, budget, gates, clock_mhz)
+                # The fastest fitting folding's exact II (cycle model) can be below the
+                # chain's estimate that excluded it here: then it holds the target.
+                if best is not None and best.ii <= target:
+                    return best
                 more = ("" if best is None else f"; the fastest folding that fits holds "
                         f"{best.ii:g} cycles ({best.fps:,.0f} FPS at {clock_mhz:g} MHz)")
                 raise UserError(f"no folding holding {fps:g} FPS at {clock_mhz:g} MHz fits "
@@ -533,8 +540,13 @@ def fold_for_target(net: CompiledNetwork, fps: float, clock_mhz: float, *,
             return res
         if progress:
             progress(f"II {res.ii:g} > {target:.6g} with stalls between stages; tightening")
-        ii = math.floor(min(ii - 1, ii - (res.ii - target)))
+        below = [v for v in values if v < ii and v <= ii - (res.ii - target)]
+        if not below:
+            break
+        ii = below[-1]
     res = _result(chain, fastest, gates, clock_mhz)
+    if res.ii <= target and (budget is None or _fits(res.resources, budget)):
+        return res
     raise UserError(f"{fps:g} FPS at {clock_mhz:g} MHz needs at most {target:.6g} cycles per "
                     f"image; the fastest folding holds {res.ii:g} cycles ({res.fps:,.0f} FPS "
                     f"at {clock_mhz:g} MHz); lower --target-fps or raise --clock")

@@ -843,7 +843,13 @@ class MatrixVectorThresholdUnit(wiring.Component):
         # fold (lowest pending bit), its weight base and whether it has one are registers
         # (pick_*, and pick_any for the lanes together) that always equal those of `pending`:
         # both candidates are encoded, and a round's start only selects, so that it does not
-        # wait for the priority encoders, nor they for it.
+        # wait for the priority encoders, nor they for it.  A vector's gates arrive in neuron
+        # fold order into an empty `pending` (its previous vector's rounds cleared every bit
+        # before the hand-off), so the lowest bit of `pend_gate` is the lowest of `pending` if
+        # there is one, else the arriving gate's fold: the gate's carry chain meets no encoder.
+        gate_set = Signal(pe)           # stage A writes a set gate into lane p (below)
+        gate_nf = Signal(nf_range)      # ... of this neuron fold
+        gate_base = Signal(base_range)  # its weight base, gate_nf * SF
         pend_gate = [Signal(max(nf_n, 1), name=f"pend_gate{p}") for p in range(pe)]
         pend_round = [Signal(max(nf_n, 1), name=f"pend_round{p}") for p in range(pe)]
         pick_nf = [Signal(nf_range, name=f"pick_nf{p}") for p in range(pe)]
@@ -863,7 +869,12 @@ class MatrixVectorThresholdUnit(wiring.Component):
         for p in range(pe):
             m.d.comb += [pend_gate[p].eq(pending[p]), pend_round[p].eq(pending[p]),
                          pend_round[p].bit_select(pick_nf[p], 1).eq(0)]
-        picks_gate = [lowest(pend_gate[p], f"pick_gate{p}") for p in range(pe)]
+        picks_gate = []
+        for p in range(pe):
+            nf_p, base_p, on_p = lowest(pending[p], f"pick_now{p}")
+            picks_gate.append((Mux(on_p, nf_p, Mux(gate_set[p], gate_nf, 0)),
+                               Mux(on_p, base_p, Mux(gate_set[p], gate_base, 0)),
+                               on_p | gate_set[p]))
         picks_round = [lowest(pend_round[p], f"pick_round{p}") for p in range(pe)]
 
         c_valid = Signal()
@@ -993,6 +1004,11 @@ class MatrixVectorThresholdUnit(wiring.Component):
         res_acc = Signal(data.ArrayLayout(signed(accw), pe))
         m.d.sync += res_valid.eq(sa.em_valid)
         msb_done = sa.valid & sa.last & ~sa.lsb
+        m.d.comb += gate_nf.eq(sa.nf)
+        with m.Switch(sa.nf):               # gate_base = nf * SF, a table (no multiplier)
+            for k in range(nf_n):
+                with m.Case(k):
+                    m.d.comb += gate_base.eq(k * sf_n)
         with m.If(msb_done & (sa.nf == nf_n - 1)):
             m.d.sync += gates_known.eq(1)
         # Store entry of (half, fold): Cat(fold, half), a power-of-two stride (no adder).
@@ -1030,6 +1046,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
             gate = self._gate_residual(m, p, gpm[p], counts[p], sa)
             with m.If(msb_done):
                 m.d.comb += pend_gate[p].bit_select(sa.nf, 1).eq(gate)
+            m.d.comb += gate_set[p].eq(msb_done & gate)
             with m.If(sa.em_valid):
                 m.d.sync += res_acc[p].eq(st_e.data)
 

@@ -112,7 +112,7 @@ def test_ulx3s_build_produces_bitstream_and_timing(sign_net_dir, tmp_path, capsy
     assert bit.is_file() and bit.stat().st_size > 10_000
     report = json.loads((out / "report.json").read_text())
     e = report["ecp5"]
-    # Default design clock: the board's (85 MHz) from the 25 MHz oscillator through the PLL.
+    # Default design clock: the board's (80 MHz) from the 25 MHz oscillator through the PLL.
     default = boards.get_board("ulx3s").default_clock_mhz
     assert e["timing_met"] and e["fmax_mhz"] >= default and e["clock_mhz"] == default
     assert (out / "ecp5" / "fracbnn_pll.v").is_file()

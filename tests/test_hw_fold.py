@@ -267,6 +267,23 @@ def test_cli_gating_stats(tmp_path, capsys):
     assert summary["gating"].startswith("mean over") and summary["ii"] <= 100
 
 
+def test_target_at_a_fractional_gated_ii_is_met(tmp_path, model):
+    """Under recorded gates the IIs are fractional means, and the exact II of a folding can be
+    below the search's estimate: asking for exactly the fastest fitting II (as hw.sweep does)
+    finds that folding (at LUT 2000 an II of 128, at 2500 of 98.9 here) instead of failing."""
+    from hw.fold import gate_stats
+    from sw.compiled_net import load_compiled_network
+    net_dir = random_compiled_network(tmp_path / "frac", image=(1, 8, 8), levels=2,
+                                      shape=[64, 64, 10], outs=["frac2", "frac2"], seed=5)
+    net = load_compiled_network(net_dir)
+    gates = gate_stats(net, net_dir)
+    budget = {"lut": 2500, "ff": math.inf, "bram": math.inf}
+    best = fold_for_budget(net, budget, 100, model=model, gates=gates)
+    res = fold_for_target(net, 100e6 / (best.ii * (1 + 1e-9)), 100, model=model, gates=gates,
+                          budget=budget)
+    assert res.ii <= best.ii * (1 + 1e-9) and res.resources["lut"] <= budget["lut"]
+
+
 def test_cli_refuses_to_replace_other_files(export, tmp_path):
     other = tmp_path / "notes.json"
     other.write_text("hello")
