@@ -866,11 +866,10 @@ class MatrixVectorThresholdUnit(wiring.Component):
                     m.d.comb += [nf_s.eq(k), base_s.eq(k * sf_n)]
             return nf_s, base_s, vec.any()
 
+        picks_gate = []
         for p in range(pe):
             m.d.comb += [pend_gate[p].eq(pending[p]), pend_round[p].eq(pending[p]),
                          pend_round[p].bit_select(pick_nf[p], 1).eq(0)]
-        picks_gate = []
-        for p in range(pe):
             nf_p, base_p, on_p = lowest(pending[p], f"pick_now{p}")
             picks_gate.append((Mux(on_p, nf_p, Mux(gate_set[p], gate_nf, 0)),
                                Mux(on_p, base_p, Mux(gate_set[p], gate_base, 0)),
