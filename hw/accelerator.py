@@ -275,13 +275,18 @@ class Accelerator(wiring.Component):
             m_fire.eq(ser.o.valid & self.m_axis_tready),
         ]
 
-        # Busy: images whose first beat came in and whose last result beat has not left.
+        # Busy: images whose first beat came in and whose last result beat has not left.  The
+        # handshakes are registered before they reach the counter (its carry chain is then
+        # not behind the AXI-Stream ready/valid logic); `started_q` covers the one cycle in
+        # which a started image is not yet counted.
         in_flight = Signal(16)
         started = s_fire & (beat == 0)
         finished = m_fire & ser.o.payload.last
-        m.d.sync += in_flight.eq(in_flight + started - finished)
+        started_q, finished_q = Signal(), Signal()
+        m.d.sync += [started_q.eq(started), finished_q.eq(finished),
+                     in_flight.eq(in_flight + started_q - finished_q)]
         m.d.comb += [
-            regs.busy.eq((in_flight != 0) | (beat != 0)),
+            regs.busy.eq((in_flight != 0) | (beat != 0) | started_q),
             regs.image_done.eq(finished),
         ]
 

@@ -7,7 +7,10 @@
 1. ``synth_ecp5`` (ABC LUT mapping, or ``-noabc`` where ABC does not work, see
    :func:`hw.yosys_estimate.abc_works`) -> ``ulx3s.json`` and cell counts; ROMs of at most
    :data:`SHALLOW_ROM_WORDS` words (the wide, shallow threshold ROMs) become LUTs, since
-   they would waste almost all of an EBR each (shallow RAMs map to distributed RAM);
+   they would waste almost all of an EBR each; RAMs of at most :data:`SHALLOW_RAM_WORDS`
+   words (the engines' input buffers) go to distributed RAM (an EBR read has a 5-6 ns
+   clock-to-out); registers named ``*_noinit`` lose their power-up value (memory read
+   registers that block RAM cannot initialise);
 2. a fit check of LUT4 / FF / EBR (DP16KD) / MULT18 against the part *before* place and
    route: a design that cannot fit fails with the numbers, not a tool log; then the
    flip-flops right behind EBR outputs become the EBRs' output registers
@@ -32,13 +35,15 @@ from sw.errors import UserError
 
 from .yosys_estimate import abc_works, run_yosys
 
-__all__ = ["TOP_NAME", "PLL_NAME", "SHALLOW_ROM_WORDS", "write_pll", "write_selftest_rtl", "ecp5_build", "count_ecp5_cells", "parse_nextpnr_report"]
+__all__ = ["TOP_NAME", "PLL_NAME", "SHALLOW_ROM_WORDS", "SHALLOW_RAM_WORDS", "write_pll", "write_selftest_rtl", "ecp5_build", "count_ecp5_cells", "parse_nextpnr_report"]
 
 TOP_NAME = "ulx3s_selftest"
 #: Module name of the PLL written by :func:`write_pll`.
 PLL_NAME = "fracbnn_pll"
 #: ROMs of at most this many words are mapped to LUTs rather than EBRs (see ecp5_build).
 SHALLOW_ROM_WORDS = 32
+#: RAMs (memories with a write port) of at most this many words go to distributed RAM.
+SHALLOW_RAM_WORDS = 64
 
 
 def write_pll(out_dir, clkin_mhz: float, clkout_mhz: float) -> float:
@@ -134,6 +139,10 @@ def _ecp5_script(mapper: str, pll: bool) -> str:
     return "\n".join([
         f"read_verilog -defer {TOP_NAME}.v fracbnn_rom.v" + (f" {PLL_NAME}.v" if pll else ""),
         f"hierarchy -top {TOP_NAME}",
+        # Registers named *_noinit (memory read registers, hw/mvtu.py) have no power-up value
+        # to keep: without it they merge into a block RAM's synchronous read as they are.
+        "proc",
+        "setattr -unset init w:*_noinit",
         'setattr -set rom_style "logic" -set ram_style "logic" m:*g_distributed*',
         f"{synth} -run :map_ram",
         # EBRs are 512 deep at 36 bits: a ROM of <= SHALLOW_ROM_WORDS words (the wide threshold
@@ -142,6 +151,12 @@ def _ecp5_script(mapper: str, pll: bool) -> str:
         # distributed RAM, whose read is one LUT deep rather than a mux tree of flip-flops.
         f'setattr -set rom_style "logic" -set ram_style "logic" t:$mem_v2 '
         f"r:SIZE<={SHALLOW_ROM_WORDS} %i r:WR_PORTS=0 %i",
+        # Shallow RAMs (the engines' input buffers: two banks of SF words) go to distributed
+        # RAM: an EBR read has a 5-6 ns clock-to-out, and the wide ones came out of Yosys with
+        # a multiplexer between two EBRs that kept the next register out of the EBR's
+        # output register.
+        f'setattr -set ram_style "distributed" t:$mem_v2 r:SIZE<={SHALLOW_RAM_WORDS} %i '
+        f"r:WR_PORTS>0 %i",
         *tail, "tee -q -o ecp5_stat.json stat -json", ""])
 
 

@@ -46,7 +46,8 @@ def uses_lane_schedule(layer: LayerSpec, lsb_schedule: str | None = None) -> boo
 
     Never for 1-bit inputs.  ``"auto"`` (and ``None`` while :data:`LSB_SCHEDULE` is
     ``"auto"``) picks it exactly when it can beat running every LSB pass, i.e. when one
-    LSB round is cheaper than ``NF`` of them: ``(NF - 1)*SF > gate_delay``.  Otherwise
+    LSB round is cheaper than ``NF`` of them: ``(NF - 1)*SF > gate_delay`` (the lane
+    schedule's, ``popcount_latency + 2``).  Otherwise
     (``NF = 1``, or few short folds) the lane schedule never saves a cycle while the fold
     schedule never costs more than ungated, so ``"auto"`` keeps the fold schedule.
     """
@@ -58,7 +59,7 @@ def uses_lane_schedule(layer: LayerSpec, lsb_schedule: str | None = None) -> boo
         return False
     if lsb_schedule == "lane":
         return True
-    gate_delay = popcount_latency(layer.folding.simd, POPCOUNT_LEVELS_PER_STAGE) + 1
+    gate_delay = popcount_latency(layer.folding.simd, POPCOUNT_LEVELS_PER_STAGE) + 2
     return (layer.neuron_folds - 1) * layer.synapse_folds > gate_delay
 
 
@@ -102,6 +103,13 @@ class VectorTiming:
     output_offsets: tuple[int, ...]
     bank_free_offset: int
     credit_offsets: tuple[int, ...]
+
+
+class _RegisteredRead:
+    """``addr`` and ``data`` of a memory read with one cycle of latency."""
+
+    def __init__(self, addr, data):
+        self.addr, self.data = addr, data
 
 
 class MatrixVectorThresholdUnit(wiring.Component):
@@ -150,7 +158,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
       (a) ``v``'s bank is full, (b) the engine is free, i.e. ``s_v >= s_{v-1} +
       compute_cycles(v-1)``, and (c) an output credit is free.  There are
       ``output_depth`` credits; one is taken by the first read of every neuron fold and
-      returned in the cycle after that fold's output beat is accepted (``o.valid & o.ready``).
+      returned two cycles after that fold's output beat is accepted (``o.valid & o.ready``,
+      registered once before it reaches the credit counter).
       Condition (c) is checked at the start of every neuron fold, so a blocked output stalls
       the engine only between neuron folds; without backpressure it never stalls.
     * **Schedule of a vector** (no stall): neuron folds back to back from ``s_v``.
@@ -194,8 +203,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
       the previous vector, the hand-off (and the next vector) waits until the cycle after
       the emitter's last beat issue.
     * **Emitter.**  From the cycle after the hand-off it issues one output beat per cycle,
-      ``nf = 0..NF-1``, each when an output credit is free (one credit per beat, returned the
-      cycle after the beat is accepted); beat ``nf`` is valid ``pipeline_latency`` cycles
+      ``nf = 0..NF-1``, each when an output credit is free (one credit per beat, returned two
+      cycles after the beat is accepted); beat ``nf`` is valid ``pipeline_latency`` cycles
       after its issue.  Without backpressure: ``output_offsets[nf] = compute_cycles + 1 + nf
       + pipeline_latency``.  It overlaps the next vector's reads, so the engine's cycles per
       vector are ``compute_cycles``.
@@ -298,14 +307,16 @@ class MatrixVectorThresholdUnit(wiring.Component):
     def pipeline_latency(self) -> int:
         """Cycles from a fold's last used read to its output beat being valid on ``o``.
 
-        Read (1) + popcount tree + accumulate (1) + threshold/FIFO write (1).
+        Read (1) + popcount tree + accumulate (1) + threshold compare (1) + FIFO write (1).
         """
-        return self.popcount_latency + 3
+        return self.popcount_latency + 4
 
     @property
     def gate_delay(self) -> int:
-        """Cycles after an MSB pass until the gate decision steers the read sequence."""
-        return self.popcount_latency + 1
+        """Cycles after an MSB pass until the gate decision steers the read sequence:
+        ``popcount_latency + 1``; the lane schedule registers the gate bits once more before
+        they join the pending masks, ``popcount_latency + 2``."""
+        return self.popcount_latency + (2 if self.lane_scheduled else 1)
 
     @property
     def latency(self) -> int:
@@ -322,8 +333,9 @@ class MatrixVectorThresholdUnit(wiring.Component):
 
     @property
     def output_depth(self) -> int:
-        """Output FIFO depth = output credits; enough for zero bubbles without backpressure."""
-        return self.pipeline_latency + 1
+        """Output FIFO depth = output credits, ``pipeline_latency + 2``: enough for zero
+        bubbles without backpressure (a credit is back two cycles after its beat leaves)."""
+        return self.pipeline_latency + 2
 
     # ------------------------------------------------------------------ timing model
     @property
@@ -464,7 +476,15 @@ class MatrixVectorThresholdUnit(wiring.Component):
         stride = 1 << (sf_n - 1).bit_length()
         m.submodules.inbuf = inbuf = memory.Memory(shape=width, depth=2 * stride, init=[])
         wport = inbuf.write_port()
-        rport = inbuf.read_port(domain="sync")
+        # A synchronous read built as an asynchronous port and a reset-less register whose
+        # power-up value synthesis drops (the ``_noinit`` name, see hw/ecp5.py): block RAM
+        # cannot hold one, so synthesis would otherwise emulate it with a multiplexer behind
+        # the RAM (which also keeps the next register out of an ECP5 EBR's output register).
+        # Nothing reads the buffer before writing it.  Data one cycle after the address.
+        comb_port = inbuf.read_port(domain="comb")
+        rport = _RegisteredRead(comb_port.addr, Signal(width, name="inbuf_rdata_noinit",
+                                                       reset_less=True))
+        m.d.sync += rport.data.eq(comb_port.data)
         full = Signal(2)
         wr_bank = Signal()
         wr_sf = Signal(sf_range)
@@ -487,12 +507,20 @@ class MatrixVectorThresholdUnit(wiring.Component):
 
     def _output_stage(self, m, trom, nf, res_acc, res_valid):
         """Stage R: thresholds (``trom`` word of fold ``nf``, ready this cycle) or raw scores
-        (``trom`` None), written into the output FIFO that drives ``o`` when ``res_valid``."""
+        (``trom`` None) of the result valid when ``res_valid``, registered, then written into
+        the output FIFO that drives ``o`` in the next cycle."""
         layer = self._layer
         out_w = len(Value.cast(self.o.payload))
         m.submodules.out_fifo = ofifo = fifo.SyncFIFO(width=out_w, depth=self.output_depth)
+        # One register stage between the result and the FIFO write (the threshold unit's
+        # registered comparisons; raw scores are registered alike), so the comparator carry
+        # chains do not share a cycle with the FIFO's write port.
+        w_en = Signal()
+        m.d.sync += w_en.eq(res_valid)
         if trom is None:
-            m.d.comb += ofifo.w_data.eq(Value.cast(res_acc))
+            scores = Signal(out_w, name="scores_reg", reset_less=True)
+            m.d.sync += scores.eq(Value.cast(res_acc))
+            m.d.comb += ofifo.w_data.eq(scores)
         else:
             m.d.comb += trom.addr.eq(nf)
             m.submodules.threshold = thr = ThresholdUnit(self.pe, self.acc_width, layer.out,
@@ -500,7 +528,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
             m.d.comb += [thr.acc.eq(res_acc), thr.thresholds.eq(trom.data),
                          ofifo.w_data.eq(Value.cast(thr.act))]
         m.d.comb += [
-            ofifo.w_en.eq(res_valid),
+            ofifo.w_en.eq(w_en),
             self.o.valid.eq(ofifo.r_rdy),
             self.o.payload.eq(ofifo.r_data),
             ofifo.r_en.eq(self.o.ready),
@@ -570,18 +598,31 @@ class MatrixVectorThresholdUnit(wiring.Component):
         c_addr = Signal(addr_range)     # = c_base + c_sf
         c_next_base = Signal(addr_range, init=sf_n)     # = c_base + SF
         last_fold = pos_nf == nf_n - 1
+        c_last_sf = Signal()            # = c_sf == SF - 1
+        c_last_nf = Signal()            # = c_nf == NF - 1
+        # (Registered versions of these two, kept beside pos_sf / pos_nf, made Yosys 0.70's
+        # ABC9 assert on the ECP5 netlist of `tiny`, so they stay comparators.)
+        m.d.comb += [c_last_sf.eq(pos_sf == sf_n - 1), c_last_nf.eq(pos_nf == nf_n - 1)]
+        # The position registers of an idle sequencer hold the first read of a vector (every
+        # branch that ends a vector resets them), so the candidate is the position itself
+        # unless a speculative LSB pass is abandoned: with 1-bit inputs the weight-ROM
+        # address is the pos_addr register, with no multiplexer in front.
+        m.d.comb += [c_bank.eq(rd_bank), c_nf.eq(pos_nf), c_sf.eq(pos_sf), c_l.eq(pos_l),
+                     c_base.eq(pos_base), c_addr.eq(pos_addr), c_next_base.eq(pos_next_base)]
         with m.If(~active):
-            m.d.comb += [c_valid.eq(full.bit_select(rd_bank, 1)), c_bank.eq(rd_bank)]
+            m.d.comb += c_valid.eq(full.bit_select(rd_bank, 1))
         with m.Elif(abort & last_fold):
-            m.d.comb += [c_valid.eq(full.bit_select(~rd_bank, 1)), c_bank.eq(~rd_bank)]
+            m.d.comb += [c_valid.eq(full.bit_select(~rd_bank, 1)), c_bank.eq(~rd_bank),
+                         c_nf.eq(0), c_sf.eq(0), c_l.eq(0), c_base.eq(0), c_addr.eq(0),
+                         c_next_base.eq(sf_n), c_last_sf.eq(sf_n == 1),
+                         c_last_nf.eq(nf_n == 1)]
         with m.Elif(abort):
-            m.d.comb += [c_valid.eq(1), c_bank.eq(rd_bank), c_nf.eq(pos_nf + 1),
+            m.d.comb += [c_valid.eq(1), c_nf.eq(pos_nf + 1), c_sf.eq(0), c_l.eq(0),
                          c_base.eq(pos_next_base), c_addr.eq(pos_next_base),
-                         c_next_base.eq(pos_next_base + sf_n)]
+                         c_next_base.eq(pos_next_base + sf_n), c_last_sf.eq(sf_n == 1),
+                         c_last_nf.eq(pos_nf + 1 == nf_n - 1)]
         with m.Else():
-            m.d.comb += [c_valid.eq(1), c_bank.eq(rd_bank), c_nf.eq(pos_nf), c_sf.eq(pos_sf),
-                         c_l.eq(pos_l), c_base.eq(pos_base), c_addr.eq(pos_addr),
-                         c_next_base.eq(pos_next_base)]
+            m.d.comb += c_valid.eq(1)
         fold_start = (c_sf == 0) & ~c_l
         issue = Signal()
         m.d.comb += issue.eq(c_valid & (~fold_start | credit_ok))
@@ -590,7 +631,6 @@ class MatrixVectorThresholdUnit(wiring.Component):
         with m.If(abort & last_fold):
             m.d.comb += clr_full.bit_select(rd_bank, 1).eq(1)
 
-        c_last_sf = c_sf == sf_n - 1
         with m.If(issue):
             with m.If(~c_last_sf):
                 m.d.sync += [active.eq(1), rd_bank.eq(c_bank), pos_nf.eq(c_nf),
@@ -600,7 +640,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
                 m.d.sync += [active.eq(1), rd_bank.eq(c_bank), pos_nf.eq(c_nf),
                              pos_sf.eq(0), pos_l.eq(1), pos_base.eq(c_base),
                              pos_addr.eq(c_base), pos_next_base.eq(c_next_base)]
-            with m.Elif(c_nf != nf_n - 1):
+            with m.Elif(~c_last_nf):
                 m.d.sync += [active.eq(1), rd_bank.eq(c_bank), pos_nf.eq(c_nf + 1),
                              pos_sf.eq(0), pos_l.eq(0), pos_base.eq(c_next_base),
                              pos_addr.eq(c_next_base), pos_next_base.eq(c_next_base + sf_n)]
@@ -625,9 +665,12 @@ class MatrixVectorThresholdUnit(wiring.Component):
             rport.addr.eq(self._inbuf_addr(c_bank, c_sf)),
         ]
 
-        # Output credits: taken by a fold's first read, returned after its beat is accepted.
+        # Output credits: taken by a fold's first read, returned after its beat is accepted
+        # (registered first: the accept, a FIFO-side signal, does not reach the sequencer's
+        # counter in the same cycle).
         take = issue & fold_start
-        give = self.o.valid & self.o.ready
+        give = Signal()
+        m.d.sync += give.eq(self.o.valid & self.o.ready)
         with m.If(take & ~give):
             m.d.sync += credits_used.eq(credits_used + 1)
         with m.Elif(give & ~take):
@@ -635,9 +678,11 @@ class MatrixVectorThresholdUnit(wiring.Component):
 
         # ---------------------------------------------------------- tag pipeline
         # Stage k carries only the fields a stage >= k reads, so that no flip-flop is dead:
-        # `lsb` (which plane a beat carries) with 2-bit inputs; `nf` up to the stage that
-        # addresses the gate ROM (lp - 1) or the threshold ROM (lp + 1).
-        nf_until = lp + 1 if layer.out != "scores" else lp - 1 if two else -1
+        # `lsb` (which plane a beat carries) with 2-bit inputs; `nf` up to the
+        # stage that addresses the gate ROM (lp - 2, or lp - 1 when lp = 1) or the threshold
+        # ROM (lp + 1).
+        gate_stage = lp - 2 if lp >= 2 else lp - 1      # see _gate_words
+        nf_until = lp + 1 if layer.out != "scores" else gate_stage if two else -1
 
         def tag_layout(k):
             fields = {"valid": 1, "first": 1, "last": 1}
@@ -689,7 +734,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         if two:
             gates_reg = Signal(pe)
             gate_now = Signal(pe)
-            gpm = self._gate_words(m, grom, tags[lp - 1].nf)
+            gpm = self._gate_words(m, grom, tags)
         run_w = signed_bits(-mw, 2 * layer.mw_padded - mw)
         for p in range(pe):
             # The dot product accumulates directly: -MW + 2*popcount per fold, one adder
@@ -713,17 +758,18 @@ class MatrixVectorThresholdUnit(wiring.Component):
             dot = Signal(signed(max(run_w, lsb_w)), name=f"dot{p}")
             run2 = Signal(signed(lsb_w), name=f"run2_{p}")
             run2_next = Signal(signed(lsb_w), name=f"run2_next{p}")
-            acc2m = Signal(signed(lsb_w), name=f"acc2m{p}")       # 2*dot_m - MW
-            acc2 = Signal(signed(lsb_w), name=f"acc2_{p}")        # 2*dot_m
+            # The LSB pass's start, chosen by the gate when the MSB pass ends (registered, so
+            # the adder's operand multiplexer has two selects, not three).
+            lsb_start = Signal(signed(lsb_w), name=f"lsb_start{p}", reset_less=True)
             m.d.comb += run2_next.eq(Mux(sa.first, -3 * mw, run2) + (counts[p] << 2))
-            lsb_start = Mux(gates_reg[p], acc2m, acc2)
             addend = Mux(sa.lsb & ~gates_reg[p], 0, counts[p] << 1)
             m.d.comb += dot.eq(Mux(sa.first, Mux(sa.lsb, lsb_start, -mw), run) + addend)
             m.d.comb += gate_now[p].eq(self._gate_residual(m, p, gpm[p], counts[p], sa))
             with m.If(sa.valid):
                 m.d.sync += [run.eq(dot), run2.eq(run2_next)]
             with m.If(sa.valid & sa.last & ~sa.lsb):
-                m.d.sync += [acc2m.eq(run2_next), acc2.eq(dot << 1), res_acc[p].eq(dot << 1)]
+                m.d.sync += [lsb_start.eq(Mux(gate_now[p], run2_next, dot << 1)),
+                             res_acc[p].eq(dot << 1)]
             with m.If(sa.valid & sa.last & sa.lsb):
                 m.d.sync += res_acc[p].eq(dot)
         if not two:
@@ -743,18 +789,28 @@ class MatrixVectorThresholdUnit(wiring.Component):
             self._output_stage(m, trom, sa.nf, res_acc, res_valid)
         return m
 
-    def _gate_words(self, m, grom, nf):
-        """Per lane ``G + MW`` (``G`` the lane's gate threshold of fold ``nf``), registered:
-        the gate ROM is addressed one stage before the accumulate stage A (``nf`` is that
-        stage's fold), so these registers hold fold A's words in stage A."""
+    def _gate_words(self, m, grom, tags):
+        """Per lane ``G + MW`` (``G`` the lane's gate threshold of the fold in the accumulate
+        stage A), registered, so that these registers hold fold A's words in stage A.
+
+        The gate ROM (one cycle read) is addressed two stages before stage A and its words
+        registered once more (where the popcount pipeline is that deep), so the registers the
+        lanes' gate residuals start from are placed with the lanes, not with the ROM."""
         gw, mw = self._layer.gate_bits, self._layer.in_features
-        m.d.comb += grom.addr.eq(nf)
+        lp = self.popcount_latency
+        extra = 1 if lp >= 2 else 0
+        m.d.comb += grom.addr.eq(tags[lp - 1 - extra].nf)
         words = []
         for p in range(self.pe):
             g = grom.data[p * gw:(p + 1) * gw].as_signed()
             lo, hi = -(1 << (gw - 1)) + mw, (1 << (gw - 1)) - 1 + mw
-            w = Signal(signed(signed_bits(lo, hi)), name=f"gate_plus_mw{p}", reset_less=True)
-            m.d.sync += w.eq(g + mw)
+            shape = signed(signed_bits(lo, hi))
+            w = Signal(shape, name=f"gate_plus_mw{p}", reset_less=True)
+            if extra:
+                rom_side = Signal(shape, name=f"gate_plus_mw_rom{p}", reset_less=True)
+                m.d.sync += [rom_side.eq(g + mw), w.eq(rom_side)]
+            else:
+                m.d.sync += w.eq(g + mw)
             words.append(w)
         return words
 
@@ -847,7 +903,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         # fold order into an empty `pending` (its previous vector's rounds cleared every bit
         # before the hand-off), so the lowest bit of `pend_gate` is the lowest of `pending` if
         # there is one, else the arriving gate's fold: the gate's carry chain meets no encoder.
-        gate_set = Signal(pe)           # stage A writes a set gate into lane p (below)
+        gate_set = Signal(pe)           # a set gate (registered from stage A) joins lane p
         gate_nf = Signal(nf_range)      # ... of this neuron fold
         gate_base = Signal(base_range)  # its weight base, gate_nf * SF
         pend_gate = [Signal(max(nf_n, 1), name=f"pend_gate{p}") for p in range(pe)]
@@ -858,13 +914,33 @@ class MatrixVectorThresholdUnit(wiring.Component):
         pick_any = Signal()
 
         def lowest(vec, name):
-            """(fold, base, any) of the lowest set bit of ``vec``."""
+            """(fold, base, any) of the lowest set bit of ``vec``: a tree priority encoder
+            (log2(NF) levels of 2:1 selects, not a chain of NF), the base a table of the
+            fold (a shift when SF is a power of two)."""
             nf_s = Signal(nf_range, name=f"{name}_nf")
             base_s = Signal(base_range, name=f"{name}_base")
-            for k in reversed(range(nf_n)):   # later assignments win: the lowest bit
-                with m.If(vec[k]):
-                    m.d.comb += [nf_s.eq(k), base_s.eq(k * sf_n)]
-            return nf_s, base_s, vec.any()
+
+            def encode(lo, hi):                 # bits [lo, hi) -> (any, index - lo)
+                if hi - lo == 1:
+                    return vec[lo], Const(0, 1)
+                mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
+                a_any, a_idx = encode(lo, mid)
+                b_any, b_idx = encode(mid, hi)
+                k = (mid - lo).bit_length() - 1  # mid - lo = 2**k > every upper index
+                idx = Signal(k + 1, name=f"{name}_i{lo}_{hi}")
+                b_low = b_idx[:k]
+                upper = Cat(b_low, Const(0, k - len(b_low)), Const(1, 1)) if k > len(b_low) \
+                    else Cat(b_low, Const(1, 1))
+                m.d.comb += idx.eq(Mux(a_any, a_idx, upper))
+                return a_any | b_any, idx
+
+            any_, idx = encode(0, nf_n)
+            m.d.comb += nf_s.eq(idx)
+            with m.Switch(nf_s):
+                for k in range(nf_n):
+                    with m.Case(k):
+                        m.d.comb += base_s.eq(k * sf_n)
+            return nf_s, base_s, any_
 
         picks_gate = []
         for p in range(pe):
@@ -946,8 +1022,10 @@ class MatrixVectorThresholdUnit(wiring.Component):
             with m.Else():
                 m.d.sync += em_nf.eq(em_nf + 1)
 
-        # Output credits: taken by an emit, returned after its beat is accepted.
-        give = self.o.valid & self.o.ready
+        # Output credits: taken by an emit, returned after its beat is accepted (registered
+        # first, as in the fold schedule).
+        give = Signal()
+        m.d.sync += give.eq(self.o.valid & self.o.ready)
         with m.If(emit & ~give):
             m.d.sync += credits_used.eq(credits_used + 1)
         with m.Elif(give & ~emit):
@@ -998,17 +1076,22 @@ class MatrixVectorThresholdUnit(wiring.Component):
         # Per lane an accumulator store of 2 x NF entries (two halves, vectors alternate):
         # the MSB phase writes 2*acc_m (and the gate bit into `pending`), the LSB phase adds
         # dot_l to its neuron's entry, the emitter reads one entry per lane of the other half.
-        gpm = self._gate_words(m, grom, tags[lp - 1].nf)
+        gpm = self._gate_words(m, grom, tags)
         res_valid = Signal()
         res_acc = Signal(data.ArrayLayout(signed(accw), pe))
         m.d.sync += res_valid.eq(sa.em_valid)
         msb_done = sa.valid & sa.last & ~sa.lsb
-        m.d.comb += gate_nf.eq(sa.nf)
+        # The gate bits of a fold's MSB pass are registered (with the fold and its weight
+        # base) before they join the pending masks: the gate's carry chain ends in a
+        # flip-flop, not in the lanes' pick logic (gate_delay = popcount_latency + 2).
+        gate_done = Signal()                # gate_q holds the gates of fold gate_nf
+        gate_q = Signal(pe, name="gate_q", reset_less=True)
+        m.d.sync += [gate_done.eq(msb_done), gate_nf.eq(sa.nf)]
         with m.Switch(sa.nf):               # gate_base = nf * SF, a table (no multiplier)
             for k in range(nf_n):
                 with m.Case(k):
-                    m.d.comb += gate_base.eq(k * sf_n)
-        with m.If(msb_done & (sa.nf == nf_n - 1)):
+                    m.d.sync += gate_base.eq(k * sf_n)
+        with m.If(gate_done & (gate_nf == nf_n - 1)):
             m.d.sync += gates_known.eq(1)
         # Store entry of (half, fold): Cat(fold, half), a power-of-two stride (no adder).
         nf_bits = max(1, (nf_n - 1).bit_length())
@@ -1042,10 +1125,10 @@ class MatrixVectorThresholdUnit(wiring.Component):
                 st_e.addr.eq(Cat(sa.em_nf[:nf_bits], sa.em_bank)),
             ]
             m.d.sync += stored_m.eq(st_r.data - mw)
-            gate = self._gate_residual(m, p, gpm[p], counts[p], sa)
-            with m.If(msb_done):
-                m.d.comb += pend_gate[p].bit_select(sa.nf, 1).eq(gate)
-            m.d.comb += gate_set[p].eq(msb_done & gate)
+            m.d.sync += gate_q[p].eq(self._gate_residual(m, p, gpm[p], counts[p], sa))
+            with m.If(gate_done):
+                m.d.comb += pend_gate[p].bit_select(gate_nf, 1).eq(gate_q[p])
+            m.d.comb += gate_set[p].eq(gate_done & gate_q[p])
             with m.If(sa.em_valid):
                 m.d.sync += res_acc[p].eq(st_e.data)
 

@@ -22,15 +22,16 @@ def engine_timing(layer) -> dict:
 
     Mirrors the properties of :class:`hw.mvtu.MatrixVectorThresholdUnit` built with the
     default ``lsb_schedule`` (``popcount_latency`` of a ``SIMD``-bit tree with 2 adder levels
-    per stage, ``pipeline_latency = lp + 3``, ``gate_delay = lp + 1``,
-    ``output_depth = pipeline_latency + 1``, ``lane``: the lane-compacted LSB schedule is used,
+    per stage, ``pipeline_latency = lp + 4``, ``gate_delay = lp + 1`` (lane schedule ``lp + 2``),
+    ``output_depth = pipeline_latency + 2``, ``lane``: the lane-compacted LSB schedule is used,
     :func:`hw.mvtu.uses_lane_schedule`).
     """
     from .mvtu import POPCOUNT_LEVELS_PER_STAGE, uses_lane_schedule
     from .popcount import popcount_latency
     lp = popcount_latency(layer.folding.simd, POPCOUNT_LEVELS_PER_STAGE)
-    return {"popcount_latency": lp, "pipeline_latency": lp + 3, "gate_delay": lp + 1,
-            "output_depth": lp + 4, "lane": uses_lane_schedule(layer)}
+    lane = uses_lane_schedule(layer)
+    return {"popcount_latency": lp, "pipeline_latency": lp + 4,
+            "gate_delay": lp + (2 if lane else 1), "output_depth": lp + 6, "lane": lane}
 
 
 def timing_of(engine) -> dict:
@@ -109,6 +110,7 @@ class EngineTiming:
         self.pos = (0, 0, 0)   # (nf, lsb, sf)
         self.cur_gates = None
         self.credits = 0
+        self.give_q = False    # a beat left in the previous cycle: its credit returns now
         # Output FIFO: cycles at which results are written; count of visible entries.
         self.pending = []
         self.fifo = 0
@@ -190,9 +192,12 @@ class EngineTiming:
             else:
                 self.pos = (nf + 1, 0, 0)
 
+        # A credit returns two cycles after its beat leaves (the accept is registered).
+        if self.give_q:
+            self.credits -= 1
+        self.give_q = out_fire
         if out_fire:
             self.fifo -= 1
-            self.credits -= 1
         # Results written in this cycle become visible in the next.
         while self.pending and self.pending[0] <= cycle:
             self.pending.pop(0)
@@ -271,9 +276,12 @@ class LaneEngineTiming(EngineTiming):
                     self.rounds_left -= 1
                 self.sf_pos = 0 if last_sf else sf + 1
 
+        # A credit returns two cycles after its beat leaves (the accept is registered).
+        if self.give_q:
+            self.credits -= 1
+        self.give_q = out_fire
         if out_fire:
             self.fifo -= 1
-            self.credits -= 1
         while self.pending and self.pending[0] <= cycle:
             self.pending.pop(0)
             self.fifo += 1

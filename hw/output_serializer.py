@@ -9,7 +9,7 @@ the final beat.
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -50,9 +50,11 @@ class OutputSerializer(wiring.Component):
     *Collect*: ``i.ready`` is low while a complete image is held or its argmax is still in the
     compare pipeline; beats are shifted into the collect registers.
     *Argmax*: each accepted beat is registered, its real lanes are reduced by a pairwise
-    compare tree with a register after every level (``argmax_latency = 1 + ceil(log2(pe))``
-    register levels in all; a strict ``>`` at every node keeps the smallest index among ties),
-    then compared with the running best.  The
+    compare tree (``argmax_latency = 1 + 2*ceil(log2(pe))`` register levels in all: the
+    input register, then a compare and a select register per tree level; a strict ``>`` at
+    every node keeps the smallest index among ties; scores are compared in offset binary,
+    their sign bit inverted, so each compare is unsigned), then compared with the running
+    best.  The
     cycle ``argmax_latency + 1`` after the ``NF``-th beat, ``have`` is set.
     *Transfer*: in a cycle with ``have`` set in which the emitter is idle or accepts its last
     beat, the scores and class move to the emit registers (``have`` clears, so the next
@@ -110,7 +112,11 @@ class OutputSerializer(wiring.Component):
 
         # Collect side: score shift register, after NF beats entry k holds neuron k's score.
         scores = [Signal(signed(w), name=f"score{k}") for k in range(total)]
-        best_val = Signal(signed(w))
+        # The argmax carries scores with their sign bit inverted (offset binary): ``a > b``
+        # of two's-complement values is then an unsigned compare, one carry chain without the
+        # sign fix-up logic behind it.
+        msb = 1 << (w - 1)
+        best_val = Signal(unsigned(w))
         best_idx = Signal(range(max(total, 2)))
         fold = Signal(range(max(nf, 2)))
         base = Signal(range(max(total, 2)))     # fold * pe, counted up
@@ -141,8 +147,8 @@ class OutputSerializer(wiring.Component):
         # upstream) then feeds flip-flops only, not the first compare.
         leaves = []
         for p, (v_, x_, l_) in enumerate(nodes):
-            v, x = Signal(name=f"arg0_{p}_valid"), Signal(signed(w), name=f"arg0_{p}_val")
-            m.d.sync += [v.eq(v_), x.eq(x_)]
+            v, x = Signal(name=f"arg0_{p}_valid"), Signal(unsigned(w), name=f"arg0_{p}_val")
+            m.d.sync += [v.eq(v_), x.eq(Cat(x_[:-1], ~x_[-1]))]
             leaves.append((v, x, l_))
         regs = tuple(Signal.like(sig, name=f"arg0_{n}")
                      for sig, n in zip(side, ("fire", "first", "last", "base")))
@@ -167,8 +173,8 @@ class OutputSerializer(wiring.Component):
                 la, lb = la[:lane_w], lb[:lane_w]
                 regs = [Signal(len(sig), name=f"arg{level}c_{j // 2}_{n}") for sig, n in
                         zip((va, xa, la, vb, xb, lb), ("va", "xa", "la", "vb", "xb", "lb"))]
-                regs[1] = Signal(signed(w), name=f"arg{level}c_{j // 2}_xa")
-                regs[4] = Signal(signed(w), name=f"arg{level}c_{j // 2}_xb")
+                regs[1] = Signal(unsigned(w), name=f"arg{level}c_{j // 2}_xa")
+                regs[4] = Signal(unsigned(w), name=f"arg{level}c_{j // 2}_xb")
                 gt = Signal(name=f"arg{level}c_{j // 2}_gt")
                 m.d.sync += [r.eq(sig) for r, sig in zip(regs, (va, xa, la, vb, xb, lb))]
                 m.d.sync += gt.eq(xb > xa)
@@ -183,7 +189,7 @@ class OutputSerializer(wiring.Component):
             for k, (va, xa, la, vb, xb, lb, gt) in enumerate(pairs):
                 take_b = vb & (~va | gt)
                 v = Signal(name=f"arg{level}_{k}_valid")
-                x = Signal(signed(w), name=f"arg{level}_{k}_val")
+                x = Signal(unsigned(w), name=f"arg{level}_{k}_val")
                 # The highest lane this node can hold sets its lane field's width.
                 top = min((k + 1) << level, pe) - 1
                 lane = Signal(max(1, top.bit_length()), name=f"arg{level}_{k}_lane")
@@ -191,7 +197,7 @@ class OutputSerializer(wiring.Component):
                              lane.eq(Mux(take_b, lb, la))]
                 nxt.append((v, x, lane))
             if odd is not None:
-                v, x = Signal(name=f"arg{level}_pass_valid"), Signal(signed(w), name=f"arg{level}_pass_val")
+                v, x = Signal(name=f"arg{level}_pass_valid"), Signal(unsigned(w), name=f"arg{level}_pass_val")
                 lane = Signal(max(1, (pe - 1).bit_length()), name=f"arg{level}_pass_lane")
                 m.d.sync += [v.eq(odd[0]), x.eq(odd[1]), lane.eq(odd[2])]
                 nxt.append((v, x, lane))

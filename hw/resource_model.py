@@ -58,7 +58,7 @@ __all__ = ["DEFAULT_CALIBRATION", "BLOCK_MIN_BITS", "SHALLOW_MAX_DEPTH", "LUT_FE
            "FF_FEATURES", "Memory", "PartShape", "DesignShape", "bram_geometry", "yosys_bram36",
            "lutram_luts", "map_memory", "layer_memories", "layer_part", "fixed_part", "describe",
            "ResourceModel", "load_model", "estimate", "network_fingerprint", "rtl_fingerprint",
-           "calibration_foldings", "calibrate", "design_hash", "main"]
+           "calibration_foldings", "calibrate", "import_sweep", "design_hash", "main"]
 
 #: The calibration data shipped with the generator.
 DEFAULT_CALIBRATION = Path(__file__).with_name("calibration") / "xcup.json"
@@ -100,6 +100,8 @@ LUT_FEATURES = {
     "convert": (0.3, 0.3),       # width converter multiplexer inputs
     "stream": (1.0, 1.0),        # pad / window / pool beat bits
     "ser": (1.0, 1.0),           # serializer compare tree + emit bits
+    "lane": (0.4, 0.4),          # lane schedule: per lane two priority encoders over NF
+                                 # pending bits, each giving a fold and a weight base
 }
 #: Fitted FF features and their priors (FFs per unit) with the prior's scale.
 FF_FEATURES = {
@@ -116,6 +118,7 @@ FF_FEATURES = {
     "inbuf": (1.0, 0.5),         # input buffer read registers
     "stream": (2.0, 2.0),        # pad / window / pool beat registers
     "ser": (1.0, 0.5),           # serializer score / argmax registers
+    "lane": (1.0, 0.5),          # lane schedule: pending masks, picks, lane addresses, tags
 }
 
 # Yosys memory_libmap block RAM geometry for UltraScale+ (share/xilinx/brams_xc4v.txt, SDP and
@@ -491,6 +494,17 @@ def layer_part(layer: LayerSpec, stages) -> PartShape:
     part.add("ff", "inbuf", simd * layer.in_bits)
     if uses_lane_schedule(layer):
         part.add("lut", "acc", pe * acc_w)
+        # Per lane: the pending mask (NF bits) and two priority encoders over it (the next
+        # open fold and its weight base, for the gate and the round candidates), the picked
+        # fold / base / lane address registers, and the lane's fold in the tag pipeline.
+        from .popcount import popcount_latency as _lp
+        from .mvtu import POPCOUNT_LEVELS_PER_STAGE
+        nf_n, sf_n = layer.neuron_folds, layer.synapse_folds
+        nf_bits = max(1, (nf_n - 1).bit_length())
+        base_bits = max(1, (nf_n * sf_n - 1).bit_length())
+        lp = _lp(simd, POPCOUNT_LEVELS_PER_STAGE)
+        part.add("lut", "lane", pe * 2 * nf_n * (nf_bits + base_bits) / 4)
+        part.add("ff", "lane", pe * (nf_n + 2 * (nf_bits + base_bits) + (lp + 1) * nf_bits))
     return part
 
 
@@ -845,6 +859,57 @@ def calibrate(out, nets, *, foldings: int = 10, pixels_per_beat: int = 8,
     return doc
 
 
+def import_sweep(out, sweep_dirs, *, log=print) -> dict:
+    """Add the Yosys results of ``python -m hw.sweep`` points (``DIR/pNN/fold.json`` and
+    ``yosys.json``) to the calibration data ``out`` as records, without running Yosys again.
+
+    Only points that Yosys synthesised in that sweep are taken; the network is read from the
+    sweep's ``export`` (it must still exist), the record's shape is described anew."""
+    from sw.compiled_net import Folding, load_compiled_network, refold
+
+    out = Path(out)
+    doc = _read_calibration(out) if out.exists() else {
+        "format": _FORMAT, "version": _VERSION, "family": "xcup", "records": []}
+    added = 0
+    for sweep_dir in map(Path, sweep_dirs):
+        try:
+            sweep = json.loads((sweep_dir / "sweep.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{sweep_dir} is not a finished sweep directory ({exc}); run "
+                            f"python -m hw.sweep EXPORTDIR --out {sweep_dir} first") from None
+        export = Path(sweep["export"])
+        if not (export / "network.json").is_file():
+            raise UserError(f"the export of sweep {sweep_dir} ({export}) is gone; export the "
+                            f"network again to that place or calibrate with --net")
+        net = load_compiled_network(export)
+        fp, ppb = network_fingerprint(net), int(sweep["pixels_per_beat"])
+        for point in sorted(sweep_dir.glob("p[0-9]*")):
+            try:
+                fold = json.loads((point / "fold.json").read_text())["layers"]
+                res = json.loads((point / "yosys.json").read_text())
+            except (OSError, ValueError, KeyError):
+                continue
+            if res.get("source") != "yosys":
+                continue
+            folding = [Folding(f["pe"], f["simd"], bool(f.get("pad")), f.get("block_lanes"))
+                       for f in fold]
+            fjson = [f.to_json() for f in folding]
+            key = (fp, ppb, tuple((f.pe, f.simd, f.pad) for f in folding))
+            rec = {"network": net.name, "fingerprint": fp, "export": str(export),
+                   "pixels_per_beat": ppb, "folding": fjson,
+                   "yosys": {k: res[k] for k in ("lut", "ff", "bram", "dsp") if k in res},
+                   "seconds": res.get("seconds"), "design": res.get("design"),
+                   "rtl": "hw.sweep " + str(sweep_dir.name), "yosys_version": _yosys_version(),
+                   "shape": describe(refold(net, folding), ppb).to_json()}
+            doc["records"] = [r for r in doc["records"] if _record_key(r) != key] + [rec]
+            added += 1
+            log(f"{net.name} [{_folding_text(fjson)}]: LUT {res['lut']} FF {res['ff']} "
+                f"BRAM36 {res['bram']:g} (from {point})")
+    _atomic_write_json(out, doc)
+    log(f"{added} sweep point(s) added to {out}")
+    return doc
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -882,15 +947,24 @@ def main(argv=None) -> int:
     cal.add_argument("--pixels-per-beat", type=int, default=8, metavar="N")
     cal.add_argument("--timeout", type=float, default=None, metavar="S",
                      help="give up a Yosys run after S seconds")
+    cal.add_argument("--from-sweep", action="append", default=[], metavar="DIR",
+                     help="add the Yosys results of a finished `python -m hw.sweep` directory "
+                          "(repeatable; no Yosys run)")
     rep = sub.add_parser("report", help="model vs Yosys on the calibration data")
     rep.add_argument("--calibration", type=Path, default=DEFAULT_CALIBRATION, metavar="JSON")
     rep.add_argument("--leave-one-out", action="store_true",
                      help="predict each design with a model fitted without it")
     args = parser.parse_args(argv)
     if args.command == "calibrate":
-        if not args.net:
+        if not args.net and not args.from_sweep:
             raise UserError("calibrate needs at least one --net EXPORTDIR (python -m "
-                            "models.export CHECKPOINT OUTDIR)")
+                            "models.export CHECKPOINT OUTDIR) or --from-sweep DIR")
+        if args.from_sweep:
+            import_sweep(args.out, args.from_sweep, log=lambda s: print(s, flush=True))
+            if not args.net:
+                model = ResourceModel(_read_calibration(args.out)["records"])
+                _print_report(model, leave_one_out=False)
+                return 0
         if args.max_bits < 1:
             raise UserError(f"--max-bits must be a positive integer, not {args.max_bits}")
         calibrate(args.out, args.net, foldings=args.foldings, max_bits=args.max_bits,

@@ -41,7 +41,13 @@ def out_layout(out: str, pe: int):
 
 
 class ThresholdUnit(wiring.Component):
-    """``pe`` lanes of accumulator -> activation, combinational (latency 0).
+    """``pe`` lanes of accumulator -> activation, one register stage (latency 1).
+
+    The comparator results are registered (a carry chain and its sign fix-up per threshold,
+    then a flip-flop); ``act`` is decoded from those registers (``sign``: the register itself,
+    ``frac2``: majority and parity of the three), so the output is a register or one LUT
+    behind one.  ``act`` in cycle ``t + 1`` is the activation of ``acc``/``thresholds`` in
+    cycle ``t``.
 
     Parameters
     ----------
@@ -113,8 +119,8 @@ class ThresholdUnit(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from ``acc``/``thresholds`` to ``act`` (0: combinational)."""
-        return 0
+        """Cycles from ``acc``/``thresholds`` to ``act``: the registered comparisons."""
+        return 1
 
     def elaborate(self, platform):
         m = Module()
@@ -129,13 +135,14 @@ class ThresholdUnit(wiring.Component):
             ge = []
             for c in range(self._count):
                 t = lane[c * tw:(c + 1) * tw].as_signed()
-                g = Signal(name=f"ge{p}_{c}")
-                m.d.comb += g.eq(a >= t)
+                g = Signal(name=f"ge{p}_{c}", reset_less=True)
+                m.d.sync += g.eq(a >= t)
                 ge.append(g)
             if self._out == "sign":
                 m.d.comb += self.act[p].eq(ge[0])
             else:
-                q = Signal(2, name=f"q{p}")
-                m.d.comb += q.eq(ge[0] + ge[1] + ge[2])
-                m.d.comb += [self.act.m[p].eq(q[1]), self.act.l[p].eq(q[0])]
+                # q = ge0 + ge1 + ge2: m = q >> 1 is the majority, l = q & 1 the parity.
+                g0, g1, g2 = ge
+                m.d.comb += [self.act.m[p].eq((g0 & g1) | (g0 & g2) | (g1 & g2)),
+                             self.act.l[p].eq(g0 ^ g1 ^ g2)]
         return m

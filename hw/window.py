@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib.memory import Memory
 
 from .pixel_stream import PixelStreamStage
@@ -336,13 +336,18 @@ class SlidingWindowGenerator(PixelStreamStage):
             with m.Else():
                 m.d.sync += wptr.eq(wptr + 1)
 
-        # Read the next beat: address origin + off (mod D), data on o in the next cycle.
-        addr = Signal(range(2 * depth))
-        m.d.comb += [addr.eq(origin + off), rd.en.eq(issue)]
-        with m.If(addr >= depth):
-            m.d.comb += rd.addr.eq(addr - depth)
-        with m.Else():
-            m.d.comb += rd.addr.eq(addr)
+        # Read the next beat: address rd_ptr = origin + off (mod D), kept in a register of its
+        # own (stepped beside `off` and `origin` below) so that the buffer's read address
+        # comes straight from flip-flops; data on o in the next cycle.
+        rd_ptr = Signal(range(depth))
+        m.d.comb += [rd.addr.eq(rd_ptr), rd.en.eq(issue)]
+
+        def wrapped(value, step, name):
+            """``(value + step) mod D`` for ``0 <= step < D``."""
+            total = Signal(range(2 * depth), name=name)
+            m.d.comb += total.eq(value + step)
+            return Mux(total >= depth, total - depth, total)
+
         with m.If(can_take):
             m.d.sync += o_valid.eq(issue)
 
@@ -359,16 +364,15 @@ class SlidingWindowGenerator(PixelStreamStage):
                 m.d.comb += advance.eq(geo.image_jump)
         m.d.sync += ahead.eq(ahead + i_fire - advance)
 
-        new_origin = Signal(range(2 * depth))
-        m.d.comb += new_origin.eq(origin + advance)
-        with m.If(new_origin >= depth):
-            m.d.sync += origin.eq(new_origin - depth)
-        with m.Else():
-            m.d.sync += origin.eq(new_origin)
+        new_origin = wrapped(origin, advance, "new_origin")
+        m.d.sync += origin.eq(new_origin)
 
+        # off's step to the next kernel row (< D whenever a window has two rows; K = 1 never
+        # takes that step).
+        row_step = ((w - k) * nf + 1) % depth
         with m.If(issue):
             with m.If(last_beat):
-                m.d.sync += [col.eq(0), ky.eq(0), off.eq(0)]
+                m.d.sync += [col.eq(0), ky.eq(0), off.eq(0), rd_ptr.eq(new_origin)]
                 with m.If(ox == ow - 1):
                     m.d.sync += ox.eq(0)
                     with m.If(oy == oh - 1):
@@ -378,7 +382,9 @@ class SlidingWindowGenerator(PixelStreamStage):
                 with m.Else():
                     m.d.sync += ox.eq(ox + 1)
             with m.Elif(col_end):
-                m.d.sync += [col.eq(0), ky.eq(ky + 1), off.eq(off + (w - k) * nf + 1)]
+                m.d.sync += [col.eq(0), ky.eq(ky + 1), off.eq(off + row_step),
+                             rd_ptr.eq(wrapped(rd_ptr, row_step, "rd_ptr_row"))]
             with m.Else():
-                m.d.sync += [col.eq(col + 1), off.eq(off + 1)]
+                m.d.sync += [col.eq(col + 1), off.eq(off + 1),
+                             rd_ptr.eq(wrapped(rd_ptr, 1, "rd_ptr_next"))]
         return m

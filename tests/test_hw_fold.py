@@ -333,3 +333,35 @@ def test_describe_round_trips(dense):
     shape = describe(dense)
     again = type(shape).from_json(json.loads(json.dumps(shape.to_json())))
     assert ResourceModel().shape(again) == ResourceModel().shape(shape)
+
+
+def test_calibration_imports_sweep_points(tmp_path):
+    from hw.resource_model import import_sweep, main as rm_main
+    net_dir = random_compiled_network(tmp_path / "net", image=(1, 4, 4), levels=1,
+                                      shape=[12, 6, 5], folding=[(2, 4), (3, 2), (5, 3)],
+                                      seed=1)
+    sweep = tmp_path / "sweep dir"
+    (sweep / "p00").mkdir(parents=True)
+    (sweep / "p01").mkdir()
+    (sweep / "sweep.json").write_text(json.dumps({"export": str(net_dir), "pixels_per_beat": 8}))
+    fold = {"layers": [{"pe": 1, "simd": 16, "pad": False}, {"pe": 3, "simd": 12, "pad": False},
+                       {"pe": 5, "simd": 6, "pad": False}]}
+    (sweep / "p00" / "fold.json").write_text(json.dumps(fold))
+    (sweep / "p00" / "yosys.json").write_text(json.dumps(
+        {"design": "d0", "source": "yosys", "seconds": 3.0, "lut": 900, "ff": 800, "bram": 0,
+         "dsp": 0}))
+    # a point reused from the calibration data is not a new measurement
+    (sweep / "p01" / "fold.json").write_text(json.dumps(fold))
+    (sweep / "p01" / "yosys.json").write_text(json.dumps(
+        {"design": "d1", "source": "calibration record", "lut": 1, "ff": 1, "bram": 0}))
+    out = tmp_path / "calib.json"
+    doc = import_sweep(out, [sweep], log=lambda s: None)
+    assert len(doc["records"]) == 1
+    rec = doc["records"][0]
+    assert rec["yosys"]["lut"] == 900 and rec["design"] == "d0"
+    assert [f["simd"] for f in rec["folding"]] == [16, 12, 6]
+    assert ResourceModel(doc["records"]).errors()[0]["lut"][0] == 900
+    # again: replaced, not duplicated
+    assert len(import_sweep(out, [sweep], log=lambda s: None)["records"]) == 1
+    with pytest.raises(UserError, match="not a finished sweep"):
+        rm_main(["calibrate", "--out", str(out), "--from-sweep", str(tmp_path / "none")])

@@ -191,7 +191,8 @@ def check_timing(dut, rec, gate_patterns):
     engine_free = 0
 
     def credits_used(t):
-        return sum(1 for s in fold_starts if s < t) - sum(1 for a in out_acc if a < t)
+        # a credit is back two cycles after its beat is accepted (cycle a -> usable at a + 2)
+        return sum(1 for s in fold_starts if s < t) - sum(1 for a in out_acc if a + 1 < t)
 
     emit_free = 0     # lane schedule: first cycle the emitter can take the next vector
     for v in range(n_vec):
@@ -377,7 +378,7 @@ def test_long_output_block_fills_fifo_and_stalls(tmp_path, mw, mh, pe, simd, in_
                                                  schedule):
     # o.ready low for 80 cycles: the FIFO fills, the engine waits for credits, then drains.
     dut, *_, waits = run_case(tmp_path, mw=mw, mh=mh, pe=pe, simd=simd, in_bits=in_bits,
-                              out=out, n_vec=9, seed=3, out_block=80, out_stall=0.3,
+                              out=out, n_vec=14, seed=3, out_block=80, out_stall=0.3,
                               schedule=schedule)
     assert waits > 0
 
@@ -495,8 +496,11 @@ def test_compute_cycles_formula(tmp_path):
 
 def test_auto_schedule_picks_lane_only_where_it_can_save(tmp_path):
     rng = np.random.default_rng(4)
-    # (NF - 1)*SF > gate_delay: lane; NF = 1 or short folds: fold; 1-bit inputs: never lane
-    for (mw, mh, pe, simd, in_bits), lane in [((12, 6, 3, 3, 2), True),
+    # (NF - 1)*SF > the lane schedule's gate_delay: lane; NF = 1 or short folds (also
+    # (NF - 1)*SF == gate_delay, where one round costs as much as every LSB pass): fold;
+    # 1-bit inputs: never lane
+    for (mw, mh, pe, simd, in_bits), lane in [((15, 6, 3, 3, 2), True),
+                                              ((12, 6, 3, 3, 2), False),
                                               ((9, 5, 5, 9, 2), False),
                                               ((4, 4, 2, 2, 2), False),
                                               ((12, 6, 3, 3, 1), False)]:
@@ -506,7 +510,10 @@ def test_auto_schedule_picks_lane_only_where_it_can_save(tmp_path):
         assert dut.lane_scheduled == lane
         assert uses_lane_schedule(layer, "auto") == lane
         if in_bits == 2:
-            nf_sf_gd = (dut.neuron_folds - 1) * dut.synapse_folds > dut.gate_delay
+            lane_gd = MatrixVectorThresholdUnit(layer, init_dir=tmp_path,
+                                                lsb_schedule="lane").gate_delay
+            assert lane_gd == dut.popcount_latency + 2
+            nf_sf_gd = (dut.neuron_folds - 1) * dut.synapse_folds > lane_gd
             assert lane == nf_sf_gd
             assert uses_lane_schedule(layer, "lane") and not uses_lane_schedule(layer, "fold")
 

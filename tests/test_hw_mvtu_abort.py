@@ -5,9 +5,9 @@
 fold's LSB pass speculatively and abandons it ``gate_delay`` cycles in when every gate of the
 fold is closed.  The next fold's first read needs an output credit; when none is free the
 sequencer still has to step its read position to that fold (``pos_*`` from ``pos_next_base``)
-and wait there.  This test drives exactly that branch -- all gates closed, ``NF = 4`` folds
+and wait there.  This test drives exactly that branch -- all gates closed, ``NF = 5`` folds
 (so that the last free credit is taken by a fold that is not the vector's last one: the output
-FIFO holds 6), ``SF = 8 > gate_delay``, outputs blocked for a long time, then randomly -- checks
+FIFO holds 8), ``SF = 8 > gate_delay``, outputs blocked for a long time, then randomly -- checks
 it was taken (the engine's own ``abort`` with no read issued, on a fold before the last) and
 checks every output beat against the golden model (:class:`sw.golden.GoldenModel`) of a random
 network from tests/netfactory.py.
@@ -44,7 +44,7 @@ def _internal(fragment: Fragment, names: set[str]) -> dict:
 @pytest.mark.parametrize("seed,block", [(5, 300), (6, 120)])
 def test_abandoned_lsb_pass_without_output_credit(tmp_path, seed, block):
     net_dir = random_compiled_network(tmp_path / "net", image=(1, 4, 4), levels=1,
-                                      shape=[16, 8], outs=["frac2"],
+                                      shape=[16, 10], outs=["frac2"],
                                       folding=[(4, 4), (2, 2)], gates="closed", seed=seed)
     net = load_compiled_network(net_dir)
     layer = net.layers[1]

@@ -35,6 +35,7 @@ def test_matches_integer_rule(out, pe, acc_max):
     tw = signed_bits(-acc_max, acc_max + 1)
     dut = ThresholdUnit(pe, accw, out, tw)
     assert dut.lane_bits == threshold_lane_bits(out, tw) == count * tw + 1
+    assert dut.latency == 1
     cases = []
     for _ in range(150):
         acc = rng.integers(-acc_max, acc_max + 1, size=pe)
@@ -55,9 +56,11 @@ def test_matches_integer_rule(out, pe, acc_max):
             for p in range(pe):
                 ctx.set(dut.acc[p], int(acc[p]))
             ctx.set(dut.thresholds, pack_thresholds(th, neg, tw))
+            await ctx.tick()                        # latency 1: the registered comparisons
             got.append(ctx.get(Value.cast(dut.act)))
 
     sim = Simulator(dut)
+    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     for (acc, th, neg), word in zip(cases, got):
