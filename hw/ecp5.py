@@ -129,8 +129,10 @@ def _py_tool(module: str, func: str) -> list[str]:
 
 def _ecp5_script(mapper: str, pll: bool) -> str:
     """The ``synth_ecp5`` script; ``mapper``: LUT mapping by ``"abc9"`` (synth_ecp5's
-    default), classic ``"abc"`` or Yosys' built-in ``"gate2lut"`` (``-noabc``)."""
-    synth = f"synth_ecp5 -top {TOP_NAME}" + (" -noabc" if mapper == "gate2lut" else "")
+    default), ``"abc9-dff"`` (ABC9 seeing the flip-flops, ``-dff``), classic ``"abc"`` or
+    Yosys' built-in ``"gate2lut"`` (``-noabc``)."""
+    synth = f"synth_ecp5 -top {TOP_NAME}" + (" -noabc" if mapper == "gate2lut" else
+                                                " -dff" if mapper == "abc9-dff" else "")
     if mapper == "abc":
         tail = [f"{synth} -run map_ram:map_luts", "techmap -map +/lattice/latches_map.v",
                 "abc -lut 4", "clean", f"{synth} -run map_cells: -json ulx3s.json"]
@@ -185,7 +187,8 @@ def ecp5_build(build_dir, board, *, clock_mhz: float | None = None, seed: int = 
     seconds = {}
 
     step("yosys synth_ecp5")
-    mappers = (["abc9", "abc"] if (abc_works() if use_abc is None else use_abc) else ["gate2lut"])
+    mappers = (["abc9", "abc9-dff", "abc"] if (abc_works() if use_abc is None else use_abc)
+               else ["gate2lut"])
     for mapper in mappers:
         try:
             seconds["synth"] = round(run_yosys(
@@ -195,8 +198,9 @@ def ecp5_build(build_dir, board, *, clock_mhz: float | None = None, seed: int = 
             break
         except UserError as exc:
             # Yosys 0.70's ABC9 can trip an assertion while re-integrating its result
-            # (abc_ops -reintegrate); classic ABC then maps the same netlist.
-            if mapper != "abc9" or "Assert" not in str(exc):
+            # (abc_ops -reintegrate); ABC9 with its flip-flops in the network (-dff) has
+            # mapped such netlists, and classic ABC maps anything.
+            if mapper == "abc" or "Assert" not in str(exc):
                 raise
     lut_mapper = mapper
     doc = json.loads((build_dir / "ecp5_stat.json").read_text())
