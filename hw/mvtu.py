@@ -681,8 +681,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
         # `lsb` (which plane a beat carries) with 2-bit inputs; `nf` up to the
         # stage that addresses the gate ROM (lp - 2, or lp - 1 when lp = 1) or the threshold
         # ROM (lp + 1).
-        gate_stage = lp - 2 if lp >= 2 else lp - 1      # see _gate_words
-        nf_until = lp + 1 if layer.out != "scores" else gate_stage if two else -1
+        nf_until = (lp + 1 if layer.out != "scores" else
+                    self._gate_rom_stage if two else -1)
 
         def tag_layout(k):
             fields = {"valid": 1, "first": 1, "last": 1}
@@ -789,6 +789,13 @@ class MatrixVectorThresholdUnit(wiring.Component):
             self._output_stage(m, trom, sa.nf, res_acc, res_valid)
         return m
 
+    @property
+    def _gate_rom_stage(self) -> int:
+        """Tag stage that addresses the gate ROM: two before the accumulate stage's ROM word
+        register (``popcount_latency - 2``), one where the popcount is too short for that."""
+        lp = self.popcount_latency
+        return lp - 2 if lp >= 2 else lp - 1
+
     def _gate_words(self, m, grom, tags):
         """Per lane ``G + MW`` (``G`` the lane's gate threshold of the fold in the accumulate
         stage A), registered, so that these registers hold fold A's words in stage A.
@@ -797,9 +804,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
         registered once more (where the popcount pipeline is that deep), so the registers the
         lanes' gate residuals start from are placed with the lanes, not with the ROM."""
         gw, mw = self._layer.gate_bits, self._layer.in_features
-        lp = self.popcount_latency
-        extra = 1 if lp >= 2 else 0
-        m.d.comb += grom.addr.eq(tags[lp - 1 - extra].nf)
+        extra = self.popcount_latency - 1 - self._gate_rom_stage
+        m.d.comb += grom.addr.eq(tags[self._gate_rom_stage].nf)
         words = []
         for p in range(self.pe):
             g = grom.data[p * gw:(p + 1) * gw].as_signed()
@@ -916,7 +922,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         def lowest(vec, name):
             """(fold, base, any) of the lowest set bit of ``vec``: a tree priority encoder
             (log2(NF) levels of 2:1 selects, not a chain of NF), the base a table of the
-            fold (a shift when SF is a power of two)."""
+            fold (no multiplier)."""
             nf_s = Signal(nf_range, name=f"{name}_nf")
             base_s = Signal(base_range, name=f"{name}_base")
 
