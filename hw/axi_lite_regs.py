@@ -193,8 +193,15 @@ class AxiLiteRegisterBlock(wiring.Component):
             self.s_axil_rdata.eq(rdata),
             self.s_axil_rresp.eq(0),
         ]
+        # The live registers' one-hot select is decoded from the port as the address is
+        # captured (one LUT of the 6 word-address bits per register), so that selecting a live
+        # register in stage 2 is an AND-OR of 4 words, not a decode followed by a mux.
+        live_names = ("STATUS", "IMAGES_DONE", "CYCLES_LO", "CYCLES_HI")
+        live_sel = Signal(len(live_names))
         with m.If(self.s_axil_arvalid & self.s_axil_arready):
-            m.d.sync += [ar_busy.eq(1), ar_word.eq(self.s_axil_araddr[2:])]
+            m.d.sync += [ar_busy.eq(1), ar_word.eq(self.s_axil_araddr[2:]),
+                         live_sel.eq(Cat(self.s_axil_araddr[2:] == REG[name] >> 2
+                                         for name in live_names))]
         with m.If(ar_busy):
             # The constant registers as a 2**6-word table indexed by the word address, bit by
             # bit: every bit of const_q is a 6-input function of ar_word (one LUT6).
@@ -202,21 +209,16 @@ class AxiLiteRegisterBlock(wiring.Component):
             table = [0] * words
             for addr, value in self.constant_registers().items():
                 table[addr >> 2] = value
-            live = {REG[name] >> 2 for name in ("STATUS", "IMAGES_DONE", "CYCLES_LO", "CYCLES_HI")}
             m.d.sync += [ar_busy.eq(0), sel_busy.eq(1),
                          const_q.eq(Cat(Const(sum((table[w] >> b & 1) << w for w in range(words)),
                                               words).bit_select(ar_word, 1) for b in range(32))),
-                         live_hit.eq(Const(sum(1 << w for w in live), words).bit_select(ar_word, 1))]
-            with m.Switch(ar_word):
-                with m.Case(REG["STATUS"] >> 2):
-                    m.d.sync += live_q.eq(self.busy | frame_err << 1)
-                with m.Case(REG["IMAGES_DONE"] >> 2):
-                    m.d.sync += live_q.eq(images_done)
-                with m.Case(REG["CYCLES_LO"] >> 2):
-                    # Reading CYCLES_LO latches the high word for a consistent 64-bit read.
-                    m.d.sync += [live_q.eq(cycles[:32]), cycles_hi_latch.eq(cycles[32:])]
-                with m.Case(REG["CYCLES_HI"] >> 2):
-                    m.d.sync += live_q.eq(cycles_hi_latch)
+                         live_hit.eq(live_sel.any())]
+            live_values = (self.busy | frame_err << 1, images_done, cycles[:32], cycles_hi_latch)
+            selected = [Mux(sel, value, 0) for sel, value in zip(live_sel, live_values)]
+            m.d.sync += live_q.eq(selected[0] | selected[1] | selected[2] | selected[3])
+            # Reading CYCLES_LO latches the high word for a consistent 64-bit read.
+            with m.If(live_sel[live_names.index("CYCLES_LO")]):
+                m.d.sync += cycles_hi_latch.eq(cycles[32:])
         with m.If(sel_busy):
             m.d.sync += [sel_busy.eq(0), rvalid.eq(1), rdata.eq(Mux(live_hit, live_q, const_q))]
         with m.If(rvalid & self.s_axil_rready):

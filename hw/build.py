@@ -290,7 +290,10 @@ def build(args: argparse.Namespace) -> dict:
             _check_request(board, net, args)      # before the slow steps
             net_dir = work / "net"
             builder = _build_zynq if board.kind == "zynq" else _build_ecp5
-            built = builder(board, net, net_dir, work, args, step)   # may settle the clock
+            try:
+                built = builder(board, net, net_dir, work, args, step)  # may settle the clock
+            except UserError as exc:
+                raise _with_kept_logs(exc, work, out) from None
             report = {"board": board.name, "title": board.title, "part": board.part,
                       "clock_mhz": args.clock, "clock_source": args.clock_source,
                       "network": net.name, "folding": _fold_summary(net), **built}
@@ -334,6 +337,28 @@ def _check_selftest_images(board, net, count: int) -> None:
                         f"{net.name} image needs {per_image:,} ROM bits and the "
                         f"{board.resources.bram} EBRs hold {board.resources.bram * _EBR_BITS:,}; "
                         f"choose at most {fits}")
+
+
+def _with_kept_logs(exc: UserError, work: Path, out: Path) -> UserError:
+    """``exc`` of a failed tool step, whose log lies in the temporary build directory ``work``
+    (removed on failure): the step's logs (``*.log``, ``*.log.full``) are copied to
+    ``OUT.failed-logs/`` beside the build directory and the message names them there."""
+    msg = str(exc)
+    bases = sorted({str(work), os.path.realpath(work)}, key=len, reverse=True)
+    if not any(b in msg for b in bases):
+        return exc
+    kept = out.with_name(out.name + ".failed-logs")
+    try:
+        shutil.rmtree(kept, ignore_errors=True)
+        for log in [*work.rglob("*.log"), *work.rglob("*.log.full")]:
+            dest = kept / log.relative_to(work)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log, dest)
+    except OSError:
+        return exc
+    for b in bases:
+        msg = msg.replace(b, str(kept))
+    return UserError(msg)
 
 
 def _final_paths(obj, tmp: Path, final: Path):

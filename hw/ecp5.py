@@ -35,7 +35,9 @@ from sw.errors import UserError
 
 from .yosys_estimate import abc_works, run_yosys
 
-__all__ = ["TOP_NAME", "PLL_NAME", "SHALLOW_ROM_WORDS", "SHALLOW_RAM_WORDS", "write_pll", "write_selftest_rtl", "ecp5_build", "count_ecp5_cells", "parse_nextpnr_report"]
+__all__ = ["TOP_NAME", "PLL_NAME", "SHALLOW_ROM_WORDS", "SHALLOW_RAM_WORDS", "Ecp5Elaboration",
+           "ECP5_ELABORATION", "write_pll", "write_selftest_rtl", "ecp5_build",
+           "count_ecp5_cells", "parse_nextpnr_report"]
 
 TOP_NAME = "ulx3s_selftest"
 #: Module name of the PLL written by :func:`write_pll`.
@@ -60,6 +62,19 @@ def write_pll(out_dir, clkin_mhz: float, clkout_mhz: float) -> float:
     return float(m.group(1))
 
 
+class Ecp5Elaboration:
+    """The ``platform`` the ECP5 flow elaborates its top with: facts of the fabric that
+    gateware may adapt to (:class:`hw.popcount.PopcountTree` writes its narrow adder levels
+    as LUT4-sized gates).  Not an Amaranth build platform: the flow runs the tools itself."""
+
+    #: Inputs of the fabric's LUT (ECP5: LUT4; wider functions cost a PFUMX/L6MUX level).
+    lut_inputs = 4
+
+
+#: The one :class:`Ecp5Elaboration` the flow uses.
+ECP5_ELABORATION = Ecp5Elaboration()
+
+
 def write_selftest_rtl(net, images, *, mem_dir, out_dir, pixels_per_beat: int = 8,
                        pll: bool = False) -> Path:
     """Write ``ulx3s_selftest.v`` (self-test of ``images``) into ``out_dir``; return its path.
@@ -76,7 +91,8 @@ def write_selftest_rtl(net, images, *, mem_dir, out_dir, pixels_per_beat: int = 
                                     pixels_per_beat=pixels_per_beat, rom_mode="verilog"),
                            pll=PLL_NAME if pll else None)
     path = Path(out_dir) / f"{TOP_NAME}.v"
-    path.write_text(verilog.convert(top, name=TOP_NAME, emit_src=False))
+    path.write_text(verilog.convert(top, name=TOP_NAME, platform=ECP5_ELABORATION,
+                                    emit_src=False))
     return path
 
 
@@ -189,6 +205,7 @@ def ecp5_build(build_dir, board, *, clock_mhz: float | None = None, seed: int = 
     step("yosys synth_ecp5")
     mappers = (["abc9", "abc9-dff", "abc"] if (abc_works() if use_abc is None else use_abc)
                else ["gate2lut"])
+    mapper_failures = {}    # mapper -> why it failed (the report keeps it)
     for mapper in mappers:
         try:
             seconds["synth"] = round(run_yosys(
@@ -198,10 +215,12 @@ def ecp5_build(build_dir, board, *, clock_mhz: float | None = None, seed: int = 
             break
         except UserError as exc:
             # Yosys 0.70's ABC9 can trip an assertion while re-integrating its result
-            # (abc_ops -reintegrate); ABC9 with its flip-flops in the network (-dff) has
-            # mapped such netlists, and classic ABC maps anything.
-            if mapper == "abc" or "Assert" not in str(exc):
+            # (abc_ops -reintegrate), and ABC9 with its flip-flops in the network (-dff) can
+            # exhaust the WebAssembly call stack (exit status 1, no ERROR line); classic ABC
+            # has mapped everything so far.
+            if mapper == mappers[-1]:
                 raise
+            mapper_failures[mapper] = str(exc)
     lut_mapper = mapper
     doc = json.loads((build_dir / "ecp5_stat.json").read_text())
     cells = {k: int(v) for k, v in doc["design"]["num_cells_by_type"].items()
@@ -248,6 +267,7 @@ def ecp5_build(build_dir, board, *, clock_mhz: float | None = None, seed: int = 
                                        "--compress", "ulx3s.config", "ulx3s.bit"], build_dir,
                                       build_dir / "ecppack.log", "ecppack", timeout), 1)
     result = {"cells": cells, "synth": synth, "lut_mapper": lut_mapper,
+              "lut_mapper_failures": mapper_failures,
               "utilization": report["utilization"], "fmax_mhz": fmax, "clocks": clocks,
               "clock_mhz": clock_mhz, "timing_met": timing_met, "ebr_outreg": outreg,
               "bitstream": str(build_dir / "ulx3s.bit"), "seconds": seconds}

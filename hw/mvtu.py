@@ -26,7 +26,7 @@ from .rom import ROM_MODES, InitFileROM
 from .threshold import ThresholdUnit, out_layout
 
 __all__ = ["POPCOUNT_LEVELS_PER_STAGE", "LSB_SCHEDULES", "LSB_SCHEDULE", "uses_lane_schedule",
-           "VectorTiming", "mvtu_in_layout", "mvtu_out_layout",
+           "gate_delay_of", "VectorTiming", "mvtu_in_layout", "mvtu_out_layout",
            "MatrixVectorThresholdUnit"]
 
 #: Adder levels per register stage of the PE popcount trees (fixes ``popcount_latency``).
@@ -46,8 +46,8 @@ def uses_lane_schedule(layer: LayerSpec, lsb_schedule: str | None = None) -> boo
 
     Never for 1-bit inputs.  ``"auto"`` (and ``None`` while :data:`LSB_SCHEDULE` is
     ``"auto"``) picks it exactly when it can beat running every LSB pass, i.e. when one
-    LSB round is cheaper than ``NF`` of them: ``(NF - 1)*SF > gate_delay`` (the lane
-    schedule's, ``popcount_latency + 2``).  Otherwise
+    LSB round is cheaper than ``NF`` of them: ``(NF - 1)*SF > gate_delay``
+    (:func:`gate_delay_of`).  Otherwise
     (``NF = 1``, or few short folds) the lane schedule never saves a cycle while the fold
     schedule never costs more than ungated, so ``"auto"`` keeps the fold schedule.
     """
@@ -59,8 +59,15 @@ def uses_lane_schedule(layer: LayerSpec, lsb_schedule: str | None = None) -> boo
         return False
     if lsb_schedule == "lane":
         return True
-    gate_delay = popcount_latency(layer.folding.simd, POPCOUNT_LEVELS_PER_STAGE) + 2
-    return (layer.neuron_folds - 1) * layer.synapse_folds > gate_delay
+    return (layer.neuron_folds - 1) * layer.synapse_folds > gate_delay_of(layer.folding.simd)
+
+
+def gate_delay_of(simd: int) -> int:
+    """``gate_delay`` of a 2-bit engine of ``SIMD`` lanes (either schedule):
+    ``popcount_latency + 2``.  Stage A registers the lanes' gate bits (the carry chains of
+    the gate residuals end at flip-flops); "any gate open" (fold schedule) or the pending
+    masks (lane schedule) are formed from those registers in the next cycle."""
+    return popcount_latency(simd, POPCOUNT_LEVELS_PER_STAGE) + 2
 
 
 def mvtu_in_layout(in_bits: int, simd: int):
@@ -307,16 +314,19 @@ class MatrixVectorThresholdUnit(wiring.Component):
     def pipeline_latency(self) -> int:
         """Cycles from a fold's last used read to its output beat being valid on ``o``.
 
-        Read (1) + popcount tree + accumulate (1) + threshold compare (1) + FIFO write (1).
+        Read (1) + popcount tree + accumulate (1) + threshold compare (1) + FIFO write (1);
+        2-bit inputs with the fold schedule one more (``popcount_latency + 5``): a pass's end
+        value waits one cycle in a register until the fold's gates are decided (whether the
+        MSB pass's value is the result or the LSB pass follows is known only then).
         """
-        return self.popcount_latency + 4
+        return self.popcount_latency + 4 + int(self.in_bits == 2 and not self.lane_scheduled)
 
     @property
     def gate_delay(self) -> int:
-        """Cycles after an MSB pass until the gate decision steers the read sequence:
-        ``popcount_latency + 1``; the lane schedule registers the gate bits once more before
-        they join the pending masks, ``popcount_latency + 2``."""
-        return self.popcount_latency + (2 if self.lane_scheduled else 1)
+        """Cycles after an MSB pass until the gate decision steers the read sequence
+        (2-bit inputs): ``popcount_latency + 2`` (:func:`gate_delay_of`).  (1-bit engines
+        have no gates; the same number.)"""
+        return gate_delay_of(self.simd)
 
     @property
     def latency(self) -> int:
@@ -735,6 +745,11 @@ class MatrixVectorThresholdUnit(wiring.Component):
             gates_reg = Signal(pe)
             gate_now = Signal(pe)
             gpm = self._gate_words(m, grom, tags)
+            # A pass's end value (end_acc, fold end_nf) is taken into res_acc one cycle later,
+            # once "any gate open" has been formed from the registered gate bits.
+            end_acc = Signal(data.ArrayLayout(signed(accw), pe))
+            end_nf = Signal(nf_range)
+            msb_end, lsb_end = Signal(), Signal()
         run_w = signed_bits(-mw, 2 * layer.mw_padded - mw)
         for p in range(pe):
             # The dot product accumulates directly: -MW + 2*popcount per fold, one adder
@@ -769,24 +784,34 @@ class MatrixVectorThresholdUnit(wiring.Component):
                 m.d.sync += [run.eq(dot), run2.eq(run2_next)]
             with m.If(sa.valid & sa.last & ~sa.lsb):
                 m.d.sync += [lsb_start.eq(Mux(gate_now[p], run2_next, dot << 1)),
-                             res_acc[p].eq(dot << 1)]
+                             end_acc[p].eq(dot << 1)]
             with m.If(sa.valid & sa.last & sa.lsb):
-                m.d.sync += res_acc[p].eq(dot)
+                m.d.sync += end_acc[p].eq(dot)
         if not two:
             with m.If(sa.valid & sa.last):
                 m.d.sync += res_valid.eq(1)
+            res_nf = sa.nf if layer.out != "scores" else None
         else:
+            # Stage A registers the gate bits (each lane's carry chain ends at a flip-flop);
+            # the next cycle forms "any gate open" from them: the MSB pass's value is the
+            # result if none is, else the LSB pass's end value will be (gate_delay and
+            # pipeline_latency count this cycle).
+            m.d.sync += [msb_end.eq(sa.valid & sa.last & ~sa.lsb),
+                         lsb_end.eq(sa.valid & sa.last & sa.lsb)]
             with m.If(sa.valid & sa.last & ~sa.lsb):
-                m.d.sync += [gates_reg.eq(gate_now), anyg_reg.eq(gate_now.any()),
-                             res_valid.eq(~gate_now.any())]
-            with m.If(sa.valid & sa.last & sa.lsb):
-                m.d.sync += res_valid.eq(anyg_reg)
+                m.d.sync += gates_reg.eq(gate_now)
+            if layer.out != "scores":
+                with m.If(sa.valid & sa.last):
+                    m.d.sync += end_nf.eq(sa.nf)
+            with m.If(msb_end):
+                m.d.sync += [anyg_reg.eq(gates_reg.any()), res_valid.eq(~gates_reg.any()),
+                             res_acc.eq(end_acc)]
+            with m.If(lsb_end):
+                m.d.sync += [res_valid.eq(anyg_reg), res_acc.eq(end_acc)]
+            res_nf = end_nf
 
         # ---------------------------------------------------------- threshold + FIFO (stage R)
-        if layer.out == "scores":
-            self._output_stage(m, None, None, res_acc, res_valid)
-        else:
-            self._output_stage(m, trom, sa.nf, res_acc, res_valid)
+        self._output_stage(m, trom, res_nf, res_acc, res_valid)
         return m
 
     @property

@@ -22,16 +22,18 @@ def engine_timing(layer) -> dict:
 
     Mirrors the properties of :class:`hw.mvtu.MatrixVectorThresholdUnit` built with the
     default ``lsb_schedule`` (``popcount_latency`` of a ``SIMD``-bit tree with 2 adder levels
-    per stage, ``pipeline_latency = lp + 4``, ``gate_delay = lp + 1`` (lane schedule ``lp + 2``),
-    ``output_depth = pipeline_latency + 2``, ``lane``: the lane-compacted LSB schedule is used,
-    :func:`hw.mvtu.uses_lane_schedule`).
+    per stage, ``pipeline_latency = lp + 4`` (2-bit inputs, fold schedule: ``lp + 5``),
+    ``gate_delay = lp + 2``, ``output_depth = pipeline_latency + 2``, ``lane``: the
+    lane-compacted LSB schedule is used, :func:`hw.mvtu.uses_lane_schedule`).
     """
-    from .mvtu import POPCOUNT_LEVELS_PER_STAGE, uses_lane_schedule
+    from .mvtu import POPCOUNT_LEVELS_PER_STAGE, gate_delay_of, uses_lane_schedule
     from .popcount import popcount_latency
     lp = popcount_latency(layer.folding.simd, POPCOUNT_LEVELS_PER_STAGE)
     lane = uses_lane_schedule(layer)
-    return {"popcount_latency": lp, "pipeline_latency": lp + 4,
-            "gate_delay": lp + (2 if lane else 1), "output_depth": lp + 6, "lane": lane}
+    pipeline = lp + 4 + int(layer.in_bits == 2 and not lane)
+    return {"popcount_latency": lp, "pipeline_latency": pipeline,
+            "gate_delay": gate_delay_of(layer.folding.simd), "output_depth": pipeline + 2,
+            "lane": lane}
 
 
 def timing_of(engine) -> dict:

@@ -490,7 +490,9 @@ def layer_part(layer: LayerSpec, stages) -> PartShape:
              + (pe * layer.gate_bits if two else 0))
     part.add("ff", "popcount", pe * _popcount_register_bits(simd))
     part.add("ff", "wreg", simd * layer.in_bits)      # + the weight word (map_memory)
-    part.add("ff", "acc", pe * (cnt_w + acc_w + (acc_w if two else 0)))
+    # (2-bit: the LSB pass's start; fold schedule also the pass-end value held one cycle.)
+    part.add("ff", "acc", pe * (cnt_w + acc_w + (acc_w if two else 0)
+                                + (acc_w if two and not uses_lane_schedule(layer) else 0)))
     part.add("ff", "inbuf", simd * layer.in_bits)
     if uses_lane_schedule(layer):
         part.add("lut", "acc", pe * acc_w)

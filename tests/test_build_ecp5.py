@@ -170,3 +170,28 @@ def test_ulx3s_builds_tiny_conv(tmp_path, capsys):
     assert report["selftest"]["expected_classes"] == GoldenModel(
         load_compiled_network(net_dir)).run(_vector_images(net_dir, 2)).classes.tolist()
     assert "Fmax" in capsys.readouterr().out
+
+
+def test_failed_tool_step_keeps_its_logs_and_tries_every_lut_mapper(sign_net_dir, tmp_path,
+                                                                    monkeypatch):
+    """A Yosys failure: every LUT mapper is tried (ABC9 can assert, ABC9 -dff can exhaust
+    the WebAssembly stack), the build directory is not created, and the message names the
+    log copied beside it (the temporary build directory is removed)."""
+    import hw.ecp5
+    tried = []
+
+    def failing_yosys(script, cwd, log, *, what, timeout=None, expect=None):
+        tried.append(script)
+        log.write_text(f"log of try {len(tried)}\n")
+        raise UserError(f"{what} failed: exit status 1; see {log}")
+
+    monkeypatch.setattr(hw.ecp5, "run_yosys", failing_yosys)
+    monkeypatch.setattr(hw.ecp5, "abc_works", lambda: True)
+    out = tmp_path / "out dir" / "ulx3s"
+    with pytest.raises(UserError, match="Yosys synth_ecp5 failed") as exc:
+        build_main(["--board", "ulx3s", "--net", str(sign_net_dir), "--out", str(out),
+                    "--quiet", "--selftest-images", "1"])
+    assert len(tried) == 3 and "-dff" in tried[1] and "abc -lut 4" in tried[2]
+    kept = out.with_name("ulx3s.failed-logs") / "ecp5" / "yosys_ecp5.log"
+    assert str(exc.value).endswith(f"see {kept}") and kept.read_text() == "log of try 3\n"
+    assert not out.exists()

@@ -16,10 +16,11 @@ from hw.popcount import (DEFAULT_POPCOUNT_STYLE, PopcountTree,
                          popcount_latency, popcount_levels, popcount_width)
 
 
-def _run(width, lps, *, style, register_input=True, seed=0):
+def _run(width, lps, *, style, register_input=True, seed=0, narrow_adds=None):
     """Simulate a tree on all-zero, all-one and random vectors; check counts against numpy,
     the declared latency and the valid alignment."""
-    dut = PopcountTree(width, levels_per_stage=lps, register_input=register_input, style=style)
+    dut = PopcountTree(width, levels_per_stage=lps, register_input=register_input, style=style,
+                       narrow_adds=narrow_adds)
     assert dut.latency == popcount_latency(width, lps, register_input=register_input,
                                            style=style)
     assert len(dut.o_count) == popcount_width(width) == width.bit_length()
@@ -63,6 +64,27 @@ def _run(width, lps, *, style, register_input=True, seed=0):
                                        (100, 7), (1024, 3)])
 def test_counts_ones_with_declared_latency(width, lps):
     _run(width, lps, style="adder", seed=width * 31 + lps)
+
+
+@pytest.mark.parametrize("width,lps", [(2, 1), (4, 2), (7, 2), (32, 2), (64, 1), (100, 2),
+                                       (255, 3)])
+def test_gate_written_narrow_adders_count_alike(width, lps):
+    # The LUT4-sized gates of the first adder levels (ECP5): same counts, same latency.
+    _run(width, lps, style="adder", seed=width * 13 + lps, narrow_adds="gates")
+
+
+def test_narrow_adds_follow_the_platform_and_are_checked():
+    from amaranth.back import rtlil
+    from hw.ecp5 import ECP5_ELABORATION
+
+    def adders(platform):
+        text = rtlil.convert(PopcountTree(16, register_input=False), platform=platform)
+        return text.count("cell $add")
+
+    # 16 bits: 8 + 4 + 2 + 1 adders; on ECP5 levels 1 and 2 are gates.
+    assert adders(None) == 15 and adders(ECP5_ELABORATION) == 3
+    with pytest.raises(ValueError, match="narrow_adds must be None, 'add' or 'gates'"):
+        PopcountTree(8, narrow_adds="lut")
 
 
 @pytest.mark.parametrize("width", [1, 2, 3, 5, 6, 7, 12, 17, 64, 100, 128, 255])
