@@ -66,11 +66,13 @@ class StreamWidthConverter(wiring.Component):
     Timing
     ------
     A buffer holds ``capacity = out_count + 2*in_count - 1 + pad_elems`` elements with fill
-    level ``count`` (a register).  Each cycle:
+    level ``count`` (a register in units of ``gcd(in_count, out_count, pad_elems)``, the step
+    it moves by).  Each cycle:
 
-    * ``o.valid = count >= out_count`` (registered; ``o.payload`` = the oldest ``out_count``);
-    * ``i.ready = count <= capacity - in_count - pad_elems`` (registered, independent of
-      ``o.ready``);
+    * ``o.valid = count >= out_count`` (a function of registers only; ``o.payload`` = the
+      oldest ``out_count``);
+    * ``i.ready = count <= capacity - in_count - pad_elems`` (a function of registers only,
+      independent of ``o.ready``);
     * ``count' = count - out_count*[o fires] + in_count*[i fires]
       + pad_elems*[i fires on the last beat of a vector]``.
 
@@ -138,7 +140,11 @@ class StreamWidthConverter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cap, n_in, n_out = self.capacity, self._in_count, self._out_count
-        count = Signal(range(cap + 1))
+        # The fill level only moves in steps of g elements: it is kept in units of g
+        # (count = g*units), and the handshake compares are on those few values (one LUT,
+        # not a carry chain in front of i_fire, the write position and the level update).
+        g = math.gcd(n_in, n_out, self._pad_elems or 0)
+        units = Signal(range(cap // g + 1))
         in_planes = self._planes_of(self.i.payload)
         out_planes = self._planes_of(self.o.payload)
         bufs = [Signal(cap, name=f"buf{k}") for k in range(len(in_planes))]
@@ -146,17 +152,13 @@ class StreamWidthConverter(wiring.Component):
         o_fire = Signal()
         i_fire = Signal()
         m.d.comb += [
-            self.o.valid.eq(count >= n_out),
-            self.i.ready.eq(count <= self.accept_limit),
+            self.o.valid.eq(units >= n_out // g),
+            self.i.ready.eq(units <= self.accept_limit // g),
             o_fire.eq(self.o.valid & self.o.ready),
             i_fire.eq(self.i.valid & self.i.ready),
         ]
         for buf, plane in zip(bufs, out_planes):
             m.d.comb += plane.eq(buf[:n_out])
-
-        # Fill level after this cycle's output; new elements are written right above it.
-        base = Signal(range(cap + 1))
-        m.d.comb += base.eq(count - (o_fire * n_out))
 
         pad_now = Signal()
         if self._vector_elems is not None and self._pad_elems:
@@ -175,8 +177,6 @@ class StreamWidthConverter(wiring.Component):
         # usual few cases) instead of a barrel shifter.  Both candidate positions (with and
         # without this cycle's output) are formed from registers alone; the output handshake
         # only picks one of them at the end.
-        g = math.gcd(n_in, n_out, self._pad_elems or 0)
-        units = Signal(range(cap // g + 1))          # == count // g
         for buf, plane in zip(bufs, in_planes):
             kept = Signal(cap)
             m.d.comb += kept.eq(Mux(o_fire, buf >> n_out, buf))
@@ -192,11 +192,8 @@ class StreamWidthConverter(wiring.Component):
             m.d.sync += buf.eq(kept | Mux(i_fire, Mux(o_fire, placed[1], placed[0]), 0))
 
         pad = self._pad_elems
-        m.d.sync += [
-            count.eq(base + i_fire * n_in + (i_fire & pad_now) * pad),
-            units.eq(units - o_fire * (n_out // g) + i_fire * (n_in // g)
-                     + (i_fire & pad_now) * (pad // g)),
-        ]
+        m.d.sync += units.eq(units - o_fire * (n_out // g) + i_fire * (n_in // g)
+                             + (i_fire & pad_now) * (pad // g))
         return m
 
 
