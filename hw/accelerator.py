@@ -279,16 +279,19 @@ class Accelerator(wiring.Component):
         # handshakes are registered before they reach the counter (its carry chain is then
         # not behind the AXI-Stream ready/valid logic); `started_q` covers the one cycle in
         # which a started image is not yet counted.
-        # "in_flight != 0" is a register of its own, updated with the counter (the wide OR is
-        # not in front of the register file's read select).
-        in_flight, in_flight_next = Signal(16), Signal(16)
+        # "in_flight != 0" is a register of its own, updated with the counter from the
+        # counter's present value (a compare with a constant, no carry chain before it; the
+        # wide OR is not in front of the register file's read select).
+        in_flight = Signal(16)
         in_flight_nz = Signal()
         started = s_fire & (beat == 0)
         finished = m_fire & ser.o.payload.last
         started_q, finished_q = Signal(), Signal()
-        m.d.comb += in_flight_next.eq(in_flight + started_q - finished_q)
-        m.d.sync += [started_q.eq(started), finished_q.eq(finished),
-                     in_flight.eq(in_flight_next), in_flight_nz.eq(in_flight_next != 0)]
+        m.d.sync += [started_q.eq(started), finished_q.eq(finished)]
+        with m.If(started_q & ~finished_q):
+            m.d.sync += [in_flight.eq(in_flight + 1), in_flight_nz.eq(in_flight != 0xFFFF)]
+        with m.Elif(finished_q & ~started_q):
+            m.d.sync += [in_flight.eq(in_flight - 1), in_flight_nz.eq(in_flight != 1)]
         m.d.comb += [
             regs.busy.eq(in_flight_nz | (beat != 0) | started_q),
             regs.image_done.eq(finished),

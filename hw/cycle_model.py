@@ -134,6 +134,8 @@ def _state(model, cycle: int) -> tuple:
             state += (model.lsb, model.nf_pos, model.sf_pos, max(known, 0) if known is not None
                       else None, model.rounds_left, model.em_busy, model.em_nf)
         return state
+    if hasattr(model, "timing_state"):
+        return model.timing_state()
     slots = getattr(type(model), "__slots__", None)
     names = slots if slots is not None else sorted(vars(model))
     return tuple(_frozen(getattr(model, name)) for name in names)

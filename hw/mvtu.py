@@ -592,7 +592,13 @@ class MatrixVectorThresholdUnit(wiring.Component):
         anyg_reg = Signal()             # any gate open in the last decided fold
 
         credits_used = Signal(range(self.output_depth + 1))
-        credit_ok = credits_used < self.output_depth
+        credit_ok = Signal(init=1)      # = credits_used < output_depth, kept as a flip-flop
+        # pos_sf == SF - 1, pos_nf == NF - 1 and pos_sf == 0 as flip-flops beside the
+        # counters (each update below sets them with the counter), so the issue and
+        # bank-release logic decodes no counter.
+        pos_last_sf = Signal(init=int(sf_n == 1))
+        pos_last_nf = Signal(init=int(nf_n == 1))
+        pos_first_sf = Signal(init=1)
 
         abort = Signal()                # abandon the speculative LSB pass now
         if speculate:
@@ -607,12 +613,12 @@ class MatrixVectorThresholdUnit(wiring.Component):
         c_base = Signal(base_range)
         c_addr = Signal(addr_range)     # = c_base + c_sf
         c_next_base = Signal(addr_range, init=sf_n)     # = c_base + SF
-        last_fold = pos_nf == nf_n - 1
+        last_fold = pos_last_nf
         c_last_sf = Signal()            # = c_sf == SF - 1
         c_last_nf = Signal()            # = c_nf == NF - 1
-        # (Registered versions of these two, kept beside pos_sf / pos_nf, made Yosys 0.70's
-        # ABC9 assert on the ECP5 netlist of `tiny`, so they stay comparators.)
-        m.d.comb += [c_last_sf.eq(pos_sf == sf_n - 1), c_last_nf.eq(pos_nf == nf_n - 1)]
+        c_first_sf = Signal()           # = c_sf == 0
+        m.d.comb += [c_last_sf.eq(pos_last_sf), c_last_nf.eq(pos_last_nf),
+                     c_first_sf.eq(pos_first_sf)]
         # The position registers of an idle sequencer hold the first read of a vector (every
         # branch that ends a vector resets them), so the candidate is the position itself
         # unless a speculative LSB pass is abandoned: with 1-bit inputs the weight-ROM
@@ -625,15 +631,15 @@ class MatrixVectorThresholdUnit(wiring.Component):
             m.d.comb += [c_valid.eq(full.bit_select(~rd_bank, 1)), c_bank.eq(~rd_bank),
                          c_nf.eq(0), c_sf.eq(0), c_l.eq(0), c_base.eq(0), c_addr.eq(0),
                          c_next_base.eq(sf_n), c_last_sf.eq(sf_n == 1),
-                         c_last_nf.eq(nf_n == 1)]
+                         c_last_nf.eq(nf_n == 1), c_first_sf.eq(1)]
         with m.Elif(abort):
             m.d.comb += [c_valid.eq(1), c_nf.eq(pos_nf + 1), c_sf.eq(0), c_l.eq(0),
                          c_base.eq(pos_next_base), c_addr.eq(pos_next_base),
                          c_next_base.eq(pos_next_base + sf_n), c_last_sf.eq(sf_n == 1),
-                         c_last_nf.eq(pos_nf + 1 == nf_n - 1)]
+                         c_last_nf.eq(pos_nf + 1 == nf_n - 1), c_first_sf.eq(1)]
         with m.Else():
             m.d.comb += c_valid.eq(1)
-        fold_start = (c_sf == 0) & ~c_l
+        fold_start = c_first_sf & ~c_l
         issue = Signal()
         m.d.comb += issue.eq(c_valid & (~fold_start | credit_ok))
 
@@ -641,34 +647,43 @@ class MatrixVectorThresholdUnit(wiring.Component):
         with m.If(abort & last_fold):
             m.d.comb += clr_full.bit_select(rd_bank, 1).eq(1)
 
+        # Each branch sets the position's flags with the position: a fold's first read
+        # (pos_sf = 0), its last (pos_sf = SF - 1), the vector's last fold (pos_nf = NF - 1).
+        def fold_flags(first, last_sf, last_nf):
+            return [pos_first_sf.eq(first), pos_last_sf.eq(last_sf), pos_last_nf.eq(last_nf)]
+
         with m.If(issue):
             with m.If(~c_last_sf):
                 m.d.sync += [active.eq(1), rd_bank.eq(c_bank), pos_nf.eq(c_nf),
                              pos_sf.eq(c_sf + 1), pos_l.eq(c_l), pos_base.eq(c_base),
-                             pos_addr.eq(c_addr + 1), pos_next_base.eq(c_next_base)]
+                             pos_addr.eq(c_addr + 1), pos_next_base.eq(c_next_base),
+                             *fold_flags(0, c_sf == sf_n - 2, c_last_nf)]
             with m.Elif(Const(two) & ~c_l):
                 m.d.sync += [active.eq(1), rd_bank.eq(c_bank), pos_nf.eq(c_nf),
                              pos_sf.eq(0), pos_l.eq(1), pos_base.eq(c_base),
-                             pos_addr.eq(c_base), pos_next_base.eq(c_next_base)]
+                             pos_addr.eq(c_base), pos_next_base.eq(c_next_base),
+                             *fold_flags(1, sf_n == 1, c_last_nf)]
             with m.Elif(~c_last_nf):
                 m.d.sync += [active.eq(1), rd_bank.eq(c_bank), pos_nf.eq(c_nf + 1),
                              pos_sf.eq(0), pos_l.eq(0), pos_base.eq(c_next_base),
-                             pos_addr.eq(c_next_base), pos_next_base.eq(c_next_base + sf_n)]
+                             pos_addr.eq(c_next_base), pos_next_base.eq(c_next_base + sf_n),
+                             *fold_flags(1, sf_n == 1, c_nf == nf_n - 2)]
             with m.Else():
                 # Last read of the vector: release its bank, look at the other one next.
                 m.d.sync += [active.eq(0), rd_bank.eq(~c_bank), pos_nf.eq(0), pos_sf.eq(0),
                              pos_l.eq(0), pos_base.eq(0), pos_addr.eq(0),
-                             pos_next_base.eq(sf_n)]
+                             pos_next_base.eq(sf_n), *fold_flags(1, sf_n == 1, nf_n == 1)]
                 m.d.comb += clr_full.bit_select(c_bank, 1).eq(1)
         with m.Elif(abort):
             with m.If(last_fold):
                 m.d.sync += [active.eq(0), rd_bank.eq(~rd_bank), pos_nf.eq(0), pos_sf.eq(0),
                              pos_l.eq(0), pos_base.eq(0), pos_addr.eq(0),
-                             pos_next_base.eq(sf_n)]
+                             pos_next_base.eq(sf_n), *fold_flags(1, sf_n == 1, nf_n == 1)]
             with m.Else():
                 m.d.sync += [pos_nf.eq(pos_nf + 1), pos_sf.eq(0), pos_l.eq(0),
                              pos_base.eq(pos_next_base), pos_addr.eq(pos_next_base),
-                             pos_next_base.eq(pos_next_base + sf_n)]
+                             pos_next_base.eq(pos_next_base + sf_n),
+                             *fold_flags(1, sf_n == 1, pos_nf == nf_n - 2)]
 
         m.d.comb += [
             w_addr.eq(c_addr),
@@ -682,9 +697,10 @@ class MatrixVectorThresholdUnit(wiring.Component):
         give = Signal()
         m.d.sync += give.eq(self.o.valid & self.o.ready)
         with m.If(take & ~give):
-            m.d.sync += credits_used.eq(credits_used + 1)
+            m.d.sync += [credits_used.eq(credits_used + 1),
+                         credit_ok.eq(credits_used < self.output_depth - 1)]
         with m.Elif(give & ~take):
-            m.d.sync += credits_used.eq(credits_used - 1)
+            m.d.sync += [credits_used.eq(credits_used - 1), credit_ok.eq(1)]
 
         # ---------------------------------------------------------- tag pipeline
         # Stage k carries only the fields a stage >= k reads, so that no flip-flop is dead:
@@ -764,27 +780,26 @@ class MatrixVectorThresholdUnit(wiring.Component):
                     m.d.sync += res_acc[p].eq(dot)
                 continue
             # 2-bit: every value that ends a fold comes out of one adder.  MSB pass: dot =
-            # dot_m; beside it run2 tracks 2*dot_m - MW, the LSB pass's start if the gate
-            # opens, and the gate residual g - dot_m (sign = the gate, see _gate_residual).
-            # LSB pass: dot = 2*acc_m + (gate ? dot_l : 0), starting from 2*dot_m - MW (gate
-            # open) or 2*dot_m (closed) and adding 2*popcount only if the gate is open.
+            # dot_m; beside it run2 tracks 2*dot_m - MW, the LSB pass's start, and the gate
+            # residual g - dot_m (sign = the gate, see _gate_residual).  LSB pass: dot =
+            # 2*acc_m + (gate ? dot_l : 0): from run2 = 2*dot_m - MW, adding 2*popcount per
+            # fold if the lane's gate is open, else MW on the first fold and 0 after.  The
+            # gate is read from its register (gates_reg, set when the MSB pass ends), never
+            # from the residual's carry chain, and each adder operand is one LUT4 (first,
+            # lsb and two values; lsb, gate, first and a popcount bit).
             lsb_w = signed_bits(2 * layer.acc_min - mw, 2 * layer.acc_max + mw)
             run = Signal(signed(max(run_w, lsb_w)), name=f"run{p}")
             dot = Signal(signed(max(run_w, lsb_w)), name=f"dot{p}")
             run2 = Signal(signed(lsb_w), name=f"run2_{p}")
             run2_next = Signal(signed(lsb_w), name=f"run2_next{p}")
-            # The LSB pass's start, chosen by the gate when the MSB pass ends (registered, so
-            # the adder's operand multiplexer has two selects, not three).
-            lsb_start = Signal(signed(lsb_w), name=f"lsb_start{p}", reset_less=True)
             m.d.comb += run2_next.eq(Mux(sa.first, -3 * mw, run2) + (counts[p] << 2))
-            addend = Mux(sa.lsb & ~gates_reg[p], 0, counts[p] << 1)
-            m.d.comb += dot.eq(Mux(sa.first, Mux(sa.lsb, lsb_start, -mw), run) + addend)
+            addend = Mux(sa.lsb & ~gates_reg[p], Mux(sa.first, mw, 0), counts[p] << 1)
+            m.d.comb += dot.eq(Mux(sa.first, Mux(sa.lsb, run2, -mw), run) + addend)
             m.d.comb += gate_now[p].eq(self._gate_residual(m, p, gpm[p], counts[p], sa))
             with m.If(sa.valid):
                 m.d.sync += [run.eq(dot), run2.eq(run2_next)]
             with m.If(sa.valid & sa.last & ~sa.lsb):
-                m.d.sync += [lsb_start.eq(Mux(gate_now[p], run2_next, dot << 1)),
-                             end_acc[p].eq(dot << 1)]
+                m.d.sync += end_acc[p].eq(dot << 1)
             with m.If(sa.valid & sa.last & sa.lsb):
                 m.d.sync += end_acc[p].eq(dot)
         if not two:

@@ -13,6 +13,8 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .stream_slice import RegisterSlice, RegisterSliceTiming
+
 __all__ = ["OutputSerializer", "SerializerTiming", "SCORE_BEAT_BITS", "argmax_latency"]
 
 #: Width of an output beat.
@@ -59,11 +61,14 @@ class OutputSerializer(wiring.Component):
     *Transfer*: in a cycle with ``have`` set in which the emitter is idle or accepts its last
     beat, the scores and class move to the emit registers (``have`` clears, so the next
     image's first beat can be accepted the following cycle).
-    *Emit*: from the cycle after the transfer, ``o.valid = 1`` with beats ``0..classes``,
-    one per accepted handshake.  So with the output always ready: first output beat
-    ``2 + argmax_latency`` cycles after the last input beat; per image
-    ``NF + 1 + argmax_latency`` collect cycles and ``1 + classes`` emit cycles, the larger of
-    which bounds the throughput.  No path holds more than one compare and one select.
+    *Emit*: from the cycle after the transfer, the emitter offers beats ``0..classes``, one
+    per accepted handshake, to a :class:`hw.stream_slice.RegisterSlice` in front of ``o``
+    (one cycle; ``o.valid``, ``o.payload`` and the emitter's ready are flip-flops, so the
+    consumer's ``o.ready`` logic and the emitter's shift enables never share a path).  So
+    with the output always ready: first output beat ``3 + argmax_latency`` cycles after the
+    last input beat; per image ``NF + 1 + argmax_latency`` collect cycles and
+    ``1 + classes`` emit cycles, the larger of which bounds the throughput.  No path holds
+    more than one compare and one select.
     """
 
     def __init__(self, classes: int, pe: int, neuron_folds: int, acc_width: int):
@@ -229,20 +234,24 @@ class OutputSerializer(wiring.Component):
             with m.Else():
                 m.d.sync += [fold.eq(fold + 1), base.eq(base + pe)]
 
-        # Emit: beat 0 = class index, then score0, score1, ... shifted out of entry 0.
-        # `at_first`/`at_last` mirror out_beat == 0 / == classes as flip-flops, so the
-        # handshake logic (valid, last, the transfer below) decodes no counter.
+        # Emit: beat 0 = class index, then score0, score1, ... shifted out of entry 0, into
+        # the register slice in front of `o`.  `at_first`/`at_last` mirror out_beat == 0 /
+        # == classes as flip-flops, so the handshake logic (valid, last, the transfer
+        # below) decodes no counter.
+        m.submodules.out_slice = out_slice = RegisterSlice(self.o.payload.shape())
+        wiring.connect(m, out_slice.o, wiring.flipped(self.o))
+        emit = out_slice.i
         at_first, at_last = Signal(init=1), Signal()
         o_fire = Signal()
         m.d.comb += [
-            self.o.valid.eq(emitting),
-            self.o.payload.last.eq(at_last),
-            o_fire.eq(self.o.valid & self.o.ready),
+            emit.valid.eq(emitting),
+            emit.payload.last.eq(at_last),
+            o_fire.eq(emit.valid & emit.ready),
         ]
         with m.If(at_first):
-            m.d.comb += self.o.payload.data.eq(out_class)
+            m.d.comb += emit.payload.data.eq(out_class)
         with m.Else():
-            m.d.comb += self.o.payload.data.eq(out_scores[0])
+            m.d.comb += emit.payload.data.eq(out_scores[0])
         with m.If(o_fire):
             with m.If(~at_first):
                 for k in range(classes - 1):
@@ -264,7 +273,8 @@ class OutputSerializer(wiring.Component):
 class SerializerTiming:
     """Cycle-exact model of :class:`OutputSerializer` (collect ``NF`` beats, argmax pipeline of
     ``argmax_latency`` cycles, hand over to the emit registers when they are idle or finishing,
-    emit ``1 + C`` beats), stage-model interface of :mod:`hw.cycle_model`."""
+    emit ``1 + C`` beats through the output register slice), stage-model interface of
+    :mod:`hw.cycle_model`."""
 
     def __init__(self, classes: int, neuron_folds: int, argmax_latency: int):
         if argmax_latency < 1:
@@ -275,15 +285,23 @@ class SerializerTiming:
         self.emitting = False
         self.fold = 0
         self.out_beat = 0
+        self.out_slice = RegisterSliceTiming()
+
+    def timing_state(self) -> tuple:
+        """The complete state (hashable), for :mod:`hw.cycle_model`'s period detection."""
+        return (self.have, self.flight, self.emitting, self.fold, self.out_beat,
+                self.out_slice.timing_state())
 
     def valid(self):
-        return self.emitting
+        return self.out_slice.valid()
 
     def ready(self, down_ready):
         return not self.have and not self.flight
 
     def step(self, in_fire, out_fire, cycle, in_valid=True):
-        last_out = out_fire and self.out_beat == self.beats - 1
+        emit_fire = self.emitting and self.out_slice.ready()
+        self.out_slice.step(emit_fire, out_fire)
+        last_out = emit_fire and self.out_beat == self.beats - 1
         transfer = self.have and (not self.emitting or last_out)
         if self.flight:
             self.flight -= 1
@@ -294,7 +312,7 @@ class SerializerTiming:
                 self.fold, self.flight = 0, self.latency
             else:
                 self.fold += 1
-        if out_fire:
+        if emit_fire:
             if last_out:
                 self.emitting, self.out_beat = False, 0
             else:

@@ -69,9 +69,10 @@ def test_timing(classes, pe, nf):
         assert t_in[k * nf:(k + 1) * nf] == list(range(start, start + nf))
         have = start + nf + lat                # complete image held from this cycle
         transfer = have if last_out is None else max(have, last_out)
-        outs = list(range(transfer + 1, transfer + 2 + classes))
-        assert t_out[k * (classes + 1):(k + 1) * (classes + 1)] == outs
-        last_out, start = outs[-1], transfer + 1
+        emitted = list(range(transfer + 1, transfer + 2 + classes))
+        # The output register slice offers each emitted beat one cycle later.
+        assert t_out[k * (classes + 1):(k + 1) * (classes + 1)] == [c + 1 for c in emitted]
+        last_out, start = emitted[-1], transfer + 1
     # The stage model, stepped with the same handshakes, fires at the same cycles.
     model = SerializerTiming(classes, nf, lat)
     fired_in, fired_out, n_in, n_out = [], [], len(t_in), len(t_out)
