@@ -158,6 +158,17 @@ def _cosim(export: Path, fold_file: Path, images: int, report: Path) -> dict:
             "ii_measured": t.get("ii_steady_measured")}
 
 
+def _scale(axis, values) -> None:
+    """Logarithmic where ``values`` span more than a decade, else linear; plain numbers as
+    tick labels either way (a log axis within one decade has no labelled major tick)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) > 10 * min(positive):
+        (axis.axes.set_xscale if axis is axis.axes.xaxis else axis.axes.set_yscale)("log")
+        axis.set_minor_formatter(NullFormatter())      # minor labels of a log axis overlap
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
+
+
 def _plot(doc: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -178,16 +189,17 @@ def _plot(doc: dict, path: Path) -> None:
         ax1.scatter([p["lut"] for p in pts], [p[other] / 1e3 for p in pts], facecolors="none",
                     edgecolors="gray", s=36, zorder=2,
                     label="every gate open" if gated else "mean under the recorded gates")
-    ax1.set(xlabel="LUT (Yosys synth_xilinx -family xcup)", ylabel="images/s (thousands)",
-            xscale="log", yscale="log")
-    from matplotlib.ticker import NullFormatter
-    ax1.xaxis.set_minor_formatter(NullFormatter())      # minor labels of a log axis overlap
+    ax1.set(xlabel="LUT (Yosys synth_xilinx -family xcup)", ylabel="images/s (thousands)")
+    lut_values = [p["lut"] for p in pts]
+    _scale(ax1.xaxis, lut_values)
+    _scale(ax1.yaxis, fps)
     ax1.legend(loc="lower right")
     ax2.scatter([p["bram"] for p in pts], fps, c="tab:blue", s=36)
     if doc.get("bram_limit"):
         ax2.axvline(doc["bram_limit"], color="gray", ls="--", lw=1,
                     label=f"budget: {doc['bram_limit']:g}")
-    ax2.set(xlabel="BRAM36 (Yosys)", ylabel="images/s (thousands)", yscale="log")
+    ax2.set(xlabel="BRAM36 (Yosys)", ylabel="images/s (thousands)")
+    _scale(ax2.yaxis, fps)
     ax2.legend(loc="lower right")
     import textwrap
     title = (f"{doc['network']}: images/s at {doc['clock_mhz']:g} MHz ({doc['clock_source']}) "
