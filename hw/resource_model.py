@@ -259,7 +259,7 @@ def map_memory(mem: Memory) -> dict:
         return out
     cost, luts, mux = _lutram(mem.width, mem.depth)
     geo = bram_geometry(mem.width, mem.depth, rom=False)
-    if cost < geo["cost"]:
+    if mem.placement == "distributed" or cost < geo["cost"]:
         out["lutram"] = luts
         out["mux"] = mem.width * -(-mux // 3)
     else:
@@ -345,7 +345,11 @@ def layer_memories(layer: LayerSpec) -> list[Memory]:
     mems.append(Memory(f"L{i}.out_fifo", "ram", out_w, depth, out_w, out_w))
     if lane:
         for p in range(pe):
-            mems.append(Memory(f"L{i}.store{p}", "ram", acc_w, 2 * nf, acc_w, acc_w))
+            # Read asynchronously, one read port with an adder behind it (hw/mvtu.py,
+            # stored_m = store - MW): no register can be pulled into a block RAM, so Yosys
+            # can only build LUTRAM (its memory_libmap log: "via $__XILINX_LUTRAM_SDP_").
+            mems.append(Memory(f"L{i}.store{p}", "ram", acc_w, 2 * nf, acc_w, acc_w,
+                               placement="distributed"))
     return mems
 
 
