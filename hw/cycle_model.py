@@ -134,8 +134,6 @@ def _state(model, cycle: int) -> tuple:
             state += (model.lsb, model.nf_pos, model.sf_pos, max(known, 0) if known is not None
                       else None, model.rounds_left, model.em_busy, model.em_nf)
         return state
-    if hasattr(model, "timing_state"):
-        return model.timing_state()
     slots = getattr(type(model), "__slots__", None)
     names = slots if slots is not None else sorted(vars(model))
     return tuple(_frozen(getattr(model, name)) for name in names)
@@ -144,6 +142,8 @@ def _state(model, cycle: int) -> tuple:
 def _frozen(value):
     if isinstance(value, list):
         return tuple(_frozen(v) for v in value)
+    if hasattr(value, "timing_state"):
+        return value.timing_state()  # a stage model inside another (its state, not its id)
     if hasattr(value, "__slots__") or hasattr(value, "__dict__"):
         return id(value)            # constant helper objects (geometry): identity suffices
     return value

@@ -242,17 +242,17 @@ class OutputSerializer(wiring.Component):
         wiring.connect(m, out_slice.o, wiring.flipped(self.o))
         emit = out_slice.i
         at_first, at_last = Signal(init=1), Signal()
-        o_fire = Signal()
+        emit_fire = Signal()
         m.d.comb += [
             emit.valid.eq(emitting),
             emit.payload.last.eq(at_last),
-            o_fire.eq(emit.valid & emit.ready),
+            emit_fire.eq(emit.valid & emit.ready),
         ]
         with m.If(at_first):
             m.d.comb += emit.payload.data.eq(out_class)
         with m.Else():
             m.d.comb += emit.payload.data.eq(out_scores[0])
-        with m.If(o_fire):
+        with m.If(emit_fire):
             with m.If(~at_first):
                 for k in range(classes - 1):
                     m.d.sync += out_scores[k].eq(out_scores[k + 1])
@@ -263,7 +263,7 @@ class OutputSerializer(wiring.Component):
                              at_last.eq(out_beat == classes - 1)]
 
         # Transfer a complete image to the emitter when it is (becoming) idle.
-        with m.If(have & (~emitting | (o_fire & at_last))):
+        with m.If(have & (~emitting | (emit_fire & at_last))):
             m.d.sync += [have.eq(0), emitting.eq(1), out_beat.eq(0), at_first.eq(1),
                          at_last.eq(0), out_class.eq(best_idx)]
             m.d.sync += [out_scores[k].eq(scores[k]) for k in range(classes)]
@@ -286,11 +286,6 @@ class SerializerTiming:
         self.fold = 0
         self.out_beat = 0
         self.out_slice = RegisterSliceTiming()
-
-    def timing_state(self) -> tuple:
-        """The complete state (hashable), for :mod:`hw.cycle_model`'s period detection."""
-        return (self.have, self.flight, self.emitting, self.fold, self.out_beat,
-                self.out_slice.timing_state())
 
     def valid(self):
         return self.out_slice.valid()
