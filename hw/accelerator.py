@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amaranth import Module, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.hdl import Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -53,8 +53,8 @@ class StageInfo:
         return {"kind": self.kind, "name": self.name, **self.params}
 
 
-def _elem_for(out_kind: str):
-    return ML_PAIR if out_kind == "frac2" else BIT
+def _elem_for(layer):
+    return ML_PAIR if layer.out_bits == 2 else BIT
 
 
 def plan_stages(net: CompiledNetwork, pixels_per_beat: int) -> list[StageInfo]:
@@ -106,7 +106,7 @@ def plan_stages(net: CompiledNetwork, pixels_per_beat: int) -> list[StageInfo]:
             "mvtu", f"mvtu{i}", layer=i, pe=pe, simd=simd,
             synapse_folds=layer.synapse_folds, neuron_folds=layer.neuron_folds,
             in_bits=layer.in_bits, out=layer.out, vectors=layer.vectors_per_image))
-        elem, count, size = _elem_for(layer.out), pe, layer.out_size
+        elem, count, size = _elem_for(layer), pe, layer.out_size
         if layer.pool:
             c = layer.conv
             stages.append(StageInfo(
@@ -116,7 +116,8 @@ def plan_stages(net: CompiledNetwork, pixels_per_beat: int) -> list[StageInfo]:
     last = net.layers[-1]
     stages.append(StageInfo("serializer", "serializer", classes=net.classes,
                             pe=last.folding.pe, neuron_folds=last.neuron_folds,
-                            argmax_latency=argmax_latency(last.folding.pe)))
+                            argmax_latency=argmax_latency(last.folding.pe,
+                                                          net.output.class_keys is not None)))
     return stages
 
 
@@ -165,7 +166,8 @@ class Accelerator(wiring.Component):
     Framing: the input is counted in images of ``P/PPB`` beats regardless of ``tlast``; a
     ``tlast`` on any other beat, or missing on the last one, sets the sticky STATUS framing
     error.  Output: ``1 + C`` beats per image (class index, then the C scores
-    sign-extended), ``tlast`` on the last.
+    sign-extended; a thresholded last layer's scores are its codes, zero-extended), ``tlast``
+    on the last.
     """
 
     def __init__(self, net: CompiledNetwork, *, init_dir, pixels_per_beat: int = 8,
@@ -184,13 +186,18 @@ class Accelerator(wiring.Component):
         self._mvtus = [MatrixVectorThresholdUnit(layer, init_dir=self._init_dir,
                                                  rom_mode=rom_mode) for layer in net.layers]
         last = net.layers[-1]
-        acc_shape = self._mvtus[-1].o.payload.shape().elem_shape
-        self._acc_width = acc_shape.width
+        if last.out == "scores":
+            self._acc_width = self._mvtus[-1].o.payload.shape().elem_shape.width
+            score_range = (last.acc_min, last.acc_max)
+        else:   # a thresholded last layer: its codes 0..levels-1 are the scores
+            self._acc_width = last.out_bits + 1
+            score_range = (0, last.levels - 1)
         if self._acc_width > SCORE_BEAT_BITS:
             raise UserError(f"last layer scores need {self._acc_width} bits, more than the "
                             f"{SCORE_BEAT_BITS}-bit output beat; reduce its fan-in")
         self._serializer = OutputSerializer(net.classes, last.folding.pe, last.neuron_folds,
-                                            self._acc_width)
+                                            self._acc_width, keys=net.output.class_keys,
+                                            score_range=score_range)
         self._regs = AxiLiteRegisterBlock(
             [(l.folding.pe, l.folding.simd, l.in_features, l.out_features) for l in net.layers],
             pixels_per_beat=pixels_per_beat, classes=net.classes,
@@ -263,7 +270,16 @@ class Accelerator(wiring.Component):
                 m.submodules[info.name] = engine
                 _connect_stream(m, upstream, engine.i)
                 upstream = engine.o
-        _connect_stream(m, upstream, ser.i)
+        last = net.layers[-1]
+        if last.out == "scores":
+            _connect_stream(m, upstream, ser.i)
+        else:
+            # Thresholded last layer: lane p's code q (bit, or planes m, l) zero-extended.
+            pay = upstream.payload
+            for p in range(last.folding.pe):
+                code = pay[p] if last.out_bits == 1 else Cat(pay.l[p], pay.m[p])
+                m.d.comb += ser.i.payload[p].eq(code)
+            m.d.comb += [ser.i.valid.eq(upstream.valid), upstream.ready.eq(ser.i.ready)]
 
         # Output: serializer -> AXI-Stream.
         m_fire = Signal()

@@ -201,7 +201,7 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
     gates_arg = gates
     if gates in ("open", "closed"):
         gates = [np.full((images, l.vectors_per_image * l.out_features), gates == "open")
-                 if l.in_bits == 2 else None for l in net.layers]
+                 if l.gated else None for l in net.layers]
     if gates is None:
         gates = [None] * len(net.layers)
     models = []
@@ -242,7 +242,7 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
     cycle = 0
     # Data-independent timing (1-bit layers, or every gate fixed): once the whole state at an
     # image's first input beat repeats, every later event repeats with the same period.
-    fixed_gates = all(l.in_bits == 1 for l in net.layers) or isinstance(gates_arg, str)
+    fixed_gates = not any(l.gated for l in net.layers) or isinstance(gates_arg, str)
     seen: dict = {}
     while received < total_out:
         if cycle > max_cycles:
@@ -308,7 +308,7 @@ def stage_cycles_per_image(net: CompiledNetwork, pixels_per_beat: int = 8, *,
         elif info.kind == "mvtu":
             layer = net.layers[p["layer"]]
             sf, nf = layer.synapse_folds, layer.neuron_folds
-            if layer.in_bits == 1:
+            if not layer.gated:
                 out[info.name] = sf * nf * layer.vectors_per_image
                 continue
             if layer.vectors_per_image != 1:
@@ -370,7 +370,7 @@ def data_independent_ii(net: CompiledNetwork, pixels_per_beat: int = 8) -> float
     """The exact steady-state II of a network whose timing does not depend on the data
     (no gated 2-bit inputs): what FPS figures use.  ``None`` for gated networks, whose
     cycles per image follow the images (measure them over a run)."""
-    if any(layer.in_bits == 2 for layer in net.layers):
+    if any(layer.gated for layer in net.layers):
         return None
     return exact_steady_state_ii(net, pixels_per_beat)
 
@@ -398,7 +398,7 @@ def gating_savings(net: CompiledNetwork, gates, *, engines=None) -> list[dict]:
     """
     out = []
     for layer in net.layers:
-        if layer.in_bits != 2:
+        if not layer.gated:
             continue
         timing = (engine_timing(layer) if engines is None
                   else timing_of(engines[layer.index]))

@@ -189,7 +189,7 @@ def layer_options(net: CompiledNetwork, i: int, *, pixels_per_beat: int = 8, mod
         stages = plan_stages(proxy, pixels_per_beat)
         cycles = stage_cycles_per_image(proxy, pixels_per_beat, worst=True)
         mine = {k: v for k, v in cycles.items() if k in own}
-        if gates is not None and layer.in_bits == 2:
+        if gates is not None and layer.gated:
             saved = next(e for e in gating_savings(proxy, gates) if e["layer"] == i)
             mine[f"mvtu{i}"] = saved["cycles_per_image"]
         local = [s for s in stages if s.kind in ("pad", "window", "pool")
@@ -233,7 +233,7 @@ def converter_stage(net: CompiledNetwork, i: int, count_in: int, option: Option)
 
     layer = net.layers[i]
     prev = net.layers[i - 1] if i else None
-    planes = 2 if prev is not None and prev.out == "frac2" else 1
+    planes = 2 if prev is not None and prev.out_bits == 2 else 1
     size = net.input.bits if prev is None else prev.out_size
     pad = (-(-layer.in_features // option.simd) * option.simd - layer.in_features
            if option.pad and layer.conv is None else 0)
@@ -435,7 +435,7 @@ def _check(chain: _Chain, path, gates) -> tuple[CompiledNetwork, float, dict]:
 
     net = refold(chain.net, _folding_of(chain, path))
     stages = stage_cycles_per_image(net, chain.ppb, worst=True)
-    if gates is not None and any(l.in_bits == 2 for l in net.layers):
+    if gates is not None and any(l.gated for l in net.layers):
         for entry in gating_savings(net, gates):
             stages[f"mvtu{entry['layer']}"] = entry["cycles_per_image"]
         return net, gated_mean_ii(net, gates, chain.ppb), stages
@@ -468,7 +468,7 @@ def gates_count(gates) -> int:
 def _result(chain, path, gates, clock_mhz, target_ii=None, budget=None) -> FoldResult:
     net, ii, stages = _check(chain, path, gates)
     gating = "none"
-    if any(l.in_bits == 2 for l in net.layers):
+    if any(l.gated for l in net.layers):
         gating = ("worst case (every gate open)" if gates is None else
                   f"mean over the export's {gates_count(gates)} test images")
     return FoldResult(_folding_of(chain, path), net, ii, max(stages.values()), stages,
@@ -646,7 +646,7 @@ def _bottleneck(res: FoldResult) -> str:
         v = l.vectors_per_image
         why = (f"engine of layer {l.index}: NF {l.neuron_folds} x SF {l.synapse_folds}"
                + (f" x {v} positions" if v > 1 else ""))
-        if l.in_bits == 1:
+        if not l.gated:
             why += f" = {cycles:g} cycles per image"
         elif res.gating.startswith("worst"):
             why += (f" x 2 passes (every gate open; + the gate wait with the lane schedule)"
@@ -779,7 +779,7 @@ def main(argv=None) -> int:
     check_pixels_per_beat(net, args.pixels_per_beat)
     progress = _progress_printer()
     gates = None
-    if args.gating_stats and any(l.in_bits == 2 for l in net.layers):
+    if args.gating_stats and any(l.gated for l in net.layers):
         gates = gate_stats(net, args.export_dir)
         progress(f"gate decisions of {gates_count(gates)} test images")
     progress(f"{net.name}: {len(net.layers)} layers")

@@ -34,7 +34,7 @@ from sw.atomic_dir import atomic_directory, json_safe
 from sw.errors import UserError, cli_main
 from sw.memfile import write_mem
 
-__all__ = ["generate", "design_summary", "write_memories", "main", "TOP_NAME", "WAIVER_FILE",
+__all__ = ["generate", "design_summary", "input_mode", "write_memories", "main", "TOP_NAME", "WAIVER_FILE",
            "MAX_PIXELS_PER_BEAT", "pixels_per_beat_choices", "check_pixels_per_beat"]
 
 TOP_NAME = "fracbnn_top"
@@ -90,7 +90,7 @@ def write_memories(net: CompiledNetwork, directory: Path) -> list[str]:
         if layer.threshold_count:
             mems.append((f"L{i}_thresholds.mem", pack_threshold_words(layer),
                          layer.threshold_width))
-        if layer.in_bits == 2:
+        if layer.gated:
             mems.append((f"L{i}_gates.mem", pack_gate_words(layer), layer.gate_width))
         for name, words, width in mems:
             write_mem(directory / name, words, width)
@@ -104,9 +104,19 @@ def _memory_names(net: CompiledNetwork) -> list[str]:
         names.append(f"L{layer.index}_weights.mem")
         if layer.threshold_count:
             names.append(f"L{layer.index}_thresholds.mem")
-        if layer.in_bits == 2:
+        if layer.gated:
             names.append(f"L{layer.index}_gates.mem")
     return names
+
+
+def input_mode(layer, engine) -> str:
+    """How a layer's engine reads its inputs (the design report's ``input_mode``)."""
+    if layer.in_bits == 1:
+        return "1-bit inputs, one pass"
+    if not layer.gated:
+        return "2-bit inputs, both planes in one pass (ungated)"
+    return (f"2-bit inputs, gated LSB pass ({'lane' if engine.lane_scheduled else 'fold'} "
+            f"schedule)")
 
 
 def design_summary(accel, files: list[str]) -> dict:
@@ -132,6 +142,7 @@ def design_summary(accel, files: list[str]) -> dict:
         layers.append({
             "index": layer.index, "name": layer.name, "in_features": layer.in_features,
             "out_features": layer.out_features, "in_bits": layer.in_bits, "out": layer.out,
+            "levels": layer.levels, "input_mode": input_mode(layer, engine),
             "pe": layer.folding.pe, "simd": layer.folding.simd, "pad": layer.folding.pad,
             "mw_padded": layer.mw_padded, "mh_padded": layer.mh_padded,
             "synapse_folds": layer.synapse_folds, "neuron_folds": layer.neuron_folds,
@@ -141,7 +152,7 @@ def design_summary(accel, files: list[str]) -> dict:
             "acc_width": engine.acc_width, "engine_latency": engine.latency,
             "pipeline_latency": engine.pipeline_latency,
             "cycles_per_vector": {"min": engine.compute_cycles(
-                None if layer.in_bits == 1 else [False] * layer.out_features),
+                None if not layer.gated else [False] * layer.out_features),
                 "max": engine.compute_cycles()},
         })
     best = simulate_pipeline(net, 1, pixels_per_beat=ppb, gates="closed", engines=accel.engines)
@@ -180,7 +191,7 @@ def _exact_ii(net, ppb, engines) -> dict:
     from .cycle_model import exact_steady_state_ii
 
     best = exact_steady_state_ii(net, ppb, gates="closed", engines=engines)
-    if all(layer.in_bits == 1 for layer in net.layers):
+    if not any(layer.gated for layer in net.layers):
         return {"best": best, "worst": best}
     return {"best": best, "worst": exact_steady_state_ii(net, ppb, gates="open",
                                                          engines=engines)}
@@ -310,6 +321,10 @@ def main(argv=None) -> int:
           else f"II >= {model['ii']['best']}..{model['ii']['worst']} cycles/image")
     print(f"wrote {out}: {len(summary['layers'])} layers, {ii}, "
           f"latency {model['latency']['best']}..{model['latency']['worst']} cycles")
+    for layer in summary["layers"]:
+        print(f"  {layer['name']}: {layer['input_mode']}, {layer['out']} "
+              f"({layer['levels'] or 'scores'}{' levels' if layer['levels'] else ''}), "
+              f"PE {layer['pe']} SIMD {layer['simd']}")
     for note in summary.get("bottleneck_notes", []):
         print(f"warning: {note}", file=sys.stderr)
     return 0

@@ -26,7 +26,7 @@ from .rom import ROM_MODES, InitFileROM
 from .threshold import ThresholdUnit, out_layout
 
 __all__ = ["POPCOUNT_LEVELS_PER_STAGE", "LSB_SCHEDULES", "LSB_SCHEDULE", "uses_lane_schedule",
-           "gate_delay_of", "VectorTiming", "mvtu_in_layout", "mvtu_out_layout",
+           "popcount_width", "gate_delay_of", "VectorTiming", "mvtu_in_layout", "mvtu_out_layout",
            "MatrixVectorThresholdUnit"]
 
 #: Adder levels per register stage of the PE popcount trees (fixes ``popcount_latency``).
@@ -44,7 +44,7 @@ LSB_SCHEDULE = "auto"
 def uses_lane_schedule(layer: LayerSpec, lsb_schedule: str | None = None) -> bool:
     """Does the engine of ``layer`` run the lane-compacted LSB schedule?
 
-    Never for 1-bit inputs.  ``"auto"`` (and ``None`` while :data:`LSB_SCHEDULE` is
+    Never for 1-bit or ungated 2-bit inputs.  ``"auto"`` (and ``None`` while :data:`LSB_SCHEDULE` is
     ``"auto"``) picks it exactly when it can beat running every LSB pass, i.e. when one
     LSB round is cheaper than ``NF`` of them: ``(NF - 1)*SF > gate_delay``
     (:func:`gate_delay_of`).  Otherwise
@@ -55,11 +55,19 @@ def uses_lane_schedule(layer: LayerSpec, lsb_schedule: str | None = None) -> boo
         lsb_schedule = LSB_SCHEDULE
     if lsb_schedule not in LSB_SCHEDULES:
         raise ValueError(f"lsb_schedule must be one of {LSB_SCHEDULES}, not {lsb_schedule!r}")
-    if layer.in_bits != 2 or lsb_schedule == "fold":
+    if not layer.gated or lsb_schedule == "fold":
         return False
     if lsb_schedule == "lane":
         return True
     return (layer.neuron_folds - 1) * layer.synapse_folds > gate_delay_of(layer.folding.simd)
+
+
+def popcount_width(layer: LayerSpec) -> int:
+    """Bits each PE's popcount tree counts per cycle: ``SIMD``, or ``3*SIMD`` for ungated
+    2-bit inputs (one pass over both planes: the MSB plane's XNOR bits twice, the LSB
+    plane's once, so the count is ``2*popcount_m + popcount_l``)."""
+    simd = layer.folding.simd
+    return 3 * simd if layer.in_bits == 2 and not layer.gated else simd
 
 
 def gate_delay_of(simd: int) -> int:
@@ -79,11 +87,12 @@ def mvtu_in_layout(in_bits: int, simd: int):
     raise ValueError(f"in_bits must be 1 or 2, not {in_bits!r}")
 
 
-def mvtu_out_layout(out: str, pe: int, acc_width: int):
-    """Output beat: sign ``unsigned(PE)``, frac2 ``{"m", "l"}``, scores ``ArrayLayout``."""
+def mvtu_out_layout(out: str, pe: int, acc_width: int, levels: int | None = None):
+    """Output beat: two levels ``unsigned(PE)``, three or four ``{"m", "l"}``, scores
+    ``ArrayLayout``."""
     if out == "scores":
         return data.ArrayLayout(signed(acc_width), pe)
-    return out_layout(out, pe)
+    return out_layout(out, pe, levels)
 
 
 @dataclass(frozen=True)
@@ -247,14 +256,15 @@ class MatrixVectorThresholdUnit(wiring.Component):
         if layer.out != "scores":
             self._rom_specs["thresholds"] = (layer.threshold_width, layer.neuron_folds,
                                              self._init_dir / f"L{idx}_thresholds.mem")
-        if layer.in_bits == 2:
+        if layer.gated:
             self._rom_specs["gates"] = (layer.gate_width, layer.neuron_folds,
                                         self._init_dir / f"L{idx}_gates.mem")
         for width, depth, path in self._rom_specs.values():
             read_mem(path, width, depth)
         super().__init__({
             "i": In(stream.Signature(mvtu_in_layout(layer.in_bits, simd))),
-            "o": Out(stream.Signature(mvtu_out_layout(layer.out, pe, self.acc_width))),
+            "o": Out(stream.Signature(mvtu_out_layout(layer.out, pe, self.acc_width,
+                                                      layer.levels))),
         })
 
     # ------------------------------------------------------------------ read-only facts
@@ -296,8 +306,13 @@ class MatrixVectorThresholdUnit(wiring.Component):
 
     @property
     def in_bits(self) -> int:
-        """1 or 2 (two planes, gated LSB pass)."""
+        """1 or 2 (two planes: gated LSB pass, or both planes at once)."""
         return self._layer.in_bits
+
+    @property
+    def gated(self) -> bool:
+        """2-bit inputs with a gated LSB pass (else one pass per fold)."""
+        return self._layer.gated
 
     @property
     def acc_width(self) -> int:
@@ -306,9 +321,9 @@ class MatrixVectorThresholdUnit(wiring.Component):
 
     @property
     def popcount_latency(self) -> int:
-        """Register stages of each ``SIMD``-bit popcount: the operand registers (weight word,
-        x) and the adder tree's stages."""
-        return popcount_latency(self.simd, POPCOUNT_LEVELS_PER_STAGE)
+        """Register stages of each popcount (:func:`popcount_width` bits): the operand
+        registers (weight word, x) and the adder tree's stages."""
+        return popcount_latency(popcount_width(self._layer), POPCOUNT_LEVELS_PER_STAGE)
 
     @property
     def pipeline_latency(self) -> int:
@@ -319,7 +334,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         value waits one cycle in a register until the fold's gates are decided (whether the
         MSB pass's value is the result or the LSB pass follows is known only then).
         """
-        return self.popcount_latency + 4 + int(self.in_bits == 2 and not self.lane_scheduled)
+        return self.popcount_latency + 4 + int(self.gated and not self.lane_scheduled)
 
     @property
     def gate_delay(self) -> int:
@@ -359,9 +374,9 @@ class MatrixVectorThresholdUnit(wiring.Component):
         open.  Padding neurons never open (their gate is ``MW``)."""
         mh, mhp = self._layer.out_features, self._layer.mh_padded
         g = np.zeros(mhp, dtype=bool)
-        if self.in_bits == 1:
+        if not self.gated:
             if gate_pattern is not None and np.asarray(gate_pattern).any():
-                raise ValueError("a layer with 1-bit inputs has no gates")
+                raise ValueError("a layer without gates has no open gates")
             return g
         if gate_pattern is None:
             g[:mh] = True
@@ -377,7 +392,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
     def lsb_rounds(self, gate_pattern=None) -> int:
         """``R``: LSB rounds of the lane schedule, the largest number of open gates in one PE
         lane (lane ``p`` holds neurons ``nf*PE + p``).  0 for 1-bit inputs."""
-        if self.in_bits == 1:
+        if not self.gated:
             self.neuron_gates(gate_pattern)
             return 0
         g = self.neuron_gates(gate_pattern).reshape(self.neuron_folds, self.pe)
@@ -391,9 +406,9 @@ class MatrixVectorThresholdUnit(wiring.Component):
         2-bit layer means every gate open.  Padding neurons never open (their gate is ``MW``).
         """
         nf, pe = self.neuron_folds, self.pe
-        if self.in_bits == 1:
+        if not self.gated:
             if gate_pattern is not None and np.asarray(gate_pattern).any():
-                raise ValueError("a layer with 1-bit inputs has no gates")
+                raise ValueError("a layer without gates has no open gates")
             return [False] * nf
         if gate_pattern is None:
             return [True] * nf
@@ -408,7 +423,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
             raise ValueError("fold_cycles: the lane schedule has no per-fold cycle count; "
                              "use compute_cycles or vector_timing")
         sf = self.synapse_folds
-        if self.in_bits == 1:
+        if not self.gated:
             return [sf] * self.neuron_folds
         closed = sf + min(self.gate_delay, sf)
         return [2 * sf if g else closed for g in self.fold_gates(gate_pattern)]
@@ -441,7 +456,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
             credits.append(start)
             start += cycles
         free = start
-        if self.in_bits == 2 and not gates[-1] and self.gate_delay < sf:
+        if self.gated and not gates[-1] and self.gate_delay < sf:
             free += 1
         return VectorTiming(start, tuple(offsets), free, tuple(credits))
 
@@ -534,7 +549,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         else:
             m.d.comb += trom.addr.eq(nf)
             m.submodules.threshold = thr = ThresholdUnit(self.pe, self.acc_width, layer.out,
-                                                         layer.threshold_bits)
+                                                         layer.threshold_bits, layer.levels)
             m.d.comb += [thr.acc.eq(res_acc), thr.thresholds.eq(trom.data),
                          ofifo.w_data.eq(Value.cast(thr.act))]
         m.d.comb += [
@@ -551,7 +566,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
         m = Module()
         layer = self._layer
         pe, simd, sf_n, nf_n = self.pe, self.simd, self.synapse_folds, self.neuron_folds
-        two = self.in_bits == 2
+        two = self.gated
+        dual = self.in_bits == 2 and not two    # both planes in one pass
         lp = self.popcount_latency
         gd = self.gate_delay
         speculate = two and gd < sf_n  # the LSB pass can be abandoned part way
@@ -733,23 +749,30 @@ class MatrixVectorThresholdUnit(wiring.Component):
 
         # ---------------------------------------------------------- XNOR + popcount (S1 .. A)
         word = rport.data
-        x = Signal(simd)
+        pw = popcount_width(layer)
+        x = Signal(pw)
         if two:
             m.d.comb += x.eq(Mux(s1.lsb, word[simd:], word[:simd]))
+        elif dual:
+            # 2*popcount_m + popcount_l as one popcount: the MSB plane counted twice.
+            m.d.comb += x.eq(Cat(word[:simd], word[:simd], word[simd:]))
         else:
             m.d.comb += x.eq(word)
         # The first register stage of the popcount: the weight-ROM word as read (a plain
         # register behind the memory, which block RAM output registers absorb) and x.
         # (reset-less: a block RAM output register has no reset wired here.)
         w_q = Signal(pe * simd, name="weights_q", reset_less=True)
-        x_q = Signal(simd, name="x_q", reset_less=True)
+        x_q = Signal(pw, name="x_q", reset_less=True)
         m.d.sync += [w_q.eq(w_data), x_q.eq(x)]
         counts = []
         for p in range(pe):
-            tree = PopcountTree(simd, levels_per_stage=POPCOUNT_LEVELS_PER_STAGE,
+            tree = PopcountTree(pw, levels_per_stage=POPCOUNT_LEVELS_PER_STAGE,
                                 register_input=False)
             m.submodules[f"popcount{p}"] = tree
-            m.d.comb += [tree.i_data.eq(~(w_q[p * simd:(p + 1) * simd] ^ x_q)),
+            w_lane = w_q[p * simd:(p + 1) * simd]
+            if dual:
+                w_lane = Cat(w_lane, w_lane, w_lane)
+            m.d.comb += [tree.i_data.eq(~(w_lane ^ x_q)),
                          tree.i_valid.eq(tags[2].valid)]
             counts.append(tree.o_count)
 
@@ -766,14 +789,16 @@ class MatrixVectorThresholdUnit(wiring.Component):
             end_acc = Signal(data.ArrayLayout(signed(accw), pe))
             end_nf = Signal(nf_range)
             msb_end, lsb_end = Signal(), Signal()
-        run_w = signed_bits(-mw, 2 * layer.mw_padded - mw)
+        # Ungated 2-bit inputs: dot(w, 2m + l) = 2*(2*popcount_m + popcount_l) - 3*MW.
+        k = 3 if dual else 1
+        run_w = signed_bits(-k * mw, 2 * k * layer.mw_padded - k * mw)
         for p in range(pe):
             # The dot product accumulates directly: -MW + 2*popcount per fold, one adder
             # (one carry chain) per cycle.
             run = Signal(signed(run_w), name=f"run{p}")
             dot = Signal(signed(run_w), name=f"dot{p}")
             if not two:
-                m.d.comb += dot.eq(Mux(sa.first, -mw, run) + (counts[p] << 1))
+                m.d.comb += dot.eq(Mux(sa.first, -k * mw, run) + (counts[p] << 1))
                 with m.If(sa.valid):
                     m.d.sync += run.eq(dot)
                 with m.If(sa.valid & sa.last):

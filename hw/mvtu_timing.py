@@ -21,16 +21,18 @@ def engine_timing(layer) -> dict:
     """The layer engine's timing constants for ``layer`` (a LayerSpec), without building it.
 
     Mirrors the properties of :class:`hw.mvtu.MatrixVectorThresholdUnit` built with the
-    default ``lsb_schedule`` (``popcount_latency`` of a ``SIMD``-bit tree with 2 adder levels
-    per stage, ``pipeline_latency = lp + 4`` (2-bit inputs, fold schedule: ``lp + 5``),
+    default ``lsb_schedule`` (``popcount_latency`` of a :func:`hw.mvtu.popcount_width`-bit
+    tree with 2 adder levels per stage, ``pipeline_latency = lp + 4`` (gated 2-bit inputs,
+    fold schedule: ``lp + 5``),
     ``gate_delay = lp + 2``, ``output_depth = pipeline_latency + 2``, ``lane``: the
     lane-compacted LSB schedule is used, :func:`hw.mvtu.uses_lane_schedule`).
     """
-    from .mvtu import POPCOUNT_LEVELS_PER_STAGE, gate_delay_of, uses_lane_schedule
+    from .mvtu import (POPCOUNT_LEVELS_PER_STAGE, gate_delay_of, popcount_width,
+                       uses_lane_schedule)
     from .popcount import popcount_latency
-    lp = popcount_latency(layer.folding.simd, POPCOUNT_LEVELS_PER_STAGE)
+    lp = popcount_latency(popcount_width(layer), POPCOUNT_LEVELS_PER_STAGE)
     lane = uses_lane_schedule(layer)
-    pipeline = lp + 4 + int(layer.in_bits == 2 and not lane)
+    pipeline = lp + 4 + int(layer.gated and not lane)
     return {"popcount_latency": lp, "pipeline_latency": pipeline,
             "gate_delay": gate_delay_of(layer.folding.simd), "output_depth": pipeline + 2,
             "lane": lane}
@@ -73,7 +75,7 @@ def vector_gates(layer, gates, images) -> np.ndarray:
 def fold_gate_fn(layer, gates, images):
     """vector index -> per-fold 'any gate open' list for one engine."""
     nf, pe = layer.neuron_folds, layer.folding.pe
-    if layer.in_bits == 1:
+    if not layer.gated:
         closed = [False] * nf
         return lambda v: closed
     g = vector_gates(layer, gates, images)
@@ -95,7 +97,7 @@ class EngineTiming:
 
     def __init__(self, layer, fold_gates_per_vector, timing):
         self.sf, self.nf = layer.synapse_folds, layer.neuron_folds
-        self.two = layer.in_bits == 2
+        self.two = layer.gated
         self.gd = timing["gate_delay"]
         self.write_delay = timing["pipeline_latency"] - 1   # FIFO write after the last read
         self.depth = timing["output_depth"]

@@ -2,14 +2,15 @@
 
 The last layer emits ``NF`` beats per image of ``PE`` signed scores each (neuron ``nf*PE + p`` in
 lane ``p``); neurons ``>= classes`` are padding and are dropped.  Per image this block emits
-``1 + classes`` beats: beat 0 the predicted class (smallest index among the maximal scores, the
-golden model's rule), zero-extended; beats ``1..classes`` the scores, sign-extended; ``last`` on
-the final beat.
+``1 + classes`` beats: beat 0 the predicted class (smallest index among the maximal scores, or
+among the maximal keys ``scale_c*score_c + bias_c`` of a per-class integer map: the golden
+model's rule, docs/compiled-network.md "Output"), zero-extended; beats ``1..classes`` the
+scores, sign-extended; ``last`` on the final beat.
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,10 +22,18 @@ __all__ = ["OutputSerializer", "SerializerTiming", "SCORE_BEAT_BITS", "argmax_la
 SCORE_BEAT_BITS = 32
 
 
-def argmax_latency(pe: int) -> int:
-    """Register levels of the serializer's argmax over ``pe`` lanes: the input register plus
-    two per tree level (compare, then select), ``ceil(log2(pe))`` levels."""
-    return 1 + 2 * (pe - 1).bit_length()
+def argmax_latency(pe: int, keyed: bool = False) -> int:
+    """Register levels of the serializer's argmax over ``pe`` lanes: the input register, the
+    key register where a per-class map is applied (``keyed``), then two per tree level
+    (compare, then select), ``ceil(log2(pe))`` levels."""
+    return 1 + int(keyed) + 2 * (pe - 1).bit_length()
+
+
+def _signed_bits(lo: int, hi: int) -> int:
+    bits = 1
+    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
+        bits += 1
+    return bits
 
 
 class OutputSerializer(wiring.Component):
@@ -40,6 +49,10 @@ class OutputSerializer(wiring.Component):
         ``NF``, input beats per image (``NF * pe >= classes``).
     acc_width : int
         Width of one signed score (at most 32).
+    keys : (scale, bias) or None
+        Per-class integer map of the argmax keys, ``classes`` integers each (``None``: the
+        scores themselves).  ``score_range`` then gives the scores' ``(lo, hi)``, from which
+        the keys' width follows.
 
     Interface
     ---------
@@ -53,7 +66,9 @@ class OutputSerializer(wiring.Component):
     compare pipeline; beats are shifted into the collect registers.
     *Argmax*: each accepted beat is registered, its real lanes are reduced by a pairwise
     compare tree (``argmax_latency = 1 + 2*ceil(log2(pe))`` register levels in all: the
-    input register, then a compare and a select register per tree level; a strict ``>`` at
+    input register (with ``keys``, a second register holding each lane's key
+    ``scale_c*score_c + bias_c``: one more level), then a compare and a select register per
+    tree level; a strict ``>`` at
     every node keeps the smallest index among ties; scores are compared in offset binary,
     their sign bit inverted, so each compare is unsigned), then compared with the running
     best.  The
@@ -71,7 +86,8 @@ class OutputSerializer(wiring.Component):
     more than one compare and one select.
     """
 
-    def __init__(self, classes: int, pe: int, neuron_folds: int, acc_width: int):
+    def __init__(self, classes: int, pe: int, neuron_folds: int, acc_width: int, *,
+                 keys=None, score_range=None):
         for name, value in (("classes", classes), ("pe", pe), ("neuron_folds", neuron_folds),
                             ("acc_width", acc_width)):
             if not isinstance(value, int) or value < 1:
@@ -86,6 +102,19 @@ class OutputSerializer(wiring.Component):
             raise ValueError(f"acc_width must be at most {SCORE_BEAT_BITS}, not {acc_width!r}")
         if classes >= 2 ** SCORE_BEAT_BITS:
             raise ValueError(f"classes must fit in {SCORE_BEAT_BITS} bits, not {classes!r}")
+        if keys is not None:
+            scale, bias = (tuple(int(v) for v in k) for k in keys)
+            if len(scale) != classes or len(bias) != classes:
+                raise ValueError(f"keys must be two sequences of {classes} integers")
+            if score_range is None:
+                raise ValueError("keys need the scores' range (score_range=(lo, hi))")
+            lo, hi = score_range
+            ends = [s * v + b for s, b in zip(scale, bias) for v in (lo, hi)]
+            self._key_width = _signed_bits(min(ends), max(ends))
+            keys = (scale, bias)
+        else:
+            self._key_width = acc_width
+        self._keys = keys
         self._classes = classes
         self._pe = pe
         self._nf = neuron_folds
@@ -101,9 +130,14 @@ class OutputSerializer(wiring.Component):
     acc_width = property(lambda self: self._acc_width)
 
     @property
+    def keys(self):
+        """``(scale, bias)`` of the per-class keys, or ``None``."""
+        return self._keys
+
+    @property
     def argmax_latency(self) -> int:
-        """Register levels of the argmax: ``1 + 2 * ceil(log2(pe))``."""
-        return argmax_latency(self._pe)
+        """Register levels of the argmax: ``1 + 2 * ceil(log2(pe))`` (+1 with ``keys``)."""
+        return argmax_latency(self._pe, self._keys is not None)
 
     @property
     def beats_per_image(self) -> int:
@@ -112,11 +146,12 @@ class OutputSerializer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        pe, nf, classes, w = self._pe, self._nf, self._classes, self._acc_width
+        pe, nf, classes, sw = self._pe, self._nf, self._classes, self._acc_width
+        w = self._key_width             # width of the compared values
         total = pe * nf
 
         # Collect side: score shift register, after NF beats entry k holds neuron k's score.
-        scores = [Signal(signed(w), name=f"score{k}") for k in range(total)]
+        scores = [Signal(signed(sw), name=f"score{k}") for k in range(total)]
         # The argmax carries scores with their sign bit inverted (offset binary): ``a > b``
         # of two's-complement values is then an unsigned compare, one carry chain without the
         # sign fix-up logic behind it.
@@ -127,7 +162,7 @@ class OutputSerializer(wiring.Component):
         base = Signal(range(max(total, 2)))     # fold * pe, counted up
         have = Signal()
         # Emit side.
-        out_scores = [Signal(signed(w), name=f"out_score{k}") for k in range(classes)]
+        out_scores = [Signal(signed(sw), name=f"out_score{k}") for k in range(classes)]
         out_class = Signal(range(max(total, 2)))
         emitting = Signal()
         out_beat = Signal(range(classes + 1))
@@ -150,21 +185,48 @@ class OutputSerializer(wiring.Component):
         side = (i_fire, i_fire & (fold == 0), last_beat, base)
         # Level 0 registers the beat itself: the input stream's payload (a FIFO read port
         # upstream) then feeds flip-flops only, not the first compare.
-        leaves = []
-        for p, (v_, x_, l_) in enumerate(nodes):
-            v, x = Signal(name=f"arg0_{p}_valid"), Signal(unsigned(w), name=f"arg0_{p}_val")
-            m.d.sync += [v.eq(v_), x.eq(Cat(x_[:-1], ~x_[-1]))]
-            leaves.append((v, x, l_))
-        regs = tuple(Signal.like(sig, name=f"arg0_{n}")
-                     for sig, n in zip(side, ("fire", "first", "last", "base")))
-        m.d.sync += [r.eq(sig) for r, sig in zip(regs, side)]
-        nodes, side = leaves, regs
-        level = 0
         def delay(side, tag):
             regs = tuple(Signal.like(sig, name=f"arg{tag}_{n}")
                          for sig, n in zip(side, ("fire", "first", "last", "base")))
             m.d.sync += [r.eq(sig) for r, sig in zip(regs, side)]
             return regs
+
+        leaves = []
+        if self._keys is None:
+            for p, (v_, x_, l_) in enumerate(nodes):
+                v, x = Signal(name=f"arg0_{p}_valid"), Signal(unsigned(w), name=f"arg0_{p}_val")
+                m.d.sync += [v.eq(v_), x.eq(Cat(x_[:-1], ~x_[-1]))]
+                leaves.append((v, x, l_))
+            side = delay(side, 0)
+        else:
+            # Register the beat with its lanes' (scale, bias) of this fold, then the keys.
+            scale, bias = self._keys
+            sc_w = _signed_bits(min(scale), max(scale))
+            bi_w = _signed_bits(min(bias), max(bias))
+            regs0 = []
+            for p, (v_, x_, l_) in enumerate(nodes):
+                v = Signal(name=f"arg0_{p}_valid")
+                x = Signal(signed(sw), name=f"arg0_{p}_score")
+                sc = Signal(signed(sc_w), name=f"arg0_{p}_scale")
+                bi = Signal(signed(bi_w), name=f"arg0_{p}_bias")
+                cls = [min(f * pe + p, classes - 1) for f in range(nf)]
+                if nf == 1:
+                    sel_sc, sel_bi = Const(scale[cls[0]], signed(sc_w)), Const(bias[cls[0]], signed(bi_w))
+                else:
+                    sel_sc = Array(Const(scale[c], signed(sc_w)) for c in cls)[fold]
+                    sel_bi = Array(Const(bias[c], signed(bi_w)) for c in cls)[fold]
+                m.d.sync += [v.eq(v_), x.eq(x_), sc.eq(sel_sc), bi.eq(sel_bi)]
+                regs0.append((v, x, sc, bi, l_))
+            side = delay(side, 0)
+            for p, (v_, x_, sc, bi, l_) in enumerate(regs0):
+                v, key = Signal(name=f"argk_{p}_valid"), Signal(signed(w), name=f"argk_{p}_key")
+                x = Signal(unsigned(w), name=f"argk_{p}_val")
+                m.d.comb += key.eq(x_ * sc + bi)
+                m.d.sync += [v.eq(v_), x.eq(Cat(key[:-1], ~key[-1]))]
+                leaves.append((v, x, l_))
+            side = delay(side, "k")
+        nodes = leaves
+        level = 0
 
         while len(nodes) > 1:
             level += 1

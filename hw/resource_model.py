@@ -334,13 +334,13 @@ def layer_memories(layer: LayerSpec) -> list[Memory]:
         words = _lane_words(lane_bits, pe)
         mems.append(Memory(f"L{i}.thresholds", "rom", words.shape[1], nf,
                            *_column_stats(words)))
-    if layer.in_bits == 2:
+    if layer.gated:
         words = _lane_words(_twos_bits(layer.padded_gates(), layer.gate_bits), pe)
         mems.append(Memory(f"L{i}.gates", "rom", words.shape[1], nf, *_column_stats(words)))
     in_w = simd * layer.in_bits
     mems.append(Memory(f"L{i}.inbuf", "ram", in_w, 2 * sf, in_w, in_w))
     acc_w = signed_bits(layer.acc_min, layer.acc_max)
-    out_w = {"sign": pe, "frac2": 2 * pe, "scores": pe * acc_w}[layer.out]
+    out_w = pe * acc_w if layer.out == "scores" else pe * layer.out_bits
     depth = timing["output_depth"]
     mems.append(Memory(f"L{i}.out_fifo", "ram", out_w, depth, out_w, out_w))
     if lane:
@@ -448,13 +448,13 @@ def _converter_features(part: PartShape, planes: int, n_in: int, n_out: int, pad
 def layer_part(layer: LayerSpec, stages) -> PartShape:
     """The shape of layer ``layer.index``: its stages from :func:`plan_stages` (``stages``:
     the ones whose ``params['layer']`` is this layer) and its engine."""
-    from .mvtu import uses_lane_schedule
+    from .mvtu import popcount_width as engine_popcount_width, uses_lane_schedule
     from .popcount import popcount_width
     from .window import window_geometry
 
     part = PartShape(f"L{layer.index}", layer_memories(layer))
     pe, simd = layer.folding.pe, layer.folding.simd
-    two = layer.in_bits == 2
+    two = layer.gated
     for info in stages:
         p = info.params
         if info.kind in ("pad", "window", "pool"):
@@ -484,7 +484,8 @@ def layer_part(layer: LayerSpec, stages) -> PartShape:
     cnt_w = popcount_width(layer.mw_padded)
     part.add("lut", "layer", 1)
     part.add("ff", "layer", 1)
-    part.add("lut", "xnor", pe * simd)
+    pw = engine_popcount_width(layer)   # 3*SIMD for ungated 2-bit inputs (one pass)
+    part.add("lut", "xnor", pe * pw)
     if two:
         part.add("lut", "plane", simd)
         part.add("lut", "gated", 1)
@@ -492,7 +493,7 @@ def layer_part(layer: LayerSpec, stages) -> PartShape:
     part.add("lut", "acc", pe * (cnt_w + acc_w) * (2 if two else 1))
     part.add("lut", "cmp", pe * layer.threshold_count * layer.threshold_bits
              + (pe * layer.gate_bits if two else 0))
-    part.add("ff", "popcount", pe * _popcount_register_bits(simd))
+    part.add("ff", "popcount", pe * _popcount_register_bits(pw))
     part.add("ff", "wreg", simd * layer.in_bits)      # + the weight word (map_memory)
     # (2-bit: the LSB pass's start; fold schedule also the pass-end value held one cycle.)
     part.add("ff", "acc", pe * (cnt_w + acc_w + (acc_w if two else 0)

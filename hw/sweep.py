@@ -226,7 +226,7 @@ def sweep(export, out, *, points: int = 8, jobs: int = 2, clock_mhz: float, cloc
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise UserError(f"cannot write to {out}; choose another --out")
-    frac = any(l.in_bits == 2 for l in net.layers)
+    frac = any(l.gated for l in net.layers)
     gates = gate_stats(net, export) if frac else None
     log(f"{net.name}: planning {points} points at {clock_mhz:g} MHz ({clock_source})"
         + (f" within {_budget_text(budget)}" if budget else "")

@@ -1,7 +1,8 @@
 """Threshold unit: per-neuron monotone activation of the integer accumulator.
 
-Exactly docs/compiled-network.md, "Layer arithmetic": per lane ``a = neg ? -acc : acc``;
-``sign``: output bit ``a >= T0``; ``frac2``: ``q = [a >= T0] + [a >= T1] + [a >= T2]``,
+Exactly docs/compiled-network.md, "Layer arithmetic": per lane ``a = neg ? -acc : acc`` and
+``q = [a >= T0] + ... + [a >= T_{k-1}]`` for ``k = levels - 1`` ordered thresholds; two levels
+(``sign``) give the bit ``q``, three or four (``frac2``, ``multithreshold``) the planes
 ``m = q >> 1``, ``l = q & 1``.  Only negation and comparators: no multipliers, no DSPs.
 """
 
@@ -14,30 +15,33 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["THRESHOLD_KINDS", "threshold_count", "threshold_lane_bits", "out_layout",
            "ThresholdUnit"]
 
-#: Output kinds with thresholds, and their threshold counts.
-THRESHOLD_KINDS = {"sign": 1, "frac2": 3}
+#: Output kinds with thresholds, and their threshold counts (``None``: ``levels - 1``).
+THRESHOLD_KINDS = {"sign": 1, "frac2": 3, "multithreshold": None}
 
 
-def threshold_count(out: str) -> int:
-    """Thresholds per neuron for an output kind (``sign``: 1, ``frac2``: 3)."""
-    try:
-        return THRESHOLD_KINDS[out]
-    except KeyError:
-        raise ValueError(f"out must be one of {sorted(THRESHOLD_KINDS)}, not {out!r}") from None
+def threshold_count(out: str, levels: int | None = None) -> int:
+    """Thresholds per neuron for an output kind (``sign``: 1, ``frac2``: 3,
+    ``multithreshold``: ``levels - 1`` with ``levels`` 2, 3 or 4)."""
+    if out not in THRESHOLD_KINDS:
+        raise ValueError(f"out must be one of {sorted(THRESHOLD_KINDS)}, not {out!r}")
+    if out == "multithreshold":
+        if levels not in (2, 3, 4):
+            raise ValueError(f"levels must be 2, 3 or 4, not {levels!r}")
+        return levels - 1
+    return THRESHOLD_KINDS[out]
 
 
-def threshold_lane_bits(out: str, threshold_bits: int) -> int:
+def threshold_lane_bits(out: str, threshold_bits: int, levels: int | None = None) -> int:
     """Bits of one lane of a threshold word: ``LW = count * TW + 1`` (the ``neg`` flag last)."""
-    return threshold_count(out) * threshold_bits + 1
+    return threshold_count(out, levels) * threshold_bits + 1
 
 
-def out_layout(out: str, pe: int):
-    """Stream payload of ``pe`` activations: ``unsigned(pe)`` (sign) or ``{"m", "l"}`` planes."""
-    if out == "sign":
+def out_layout(out: str, pe: int, levels: int | None = None):
+    """Stream payload of ``pe`` activations: ``unsigned(pe)`` (two levels: sign) or
+    ``{"m", "l"}`` planes (three or four levels)."""
+    if threshold_count(out, levels) == 1:
         return unsigned(pe)
-    if out == "frac2":
-        return data.StructLayout({"m": pe, "l": pe})
-    raise ValueError(f"out must be 'sign' or 'frac2', not {out!r}")
+    return data.StructLayout({"m": pe, "l": pe})
 
 
 class ThresholdUnit(wiring.Component):
@@ -55,8 +59,8 @@ class ThresholdUnit(wiring.Component):
         Lanes (neurons per beat).
     acc_width : int
         Signed width of each accumulator.
-    out : {"sign", "frac2"}
-        Activation kind (1 or 3 thresholds per lane).
+    out : {"sign", "frac2", "multithreshold"}
+        Activation kind (1, 3 or ``levels - 1`` thresholds per lane).
     threshold_bits : int
         ``TW``, two's-complement width of each threshold.
 
@@ -67,16 +71,20 @@ class ThresholdUnit(wiring.Component):
     thresholds : In(pe * LW)
         One threshold-ROM word: lane ``p`` at bits ``[p*LW, (p+1)*LW)``, threshold ``c`` at
         ``[c*TW, (c+1)*TW)`` of the lane, ``neg`` at bit ``count*TW``.
-    act : Out(out_layout(out, pe))
-        ``sign``: bit ``p`` = ``a_p >= T0_p``; ``frac2``: ``m[p] = q_p >> 1``, ``l[p] = q_p & 1``.
+    act : Out(out_layout(out, pe, levels))
+        One threshold: bit ``p`` = ``a_p >= T0_p``; more: ``m[p] = q_p >> 1``,
+        ``l[p] = q_p & 1``.
+    levels : int, optional
+        Output levels of a ``multithreshold`` activation (2, 3 or 4).
     """
 
-    def __init__(self, pe: int, acc_width: int, out: str, threshold_bits: int):
+    def __init__(self, pe: int, acc_width: int, out: str, threshold_bits: int,
+                 levels: int | None = None):
         for name, value in (("pe", pe), ("acc_width", acc_width),
                             ("threshold_bits", threshold_bits)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, not {value!r}")
-        self._count = threshold_count(out)
+        self._count = threshold_count(out, levels)
         self._pe = pe
         self._acc_width = acc_width
         self._out = out
@@ -84,7 +92,7 @@ class ThresholdUnit(wiring.Component):
         super().__init__({
             "acc": In(data.ArrayLayout(signed(acc_width), pe)),
             "thresholds": In(pe * self.lane_bits),
-            "act": Out(out_layout(out, pe)),
+            "act": Out(out_layout(out, pe, levels)),
         })
 
     @property
@@ -138,8 +146,12 @@ class ThresholdUnit(wiring.Component):
                 g = Signal(name=f"ge{p}_{c}", reset_less=True)
                 m.d.sync += g.eq(a >= t)
                 ge.append(g)
-            if self._out == "sign":
+            if self._count == 1:
                 m.d.comb += self.act[p].eq(ge[0])
+            elif self._count == 2:
+                # Ordered thresholds: ge1 implies ge0, so q = ge0 + ge1 has m = ge1, l = ge0 ^ ge1.
+                g0, g1 = ge
+                m.d.comb += [self.act.m[p].eq(g1), self.act.l[p].eq(g0 ^ g1)]
             else:
                 # q = ge0 + ge1 + ge2: m = q >> 1 is the majority, l = q & 1 the parity.
                 g0, g1, g2 = ge

@@ -267,7 +267,7 @@ def analytic_estimate(net, pixels_per_beat: int = 8) -> dict:
                     ((pe - k) * simd, layer.weight_depth, "distributed")]
         if layer.threshold_count:
             mems.append((layer.threshold_width, layer.neuron_folds, "auto"))
-        if layer.in_bits == 2:
+        if layer.gated:
             mems.append((layer.gate_width, layer.neuron_folds, "auto"))
         for width, depth, style in mems:
             if width == 0:

@@ -194,8 +194,8 @@ def compare_with_model(model, net: CompiledNetwork, images: np.ndarray,
             elif gg is not None:
                 gate_mism[i] += int(np.count_nonzero(tg.numpy() != gg[start:stop]))
     layers = [{"index": i, "activations": n * l.out_size, "mismatches": mism[i],
-               "gates": (n * l.vectors_per_image * l.out_features if l.in_bits == 2 else None),
-               "gate_mismatches": (gate_mism[i] if l.in_bits == 2 else None),
+               "gates": (n * l.vectors_per_image * l.out_features if l.gated else None),
+               "gate_mismatches": (gate_mism[i] if l.gated else None),
                "lsb_fraction": golden.lsb_fraction[i]}
               for i, l in enumerate(net.layers)]
     identical = agree == n and not any(mism) and not any(gate_mism)

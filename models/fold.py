@@ -24,7 +24,8 @@ import torch
 from sw.compiled_net import OutputSpec
 from sw.errors import UserError
 
-__all__ = ["ExportError", "acc_range", "fold_layer", "fold_gates", "fold_output"]
+__all__ = ["ExportError", "acc_range", "fold_layer", "fold_gates", "fold_output",
+           "thresholds_from_codes"]
 
 # Grid elements evaluated per activate() call: bounds the float temporaries (~16 MB each).
 _GRID_ELEMENTS = 1 << 22
@@ -108,6 +109,20 @@ def fold_layer(layer, index: int | None = None) -> tuple[np.ndarray, np.ndarray]
     codes = np.empty((hi - lo + 1, mh), dtype=np.uint8)
     for start, acc in _grid_rows(lo, hi, mh):
         codes[start - lo:start - lo + acc.shape[0]] = _codes(layer, layer.activate(acc), start)
+    return thresholds_from_codes(codes, lo, hi, count, where, "PyTorch",
+                                 "the checkpoint is not exportable")
+
+
+def thresholds_from_codes(codes: np.ndarray, lo: int, hi: int, count: int, where: str,
+                          source: str, fix: str) -> tuple[np.ndarray, np.ndarray]:
+    """``neg`` and ``count`` thresholds per channel that reproduce ``codes`` exactly.
+
+    ``codes`` ``(hi - lo + 1, MH)``: the activation code of every integer accumulator
+    ``lo..hi`` (``lo == -hi``) per channel, as ``source`` computes it.  Raises
+    :class:`ExportError` (``"{where} channel c: ...; {fix}"``) if a channel is not a
+    monotone step function of the accumulator (the exhaustive re-check finds a difference).
+    """
+    mh = codes.shape[1]
     # Non-increasing channels compare a = -acc; the grid is symmetric (lo == -hi).
     neg = codes[0] > codes[-1]
     n_rows = codes.shape[0]
@@ -116,9 +131,10 @@ def fold_layer(layer, index: int | None = None) -> tuple[np.ndarray, np.ndarray]
         below = np.count_nonzero(codes <= c, axis=0)  # grid points with code < c + 1
         # neg = 0: T_c = first acc with code > c; neg = 1: T_c = first a = -acc with code > c.
         thresholds[:, c] = np.where(neg, hi - (n_rows - below) + 1, lo + below)
-    # Exhaustive re-check of the integer rule against the float function.
-    for start in range(lo, hi + 1, max(1, _GRID_ELEMENTS // mh)):
-        stop = min(hi + 1, start + max(1, _GRID_ELEMENTS // mh))
+    # Exhaustive re-check of the integer rule against the source's function.
+    step = max(1, _GRID_ELEMENTS // mh)
+    for start in range(lo, hi + 1, step):
+        stop = min(hi + 1, start + step)
         acc = np.arange(start, stop, dtype=np.int64)[:, None]
         a = np.where(neg[None, :], -acc, acc)
         rule = (a[:, :, None] >= thresholds[None, :, :]).sum(axis=2)
@@ -128,9 +144,8 @@ def fold_layer(layer, index: int | None = None) -> tuple[np.ndarray, np.ndarray]
             r, ch = np.argwhere(diff)[0]
             raise ExportError(
                 f"{where} channel {ch}: the activation is not a monotone step function of acc "
-                f"(at acc {start + r} PyTorch gives code {got[r, ch]}, the integer thresholds "
-                f"{thresholds[ch].tolist()} neg={bool(neg[ch])} give {rule[r, ch]}); "
-                "the checkpoint is not exportable")
+                f"(at acc {start + r} {source} gives code {got[r, ch]}, the integer thresholds "
+                f"{thresholds[ch].tolist()} neg={bool(neg[ch])} give {rule[r, ch]}); {fix}")
     return neg, thresholds
 
 

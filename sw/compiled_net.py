@@ -75,8 +75,14 @@ VERSION = 2
 #: Versions this reader understands.
 READ_VERSIONS = (1, 2)
 #: Layer output kinds; ``scores`` only on the last layer.
-OUT_KINDS = ("sign", "frac2", "scores")
-_THRESHOLD_COUNT = {"sign": 1, "frac2": 3, "scores": 0}
+OUT_KINDS = ("sign", "frac2", "multithreshold", "scores")
+#: The fixed activations as multi-threshold ones: ``(levels, out_bias, out_scale)``; the
+#: value of code ``q`` is ``out_bias + out_scale*q`` (frac2: in thirds, ``u = 2q - 3``).
+ACTIVATION_PRESETS = {"sign": (2, -1, 2), "frac2": (4, -3, 2)}
+#: Output-level counts a multi-threshold activation may have (1 or 2 bits per value).
+MULTITHRESHOLD_LEVELS = (2, 3, 4)
+#: Class decoders of the output (docs/compiled-network.md, "Output").
+DECODERS = ("argmax", "highest_set_bit")
 _NETWORK_JSON = "network.json"
 _TEST_VECTORS_JSON = "test_vectors.json"
 
@@ -222,16 +228,29 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """Scalar affine map of the last layer's scores to logits (float32 in PyTorch).
+    """How the last layer's outputs become a class (and, for scores, float logits).
 
-    ``logit_c = ((score_c - mean) * scale) + beta``; ``scale > 0``, so the predicted class
-    is the integer argmax of the scores (smallest index among ties).
+    ``scores`` (the last layer's integer outputs: accumulators, or activation codes of a
+    thresholded last layer) are decoded by ``decoder``:
+
+    * ``"argmax"``: the class is the smallest index among the maximal keys
+      ``key_c = class_scale[c]*score_c + class_bias[c]`` (both default to the identity map:
+      scale 1, bias 0, i.e. the plain argmax of the scores).
+    * ``"highest_set_bit"`` (a thresholded 1-bit last layer, BNN-PYNQ's rule): the highest
+      index whose bit is set, else 0.  It is the argmax above with ``class_scale[c] = c + 1``
+      and bias 0, which is how the hardware computes it.
+
+    ``logit_c = ((score_c - mean) * scale) + beta`` (float32 in PyTorch, ``scale > 0``) is
+    the scalar float map of a network exported from PyTorch; the class never depends on it.
     """
 
     classes: int
-    mean: float
-    scale: float
-    beta: float
+    mean: float = 0.0
+    scale: float = 1.0
+    beta: float = 0.0
+    decoder: str = "argmax"
+    class_scale: tuple | None = None
+    class_bias: tuple | None = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.classes) or self.classes < 1:
@@ -244,9 +263,51 @@ class OutputSpec:
             object.__setattr__(self, name, float(value))
         if not self.scale > 0:
             raise UserError(f"output scale must be > 0, not {self.scale!r}")
+        if self.decoder not in DECODERS:
+            raise UserError(f"output decoder must be one of {list(DECODERS)}, "
+                            f"not {self.decoder!r}")
+        for name in ("class_scale", "class_bias"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if self.decoder != "argmax":
+                raise UserError(f"output {name} applies to the 'argmax' decoder only")
+            if not isinstance(value, (list, tuple)) or len(value) != self.classes \
+                    or not all(_is_int(v) and abs(int(v)) < (1 << 16) for v in value):
+                raise UserError(f"output {name} must be {self.classes} integers below 2**16 in "
+                                f"magnitude, not {value!r}")
+            object.__setattr__(self, name, tuple(int(v) for v in value))
+        if self.class_scale is not None and 0 in self.class_scale:
+            raise UserError("output class_scale must not contain 0 (a class would have a "
+                            "constant key)")
+
+    @property
+    def class_keys(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """``(scale, bias)`` per class of the argmax keys, or ``None`` for the identity map."""
+        if self.decoder == "highest_set_bit":
+            return tuple(range(1, self.classes + 1)), (0,) * self.classes
+        if self.class_scale is None and self.class_bias is None:
+            return None
+        return (self.class_scale or (1,) * self.classes,
+                self.class_bias or (0,) * self.classes)
+
+    def decode(self, scores: np.ndarray) -> np.ndarray:
+        """Classes ``(N,)`` int64 of integer scores ``(N, classes)`` (the rule above)."""
+        scores = np.asarray(scores, dtype=np.int64)
+        keys = self.class_keys
+        if keys is not None:
+            scores = scores * np.asarray(keys[0], np.int64) + np.asarray(keys[1], np.int64)
+        return np.argmax(scores, axis=1).astype(np.int64) if scores.shape[0] else \
+            np.zeros(0, np.int64)
 
     def to_json(self) -> dict:
-        return {"classes": self.classes, "mean": self.mean, "scale": self.scale, "beta": self.beta}
+        doc = {"classes": self.classes, "mean": self.mean, "scale": self.scale, "beta": self.beta}
+        if self.decoder != "argmax":
+            doc["decoder"] = self.decoder
+        for name in ("class_scale", "class_bias"):
+            if getattr(self, name) is not None:
+                doc[name] = list(getattr(self, name))
+        return doc
 
 
 @dataclass(frozen=True)
@@ -330,15 +391,16 @@ class LayerSpec:
     in_features, out_features
         ``MW`` and ``MH``.
     in_bits
-        1 (inputs in {-1,+1}) or 2 (planes m, l; gated LSB plane).
+        1 (inputs in {-1,+1}) or 2 (planes m, l: the LSB plane gated after a ``frac2``
+        layer, i.e. when ``gates`` is given, else both planes in one pass).
     out
-        ``"sign"``, ``"frac2"`` or ``"scores"``.
+        ``"sign"``, ``"frac2"``, ``"multithreshold"`` or ``"scores"``.
     folding
         :class:`Folding` (PE, SIMD, pad).
     weights
         ``int8`` (MH, MW) in {-1, +1}.
     thresholds
-        ``int64`` (MH, count) with ``count`` 1 (sign) or 3 (frac2), each row
+        ``int64`` (MH, count) with ``count = levels - 1`` (sign 1, frac2 3), each row
         non-decreasing, values in ``[acc_min, acc_max + 1]``; ``None`` for scores.
     neg
         ``bool`` (MH,): compare ``-acc`` instead of ``acc``; ``None`` for scores.
@@ -350,6 +412,12 @@ class LayerSpec:
     pool
         ``k`` >= 2: a ``k x k`` stride-``k`` max-pool on this convolution layer's activations
         (floor mode); 0: none.
+    levels, out_bias, out_scale
+        The activation as a multi-threshold one (FINN's MultiThreshold): ``levels`` output
+        codes ``q = 0..levels-1`` (``q`` = the number of thresholds reached), whose value is
+        ``out_bias + out_scale*q``.  Fixed for sign (2, -1, 2) and frac2 (4, -3, 2, in
+        thirds; 0 = the preset); ``multithreshold``: 2..4 levels, any integers
+        (``out_scale != 0``); all 0 for scores.
     """
 
     index: int
@@ -365,9 +433,28 @@ class LayerSpec:
     gates: np.ndarray | None = None
     conv: ConvGeometry | None = None
     pool: int = 0
+    levels: int = 0
+    out_bias: int = 0
+    out_scale: int = 0
 
     def __post_init__(self) -> None:
         where = f"layer {self.index}"
+        if self.out in ACTIVATION_PRESETS:
+            preset = ACTIVATION_PRESETS[self.out]
+            if (self.levels, self.out_bias, self.out_scale) not in ((0, 0, 0), preset):
+                raise UserError(f"{where}: a {self.out} activation has levels/out_bias/out_scale "
+                                f"{preset}, not {(self.levels, self.out_bias, self.out_scale)}")
+            self.levels, self.out_bias, self.out_scale = preset
+        elif self.out == "multithreshold":
+            if self.levels not in MULTITHRESHOLD_LEVELS:
+                raise UserError(f"{where}: a multithreshold activation has levels in "
+                                f"{list(MULTITHRESHOLD_LEVELS)}, not {self.levels!r}")
+            if not (_is_int(self.out_bias) and _is_int(self.out_scale)) or self.out_scale == 0:
+                raise UserError(f"{where}: out_bias and out_scale must be integers with "
+                                f"out_scale != 0, not {self.out_bias!r}/{self.out_scale!r}")
+            self.out_bias, self.out_scale = int(self.out_bias), int(self.out_scale)
+        elif (self.levels, self.out_bias, self.out_scale) != (0, 0, 0) and self.out in OUT_KINDS:
+            raise UserError(f"{where}: a scores layer has no levels/out_bias/out_scale")
         if self.conv is not None:
             if not isinstance(self.conv, ConvGeometry):
                 raise UserError(f"{where}: conv must be a ConvGeometry, not {self.conv!r}")
@@ -386,8 +473,8 @@ class LayerSpec:
         self.pool = int(self.pool)
         if self.pool:
             if self.conv is None or self.out == "scores":
-                raise UserError(f"{where}: max-pool follows convolution layers with sign or "
-                                f"frac2 outputs only")
+                raise UserError(f"{where}: max-pool follows convolution layers with "
+                                f"thresholded outputs only")
             if self.pool > min(self.conv.out_height, self.conv.out_width):
                 raise UserError(f"{where}: max-pool {self.pool}x{self.pool} is larger than the "
                                 f"{self.conv.out_height}x{self.conv.out_width} feature map")
@@ -423,16 +510,14 @@ class LayerSpec:
             bad = np.nonzero(np.any(np.diff(th, axis=1) < 0, axis=1))[0]
             if bad.size:
                 raise UserError(f"{where}: thresholds of neuron {bad[0]} are not ordered "
-                                f"T0 <= T1 <= T2: {th[bad[0]].tolist()}")
+                                f"T0 <= T1 <= ...: {th[bad[0]].tolist()}")
             neg = np.asarray(self.neg)
             if neg.shape != (mh,) or not (neg.dtype == np.bool_ or np.all((neg == 0) | (neg == 1))):
                 raise UserError(f"{where}: neg must be ({mh},) booleans, got {neg.shape}")
             self.thresholds, self.neg = th, neg.astype(bool)
         elif self.thresholds is not None or self.neg is not None:
             raise UserError(f"{where}: a scores layer has no thresholds")
-        if self.in_bits == 2:
-            if self.gates is None:
-                raise UserError(f"{where}: a layer with 2-bit inputs needs gates")
+        if self.in_bits == 2 and self.gates is not None:
             g = np.asarray(self.gates)
             if g.shape != (mh,) or not np.issubdtype(g.dtype, np.integer):
                 raise UserError(f"{where}: gates must be ({mh},) ints, got {g.shape} {g.dtype}")
@@ -445,6 +530,16 @@ class LayerSpec:
             raise UserError(f"{where}: only layers with 2-bit inputs have gates")
 
     # Derived facts (docs/compiled-network.md).
+    @property
+    def gated(self) -> bool:
+        """2-bit inputs with FracBNN's gated LSB plane (the layer has gates)."""
+        return self.in_bits == 2 and self.gates is not None
+
+    @property
+    def out_bits(self) -> int:
+        """Bits per output value: 1 (two levels), 2 (three or four), 0 (scores)."""
+        return 0 if self.out == "scores" else 1 if self.levels == 2 else 2
+
     @property
     def kind(self) -> str:
         """``"conv"`` or ``"dense"``."""
@@ -512,8 +607,8 @@ class LayerSpec:
 
     @property
     def threshold_count(self) -> int:
-        """Thresholds per neuron: 1 (sign), 3 (frac2), 0 (scores)."""
-        return _THRESHOLD_COUNT[self.out]
+        """Thresholds per neuron: ``levels - 1`` (sign 1, frac2 3), 0 (scores)."""
+        return max(self.levels - 1, 0)
 
     @property
     def threshold_bits(self) -> int:
@@ -604,6 +699,7 @@ class CompiledNetwork:
         if not self.layers:
             raise UserError("a network needs at least one layer")
         prev_out, prev_mh, prev_map = None, self.input.bits, self.input.out_map
+        prev_bits = 1
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if layer.index != i:
@@ -617,19 +713,25 @@ class CompiledNetwork:
             elif layer.in_features != prev_mh:
                 raise UserError(f"layer {i} has {layer.in_features} inputs but its input has "
                                 f"{prev_mh} values")
-            want_bits = 2 if prev_out == "frac2" else 1
+            want_bits = prev_bits or 1
             if layer.in_bits != want_bits:
                 raise UserError(f"layer {i} must have in_bits {want_bits} after "
                                 f"{prev_out or 'the thermometer input'}, not {layer.in_bits}")
-            if (layer.out == "scores") != (i == last):
-                raise UserError(f"layer {i}: only the last layer has out 'scores' "
-                                f"(got {layer.out!r})")
+            if layer.gated != (prev_out == "frac2"):
+                raise UserError(f"layer {i}: a layer has gates exactly when it follows a frac2 "
+                                f"layer (this one follows {prev_out or 'the thermometer'})")
+            if layer.out == "scores" and i != last:
+                raise UserError(f"layer {i}: only the last layer has out 'scores'")
             if i == last and layer.conv is not None:
                 raise UserError(f"layer {i}: the last layer must be dense (it produces the "
                                 f"class scores); add a dense layer after the convolutions")
             prev_out, prev_mh, prev_map = layer.out, layer.out_size, layer.out_map
+            prev_bits = layer.out_bits
         if self.output.classes != prev_mh:
             raise UserError(f"output classes {self.output.classes} != last layer outputs {prev_mh}")
+        if self.output.decoder == "highest_set_bit" and self.layers[-1].out_bits != 1:
+            raise UserError("output decoder 'highest_set_bit' needs a last layer with 1-bit "
+                            "(two-level) outputs")
         validate_folding([l.folding for l in self.layers], self.fold_shapes)
 
     @property
@@ -888,12 +990,15 @@ def _layer_json(layer: LayerSpec) -> dict:
         mems["thresholds"] = {"file": f"L{i}_thresholds.mem", "depth": layer.neuron_folds,
                               "width": layer.threshold_width, "count": layer.threshold_count,
                               "threshold_bits": layer.threshold_bits}
-    if layer.in_bits == 2:
+    if layer.gated:
         mems["gates"] = {"file": f"L{i}_gates.mem", "depth": layer.neuron_folds,
                          "width": layer.gate_width, "gate_bits": layer.gate_bits}
+    levels = ({"levels": layer.levels, "out_bias": layer.out_bias, "out_scale": layer.out_scale}
+              if layer.out == "multithreshold" else {})
     return {"index": i, "name": layer.name, "kind": layer.kind,
             "in_features": layer.in_features,
             "out_features": layer.out_features, "in_bits": layer.in_bits, "out": layer.out,
+            **levels,
             "acc_min": layer.acc_min, "acc_max": layer.acc_max,
             **({} if layer.conv is None else {"conv": layer.conv.to_json(),
                                                "pool": layer.pool}),
@@ -904,15 +1009,20 @@ def _layer_json(layer: LayerSpec) -> dict:
             "memories": mems}
 
 
-_ELEM_TYPES = {"sign": "bit", "frac2": "frac2", "scores": "int"}
+def _elem_type(layer: LayerSpec) -> str:
+    """Graph element type of a layer's output: ``bit``, ``frac2``, ``code2`` (a 2-bit
+    multi-threshold code) or ``int`` (scores)."""
+    if layer.out in ("frac2", "scores"):
+        return {"frac2": "frac2", "scores": "int"}[layer.out]
+    return "bit" if layer.out_bits == 1 else "code2"
 
 
 def network_graph(net: CompiledNetwork) -> dict:
     """The dataflow graph of ``net`` (``network.json`` field ``graph``, version 2).
 
     Named tensors with their shape (``[H, W, C]`` in HWC order, or ``[N]`` for vectors) and
-    element type (``uint8`` pixels, ``bit``: 1-bit ±1, ``frac2``: 2-bit code ``q``, ``int``:
-    integer scores), and the nodes that produce them, in execution order: ``thermometer``,
+    element type (``uint8`` pixels, ``bit``: 1-bit ±1, ``frac2``: 2-bit code ``q``,
+    ``code2``: 2-bit code of a multi-threshold activation, ``int``: integer scores), and the nodes that produce them, in execution order: ``thermometer``,
     ``pad`` (before a convolution with padding), ``conv``/``dense`` (``layer``: index into
     ``layers``), ``maxpool`` and ``flatten`` (spatial map -> vector, HWC order).
     """
@@ -930,7 +1040,7 @@ def network_graph(net: CompiledNetwork) -> dict:
         nodes.append({"name": name, "op": op, "inputs": [src], "outputs": [dst], **attrs})
 
     for layer in net.layers:
-        type_ = _ELEM_TYPES[layer.out]
+        type_ = _elem_type(layer)
         in_type = tensors[-1]["type"]
         if layer.conv is not None:
             c = layer.conv
@@ -969,7 +1079,7 @@ def _memories(layer: LayerSpec) -> list[tuple[str, list[int], int]]:
     mems = [(f"L{i}_weights", pack_weight_words(layer), layer.weight_width)]
     if layer.threshold_count:
         mems.append((f"L{i}_thresholds", pack_threshold_words(layer), layer.threshold_width))
-    if layer.in_bits == 2:
+    if layer.gated:
         mems.append((f"L{i}_gates", pack_gate_words(layer), layer.gate_width))
     return mems
 
@@ -1076,8 +1186,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def _load_layer(directory: Path, doc: _Doc, index: int, version: int = VERSION,
                 last: int | None = None, prev: tuple | None = None) -> LayerSpec:
-    """Layer ``index`` of ``last + 1``; ``prev`` is ``(out kind, out_map)`` of the layer (or
-    thermometer) before it.  The causes (sizes, chain, folding) are checked before the
+    """Layer ``index`` of ``last + 1``; ``prev`` is ``(out kind, out_map, out_bits)`` of the
+    layer (or thermometer) before it.  The causes (sizes, chain, folding) are checked before the
     derived fields, so an error names what is wrong rather than a consequence of it."""
     where = f"layers[{index}]"
     last = index if last is None else last
@@ -1102,10 +1212,14 @@ def _load_layer(directory: Path, doc: _Doc, index: int, version: int = VERSION,
     if mw * mh > MAX_LAYER_WEIGHTS:
         doc.fail(f"{where} has {mh}x{mw} weights, more than the format allows "
                  f"({MAX_LAYER_WEIGHTS})")
-    if (out == "scores") != (index == last):
-        doc.fail(f"layer {index}: only the last layer has out 'scores' (got {out!r})")
+    if out == "scores" and index != last:
+        doc.fail(f"layer {index}: only the last layer has out 'scores'")
+    levels = out_bias = out_scale = 0
+    if out == "multithreshold":
+        levels, out_bias, out_scale = (doc.get("levels", int), doc.get("out_bias", int),
+                                       doc.get("out_scale", int))
     if prev is not None:
-        want_bits = 2 if prev[0] == "frac2" else 1
+        want_bits = prev[2]
         if in_bits != want_bits:
             doc.fail(f"layer {index} must have in_bits {want_bits} after "
                      f"{prev[0] or 'the thermometer input'}, not {in_bits}")
@@ -1140,12 +1254,15 @@ def _load_layer(directory: Path, doc: _Doc, index: int, version: int = VERSION,
     except UserError as exc:
         doc.fail(str(exc))
     # A placeholder spec gives the derived sizes; the real arrays come from memory.
+    gated = prev[0] == "frac2" if prev is not None else "gates" in doc.sub("memories").obj
+    count = 0 if out == "scores" else (levels or ACTIVATION_PRESETS.get(out, (2,))[0]) - 1
     try:
         shape = LayerSpec(index, "", mw, mh, in_bits, out, folding,
                           np.ones((mh, mw), dtype=np.int8),
-                          np.zeros((mh, _THRESHOLD_COUNT[out]), np.int64) if out != "scores" else None,
-                          np.zeros(mh, bool) if out != "scores" else None,
-                          np.zeros(mh, np.int64) if in_bits == 2 else None, conv, pool)
+                          np.zeros((mh, max(count, 0)), np.int64) if count else None,
+                          np.zeros(mh, bool) if count else None,
+                          np.zeros(mh, np.int64) if gated else None, conv, pool,
+                          levels, out_bias, out_scale)
     except UserError as exc:
         doc.fail(str(exc))
     for key, want in (("acc_min", shape.acc_min), ("acc_max", shape.acc_max)):
@@ -1156,7 +1273,7 @@ def _load_layer(directory: Path, doc: _Doc, index: int, version: int = VERSION,
             doc.fail(f"{where}.folding.{key} is {fold.obj[key]}, expected {getattr(shape, key)}")
     mems = doc.sub("memories")
     expected = {"weights"} | ({"thresholds"} if out != "scores" else set()) | (
-        {"gates"} if in_bits == 2 else set())
+        {"gates"} if gated else set())
     if set(mems.obj) != expected:
         doc.fail(f"{where}.memories has {sorted(mems.obj)}, expected {sorted(expected)}")
 
@@ -1182,7 +1299,7 @@ def _load_layer(directory: Path, doc: _Doc, index: int, version: int = VERSION,
             doc.fail(f"{where}: padding neurons in {tmem.obj['file']} must have thresholds "
                      f"{shape.acc_max + 1} and neg 0")
         thresholds, neg = th[:mh], ng[:mh]
-    if in_bits == 2:
+    if gated:
         gmem = mems.sub("gates")
         if gmem.get("gate_bits", int) != shape.gate_bits:
             doc.fail(f"{where}.memories.gates.gate_bits is {gmem.obj['gate_bits']}, "
@@ -1194,7 +1311,7 @@ def _load_layer(directory: Path, doc: _Doc, index: int, version: int = VERSION,
         gates = g[:mh]
     try:
         return LayerSpec(index, doc.get("name", str), mw, mh, in_bits, out, folding,
-                         weights, thresholds, neg, gates, conv, pool)
+                         weights, thresholds, neg, gates, conv, pool, levels, out_bias, out_scale)
     except UserError as exc:
         doc.fail(str(exc))
 
@@ -1243,7 +1360,10 @@ def load_compiled_network(directory: str | Path) -> CompiledNetwork:
             doc.fail(f"thermometer levels {therm.obj['levels']} != {input_spec.levels} thresholds")
         outp = doc.sub("output")
         output = OutputSpec(outp.get("classes", int), outp.get("mean", (int, float)),
-                            outp.get("scale", (int, float)), outp.get("beta", (int, float)))
+                            outp.get("scale", (int, float)), outp.get("beta", (int, float)),
+                            outp.get("decoder", str, optional=True) or "argmax",
+                            outp.get("class_scale", list, optional=True),
+                            outp.get("class_bias", list, optional=True))
     except UserError as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -1259,11 +1379,11 @@ def load_compiled_network(directory: str | Path) -> CompiledNetwork:
         doc.fail("a version 1 network with several input channels has CHW pixel order, which "
                  "this reader does not convert")
     layers: list[LayerSpec] = []
-    prev = (None, input_spec.out_map)
+    prev = (None, input_spec.out_map, 1)
     for i, layer_doc in enumerate(layer_docs):
         layers.append(_load_layer(directory, _Doc(layer_doc, f"layers[{i}]", path), i, version,
                                   len(layer_docs) - 1, prev))
-        prev = (layers[-1].out, layers[-1].out_map)
+        prev = (layers[-1].out, layers[-1].out_map, layers[-1].out_bits)
     source = doc.get("source", dict, optional=True) or {}
     vectors = doc.get("test_vectors", (str, type(None)), optional=True)
     if vectors is not None and Path(vectors).name != vectors:

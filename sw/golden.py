@@ -56,12 +56,14 @@ class GoldenResult:
     Attributes
     ----------
     classes
-        ``int64 (N,)`` predicted class: the smallest index among the maximal scores.
+        ``int64 (N,)`` predicted class (the output's decoder: by default the smallest index
+        among the maximal scores).
     scores
-        ``int64 (N, classes)`` integer accumulators of the last layer.
+        ``int64 (N, classes)`` the last layer's outputs: integer accumulators (``scores``),
+        or activation codes of a thresholded last layer.
     layer_outputs
-        Per layer ``(N, out_size)``: ``uint8`` bits 0/1 (sign), ``uint8`` codes q in 0..3
-        (frac2), ``int64`` scores (last layer); a convolution layer's output feature map
+        Per layer ``(N, out_size)``: ``uint8`` bits 0/1 (sign), ``uint8`` codes q in
+        0..levels-1 (frac2, multithreshold), ``int64`` scores (a scores last layer); a convolution layer's output feature map
         (after its max-pool) flattened in HWC order.
     gates
         Per layer ``bool (N, V*MH)`` gate decisions ``acc_m > G`` (2-bit inputs) or
@@ -157,11 +159,13 @@ class _Layer:
         self.spec = layer
         self._w_packed: np.ndarray | None = None
         mw = layer.in_features
-        two_bit = layer.in_bits == 2
-        # 2-bit inputs enter as B*m + l: the product is B*acc_m + acc_l with |acc_l| <= MW < B/2.
+        two_bit = layer.gated
+        # Gated 2-bit inputs enter as B*m + l: the product is B*acc_m + acc_l with
+        # |acc_l| <= MW < B/2.  Ungated 2-bit inputs enter as their value u = 2q - 3.
         self.base = 1 << (2 * mw).bit_length() if two_bit else 0
+        self.offset = 3 if layer.in_bits == 2 else 1
         # Bounds |partial sums| (MW*(B+1)) and |compared constants| (gates B*(G+1) - MW).
-        bound = (mw + 1) * (self.base + 1)
+        bound = (mw + 1) * (self.base + 1) if two_bit else (mw + 1) * self.offset
         self.dtype = next((dt for dt, top in _EXACT_FLOATS if bound < top), None)
         if self.dtype is None:          # absurdly wide: XNOR-popcount only
             return
@@ -199,7 +203,7 @@ class _Layer:
         if out is None:
             out = np.empty((n, layer.out_size),
                            np.int64 if layer.out == "scores" else np.uint8)
-        if gate is None and layer.in_bits == 2:
+        if gate is None and layer.gated:
             gate = np.empty((n, vec * mh), bool)
         if self.dtype is None:
             ref_out, ref_gate = self.reference_forward(q)
@@ -230,11 +234,12 @@ class _Layer:
         return out, gate
 
     def _values(self, q: np.ndarray) -> np.ndarray:
-        """Codes -> input values: +-1 (1-bit) or B*m + l (2-bit: q = 2*m_bit + l_bit)."""
+        """Codes -> input values: +-1 (1-bit), u = 2q - 3 (ungated 2-bit) or B*m + l (gated
+        2-bit: q = 2*m_bit + l_bit)."""
         if self.base == 0:
             x = q.astype(self.dtype)
             x *= 2
-            x -= 1
+            x -= self.offset
             return x
         # B*m + l = B*(2*m_bit - 1) + 2*l_bit - 1 = (2B - 4)*m_bit + 2*q - (B + 1), in the
         # narrowest integer type that holds it (cheaper than a table lookup), then float.
@@ -303,7 +308,7 @@ class _Layer:
         """``forward`` on packed bits with :func:`~sw.bitpack.xnor_popcount_dot` (int64)."""
         layer = self.spec
         n = q.shape[0]
-        two_bit = layer.in_bits == 2
+        two_bit = layer.gated
         if layer.conv is None:
             acc, gate = self._reference_acc(q.reshape(n, -1), two_bit)
         else:
@@ -329,6 +334,8 @@ class _Layer:
 
     def _reference_acc(self, q: np.ndarray, two_bit: bool):
         """Accumulators (and gates) for input vectors ``q`` (R, MW) of codes."""
+        if self.spec.in_bits == 2 and not two_bit:     # ungated: acc = dot(w, 2m + l)
+            return 2 * self.dot(pack_bits(q >> 1)) + self.dot(pack_bits(q & 1)), None
         if not two_bit:
             return self.dot(pack_bits(q)), None
         # frac2: q = 2*m_bit + l_bit
@@ -384,7 +391,7 @@ class GoldenModel:
                                   np.int64 if layer.out == "scores" else np.uint8)
                          for layer in self._net.layers]
         gate_arrays = [np.empty((n, layer.vectors_per_image * layer.out_features), bool)
-                       if layer.in_bits == 2 else None for layer in self._net.layers]
+                       if layer.gated else None for layer in self._net.layers]
         starts = range(0, n, _IMAGE_CHUNK)
         if progress:
             from tqdm import tqdm
@@ -395,9 +402,8 @@ class GoldenModel:
                 self._run_chunk(images[start:stop], reference,
                                 [o[start:stop] for o in layer_outputs],
                                 [None if g is None else g[start:stop] for g in gate_arrays])
-        scores = layer_outputs[-1]
-        # argmax returns the first maximum: the smallest index among ties.
-        classes = np.argmax(scores, axis=1).astype(np.int64) if n else np.zeros(0, np.int64)
+        scores = layer_outputs[-1].astype(np.int64, copy=False)
+        classes = self._net.output.decode(scores)
         lsb = [float(g.mean()) if g is not None and g.size else (None if g is None else 0.0)
                for g in gate_arrays]
         return GoldenResult(classes, scores, layer_outputs, gate_arrays, lsb)

@@ -34,7 +34,8 @@ def _as_folding(f) -> Folding:
 
 def random_network(*, image=(1, 4, 4), levels: int = 1, thresholds=None, shape=(8, 4),
                    outs=None, folding=None, gates: str = "random", seed: int = 0,
-                   name: str = "random_net") -> CompiledNetwork:
+                   name: str = "random_net", last: str = "scores", decoder: str = "argmax",
+                   class_scale=None, class_bias=None) -> CompiledNetwork:
     """A random compiled network.
 
     Parameters
@@ -45,8 +46,13 @@ def random_network(*, image=(1, 4, 4), levels: int = 1, thresholds=None, shape=(
         Thermometer levels T (default thresholds) unless ``thresholds`` is given.
     shape : sequence of int
         ``out_features`` of each layer; the last entry is the number of classes.
-    outs : sequence of "sign" / "frac2"
-        Output kind of every layer but the last (default all "sign").
+    outs : sequence of "sign" / "frac2" / "mt2" / "mt3" / "mt4"
+        Output kind of every layer but the last (default all "sign"); ``mtK`` is a
+        multithreshold activation of ``K`` levels (random ``out_bias``/``out_scale``).
+    last : "scores" or one of the kinds above
+        The last layer's output (a thresholded last layer's codes are its scores).
+    decoder, class_scale, class_bias
+        The output's class decoder and per-class key map (:class:`OutputSpec`).
     folding : sequence of Folding, (pe, simd[, pad]) or dict
         One per layer (default PE = SIMD = 1: fully folded).
     gates : "random", "open" or "closed"
@@ -61,19 +67,20 @@ def random_network(*, image=(1, 4, 4), levels: int = 1, thresholds=None, shape=(
     outs = list(outs) if outs is not None else ["sign"] * (len(shape) - 1)
     if len(outs) != len(shape) - 1:
         raise ValueError(f"outs must have {len(shape) - 1} entries, not {len(outs)}")
-    kinds = outs + ["scores"]
+    kinds = outs + [last]
     folding = [_as_folding(f) for f in folding] if folding is not None else \
         [Folding(1, 1) for _ in shape]
     if gates not in ("random", "open", "closed"):
         raise ValueError(f"gates must be 'random', 'open' or 'closed', not {gates!r}")
     layers = []
-    mw, in_bits = inp.bits, 1
+    mw, in_bits, prev_frac2 = inp.bits, 1, False
     for i, (mh, out, fold) in enumerate(zip(shape, kinds, folding)):
         weights = rng.choice(np.array([-1, 1], dtype=np.int8), size=(mh, mw))
         acc_max = mw * (3 if in_bits == 2 else 1)
         spread = max(1.0, np.sqrt(acc_max))
         th = neg = g = None
-        count = {"sign": 1, "frac2": 3, "scores": 0}[out]
+        mt_levels = int(out[2:]) if out.startswith("mt") else 0
+        count = {"sign": 1, "frac2": 3, "scores": 0}.get(out, mt_levels - 1)
         if count:
             th = np.sort(np.round(rng.normal(0, spread, size=(mh, count))).astype(np.int64),
                          axis=1)
@@ -91,9 +98,15 @@ def random_network(*, image=(1, 4, 4), levels: int = 1, thresholds=None, shape=(
             else:
                 g = np.clip(np.round(rng.normal(0, 1.5 * np.sqrt(mw), size=mh)),
                             -mw - 1, mw).astype(np.int64)
-        layers.append(LayerSpec(i, f"fc{i}", mw, mh, in_bits, out, fold, weights, th, neg, g))
-        mw, in_bits = mh, (2 if out == "frac2" else 1)
-    output = OutputSpec(shape[-1], 0.0, 0.01, 0.0)
+        if in_bits == 2 and not prev_frac2:
+            g = None                    # ungated 2-bit inputs (after a multithreshold layer)
+        mt = (("multithreshold", fold, weights, th, neg, g, None, 0, mt_levels,
+               int(rng.integers(-3, 1)), int(rng.choice([1, 2, -1])))
+              if mt_levels else (out, fold, weights, th, neg, g))
+        layers.append(LayerSpec(i, f"fc{i}", mw, mh, in_bits, *mt))
+        mw, in_bits = mh, (2 if count >= 2 else 1)
+        prev_frac2 = out == "frac2"
+    output = OutputSpec(shape[-1], 0.0, 0.01, 0.0, decoder, class_scale, class_bias)
     return CompiledNetwork(name, inp, layers, output, {"generator": "tests/netfactory.py",
                                                       "seed": seed})
 

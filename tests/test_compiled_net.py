@@ -334,3 +334,80 @@ def test_evaluate_cli_reports_corrupt_export_in_one_line(exported):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
     assert "version 7" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- multi-threshold, decoders
+def test_output_decoders_by_hand():
+    scores = np.array([[3, 7, 7, -1], [0, 0, 0, 0], [-5, 2, 1, 2]])
+    assert OutputSpec(4).decode(scores).tolist() == [1, 0, 1]          # ties: smallest index
+    # keys = scale*score + bias: [6,-7,21,4], [0,0,0,5], [-10,-2,3,7]
+    keyed = OutputSpec(4, class_scale=[2, -1, 3, 1], class_bias=[0, 0, 0, 5])
+    assert keyed.decode(scores).tolist() == [2, 3, 3]
+    bits = np.array([[1, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1], [1, 1, 0, 0]])
+    hsb = OutputSpec(4, decoder="highest_set_bit")
+    assert hsb.decode(bits).tolist() == [2, 0, 3, 1]
+    assert hsb.class_keys == ((1, 2, 3, 4), (0, 0, 0, 0))
+    for kwargs, match in [({"decoder": "lowest"}, "decoder must be one of"),
+                          ({"class_scale": [1, 2]}, "must be 4 integers"),
+                          ({"class_scale": [1, 0, 1, 1]}, "must not contain 0"),
+                          ({"decoder": "highest_set_bit", "class_bias": [0] * 4},
+                           "applies to the 'argmax' decoder only")]:
+        with pytest.raises(UserError, match=match):
+            OutputSpec(4, **kwargs)
+
+
+def _mt_net(last="sign", decoder="highest_set_bit", **out):
+    from tests.netfactory import random_network
+    return random_network(shape=(6, 5, 4), outs=["mt3", "mt4"], last=last, decoder=decoder,
+                          folding=[(2, 4), (5, 3), (2, 5)], seed=9, **out)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"last": "scores", "decoder": "argmax",
+                                         "class_scale": [1, -2, 3, 1],
+                                         "class_bias": [0, 4, -1, 2]}])
+def test_multithreshold_round_trip(tmp_path, kwargs):
+    net = _mt_net(**kwargs)
+    assert [l.levels for l in net.layers[:2]] == [3, 4]
+    assert [l.in_bits for l in net.layers] == [1, 2, 2]
+    assert not any(l.gated for l in net.layers)
+    write_compiled_network(net, tmp_path / "n")
+    doc = json.loads((tmp_path / "n" / "network.json").read_text())
+    assert doc["layers"][0]["out"] == "multithreshold" and doc["layers"][0]["levels"] == 3
+    assert "gates" not in doc["layers"][1]["memories"]
+    fc0 = next(n for n in doc["graph"]["nodes"] if n["name"] == "fc0")["outputs"][0]
+    assert next(t for t in doc["graph"]["tensors"] if t["name"] == fc0)["type"] == "code2"
+    back = load_compiled_network(tmp_path / "n")
+    assert back.output == net.output
+    for a, b in zip(net.layers, back.layers):
+        assert (a.levels, a.out_bias, a.out_scale, a.gated) == \
+            (b.levels, b.out_bias, b.out_scale, b.gated)
+        np.testing.assert_array_equal(a.thresholds if a.thresholds is not None else 0,
+                                      b.thresholds if b.thresholds is not None else 0)
+
+
+def test_multithreshold_validation():
+    w = np.ones((3, 4), np.int8)
+    th = np.zeros((3, 2), np.int64)
+    ok = LayerSpec(0, "fc0", 4, 3, 1, "multithreshold", Folding(1, 1), w, th,
+                   np.zeros(3, bool), levels=3, out_bias=-1, out_scale=1)
+    assert (ok.threshold_count, ok.out_bits) == (2, 2)
+    with pytest.raises(UserError, match="levels in \\[2, 3, 4\\], not 5"):
+        LayerSpec(0, "fc0", 4, 3, 1, "multithreshold", Folding(1, 1), w, th,
+                  np.zeros(3, bool), levels=5, out_bias=0, out_scale=1)
+    with pytest.raises(UserError, match="out_scale != 0"):
+        LayerSpec(0, "fc0", 4, 3, 1, "multithreshold", Folding(1, 1), w, th,
+                  np.zeros(3, bool), levels=3, out_bias=0, out_scale=0)
+    with pytest.raises(UserError, match="a sign activation has levels/out_bias/out_scale"):
+        LayerSpec(0, "fc0", 4, 3, 1, "sign", Folding(1, 1), w, th[:, :1],
+                  np.zeros(3, bool), levels=3, out_bias=-1, out_scale=2)
+    # A gated layer must follow a frac2 layer, an ungated 2-bit one a multithreshold layer.
+    net = _mt_net()
+    layers = list(net.layers)
+    l1 = layers[1]
+    layers[1] = LayerSpec(1, "fc1", l1.in_features, l1.out_features, 2, l1.out, l1.folding,
+                          l1.weights, l1.thresholds, l1.neg, np.zeros(l1.out_features, np.int64),
+                          levels=l1.levels, out_bias=l1.out_bias, out_scale=l1.out_scale)
+    with pytest.raises(UserError, match="has gates exactly when it follows a frac2"):
+        CompiledNetwork("x", net.input, layers, net.output)
+    with pytest.raises(UserError, match="'highest_set_bit' needs a last layer with 1-bit"):
+        _mt_net(last="mt3")

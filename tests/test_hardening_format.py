@@ -447,7 +447,7 @@ def test_evaluate_and_generate_clis_refuse_a_flipped_memory_bit(net_dir, tmp_pat
      "layer 1 must have in_bits 2 after frac2, not 1"),
     # derived: the memory list (no thresholds)
     (lambda j: j["layers"][1].update(out="scores"),
-     "layer 1: only the last layer has out 'scores' (got 'scores')"),
+     "layer 1: only the last layer has out 'scores'"),
     (lambda j: j["layers"][1].update(out_features=-6),
      "layers[1].out_features is -6; it must be a positive int"),
     (lambda j: j["layers"][0].update(in_features=-32),

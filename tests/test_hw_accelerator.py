@@ -33,6 +33,15 @@ NETS = {
     # Frac into sign, converters on both element kinds.
     "frac_sign": (dict(image=(1, 3, 4), levels=2, shape=[12, 6, 5], outs=["frac2", "sign"],
                        folding=[(3, 4, True), (2, 3), (2, 3, True)], seed=1), 4),
+    # Multithreshold 3- and 4-level activations, ungated 2-bit layers (one pass), and a
+    # thresholded last layer decoded by BNN-PYNQ's highest-set-bit rule.
+    "mt_hsb": (dict(image=(1, 4, 4), levels=2, shape=[12, 8, 5], outs=["mt3", "mt4"],
+                    folding=[(4, 8), (2, 3), (2, 4, True)], last="sign",
+                    decoder="highest_set_bit", seed=5), 8),
+    # Per-class integer keys on the scores, frac2 into a multithreshold layer, NF > 1.
+    "keys": (dict(image=(1, 3, 4), levels=1, shape=[10, 6, 5], outs=["frac2", "mt3"],
+                  folding=[(5, 4), (2, 5), (2, 3, True)], class_scale=[2, -1, 1, 3, 1],
+                  class_bias=[0, 7, -3, 1, 2], seed=6), 4),
 }
 
 
@@ -57,9 +66,9 @@ def _beats(images, ppb):
 def _decode_tap(layer, engine, payload):
     """One engine output beat -> the PE neuron values in golden-model form."""
     pe = layer.folding.pe
-    if layer.out == "sign":
+    if layer.out_bits == 1:
         return [(payload >> p) & 1 for p in range(pe)]
-    if layer.out == "frac2":  # StructLayout({"m": PE, "l": PE})
+    if layer.out_bits == 2:  # StructLayout({"m": PE, "l": PE})
         return [2 * ((payload >> p) & 1) + ((payload >> (pe + p)) & 1) for p in range(pe)]
     w = engine.acc_width
     vals = [(payload >> (p * w)) & ((1 << w) - 1) for p in range(pe)]
@@ -304,7 +313,8 @@ def _random_config(rng):
     levels = int(rng.integers(1, 4))
     n_layers = int(rng.integers(1, 4))
     shape = [int(rng.integers(2, 13)) for _ in range(n_layers - 1)] + [int(rng.integers(1, 8))]
-    outs = [str(rng.choice(["sign", "frac2"])) for _ in range(n_layers - 1)]
+    outs = [str(rng.choice(["sign", "frac2", "mt3", "mt4"])) for _ in range(n_layers - 1)]
+    last = str(rng.choice(["scores", "scores", "sign", "mt3"]))
     folding, mw = [], c * h * w * levels
     for i, mh in enumerate(shape):
         pad_in = i == 0 and rng.random() < 0.5
@@ -315,6 +325,7 @@ def _random_config(rng):
         mw = mh
     ppb = int(rng.choice(divisors(c * h * w)))
     return dict(image=(c, h, w), levels=levels, shape=shape, outs=outs, folding=folding,
+                last=last, decoder="highest_set_bit" if last == "sign" else "argmax",
                 seed=int(rng.integers(1 << 30))), ppb
 
 

@@ -34,12 +34,15 @@ from sw.memfile import write_mem
 
 def make_layer(rng: np.random.Generator, mw, mh, pe, simd, in_bits, out, *, pad=False,
                gates="mixed", index=0) -> LayerSpec:
-    """A random layer; ``gates``: "open", "closed", "mixed" (per fold) or "random"."""
+    """A random layer; ``gates``: "open", "closed", "mixed" (per fold), "random" or "none"
+    (2-bit inputs without gates: both planes in one pass); ``out`` "mtK" is a multithreshold
+    activation of ``K`` levels."""
     weights = rng.choice(np.array([-1, 1], dtype=np.int8), size=(mh, mw))
     acc_max = mw * (3 if in_bits == 2 else 1)
     thresholds = neg = g = None
+    levels = int(out[2:]) if out.startswith("mt") else 0
     if out != "scores":
-        count = 1 if out == "sign" else 3
+        count = {"sign": 1, "frac2": 3}.get(out, levels - 1)
         spread = max(1.0, 2.0 * np.sqrt(acc_max))
         th = np.rint(rng.normal(0, spread, size=(mh, count))).astype(np.int64)
         # a few thresholds at the ends of the range (always 1 / never 1)
@@ -61,6 +64,12 @@ def make_layer(rng: np.random.Generator, mw, mh, pe, simd, in_bits, out, *, pad=
                     g[f:f + pe] = mw
                 elif mode == 1:
                     g[f:f + pe] = -mw - 1
+        if gates == "none":
+            g = None
+    if levels:
+        return LayerSpec(index, f"fc{index}", mw, mh, in_bits, "multithreshold",
+                         Folding(pe, simd, pad), weights, thresholds, neg, g, levels=levels,
+                         out_bias=-1, out_scale=1)
     return LayerSpec(index, f"fc{index}", mw, mh, in_bits, out, Folding(pe, simd, pad),
                      weights, thresholds, neg, g)
 
@@ -71,7 +80,7 @@ def write_mems(layer: LayerSpec, directory) -> None:
     if layer.out != "scores":
         write_mem(directory / f"L{i}_thresholds.mem", pack_threshold_words(layer),
                   layer.threshold_width)
-    if layer.in_bits == 2:
+    if layer.gated:
         write_mem(directory / f"L{i}_gates.mem", pack_gate_words(layer), layer.gate_width)
 
 
@@ -107,6 +116,9 @@ def reference(layer: LayerSpec, vectors: np.ndarray, acc_width: int):
         if layer.in_bits == 1:
             acc = w @ pm
             gate = None
+        elif not layer.gated:
+            acc = 2 * (w @ pm) + w @ (2 * vec[1] - 1)
+            gate = None
         else:
             acc_m = w @ pm
             gate = acc_m > layer.padded_gates()
@@ -122,7 +134,7 @@ def reference(layer: LayerSpec, vectors: np.ndarray, acc_width: int):
             lanes, lane_w = [int(x) for x in q], 1
         for f in range(nfn):
             chunk = lanes[f * pe:(f + 1) * pe]
-            if layer.out == "frac2":
+            if layer.out_bits == 2:
                 m_ = sum((q >> 1) << p for p, q in enumerate(chunk))
                 l_ = sum((q & 1) << p for p, q in enumerate(chunk))
                 beats.append(m_ | (l_ << pe))
@@ -283,6 +295,17 @@ CASES = [
     (48, 8, 4, 16, 2, "scores"),    # SIMD=16: two popcount stages
 ]
 
+#: Ungated 2-bit inputs (one pass over both planes) and multithreshold outputs.
+UNGATED = [
+    # mw, mh, pe, simd, in_bits, out
+    (12, 6, 2, 3, 2, "mt3"),
+    (12, 6, 3, 4, 2, "mt4"),
+    (9, 5, 5, 9, 2, "scores"),      # SF=1
+    (20, 4, 2, 5, 2, "mt2"),
+    (12, 6, 6, 2, 1, "mt3"),        # 1-bit inputs, 3-level outputs
+    (48, 8, 4, 16, 2, "sign"),      # 3*SIMD = 48-bit popcount
+]
+
 
 #: (case, LSB schedule): 2-bit cases with both schedules.
 SCHEDULED = [(c, s) for c in CASES for s in (("fold", "lane") if c[4] == 2 else (None,))]
@@ -312,6 +335,21 @@ def test_bit_exact_back_to_back(tmp_path, mw, mh, pe, simd, in_bits, out, schedu
         t_prev = dut.vector_timing(patterns[v - 1])
         gap = outs[v * nfn] - outs[(v - 1) * nfn]
         assert gap == t_prev.compute_cycles + t0 - t_prev.output_offsets[0]
+
+
+@pytest.mark.parametrize("mw,mh,pe,simd,in_bits,out", UNGATED)
+def test_ungated_two_bit_and_multithreshold(tmp_path, mw, mh, pe, simd, in_bits, out):
+    """One pass per fold: NF*SF cycles per vector like a 1-bit layer, bit-exact, cycle-exact
+    with random idle and backpressure."""
+    dut, layer, rec, patterns, waits = run_case(tmp_path, mw=mw, mh=mh, pe=pe, simd=simd,
+                                                in_bits=in_bits, out=out, n_vec=4,
+                                                gates="none")
+    assert waits == 0 and not dut.gated and not dut.lane_scheduled
+    assert dut.compute_cycles(None) == layer.neuron_folds * layer.synapse_folds
+    start = [t for t, r in enumerate(rec) if r[0] and r[1]][dut.synapse_folds - 1] + 1
+    assert next(t for t, r in enumerate(rec) if r[2]) - start == dut.latency
+    run_case(tmp_path, mw=mw, mh=mh, pe=pe, simd=simd, in_bits=in_bits, out=out, n_vec=4,
+             seed=3, gates="none", in_idle=0.4, out_stall=0.5)
 
 
 @pytest.mark.parametrize("mw,mh,pe,simd,in_bits,out,schedule", [
