@@ -155,6 +155,11 @@ class Accelerator(wiring.Component):
         Pixels per ``s_axis`` beat (``P`` must be a multiple of it).
     rom_mode : {"sim", "verilog"}
         ROM elaboration (Amaranth memories, or ``fracbnn_rom`` instances for Verilog).
+    writable_params : bool
+        Weight, threshold and gate memories are RAMs the host writes through the
+        PARAM_SELECT / PARAM_DATA registers (:mod:`hw.param_loader`; docs/hardware.md
+        "Writable parameters"), so a retrained network of the same shapes and folding needs
+        no new bitstream.  Default ``False`` (ROMs).
 
     Ports (flat, see docs/hardware.md "Top level")
     -----
@@ -171,7 +176,7 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, net: CompiledNetwork, *, init_dir, pixels_per_beat: int = 8,
-                 rom_mode: str = "sim"):
+                 rom_mode: str = "sim", writable_params: bool = False):
         from .mvtu import MatrixVectorThresholdUnit  # the layer engine
 
         if not isinstance(net, CompiledNetwork):
@@ -183,8 +188,11 @@ class Accelerator(wiring.Component):
         self._stages = plan_stages(net, pixels_per_beat)
         self._beats_per_image = net.input.pixels // pixels_per_beat
         # Build the layer engines now so their timing properties are available up front.
+        self._writable = bool(writable_params)
         self._mvtus = [MatrixVectorThresholdUnit(layer, init_dir=self._init_dir,
-                                                 rom_mode=rom_mode) for layer in net.layers]
+                                                 rom_mode=rom_mode,
+                                                 writable_params=self._writable)
+                       for layer in net.layers]
         last = net.layers[-1]
         if last.out == "scores":
             self._acc_width = self._mvtus[-1].o.payload.shape().elem_shape.width
@@ -201,7 +209,7 @@ class Accelerator(wiring.Component):
         self._regs = AxiLiteRegisterBlock(
             [(l.folding.pe, l.folding.simd, l.in_features, l.out_features) for l in net.layers],
             pixels_per_beat=pixels_per_beat, classes=net.classes,
-            thermometer_levels=net.input.levels)
+            thermometer_levels=net.input.levels, writable_params=self._writable)
         super().__init__({
             "s_axis_tdata": In(8 * pixels_per_beat), "s_axis_tvalid": In(1),
             "s_axis_tready": Out(1), "s_axis_tlast": In(1),
@@ -216,6 +224,20 @@ class Accelerator(wiring.Component):
     rom_mode = property(lambda self: self._rom_mode)
     beats_per_image = property(lambda self: self._beats_per_image)
     acc_width = property(lambda self: self._acc_width)
+    writable_params = property(lambda self: self._writable)
+
+    def param_widths(self) -> dict[int, int]:
+        """Writable-parameter memory index (``3*layer + kind``) -> word width in bits."""
+        from .mvtu import PARAM_KINDS
+        out = {}
+        for i, layer in enumerate(self._net.layers):
+            widths = {"weights": layer.weight_width,
+                      "thresholds": layer.threshold_width if layer.threshold_count else 0,
+                      "gates": layer.gate_width if layer.gated else 0}
+            for k, kind in enumerate(PARAM_KINDS):
+                if widths[kind]:
+                    out[3 * i + k] = widths[kind]
+        return out
 
     @property
     def stages(self) -> list[StageInfo]:
@@ -312,6 +334,19 @@ class Accelerator(wiring.Component):
             regs.busy.eq(in_flight_nz | (beat != 0) | started_q),
             regs.image_done.eq(finished),
         ]
+
+        if self._writable:
+            from .mvtu import PARAM_KINDS
+            from .param_loader import ParamLoader
+            m.submodules.param_loader = loader = ParamLoader(self.param_widths())
+            m.d.comb += [loader.select_we.eq(regs.param_select_we),
+                         loader.data_we.eq(regs.param_data_we),
+                         loader.wdata.eq(regs.param_wdata)]
+            for i, eng in enumerate(self._mvtus):
+                for k in range(len(PARAM_KINDS)):
+                    m.d.comb += eng.p_we[k].eq(loader.we & (loader.index == 3 * i + k))
+                m.d.comb += [eng.p_addr.eq(loader.addr[:len(eng.p_addr)]),
+                             eng.p_data.eq(loader.data[:len(eng.p_data)])]
 
         # Registers: pass the flat AXI4-Lite ports through.
         for name, member in self._regs.signature.members.items():

@@ -16,9 +16,14 @@ Addr  Name         Acc   Contents
 0x1C  CTRL         WO    write bit 0 = 1: clear IMAGES_DONE, CYCLES and the framing error
 0x20+8i LAYERi_FOLD RO   {PE, SIMD}: PE in [31:16], SIMD in [15:0]
 0x24+8i LAYERi_SHAPE RO  {MW, MH}: MW in [31:16], MH in [15:0]
+0xF8  PARAM_SELECT RW    read: bit 31 = the parameters are writable, [11:0] memories
+                         (3 per layer); write (writable builds): [31:20] memory index
+                         3*layer + kind, [19:0] first word address (hw.param_loader)
+0xFC  PARAM_DATA   WO    next 32-bit chunk of the current parameter word (writable builds)
 ====  ===========  ====  ==================================================================
 
-Unmapped addresses read 0; writes other than to CTRL are ignored; every response is OKAY.
+Unmapped addresses read 0; writes other than to CTRL and the PARAM registers are ignored;
+every response is OKAY.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["AxiLiteRegisterBlock", "AXIL_ADDR_BITS", "REG", "REG_ID_VALUE", "REG_VERSION_VALUE",
-           "axil_signature", "max_layers"]
+           "PARAM_WRITABLE", "axil_signature", "max_layers"]
 
 AXIL_ADDR_BITS = 8
 REG_ID_VALUE = 0x464E4231
@@ -38,12 +43,16 @@ REG_VERSION_VALUE = 0x00010000
 REG = {
     "ID": 0x00, "VERSION": 0x04, "CONFIG": 0x08, "STATUS": 0x0C, "IMAGES_DONE": 0x10,
     "CYCLES_LO": 0x14, "CYCLES_HI": 0x18, "CTRL": 0x1C, "LAYER_BASE": 0x20,
+    "PARAM_SELECT": 0xF8, "PARAM_DATA": 0xFC,
 }
+
+#: PARAM_SELECT read-back bit: the parameter memories are writable.
+PARAM_WRITABLE = 1 << 31
 
 
 def max_layers() -> int:
-    """Most layers whose two read-back registers fit in the 8-bit address space."""
-    return (2 ** AXIL_ADDR_BITS - REG["LAYER_BASE"]) // 8
+    """Most layers whose two read-back registers fit below the PARAM registers."""
+    return (REG["PARAM_SELECT"] - REG["LAYER_BASE"]) // 8
 
 
 def axil_signature() -> dict:
@@ -81,6 +90,9 @@ class AxiLiteRegisterBlock(wiring.Component):
     image_done : In(1)      one-cycle pulse per finished image (increments IMAGES_DONE).
     frame_error : In(1)     one-cycle pulse; sets the sticky STATUS bit 1.
     clear : Out(1)          one-cycle pulse when CTRL bit 0 is written.
+    param_select_we, param_data_we : Out(1), param_wdata : Out(32)
+                            (``writable_params`` only) one-cycle pulse of a write to
+                            PARAM_SELECT / PARAM_DATA, with the written value.
 
     Handshakes
     ----------
@@ -92,10 +104,11 @@ class AxiLiteRegisterBlock(wiring.Component):
     next cycle, and the cycle after one of them becomes ``rdata`` with ``rvalid`` (3 cycles from
     the address handshake to ``rvalid``; no path from the AR port to ``rdata``).  One
     outstanding transaction per channel; responses are always OKAY (0).  ``wstrb`` is ignored
-    (the only writable register holds a single control bit).
+    (registers are written whole).
     """
 
-    def __init__(self, layers, *, pixels_per_beat: int, classes: int, thermometer_levels: int):
+    def __init__(self, layers, *, pixels_per_beat: int, classes: int, thermometer_levels: int,
+                 writable_params: bool = False):
         layers = [tuple(int(v) for v in layer) for layer in layers]
         if not 1 <= len(layers) <= max_layers():
             raise ValueError(f"layers must have between 1 and {max_layers()} entries, "
@@ -113,10 +126,13 @@ class AxiLiteRegisterBlock(wiring.Component):
         self.cycle_counter = Signal(64)
         self._config = (len(layers) | pixels_per_beat << 8 | classes << 16
                         | thermometer_levels << 24)
-        super().__init__({
-            **axil_signature(),
-            "busy": In(1), "image_done": In(1), "frame_error": In(1), "clear": Out(1),
-        })
+        self._writable = bool(writable_params)
+        members = {**axil_signature(), "busy": In(1), "image_done": In(1),
+                   "frame_error": In(1), "clear": Out(1)}
+        if self._writable:
+            members.update({"param_select_we": Out(1), "param_data_we": Out(1),
+                            "param_wdata": Out(32)})
+        super().__init__(members)
 
     @property
     def config_word(self) -> int:
@@ -130,7 +146,9 @@ class AxiLiteRegisterBlock(wiring.Component):
     def constant_registers(self) -> dict[int, int]:
         """Byte address -> value of every read-only constant register."""
         regs = {REG["ID"]: REG_ID_VALUE, REG["VERSION"]: REG_VERSION_VALUE,
-                REG["CONFIG"]: self._config}
+                REG["CONFIG"]: self._config,
+                REG["PARAM_SELECT"]: (PARAM_WRITABLE | 3 * len(self._layers)
+                                      if self._writable else 0)}
         for i, (pe, simd, mw, mh) in enumerate(self._layers):
             regs[REG["LAYER_BASE"] + 8 * i] = pe << 16 | simd
             regs[REG["LAYER_BASE"] + 8 * i + 4] = mw << 16 | mh
@@ -174,6 +192,13 @@ class AxiLiteRegisterBlock(wiring.Component):
             m.d.sync += [have_aw.eq(0), have_w.eq(0), bvalid.eq(1)]
             with m.If((aw_addr[2:] == REG["CTRL"] >> 2) & w_data[0]):
                 m.d.comb += self.clear.eq(1)
+            if self._writable:
+                m.d.comb += [
+                    self.param_select_we.eq(aw_addr[2:] == REG["PARAM_SELECT"] >> 2),
+                    self.param_data_we.eq(aw_addr[2:] == REG["PARAM_DATA"] >> 2),
+                ]
+        if self._writable:
+            m.d.comb += self.param_wdata.eq(w_data)
         with m.If(bvalid & self.s_axil_bready):
             m.d.sync += bvalid.eq(0)
 

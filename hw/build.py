@@ -159,7 +159,8 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
 
     step("generate RTL")
     rtl = work / "rtl"
-    generate(net_dir, rtl, fold=args.fold, pixels_per_beat=args.pixels_per_beat)
+    generate(net_dir, rtl, fold=args.fold, pixels_per_beat=args.pixels_per_beat,
+             writable_params=args.writable_params)
     shell = BoardShell(net, pixels_per_beat=args.pixels_per_beat, rom_mode="verilog")
     (rtl / f"{SHELL_NAME}.v").write_text(verilog.convert(shell, name=SHELL_NAME, emit_src=False))
     design = json.loads((rtl / "design.json").read_text())
@@ -188,7 +189,8 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
     (work / "ooc.xdc").write_text(ooc_xdc(args.clock))
     (work / "create_project.tcl").write_text(project_tcl(
         board, clock_mhz=args.clock, stream_in_bits=8 * args.pixels_per_beat, jobs=args.jobs,
-        rtl_files=[f"rtl/{SHELL_NAME}.v", "rtl/fracbnn_top.v", "rtl/fracbnn_rom.v"],
+        rtl_files=[f"rtl/{SHELL_NAME}.v", "rtl/fracbnn_top.v", "rtl/fracbnn_rom.v",
+                   *(["rtl/fracbnn_ram.v"] if args.writable_params else [])],
         mem_files=[f"rtl/{m}" for m in mems]))
     return report
 
@@ -253,6 +255,11 @@ def build(args: argparse.Namespace) -> dict:
                         f"({basis}), not {args.clock:g}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, not {args.jobs}")
+    if getattr(args, "writable_params", False) and board.kind != "zynq":
+        raise UserError(f"--writable-params is for Zynq boards (the host loads parameters over "
+                        f"AXI4-Lite); the {board.title} build is a self-test bitstream without "
+                        "a host: drop --writable-params")
+    args.writable_params = bool(getattr(args, "writable_params", False))
     if not 0 <= args.seed < 2**31:
         raise UserError(f"--seed must be in 0..{2**31 - 1}, not {args.seed}")
     if not 1 <= args.selftest_images <= SELFTEST_MAX_IMAGES:
@@ -482,6 +489,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "oscillator); default: the board's default clock, whose basis the "
                         "summary prints")
     p.add_argument("--out", metavar="DIR", help="build directory (default build/<board>)")
+    p.add_argument("--writable-params", action="store_true",
+                   help="Zynq boards: weights, thresholds and gates in RAMs the host loads at "
+                        "run time (sw.runtime Accelerator.load; docs/hardware.md)")
     p.add_argument("--pixels-per-beat", type=int, default=8, metavar="N",
                    help="input stream width in pixels (default 8 = 64-bit DMA stream)")
     p.add_argument("--jobs", type=int, default=2, help="Vivado jobs (default 2)")

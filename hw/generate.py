@@ -174,6 +174,8 @@ def design_summary(accel, files: list[str]) -> dict:
         "registers": {"id": REG_ID_VALUE, "version": REG_VERSION_VALUE,
                       "config": accel._regs.config_word,
                       "addresses": {k.lower(): v for k, v in REG.items()}},
+        "writable_params": ({str(k): v for k, v in accel.param_widths().items()}
+                            if accel.writable_params else None),
         "cycle_model": {
             "stage_cycles_per_image": {"best": best_stages, "worst": worst_stages},
             "ii": {"best": max(best_stages.values()), "worst": max(worst_stages.values())},
@@ -227,7 +229,7 @@ def _quiet_if_abandoned():
 
 
 def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
-             progress: bool = False) -> Path:
+             progress: bool = False, writable_params: bool = False) -> Path:
     """Generate the Verilog design of the network in ``export_dir`` into ``outdir``.
 
     Parameters
@@ -239,12 +241,16 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
         export's folding.
     pixels_per_beat : int
         Pixels per ``s_axis`` beat.
+    writable_params : bool
+        Weight, threshold and gate memories are RAMs the host can load at run time
+        (``fracbnn_ram.v`` is written beside ``fracbnn_rom.v``; docs/hardware.md "Writable
+        parameters").
 
     Returns the output directory.  Raises :class:`sw.errors.UserError` on bad input.
     """
     from .accelerator import Accelerator, plan_stages
     from .netlist import convert_flat
-    from .rom import VERILOG_ROM_SOURCE
+    from .rom import VERILOG_RAM_SOURCE, VERILOG_ROM_SOURCE
 
     from sw.atomic_dir import check_apart
 
@@ -282,14 +288,19 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
                 mem_files = write_memories(net, tmp)
             done("memories")
             accel = Accelerator(net, init_dir=tmp, pixels_per_beat=pixels_per_beat,
-                                rom_mode="verilog")
+                                rom_mode="verilog", writable_params=writable_params)
             done("elaborate")
             text = convert_flat(accel, TOP_NAME, keep=_layer_taps(accel.stages))
             (tmp / f"{TOP_NAME}.v").write_text(text)
             shutil.copyfile(VERILOG_ROM_SOURCE, tmp / VERILOG_ROM_SOURCE.name)
             shutil.copyfile(WAIVER_FILE, tmp / WAIVER_FILE.name)
+            ram = []
+            if writable_params:
+                shutil.copyfile(VERILOG_RAM_SOURCE, tmp / VERILOG_RAM_SOURCE.name)
+                ram = [VERILOG_RAM_SOURCE.name]
             done("verilog")
-            files = [f"{TOP_NAME}.v", VERILOG_ROM_SOURCE.name, WAIVER_FILE.name, *mem_files]
+            files = [f"{TOP_NAME}.v", VERILOG_ROM_SOURCE.name, *ram, WAIVER_FILE.name,
+                     *mem_files]
             summary = design_summary(accel, files)
             (tmp / _DESIGN_JSON).write_text(json.dumps(json_safe(summary), indent=2,
                                                        allow_nan=False) + "\n")
@@ -307,13 +318,17 @@ def main(argv=None) -> int:
     parser.add_argument("export_dir", metavar="EXPORTDIR", help="compiled-network directory")
     parser.add_argument("outdir", metavar="OUTDIR", help="output directory (replaced atomically)")
     parser.add_argument("--fold", metavar="FOLD.json", help="folding file overriding the export's")
+    parser.add_argument("--writable-params", action="store_true",
+                        help="weights, thresholds and gates in RAMs the host loads at run time "
+                             "(PARAM_SELECT/PARAM_DATA registers; sw.runtime Accelerator.load)")
     parser.add_argument("--pixels-per-beat", type=int, default=8, metavar="N",
                         help="pixels per input AXI-Stream beat (default 8)")
     args = parser.parse_args(argv)
     from sw.atomic_dir import check_writable_dir
     check_writable_dir(args.outdir, "output directory")   # before the network is even read
     out = generate(args.export_dir, args.outdir, fold=args.fold,
-                   pixels_per_beat=args.pixels_per_beat, progress=True)
+                   pixels_per_beat=args.pixels_per_beat, progress=True,
+                   writable_params=args.writable_params)
     summary = json.loads((out / _DESIGN_JSON).read_text())
     model = summary["cycle_model"]
     exact = model["ii_exact"]

@@ -25,7 +25,8 @@ from .popcount import PopcountTree, popcount_latency
 from .rom import ROM_MODES, InitFileROM
 from .threshold import ThresholdUnit, out_layout
 
-__all__ = ["POPCOUNT_LEVELS_PER_STAGE", "LSB_SCHEDULES", "LSB_SCHEDULE", "uses_lane_schedule",
+__all__ = ["POPCOUNT_LEVELS_PER_STAGE", "LSB_SCHEDULES", "LSB_SCHEDULE", "PARAM_KINDS",
+           "uses_lane_schedule",
            "popcount_width", "gate_delay_of", "VectorTiming", "mvtu_in_layout", "mvtu_out_layout",
            "MatrixVectorThresholdUnit"]
 
@@ -39,6 +40,9 @@ LSB_SCHEDULES = ("fold", "lane", "auto")
 
 #: The default schedule (the cycle model uses it for engines it does not see).
 LSB_SCHEDULE = "auto"
+
+#: A layer's memories in the order of writable-parameter indices (``3*layer + kind``).
+PARAM_KINDS = ("weights", "thresholds", "gates")
 
 
 def uses_lane_schedule(layer: LayerSpec, lsb_schedule: str | None = None) -> bool:
@@ -141,6 +145,11 @@ class MatrixVectorThresholdUnit(wiring.Component):
         and ``L{index}_gates.mem`` (2-bit inputs).
     rom_mode : {"sim", "verilog"}
         How the ROMs elaborate (see :class:`hw.rom.InitFileROM`).
+    writable_params : bool
+        Weight, threshold and gate memories are RAMs written through ``p_we`` (one enable per
+        memory of :data:`PARAM_KINDS`), ``p_addr`` and ``p_data`` (a whole word of the
+        memory's ``.mem`` file, zero-extended), docs/hardware.md "Writable parameters".
+        Only while the engine is idle; no effect on timing.
     lsb_schedule : {"fold", "lane", "auto"}, optional
         How a layer with 2-bit inputs schedules its LSB passes (default
         :data:`LSB_SCHEDULE`; ignored for 1-bit inputs): ``"fold"`` runs a fold's LSB pass
@@ -227,7 +236,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
     """
 
     def __init__(self, layer: LayerSpec, *, init_dir, rom_mode: str = "sim",
-                 lsb_schedule: str | None = None):
+                 lsb_schedule: str | None = None, writable_params: bool = False):
         if not isinstance(layer, LayerSpec):
             raise TypeError(f"layer must be a sw.compiled_net.LayerSpec, not {type(layer).__name__}")
         if rom_mode not in ROM_MODES:
@@ -261,11 +270,20 @@ class MatrixVectorThresholdUnit(wiring.Component):
                                         self._init_dir / f"L{idx}_gates.mem")
         for width, depth, path in self._rom_specs.values():
             read_mem(path, width, depth)
-        super().__init__({
+        self._writable = bool(writable_params)
+        members = {
             "i": In(stream.Signature(mvtu_in_layout(layer.in_bits, simd))),
             "o": Out(stream.Signature(mvtu_out_layout(layer.out, pe, self.acc_width,
                                                       layer.levels))),
-        })
+        }
+        if self._writable:
+            members.update({
+                "p_we": In(len(PARAM_KINDS)),
+                "p_addr": In(max(1, max(d for _, d, _ in self._rom_specs.values()) - 1)
+                             .bit_length()),
+                "p_data": In(max(w for w, _, _ in self._rom_specs.values())),
+            })
+        super().__init__(members)
 
     # ------------------------------------------------------------------ read-only facts
     @property
@@ -479,11 +497,28 @@ class MatrixVectorThresholdUnit(wiring.Component):
             parts = [(0, k, "block"), (k, pe, "distributed")]
         roms = []
         for n, (lo, hi, style) in enumerate(parts):
-            rom = InitFileROM((hi - lo) * simd, depth, path, rom_mode=self._rom_mode,
-                              file_width=width, lsb=lo * simd, style=style)
-            m.submodules["weights_rom" if len(parts) == 1 else f"weights_rom_{style}"] = rom
-            roms.append(rom)
+            roms.append(self._rom(m, "weights_rom" if len(parts) == 1 else
+                                  f"weights_rom_{style}", "weights", lo=lo, hi=hi, style=style))
         return roms
+
+    def _rom(self, m, submodule: str, name: str, *, lo: int | None = None,
+             hi: int | None = None, style: str = "auto"):
+        """The ROM (a RAM with ``writable_params``) of memory ``name``, added as ``submodule``;
+        for ``weights`` lanes ``lo..hi-1`` of the file's words (default: all).  With writable
+        parameters its write port is driven by ``p_we[kind]``, ``p_addr``, ``p_data``."""
+        width, depth, path = self._rom_specs[name]
+        kw = {}
+        if name == "weights" and lo is not None:
+            kw = dict(file_width=width, lsb=lo * self.simd)
+            width = (hi - lo) * self.simd
+        rom = InitFileROM(width, depth, path, rom_mode=self._rom_mode, style=style,
+                          writable=self._writable, **kw)
+        m.submodules[submodule] = rom
+        if self._writable:
+            m.d.comb += [rom.w_en.eq(self.p_we[PARAM_KINDS.index(name)]),
+                         rom.w_addr.eq(self.p_addr[:rom.addr_width]),
+                         rom.w_data.eq(self.p_data[:rom.file_width])]
+        return rom
 
     def _inbuf_addr(self, bank, sf):
         """Input-buffer address of word ``sf`` of ``bank``: ``Cat(sf, bank)``."""
@@ -582,10 +617,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
         rport, full, clr_full = self._input_buffer(m, in_w, sf_n, sf_range)
 
         # ---------------------------------------------------------- ROMs
-        roms = {name: InitFileROM(width, depth, path, rom_mode=self._rom_mode)
-                for name, (width, depth, path) in self._rom_specs.items() if name != "weights"}
-        for name, rom in roms.items():
-            m.submodules[f"{name}_rom"] = rom
+        roms = {name: self._rom(m, f"{name}_rom", name)
+                for name in self._rom_specs if name != "weights"}
         grom, trom = roms.get("gates"), roms.get("thresholds")
         w_roms = self._weight_roms(m)
         w_addr = Signal(w_roms[0].addr_width)
@@ -919,21 +952,12 @@ class MatrixVectorThresholdUnit(wiring.Component):
         # ---------------------------------------------------------- ROMs
         # One weight ROM per lane (its SIMD bits of every word of the wide weight file), so
         # that in the LSB phase every lane reads its own neuron fold.
-        w_width, w_depth, w_path = self._rom_specs["weights"]
-        lane_roms = []
-        for p in range(pe):
-            rom = InitFileROM(simd, w_depth, w_path, rom_mode=self._rom_mode,
-                              file_width=w_width, lsb=p * simd, style=self._lane_style(p))
-            m.submodules[f"weights_rom{p}"] = rom
-            lane_roms.append(rom)
-        g_width, g_depth, g_path = self._rom_specs["gates"]
-        m.submodules.gates_rom = grom = InitFileROM(g_width, g_depth, g_path,
-                                                    rom_mode=self._rom_mode)
+        lane_roms = [self._rom(m, f"weights_rom{p}", "weights", lo=p, hi=p + 1,
+                               style=self._lane_style(p)) for p in range(pe)]
+        grom = self._rom(m, "gates_rom", "gates")
         trom = None
         if layer.out != "scores":
-            t_width, t_depth, t_path = self._rom_specs["thresholds"]
-            m.submodules.thresholds_rom = trom = InitFileROM(t_width, t_depth, t_path,
-                                                             rom_mode=self._rom_mode)
+            trom = self._rom(m, "thresholds_rom", "thresholds")
 
         # ---------------------------------------------------------- issue (read sequencer)
         # MSB phase: reads (nf, sf) in order.  LSB phase: once every gate of the vector is

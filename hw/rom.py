@@ -9,6 +9,11 @@ elaborations with the same one-cycle read latency:
 * ``rom_mode="verilog"``: an ``Instance`` of the hand-written ``fracbnn_rom`` module
   (``hw/verilog/fracbnn_rom.v``, ``$readmemh(INIT_FILE)``), so the emitted Verilog
   loads the file at elaboration and new weights need no new HDL.
+
+With ``writable=True`` the memory also has a write port (``w_en``, ``w_addr``, ``w_data``:
+a whole word of the ``.mem`` file, of which a slice ROM keeps its bits); the Verilog form is
+then a ``fracbnn_ram`` instance.  Accelerators built with writable parameters load new
+weights, thresholds and gates at run time (docs/hardware.md, "Writable parameters").
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from sw.memfile import read_mem
 
-__all__ = ["ROM_MODES", "ROM_STYLES", "VERILOG_ROM_SOURCE", "InitFileROM"]
+__all__ = ["ROM_MODES", "ROM_STYLES", "VERILOG_ROM_SOURCE", "VERILOG_RAM_SOURCE", "InitFileROM"]
 
 #: Accepted ``rom_mode`` values.
 ROM_MODES = ("sim", "verilog")
@@ -30,6 +35,8 @@ ROM_STYLES = ("auto", "block", "distributed")
 
 #: The Verilog module instantiated in ``rom_mode="verilog"``.
 VERILOG_ROM_SOURCE = Path(__file__).with_name("verilog") / "fracbnn_rom.v"
+#: The Verilog module instantiated for ``writable=True``.
+VERILOG_RAM_SOURCE = Path(__file__).with_name("verilog") / "fracbnn_ram.v"
 
 
 class InitFileROM(wiring.Component):
@@ -59,6 +66,8 @@ class InitFileROM(wiring.Component):
     style : {"auto", "block", "distributed"}
         Placement of the Verilog ROM (``STYLE`` of ``fracbnn_rom``: 0, 1, 2 in this order):
         by size (default), or forced.  No effect in ``rom_mode="sim"`` and none on timing.
+    writable : bool
+        Add the write port below (default ``False``).
 
     Ports
     -----
@@ -68,11 +77,14 @@ class InitFileROM(wiring.Component):
         Read enable; while low, ``data`` holds its value.
     data : Out(width)
         ``mem[addr]`` of the previous enabled cycle (1-cycle read latency).
+    w_en, w_addr, w_data : In(1), In(addr_width), In(file_width)   (``writable`` only)
+        In a cycle with ``w_en`` high, word ``w_addr`` becomes bits ``[lsb, lsb + width)``
+        of ``w_data``; reads see it from the next cycle.
     """
 
     def __init__(self, width: int, depth: int, init_file, *, rom_mode: str = "sim",
                  init_name: str | None = None, file_width: int | None = None, lsb: int = 0,
-                 style: str = "auto"):
+                 style: str = "auto", writable: bool = False):
         if file_width is None:
             file_width = width
         for name, value in (("width", width), ("depth", depth), ("file_width", file_width)):
@@ -86,6 +98,7 @@ class InitFileROM(wiring.Component):
         if style not in ROM_STYLES:
             raise ValueError(f"style must be one of {ROM_STYLES}, not {style!r}")
         self._style = style
+        self._writable = bool(writable)
         self._width = width
         self._depth = depth
         self._init_file = Path(init_file)
@@ -96,11 +109,11 @@ class InitFileROM(wiring.Component):
         mask = (1 << width) - 1
         self._words = tuple((w >> lsb) & mask
                             for w in read_mem(self._init_file, file_width, depth))
-        super().__init__({
-            "addr": In(self.addr_width),
-            "en": In(1, init=1),
-            "data": Out(width),
-        })
+        members = {"addr": In(self.addr_width), "en": In(1, init=1), "data": Out(width)}
+        if self._writable:
+            members.update({"w_en": In(1), "w_addr": In(self.addr_width),
+                            "w_data": In(file_width)})
+        super().__init__(members)
 
     @property
     def width(self) -> int:
@@ -153,6 +166,11 @@ class InitFileROM(wiring.Component):
         return self._lsb
 
     @property
+    def writable(self) -> bool:
+        """Has a write port."""
+        return self._writable
+
+    @property
     def latency(self) -> int:
         """Read latency in cycles (always 1)."""
         return 1
@@ -162,11 +180,17 @@ class InitFileROM(wiring.Component):
         if self._rom_mode == "sim":
             m.submodules.mem = mem = memory.Memory(
                 shape=self._width, depth=self._depth, init=self._words)
-            port = mem.read_port(domain="sync")
+            port = mem.read_port(domain="sync", transparent_for=())
             m.d.comb += [port.addr.eq(self.addr), port.en.eq(self.en), self.data.eq(port.data)]
+            if self._writable:
+                wport = mem.write_port()
+                m.d.comb += [wport.en.eq(self.w_en), wport.addr.eq(self.w_addr),
+                             wport.data.eq(self.w_data[self._lsb:self._lsb + self._width])]
         else:
+            write = ({} if not self._writable else
+                     {"i_we": self.w_en, "i_waddr": self.w_addr, "i_wdata": self.w_data})
             m.submodules.rom = Instance(
-                "fracbnn_rom",
+                "fracbnn_ram" if self._writable else "fracbnn_rom",
                 p_WIDTH=self._width,
                 p_DEPTH=self._depth,
                 p_ADDR_WIDTH=self.addr_width,
@@ -178,5 +202,6 @@ class InitFileROM(wiring.Component):
                 i_en=self.en,
                 i_addr=self.addr,
                 o_data=self.data,
+                **write,
             )
         return m

@@ -195,7 +195,8 @@ def yosys_estimate(design_dir, *, family: str = "xcup", top: str = "fracbnn_top"
     abc = abc_works() if use_abc is None else use_abc
     # $readmemh paths are relative to the working directory: run where the .mem files are.
     # YoWASP maps its own temporary directory over /tmp, so every path is passed relative.
-    sources = [f"{top}.v", "fracbnn_rom.v"]
+    sources = [f"{top}.v", "fracbnn_rom.v"] + (
+        ["fracbnn_ram.v"] if (design_dir / "fracbnn_ram.v").is_file() else [])
     stat = log_dir / "yosys_stat.json"
     netlist = log_dir / "yosys_netlist.json"
     netlist.unlink(missing_ok=True)     # `expect` must not see a previous run's netlist

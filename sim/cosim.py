@@ -20,11 +20,13 @@ import numpy as np
 from . import build as simbuild
 from .reference import layer_taps
 
-__all__ = ["TestbenchSpec", "TestbenchResult", "ALL_TESTS", "run_testbench"]
+__all__ = ["TestbenchSpec", "TestbenchResult", "ALL_TESTS", "EXTRA_TESTS", "run_testbench"]
 
 #: cocotb tests in sim.tb_accelerator, in the order they run.
 ALL_TESTS = ("test_registers", "test_images", "test_cycles", "test_reset_mid_image",
              "test_framing_error")
+#: Tests run only when asked for (they need more of the spec).
+EXTRA_TESTS = ("test_load_parameters",)
 
 
 @dataclass
@@ -50,6 +52,9 @@ class TestbenchSpec:
     layer_outputs
         The golden model's per-layer outputs (``GoldenResult.layer_outputs``); when
         given, every layer engine's output stream is tapped and compared too.
+    param_writes, load_classes, load_scores
+        ``test_load_parameters``: the register writes ``(offset, value)`` that load
+        another network (:func:`sw.runtime.parameter_writes`) and its expected results.
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -65,6 +70,9 @@ class TestbenchSpec:
     stall_prob: float = 0.3
     seed: int = 1
     layer_outputs: list[np.ndarray] | None = None
+    param_writes: list[tuple[int, int]] | None = None
+    load_classes: np.ndarray | None = None
+    load_scores: np.ndarray | None = None
 
     def __post_init__(self):
         self.images = np.asarray(self.images, dtype=np.uint8)
@@ -150,9 +158,10 @@ def run_testbench(design_dir: str | Path, spec: TestbenchSpec, *,
     timeout_cycles
         Cycle budget per result frame (default from the image count).
     """
-    unknown = sorted(set(tests) - set(ALL_TESTS))
+    unknown = sorted(set(tests) - set(ALL_TESTS) - set(EXTRA_TESTS))
     if unknown:
-        raise ValueError(f"unknown testbench tests {unknown}; choose from {ALL_TESTS}")
+        raise ValueError(f"unknown testbench tests {unknown}; choose from "
+                         f"{ALL_TESTS + EXTRA_TESTS}")
     # Absolute paths: the simulator runs in the run directory, the compiler in the build one.
     design_dir = Path(design_dir).resolve()
     t0 = time.monotonic()
@@ -170,6 +179,9 @@ def run_testbench(design_dir: str | Path, spec: TestbenchSpec, *,
         for i, out in enumerate(spec.layer_outputs):
             arrays[f"layer{i}"] = np.asarray(out, dtype=np.int64)
         taps = layer_taps(simbuild.design_info(design_dir))
+    if spec.param_writes is not None:
+        arrays["load_classes"] = np.asarray(spec.load_classes, dtype=np.int64)
+        arrays["load_scores"] = np.asarray(spec.load_scores, dtype=np.int64)
     np.savez(run_dir / "tb_arrays.npz", **arrays)
     report = run_dir / "tb_report.json"
     report.unlink(missing_ok=True)
@@ -183,6 +195,8 @@ def run_testbench(design_dir: str | Path, spec: TestbenchSpec, *,
         "waves": str((run_dir / built.wave_file_name).resolve()) if built.wave_file_name else None,
         "timeout_cycles": int(timeout_cycles or 100_000 + 2000 * n),
         "taps": taps,
+        "param_writes": ([[int(o), int(v)] for o, v in spec.param_writes]
+                         if spec.param_writes is not None else None),
     }
     cfg_path = run_dir / "tb_config.json"
     cfg_path.write_text(json.dumps(cfg, indent=1, allow_nan=False))

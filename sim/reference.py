@@ -58,7 +58,7 @@ def layer_taps(design: dict) -> list[dict]:
                      "neuron_folds": layer["neuron_folds"],
                      "out_features": layer["out_features"], "acc_width": layer["acc_width"],
                      "vectors": layer.get("vectors", 1), "conv": layer.get("conv"),
-                     "pool": layer.get("pool", 0)})
+                     "pool": layer.get("pool", 0), "levels": layer.get("levels", 0)})
     return taps
 
 

@@ -43,6 +43,10 @@ Tests (each starts from a reset):
   images again: exact outputs, nothing stale.
 * ``test_framing_error``: an image whose TLAST comes early sets STATUS bit 1
   (sticky); CTRL bit 0 clears it; after a reset the next image is exact.
+* ``test_load_parameters`` (designs with writable parameters; config ``param_writes``
+  and arrays ``load_classes``/``load_scores``): the images give the design's own network's
+  results, then network B's memories are written through PARAM_SELECT/PARAM_DATA and the
+  images give B's results.
 
 Handshakes are sampled at the falling clock edge (all signals are stable
 there), so a transfer seen at falling edge k happens at rising edge k.
@@ -63,7 +67,7 @@ from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFra
                            AxiStreamSink, AxiStreamSource)
 
 __all__ = ["TB", "test_registers", "test_images", "test_cycles", "test_reset_mid_image",
-           "test_framing_error"]
+           "test_framing_error", "test_load_parameters"]
 
 #: Register addresses (docs/hardware.md, "Register map").
 REG_ID, REG_VERSION, REG_CONFIG, REG_STATUS = 0x00, 0x04, 0x08, 0x0C
@@ -251,13 +255,16 @@ def _fail_message(cfg: dict, test: str, mismatches: list) -> str:
 def _decode_tap(tap: dict, images: int) -> np.ndarray:
     """Layer outputs (images, MH) from a tap's beats: bits, codes q, or scores."""
     pe, nf, kind = int(tap["pe"]), int(tap["neuron_folds"]), tap["out"]
+    # Output levels: 2 -> one bit per lane, 3 or 4 -> {m, l} planes; scores: signed lanes.
+    levels = 0 if kind == "scores" else int(tap.get("levels") or
+                                             {"sign": 2, "frac2": 4}.get(kind, 0))
     beats = tap["beats"][:images * int(tap.get("vectors", 1)) * nf]
     out = np.zeros((len(beats), pe), dtype=np.int64)
     for b, word in enumerate(beats):
         for p in range(pe):
-            if kind == "sign":
+            if levels == 2:
                 out[b, p] = (word >> p) & 1
-            elif kind == "frac2":      # StructLayout {m: PE, l: PE}: m planes first
+            elif levels:               # StructLayout {m: PE, l: PE}: m planes first
                 out[b, p] = 2 * ((word >> p) & 1) + ((word >> (pe + p)) & 1)
             else:                      # ArrayLayout(signed(ACCW), PE)
                 w = int(tap["acc_width"])
@@ -504,3 +511,28 @@ async def test_framing_error(dut):
     _report(cfg, "test_framing_error", errors=errors)
     assert not mismatches, _fail_message(cfg, "test_framing_error", mismatches)
     assert not errors, "; ".join(errors)
+
+
+@cocotb.test()
+async def test_load_parameters(dut):
+    """Writable parameters: the images give network A's results; the register writes
+    ``param_writes`` (network B's memories through PARAM_SELECT / PARAM_DATA) are made on the
+    idle accelerator; the same images then give B's results (``load_classes``,
+    ``load_scores``), every one exact."""
+    cfg = _load_config()
+    arrays = cfg["_arrays"]
+    writes = cfg.get("param_writes")
+    assert writes, "test_load_parameters needs param_writes (TestbenchSpec.param_writes)"
+    tb = TB(dut, cfg)
+    await tb.reset()
+    mismatches = await _send_and_check(tb, cfg, "test_load_parameters_a", arrays["images"],
+                                       arrays["classes"], arrays["scores"])
+    assert not mismatches, _fail_message(cfg, "test_load_parameters (network A)", mismatches)
+    info = await tb.read(0xF8)
+    assert info >> 31 == 1, f"PARAM_SELECT reads 0x{info:08X}: the design is not writable"
+    for offset, value in writes:
+        await tb.write(int(offset), int(value))
+    mismatches = await _send_and_check(tb, cfg, "test_load_parameters", arrays["images"],
+                                       arrays["load_classes"], arrays["load_scores"])
+    _report(cfg, "test_load_parameters", writes=len(writes))
+    assert not mismatches, _fail_message(cfg, "test_load_parameters (network B)", mismatches)

@@ -37,16 +37,23 @@ import numpy as np
 from .compiled_net import CompiledNetwork, load_compiled_network
 from .errors import UserError
 
-__all__ = ["TARGETS", "REG", "REG_ID_VALUE", "REG_VERSION_VALUE", "Accelerator", "DeviceError",
-           "RegisterDriver", "pack_images", "unpack_results", "check_results", "config_word",
-           "check_design", "requested_network"]
+__all__ = ["TARGETS", "REG", "REG_ID_VALUE", "REG_VERSION_VALUE", "PARAM_WRITABLE", "PARAM_KINDS",
+           "Accelerator", "DeviceError", "RegisterDriver", "pack_images", "unpack_results",
+           "check_results", "config_word", "check_design", "requested_network",
+           "parameter_memories", "parameter_writes", "check_same_hardware"]
 
 #: Runtime targets.
 TARGETS = ("golden", "sim", "pynq")
 
 #: Register byte addresses (docs/hardware.md "Register map").
 REG = {"ID": 0x00, "VERSION": 0x04, "CONFIG": 0x08, "STATUS": 0x0C, "IMAGES_DONE": 0x10,
-       "CYCLES_LO": 0x14, "CYCLES_HI": 0x18, "CTRL": 0x1C, "LAYER_BASE": 0x20}
+       "CYCLES_LO": 0x14, "CYCLES_HI": 0x18, "CTRL": 0x1C, "LAYER_BASE": 0x20,
+       "PARAM_SELECT": 0xF8, "PARAM_DATA": 0xFC}
+#: PARAM_SELECT read-back bit of designs built with writable parameters.
+PARAM_WRITABLE = 1 << 31
+#: A layer's parameter memories in index order (memory index ``3*layer + kind``).
+PARAM_KINDS = ("weights", "thresholds", "gates")
+_SELECT_ADDR_BITS = 20
 REG_ID_VALUE = 0x464E4231        # "FNB1"
 REG_VERSION_VALUE = 0x00010000   # register map 1.0
 _STATUS_BUSY, _STATUS_FRAMING = 1, 2
@@ -107,12 +114,15 @@ def unpack_results(words, classes: int) -> tuple[np.ndarray, np.ndarray]:
     return table[:, 0].astype(np.int64), table[:, 1:].view(np.int32).astype(np.int64)
 
 
-def check_results(classes: np.ndarray, scores: np.ndarray) -> None:
-    """Raise :class:`DeviceError` unless every class index is the first maximal score's index
-    (what the hardware computes); catches shifted or torn DMA buffers."""
+def check_results(classes: np.ndarray, scores: np.ndarray, output=None) -> None:
+    """Raise :class:`DeviceError` unless every class index is what the network's decoder
+    gives for its scores (``output``: :class:`sw.compiled_net.OutputSpec`; default the
+    first maximal score, what the hardware computes without class keys); catches shifted or
+    torn DMA buffers."""
     if len(classes) == 0:
         return
-    expected = np.argmax(scores, axis=1)
+    expected = (np.argmax(scores, axis=1) if output is None
+                else output.decode(np.asarray(scores, dtype=np.int64)))
     bad = np.flatnonzero(classes != expected)
     if bad.size:
         i = int(bad[0])
@@ -124,6 +134,88 @@ def config_word(net: CompiledNetwork, pixels_per_beat: int) -> int:
     """The CONFIG register value of a design for ``net``."""
     return (len(net.layers) | pixels_per_beat << 8 | net.classes << 16
             | net.input.levels << 24)
+
+
+def parameter_memories(net: CompiledNetwork) -> list[tuple[int, int, list[int]]]:
+    """``(index, width, words)`` of every parameter memory of ``net`` in load order: memory
+    index ``3*layer + kind`` (:data:`PARAM_KINDS`), words exactly the ``.mem`` files'."""
+    from .compiled_net import pack_gate_words, pack_threshold_words, pack_weight_words
+    out = []
+    for i, layer in enumerate(net.layers):
+        out.append((3 * i, layer.weight_width, pack_weight_words(layer)))
+        if layer.threshold_count:
+            out.append((3 * i + 1, layer.threshold_width, pack_threshold_words(layer)))
+        if layer.gated:
+            out.append((3 * i + 2, layer.gate_width, pack_gate_words(layer)))
+    return out
+
+
+def parameter_writes(net: CompiledNetwork) -> list[tuple[int, int]]:
+    """The register writes ``(byte offset, value)`` that load every parameter memory of
+    ``net`` into a design built with writable parameters: per memory, PARAM_SELECT =
+    ``index << 20`` (word 0), then each word as ``ceil(width/32)`` PARAM_DATA writes, least
+    significant 32 bits first (docs/hardware.md, "Writable parameters")."""
+    writes = []
+    for index, width, words in parameter_memories(net):
+        writes.append((REG["PARAM_SELECT"], index << _SELECT_ADDR_BITS))
+        chunks = -(-width // 32)
+        for word in words:
+            writes += [(REG["PARAM_DATA"], (word >> (32 * k)) & 0xFFFF_FFFF)
+                       for k in range(chunks)]
+    return writes
+
+
+def _hardware_view(net: CompiledNetwork) -> dict:
+    """What the hardware fixes: network.json without the memories' contents (sha256),
+    name, provenance, test vectors, the codes' values and the float logit map."""
+    from .compiled_net import network_to_json
+    doc = network_to_json(net)
+    for key in ("name", "source", "test_vectors"):
+        doc.pop(key, None)
+    for layer in doc["layers"]:
+        for mem in layer["memories"].values():
+            mem.pop("sha256", None)
+        # What a code means (its value) is documentation; the hardware sees levels only.
+        layer.pop("out_bias", None)
+        layer.pop("out_scale", None)
+    for key in ("mean", "scale", "beta"):    # the float logit map: not in the hardware
+        doc["output"].pop(key, None)
+    return doc
+
+
+def check_same_hardware(loaded: CompiledNetwork, new: CompiledNetwork) -> None:
+    """Raise :class:`sw.errors.UserError` (one line, naming the first difference) unless
+    ``new`` runs on hardware built for ``loaded`` with writable parameters: same layers,
+    shapes, folding, activation kinds, thermometer thresholds and output decoder."""
+    a, b = _hardware_view(loaded), _hardware_view(new)
+    if a == b:
+        return
+
+    def first_diff(x, y, path):
+        if type(x) is not type(y):
+            return path
+        if isinstance(x, dict):
+            for k in sorted(set(x) | set(y)):
+                if k not in x or k not in y:
+                    return f"{path}.{k}"
+                d = first_diff(x[k], y[k], f"{path}.{k}")
+                if d:
+                    return d
+            return None
+        if isinstance(x, list):
+            if len(x) != len(y):
+                return f"{path} (length {len(x)} vs {len(y)})"
+            for k, (u, v) in enumerate(zip(x, y)):
+                d = first_diff(u, v, f"{path}[{k}]")
+                if d:
+                    return d
+            return None
+        return None if x == y else f"{path} ({x!r} vs {y!r})"
+
+    where = first_diff(a, b, "network") or "network"
+    raise UserError(f"the export does not fit the loaded hardware: {where} differs; only "
+                    "weights, thresholds and gates can be loaded (same shapes, folding, "
+                    "activations, input encoding and output decoder)")
 
 
 class RegisterDriver:
@@ -174,6 +266,21 @@ class RegisterDriver:
         if info["pixels_per_beat"] < 1 or net.input.pixels % info["pixels_per_beat"]:
             raise DeviceError(f"CONFIG reports {info['pixels_per_beat']} pixels per beat")
         return info["pixels_per_beat"]
+
+    def load_parameters(self, net: CompiledNetwork) -> int:
+        """Write every parameter memory of ``net`` (:func:`parameter_writes`); returns the
+        number of register writes.  Checks first, before writing anything, that the design
+        has writable parameters, fits ``net`` (:meth:`check_design`) and is idle."""
+        if not self.read("PARAM_SELECT") & PARAM_WRITABLE:
+            raise DeviceError("the design's parameters are not writable; build it with "
+                              "`python -m hw.generate --writable-params` (hw.build likewise)")
+        self.check_design(net)
+        if self.read("STATUS") & _STATUS_BUSY:
+            raise DeviceError("the accelerator is busy; load parameters between batches")
+        writes = parameter_writes(net)
+        for offset, value in writes:
+            self._mmio.write(offset, value)
+        return len(writes)
 
     def clear(self) -> None:
         """CTRL bit 0: clear IMAGES_DONE, CYCLES and the framing error."""
@@ -468,6 +575,35 @@ class Accelerator:
     def classes(self) -> int:
         return self._net.classes
 
+    def load(self, net) -> dict:
+        """Load another network's weights, thresholds and gates without a new bitstream.
+
+        ``net``: a compiled-network directory (or :class:`CompiledNetwork`) with the same
+        shapes, folding, activation kinds, input encoding and output decoder as the loaded
+        one (e.g. the same topology retrained); anything else is refused in one line before
+        a register is written (:func:`check_same_hardware`).  ``pynq``: the design must be
+        built with writable parameters (``hw.generate --writable-params``); the memories are
+        written through PARAM_SELECT / PARAM_DATA.  ``golden``: the model is swapped.
+        ``sim``: not supported (the batch harness has no register port); the Amaranth and
+        cocotb testbenches load parameters through the same :func:`parameter_writes`.
+        Returns ``{"writes": register writes, "seconds": wall time}``.
+        """
+        if not isinstance(net, CompiledNetwork):
+            net = load_compiled_network(Path(net).expanduser().resolve())
+        check_same_hardware(self._net, net)
+        start = time.perf_counter()
+        writes = 0
+        if self._target == "pynq":
+            writes = self._backend.regs.load_parameters(net)
+        elif self._target == "golden":
+            self._backend = _GoldenBackend(net)
+        else:
+            raise UserError("load() is not supported on the 'sim' target yet (its batch "
+                            "harness has no register port); generate the design for the new "
+                            "network instead")
+        self._net = net
+        return {"writes": writes, "seconds": time.perf_counter() - start}
+
     def execute(self, images) -> tuple[np.ndarray, np.ndarray]:
         """Classify ``images`` (uint8 (N, P) or one image (P,)).
 
@@ -478,7 +614,7 @@ class Accelerator:
         start = time.perf_counter()
         classes, scores, info = self._backend.run(images)
         if self._target != "golden":
-            check_results(classes, scores)
+            check_results(classes, scores, self._net.output)
         self.last_run = {"images": len(images), "wall_seconds": time.perf_counter() - start,
                          **info}
         return classes, scores

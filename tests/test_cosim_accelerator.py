@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from hw.generate import generate
@@ -39,6 +40,12 @@ DESIGNS = {
     "frac2_padded": (dict(image=(1, 4, 6), levels=1, shape=(8, 8, 3),
                           outs=["frac2", "sign"], folding=[(2, 5, True), (4, 4), (2, 8, True)],
                           seed=14), 8, 8),
+    # Multithreshold 4- and 3-level activations (ungated 2-bit layers, one pass) and
+    # per-class integer keys (negative scales included) on the scores.
+    "multithreshold_keys": (dict(image=(1, 4, 4), levels=2, shape=(12, 8, 5),
+                                 outs=["mt4", "mt3"], folding=[(4, 8), (2, 3), (2, 4, True)],
+                                 class_scale=[2, -1, 1, 3, 1], class_bias=[0, 7, -3, 1, 2],
+                                 seed=15), 8, 8),
 }
 
 
@@ -152,3 +159,34 @@ def test_fold_that_does_not_divide_is_refused(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and "PE 4 does not divide MH 6" in lines[-1]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["frac2", "multithreshold"])
+def test_cocotb_load_parameters(tmp_path_factory, build_root, kind):
+    """Verilog RAMs (fracbnn_ram.v) through Verilator: a design generated for network A
+    with --writable-params runs A exactly, is loaded with B (same shapes, other weights,
+    thresholds and gates) over AXI4-Lite, and runs B exactly."""
+    from sw.golden import GoldenModel
+    from sw.runtime import parameter_writes
+    kwargs = (dict(image=(1, 4, 4), levels=2, shape=(12, 10, 5), outs=["frac2", "frac2"],
+                   folding=[(4, 8), (2, 4), (5, 5)]) if kind == "frac2" else
+              dict(image=(1, 4, 4), levels=2, shape=(12, 8, 5), outs=["mt3", "mt4"],
+                   folding=[(4, 8), (2, 3), (2, 4, True)], last="sign",
+                   decoder="highest_set_bit"))
+    root = tmp_path_factory.mktemp(f"load_{kind}")
+    dir_a = random_compiled_network(root / "a", seed=31, **kwargs)
+    dir_b = random_compiled_network(root / "b", seed=32, **kwargs)
+    design = generate(dir_a, root / "design", pixels_per_beat=8, writable_params=True)
+    assert (design / "fracbnn_ram.v").is_file()
+    net_a, net_b = load_compiled_network(dir_a), load_compiled_network(dir_b)
+    images = random_images(net_a, 6, seed=3)
+    gold_a, gold_b = GoldenModel(net_a).run(images), GoldenModel(net_b).run(images)
+    assert not np.array_equal(gold_a.scores, gold_b.scores)
+    spec = TestbenchSpec(images, gold_a.classes, gold_a.scores, 8, idle_prob=0.0,
+                         stall_prob=0.0, param_writes=parameter_writes(net_b),
+                         load_classes=gold_b.classes, load_scores=gold_b.scores)
+    result = run_testbench(design, spec, tests=["test_load_parameters"], build_root=build_root,
+                           run_dir=root / "run")
+    assert result.ok, result.failure_summary()
+    assert result.report["test_load_parameters"]["mismatch_count"] == 0
+    assert result.report["test_load_parameters"]["writes"] == len(parameter_writes(net_b))

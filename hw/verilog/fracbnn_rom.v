@@ -76,3 +76,4 @@ module fracbnn_rom #(
 endmodule
 
 `default_nettype wire
+
