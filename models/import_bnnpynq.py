@@ -44,13 +44,13 @@ from typing import Sequence
 
 import numpy as np
 
-from sw.compiled_net import (CompiledNetwork, Folding, InputSpec, LayerSpec, OutputSpec,
-                             TestVectors, write_compiled_network)
+from sw.compiled_net import CompiledNetwork, Folding, InputSpec, LayerSpec, OutputSpec
 from sw.errors import UserError, cli_main
 from sw.golden import GoldenModel
 
 from .bnnpynq import (NUM_CLASSES, PIXEL_THRESHOLD, PIXELS, BnnPynqError, LayerParams,
                       _layer as _reference_layer, binarize_images, load_params, read_config)
+from .importing import layer_lines, write_imported
 
 __all__ = ["compile_bnnpynq", "check_against_reference", "import_bnnpynq", "main"]
 
@@ -184,14 +184,7 @@ def import_bnnpynq(param_dir: str | Path, outdir: str | Path, *,
                         f"{report['images']} test images (activations per layer "
                         f"{report['layer_mismatches']}, classes {report['class_mismatches']}); "
                         "not writing; is config.h the one these files were written with?")
-    net.source["checked_images"] = report["images"]
-    vec = None
-    if vectors:
-        k = min(vectors, images.shape[0])
-        gold = GoldenModel(net).run(images[:k])
-        vec = TestVectors(images[:k].copy(), [o.astype(np.int64) for o in gold.layer_outputs],
-                          gold.classes)
-    write_compiled_network(net, outdir, vec)
+    write_imported(net, outdir, images, vectors)
     return {"net": net, "check": report, "seconds": time.perf_counter() - t0}
 
 
@@ -218,12 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = import_bnnpynq(args.param_dir, args.outdir, config=args.config, check=args.check,
                        vectors=args.vectors, name=args.name, data=args.data)
     net, c = r["net"], r["check"]
-    for layer in net.layers:
-        f = layer.folding
-        mode = ("2-bit inputs, one pass" if layer.in_bits == 2 else "1-bit inputs")
-        kind = layer.out if layer.out != "multithreshold" else f"{layer.levels}-level"
-        print(f"  {layer.name}: {layer.in_features}->{layer.out_features} {mode}, {kind} "
-              f"outputs, PE {f.pe} SIMD {f.simd}, {layer.weight_depth} cycles per image")
+    print("\n".join(layer_lines(net)))
     acc = (f", {c['correct']}/{c['images']} correct" if "correct" in c else "")
     print(f"checked {c['images']} MNIST test images against the BNN-PYNQ reference: every "
           f"activation and class identical{acc}")

@@ -50,9 +50,11 @@ from typing import Sequence
 import numpy as np
 
 from sw.compiled_net import (CompiledNetwork, Folding, InputSpec, LayerSpec, OutputSpec,
-                             TestVectors, fold_config_from_json, write_compiled_network)
+                             fold_config_from_json)
 from sw.errors import UserError, cli_main
 from sw.golden import GoldenModel
+
+from .importing import layer_lines, write_imported
 
 __all__ = ["QonnxImportError", "compile_qonnx", "import_qonnx", "check_against_executor",
            "main"]
@@ -623,14 +625,7 @@ def import_qonnx(model_path: str | Path, outdir: str | Path, *, fold=None, check
                                f"{report['images']} test images (per layer "
                                f"{report['layer_mismatches']}, classes "
                                f"{report['class_mismatches']}); not writing")
-    net.source["checked_images"] = report["images"]
-    vec = None
-    if vectors:
-        k = min(vectors, images.shape[0])
-        gold = GoldenModel(net).run(images[:k])
-        vec = TestVectors(images[:k].copy(), [o.astype(np.int64) for o in gold.layer_outputs],
-                          gold.classes)
-    write_compiled_network(net, outdir, vec)
+    write_imported(net, outdir, images, vectors)
     return {"net": net, "check": report, "seconds": time.perf_counter() - t0}
 
 
@@ -656,12 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = import_qonnx(args.model, args.outdir, fold=args.fold, check=args.check,
                      vectors=args.vectors, name=args.name, data=args.data)
     net, c = r["net"], r["check"]
-    for layer in net.layers:
-        f = layer.folding
-        mode = "2-bit inputs, one pass" if layer.in_bits == 2 else "1-bit inputs"
-        kind = layer.out if layer.out != "multithreshold" else f"{layer.levels}-level"
-        print(f"  {layer.name}: {layer.in_features}->{layer.out_features} {mode}, {kind} "
-              f"outputs, PE {f.pe} SIMD {f.simd}, {layer.weight_depth} cycles per image")
+    print("\n".join(layer_lines(net)))
     acc = f", {c['correct']}/{c['images']} correct" if "correct" in c else ""
     print(f"checked {c['images']} MNIST test images against QONNX's executor: every activation, "
           f"last-layer accumulator and class identical{acc}")

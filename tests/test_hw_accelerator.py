@@ -149,6 +149,33 @@ def simulate(net, init_dir, ppb, images, *, idle=0.0, stall=0.0, seed=0, tlast=N
             np.array(t_in[::b]), np.array(t_out[::1 + c]))
 
 
+def axil_master(acc):
+    """``(write, read)``: async AXI4-Lite single transfers on ``acc``'s ``s_axil_*`` ports
+    for an Amaranth testbench (``await write(ctx, addr, value)``, ``await read(ctx, addr)``)."""
+    async def write(ctx, addr, value):
+        ctx.set(acc.s_axil_awaddr, addr)
+        ctx.set(acc.s_axil_wdata, value)
+        ctx.set(acc.s_axil_awvalid, 1)
+        ctx.set(acc.s_axil_wvalid, 1)
+        await ctx.tick().until(acc.s_axil_awready)
+        ctx.set(acc.s_axil_awvalid, 0)
+        ctx.set(acc.s_axil_wvalid, 0)
+        ctx.set(acc.s_axil_bready, 1)
+        await ctx.tick().until(acc.s_axil_bvalid)
+        ctx.set(acc.s_axil_bready, 0)
+
+    async def read(ctx, addr):
+        ctx.set(acc.s_axil_araddr, addr)
+        ctx.set(acc.s_axil_arvalid, 1)
+        await ctx.tick().until(acc.s_axil_arready)
+        ctx.set(acc.s_axil_arvalid, 0)
+        ctx.set(acc.s_axil_rready, 1)
+        data, = await ctx.tick().sample(acc.s_axil_rdata).until(acc.s_axil_rvalid)
+        ctx.set(acc.s_axil_rready, 0)
+        return data
+    return write, read
+
+
 def check_exact(net, result, images):
     gold = GoldenModel(net).run(images)
     classes, scores, lasts, taps, _, _ = result
@@ -238,28 +265,7 @@ def test_framing_error_and_registers(nets):
     lasts[b - 1] = 1          # image 0 correct
     lasts[b] = 1              # image 1: TLAST on its first beat (and missing on its last)
     reads = {}
-
-    async def axil_read(ctx, addr):
-        ctx.set(acc.s_axil_araddr, addr)
-        ctx.set(acc.s_axil_arvalid, 1)
-        await ctx.tick().until(acc.s_axil_arready)
-        ctx.set(acc.s_axil_arvalid, 0)
-        ctx.set(acc.s_axil_rready, 1)
-        data, = await ctx.tick().sample(acc.s_axil_rdata).until(acc.s_axil_rvalid)
-        ctx.set(acc.s_axil_rready, 0)
-        return data
-
-    async def axil_write(ctx, addr, value):
-        ctx.set(acc.s_axil_awaddr, addr)
-        ctx.set(acc.s_axil_wdata, value)
-        ctx.set(acc.s_axil_awvalid, 1)
-        ctx.set(acc.s_axil_wvalid, 1)
-        await ctx.tick().until(acc.s_axil_awready)
-        ctx.set(acc.s_axil_awvalid, 0)
-        ctx.set(acc.s_axil_wvalid, 0)
-        ctx.set(acc.s_axil_bready, 1)
-        await ctx.tick().until(acc.s_axil_bvalid)
-        ctx.set(acc.s_axil_bready, 0)
+    axil_write, axil_read = axil_master(acc)
 
     async def bench(ctx):
         reads["idle"] = await axil_read(ctx, REG["STATUS"])

@@ -22,7 +22,7 @@ from sw.golden import GoldenModel
 from sw.runtime import (Accelerator as Runtime, DeviceError, RegisterDriver, check_same_hardware,
                         parameter_memories, parameter_writes)
 from tests.netfactory import random_compiled_network, random_images
-from tests.test_hw_accelerator import _beats
+from tests.test_hw_accelerator import _beats, axil_master
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
@@ -93,31 +93,6 @@ NETS = {
 }
 
 
-def _axil(acc):
-    async def write(ctx, addr, value):
-        ctx.set(acc.s_axil_awaddr, addr)
-        ctx.set(acc.s_axil_wdata, value)
-        ctx.set(acc.s_axil_awvalid, 1)
-        ctx.set(acc.s_axil_wvalid, 1)
-        await ctx.tick().until(acc.s_axil_awready)
-        ctx.set(acc.s_axil_awvalid, 0)
-        ctx.set(acc.s_axil_wvalid, 0)
-        ctx.set(acc.s_axil_bready, 1)
-        await ctx.tick().until(acc.s_axil_bvalid)
-        ctx.set(acc.s_axil_bready, 0)
-
-    async def read(ctx, addr):
-        ctx.set(acc.s_axil_araddr, addr)
-        ctx.set(acc.s_axil_arvalid, 1)
-        await ctx.tick().until(acc.s_axil_arready)
-        ctx.set(acc.s_axil_arvalid, 0)
-        ctx.set(acc.s_axil_rready, 1)
-        data, = await ctx.tick().sample(acc.s_axil_rdata).until(acc.s_axil_rvalid)
-        ctx.set(acc.s_axil_rready, 0)
-        return data
-    return write, read
-
-
 @pytest.mark.parametrize("name", list(NETS))
 def test_load_network_b_into_hardware_for_a(tmp_path, name):
     kwargs, ppb = NETS[name]
@@ -129,7 +104,7 @@ def test_load_network_b_into_hardware_for_a(tmp_path, name):
     images = random_images(net_a, 3, seed=5)
     beats = _beats(images, ppb)
     c = net_a.classes
-    write, read = _axil(acc)
+    write, read = axil_master(acc)
     runs, info = [], {}
 
     async def run_images(ctx):
