@@ -52,8 +52,8 @@ class ThermometerEncoder(wiring.Component):
             raise ValueError("thresholds must not be empty")
         if any(not 0 <= t <= 256 for t in thresholds):
             raise ValueError(f"thresholds must lie in [0, 256], not {thresholds!r}")
-        if any(a >= b for a, b in zip(thresholds, thresholds[1:])):
-            raise ValueError(f"thresholds must be strictly increasing, not {thresholds!r}")
+        if any(a > b for a, b in zip(thresholds, thresholds[1:])):
+            raise ValueError(f"thresholds must be non-decreasing, not {thresholds!r}")
         self._ppb = pixels_per_beat
         self._thresholds = tuple(thresholds)
         super().__init__({

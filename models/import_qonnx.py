@@ -1,4 +1,4 @@
-"""Import a QONNX graph of a binary fully-connected network as a compiled network.
+"""Import a QONNX graph of a binary network (dense or convolutional) as a compiled network.
 
 ``python -m models.import_qonnx MODEL.onnx OUTDIR [--fold FOLD.json] [--check N]`` reads a
 graph written by Brevitas' ``brevitas.export.export_qonnx`` (or any QONNX graph of the same
@@ -13,12 +13,17 @@ What it understands (anything else is refused in one line naming the node and it
   ``b`` is ``float32(b) / 255``), any shape that flattens to ``C*H*W`` (NCHW).  Then shape
   ops (``Reshape``, ``Flatten``, ``Identity``, ``Dropout``), element-wise ``Mul``/``Add``/
   ``Sub``/``Div`` by scalars (Brevitas' ``2x - 1``) and a quantizer (``BipolarQuant``, or
-  ``Quant`` with at most 4 levels).  The quantizer's level of every one of the 256 pixel
-  values is computed by QONNX's own executor; a non-decreasing, uniformly spaced level
-  function becomes a thermometer input (one plane per level step) whose integer thresholds
-  give the same level for every pixel value.
-* **Layers.** ``MatMul`` or ``Gemm`` (``transA`` 0, optional bias) with binary weights: a
-  constant, or a ``BipolarQuant`` of one, whose values are ``±s_n`` per neuron.  Then
+  ``Quant`` of up to 8 bits, e.g. CNV's Q1.7 input).  The quantizer's level of every one of
+  the 256 pixel values is computed by QONNX's own executor; a non-decreasing level function
+  becomes a thermometer input with one plane per level step above the lowest level reached
+  (two planes at the same threshold where the level jumps by two), which gives every pixel
+  value the same level.
+* **Layers.** ``MatMul``, ``Gemm`` (``transA`` 0, optional bias) or ``Conv`` (square kernel,
+  equal strides, no padding, no groups or dilation: ONNX pads with 0, which a binary
+  activation cannot hold) with binary weights: a constant, or a ``BipolarQuant`` of one,
+  whose values are ``±s_n`` per neuron.  A ``MaxPool`` (``k x k``, stride ``k``) right after
+  a convolution's activation becomes that layer's ``pool``; NCHW weights and flattening are
+  reordered to the format's HWC order.  Then
   element-wise ``Mul``/``Add``/``Sub``/``Div``/``BatchNormalization`` and an activation
   quantizer (``BipolarQuant``, ``Quant`` with at most 4 levels, or ``MultiThreshold``): the
   layer becomes ``sign`` or ``multithreshold`` with integer thresholds found by running the
@@ -49,8 +54,8 @@ from typing import Sequence
 
 import numpy as np
 
-from sw.compiled_net import (CompiledNetwork, Folding, InputSpec, LayerSpec, OutputSpec,
-                             fold_config_from_json)
+from sw.compiled_net import (CompiledNetwork, ConvGeometry, Folding, InputSpec, LayerSpec,
+                             OutputSpec, fold_config_from_json)
 from sw.errors import UserError, cli_main
 from sw.golden import GoldenModel
 
@@ -63,8 +68,9 @@ _SHAPE_OPS = {"Reshape", "Flatten", "Identity", "Dropout"}
 _ARITH_OPS = {"Mul", "Add", "Sub", "Div"}
 _TAIL_OPS = _ARITH_OPS | {"BatchNormalization"}
 _QUANT_OPS = {"BipolarQuant", "Quant", "MultiThreshold"}
-_MATMUL_OPS = {"MatMul", "Gemm"}
-_SUPPORTED = _SHAPE_OPS | _TAIL_OPS | _QUANT_OPS | _MATMUL_OPS
+_MATMUL_OPS = {"MatMul", "Gemm", "Conv"}
+_POOL_OPS = {"MaxPool"}
+_SUPPORTED = _SHAPE_OPS | _TAIL_OPS | _QUANT_OPS | _MATMUL_OPS | _POOL_OPS
 _INSTALL = ("pip install brevitas==0.13.4 qonnx==1.0.0 onnx onnxruntime onnxoptimizer "
             "(or `pip install .[qonnx]`)")
 # Images per executor call of the check (one exec context holds every tensor of the chunk).
@@ -118,6 +124,9 @@ class _Layer:
     bias: np.ndarray
     tail: list
     quant: _Quant | None
+    conv: tuple | None = None         # (kernel, stride) of a Conv; signs (O, I, K, K)
+    pool: int = 0                     # MaxPool k x k, stride k, after the activation
+    pool_node: object = None
 
 
 class _Graph:
@@ -164,8 +173,9 @@ def _unsupported(node, where: str) -> QonnxImportError:
                             f"{sorted(_TAIL_OPS)}, {sorted(_MATMUL_OPS)}, {sorted(_QUANT_OPS)})")
 
 
-def _quant(g: _Graph, node) -> _Quant:
-    """Levels of an activation quantizer (at most 4)."""
+def _quant(g: _Graph, node, max_levels: int = 4) -> _Quant:
+    """Levels of an activation quantizer (at most ``max_levels``: 4 for activations, which
+    are 1 or 2 bits wide; the input quantizer becomes thermometer planes, up to 256)."""
     op = node.op_type
     if op == "BipolarQuant":
         s = g.const(node.input[1])
@@ -187,10 +197,10 @@ def _quant(g: _Graph, node) -> _Quant:
         bits = int(bits)
         lo = (-(1 << (bits - 1)) + narrow) if signed else 0
         hi = ((1 << (bits - 1)) - 1) if signed else (1 << bits) - 1 - narrow
-        if hi - lo + 1 > 4:
+        if hi - lo + 1 > max_levels:
             raise QonnxImportError(f"node {node.name}: a {bits}-bit Quant has {hi - lo + 1} "
-                                   "levels; activations of at most 4 levels (2 bits) are "
-                                   "supported")
+                                   f"levels; at most {max_levels} are supported here "
+                                   "(activations: 2 bits; the input: 8 bits)")
         return _Quant(node, hi - lo + 1, scale, lo - int(zp), 1)
     if op == "MultiThreshold":
         a = g.attrs(node)
@@ -208,7 +218,8 @@ def _quant(g: _Graph, node) -> _Quant:
 
 
 def _weights(g: _Graph, node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Signs ``(MH, MW)``, per-neuron scale and bias of a MatMul/Gemm with binary weights."""
+    """Signs ``(MH, MW)`` (a Conv: ``(O, I, K, K)``), per-neuron scale and bias of a
+    MatMul/Gemm/Conv with binary weights."""
     from qonnx.custom_op.general.bipolar_quant import binary_quant
     a = g.attrs(node)
     if node.op_type == "Gemm" and (a.get("transA", 0) or a.get("alpha", 1.0) <= 0):
@@ -223,14 +234,24 @@ def _weights(g: _Graph, node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                                    "BipolarQuant of a constant (binary weights)")
         w = binary_quant(g.const(prod.input[0]), g.const(prod.input[1]))
     w = np.asarray(w, dtype=np.float64)
-    if node.op_type == "MatMul" or not a.get("transB", 0):
+    if node.op_type == "Conv":
+        if w.ndim != 4 or w.shape[2] != w.shape[3]:
+            raise QonnxImportError(f"node {node.name}: Conv weights must be (O, I, K, K)")
+    elif node.op_type == "MatMul" or not a.get("transB", 0):
         w = w.T                                                   # -> (MH, MW)
-    scale = np.abs(w).max(axis=1)
-    if w.ndim != 2 or not np.all(np.abs(w) == scale[:, None]) or not np.all(scale > 0):
+    flat = w.reshape(w.shape[0], -1)
+    scale = np.abs(flat).max(axis=1)
+    if w.ndim not in (2, 4) or not np.all(np.abs(flat) == scale[:, None]) \
+            or not np.all(scale > 0):
         raise QonnxImportError(f"node {node.name}: weights must be binary, +-s per neuron "
                                "(use 1-bit weights: BipolarQuant)")
     scale = scale * (a.get("alpha", 1.0) if node.op_type == "Gemm" else 1.0)
     bias = np.zeros(w.shape[0])
+    if node.op_type == "Conv" and len(node.input) > 2 and node.input[2]:
+        c = g.const(node.input[2])
+        if c is None:
+            raise QonnxImportError(f"node {node.name}: Conv bias must be constant")
+        bias = np.asarray(c, np.float64).reshape(-1).copy()
     if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
         c = g.const(node.input[2])
         if c is None:
@@ -238,6 +259,36 @@ def _weights(g: _Graph, node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         bias = np.broadcast_to(np.asarray(c, np.float64).reshape(-1) * a.get("beta", 1.0),
                                w.shape[:1]).copy()
     return np.where(w > 0, 1, -1).astype(np.int8), scale, bias
+
+
+def _conv_geometry(g: _Graph, node) -> tuple[int, int]:
+    """``(kernel, stride)`` of a square, unpadded, ungrouped Conv (its zero padding is not a
+    binary value; the format pads with -1: docs/compiled-network.md "Convolution")."""
+    a = g.attrs(node)
+    k = list(a.get("kernel_shape", []))
+    strides = list(a.get("strides", [1, 1]))
+    pads = list(a.get("pads", [0, 0, 0, 0]))
+    if a.get("group", 1) != 1 or any(d != 1 for d in a.get("dilations", [1, 1])):
+        raise QonnxImportError(f"node {node.name}: grouped or dilated Conv is not supported")
+    if any(pads) or a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise QonnxImportError(f"node {node.name}: a padded Conv is not supported (ONNX pads "
+                               "with 0, which a binary activation cannot hold; the format pads "
+                               "with -1)")
+    if (k and (len(k) != 2 or k[0] != k[1])) or len(set(strides)) != 1:
+        raise QonnxImportError(f"node {node.name}: Conv needs a square kernel and equal strides")
+    return (k[0] if k else None), strides[0]
+
+
+def _pool_size(g: _Graph, node) -> int:
+    """``k`` of a ``k x k`` stride-``k`` unpadded MaxPool (floor mode)."""
+    a = g.attrs(node)
+    k = list(a.get("kernel_shape", []))
+    strides = list(a.get("strides", k))
+    if len(k) != 2 or k[0] != k[1] or strides != k or any(a.get("pads", [0] * 4)) \
+            or a.get("ceil_mode", 0) or k[0] < 2:
+        raise QonnxImportError(f"node {node.name}: only k x k MaxPool with stride k, no padding "
+                               "and floor mode is supported")
+    return int(k[0])
 
 
 def _walk(g: _Graph):
@@ -264,7 +315,7 @@ def _walk(g: _Graph):
     if node is None:
         raise QonnxImportError("no input quantizer (BipolarQuant/Quant/MultiThreshold) found; "
                                "the graph's input must be quantized")
-    in_quant = _quant(g, node)
+    in_quant = _quant(g, node, max_levels=256)
     cur = node.output[0]
     layers = []
     while True:
@@ -275,8 +326,9 @@ def _walk(g: _Graph):
         if node is None:
             break
         if node.op_type not in _MATMUL_OPS:
-            raise _unsupported(node, "where a layer (MatMul/Gemm) was expected")
+            raise _unsupported(node, "where a layer (MatMul/Gemm/Conv) was expected")
         signs, w_scale, bias = _weights(g, node)
+        conv = _conv_geometry(g, node) if node.op_type == "Conv" else None
         mm, tail = node, []
         cur = node.output[0]
         node = g.next_node(cur)
@@ -291,7 +343,16 @@ def _walk(g: _Graph):
                 raise _unsupported(node, "after a layer")
             quant = _quant(g, node)
             cur = node.output[0]
-        layers.append(_Layer(mm, signs, w_scale, bias, tail, quant))
+        pool, pool_node = 0, None
+        if quant is not None:
+            nxt = g.next_node(cur)
+            if nxt is not None and nxt.op_type in _POOL_OPS:
+                if conv is None:
+                    raise QonnxImportError(f"node {nxt.name}: MaxPool after a dense layer is "
+                                           "not supported")
+                pool, pool_node = _pool_size(g, nxt), nxt
+                cur = nxt.output[0]
+        layers.append(_Layer(mm, signs, w_scale, bias, tail, quant, conv, pool, pool_node))
         if quant is None:
             if cur not in g.outputs:
                 raise QonnxImportError(f"node {mm.name}: a layer without an activation "
@@ -404,43 +465,56 @@ def compile_qonnx(path: str | Path, name: str | None = None,
     else:
         raise QonnxImportError(f"input shape {shape}: expected (N, C, H, W) or (N, H*W) with a "
                                "square single-channel image")
-    pixels = c * h * w
-    # Input: thermometer planes from the executor's level of every pixel byte.
-    codes = _input_levels(g, pre, in_quant)
-    if np.any(np.diff(codes.astype(np.int64)) < 0):
+    # Input: thermometer planes from the executor's level of every pixel byte: one plane per
+    # level step above the lowest level reached (equal thresholds where a level is skipped).
+    codes = _input_levels(g, pre, in_quant).astype(np.int64)
+    if np.any(np.diff(codes) < 0):
         raise QonnxImportError(f"node {in_quant.node.name}: the input quantizer's level is not "
                                "non-decreasing in the pixel value")
-    t = in_quant.levels - 1
-    therm = [int(np.argmax(codes >= k)) if np.any(codes >= k) else -1 for k in range(1, t + 1)]
-    if min(therm) < 0 or codes[0] != 0:
-        raise QonnxImportError(f"node {in_quant.node.name}: not every input level is reached by "
-                               "some pixel value 0..255 (or the lowest is not); cannot encode "
-                               "the input as a thermometer")
-    # Value of pixel code k: scale*(bias + step*k) = v0 + step_v*k; engine inputs x_k = +-1.
-    v0, step_v = in_quant.scale * in_quant.bias, in_quant.scale * in_quant.step
-    # (c, h, w) flatten order of the source -> our HWC pixel order with t planes each.
-    chw = np.arange(pixels).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+    lo_code, hi_code = int(codes[0]), int(codes[-1])
+    if hi_code == lo_code:
+        raise QonnxImportError(f"node {in_quant.node.name}: every pixel value gets the same "
+                               "input level")
+    therm = [int(np.argmax(codes >= k)) for k in range(lo_code + 1, hi_code + 1)]
+    t = len(therm)
+    # Value of a pixel with n planes set: v0 + step_v*n; engine inputs x_k = +-1.
+    v0 = in_quant.scale * (in_quant.bias + in_quant.step * lo_code)
+    step_v = in_quant.scale * in_quant.step
     where_src = "QONNX's executor"
-    specs, folds_in = [], []
-    prev_a = step_v / 2
-    mw_orig = pixels
-    if layers[0].signs.shape[1] != pixels:
-        raise QonnxImportError(f"node {layers[0].matmul.name}: the first layer has "
-                               f"{layers[0].signs.shape[1]} inputs, the image {pixels} pixels")
-    in_bits, prev_levels = 1, in_quant.levels
+    specs = []
+    prev_a, prev_b = step_v / 2, v0 + step_v * t / 2
+    cur_map = (h, w, c)                 # the activation's (H, W, source channels)
+    in_bits = 1
     info = {"layers": layers, "pre": pre, "in_quant": in_quant, "affine": [], "graph": g}
     for i, layer in enumerate(layers):
         last = i == len(layers) - 1
-        if i == 0:
-            signs = np.repeat(layer.signs[:, chw], t, axis=1)        # (MH, P*T)
-            signs_sum = layer.signs.sum(axis=1).astype(np.float64)
-            prev_b = v0 + step_v * t / 2
+        planes = t if i == 0 else 1
+        hh, ww, cc = cur_map
+        conv = None
+        if layer.conv is not None:
+            o, ci, k, _ = layer.signs.shape
+            kernel, stride = layer.conv
+            if ci != cc or (kernel is not None and kernel != k):
+                raise QonnxImportError(f"node {layer.matmul.name}: a {k}x{k} Conv over {ci} "
+                                       f"channels after an activation of {cc} channels")
+            conv = ConvGeometry(hh, ww, cc * planes, k, stride, 0)
+            # (O, I, K, K) -> our window order (ky, kx, c*planes + plane).
+            signs = np.repeat(layer.signs.transpose(0, 2, 3, 1), planes, axis=3).reshape(o, -1)
+            signs_sum = layer.signs.reshape(o, -1).sum(axis=1).astype(np.float64)
+            oh, ow = conv.out_height, conv.out_width
+            if layer.pool:
+                oh, ow = oh // layer.pool, ow // layer.pool
+            next_map = (oh, ow, o)
         else:
-            if layer.signs.shape[1] != mw_orig:
+            n_in = hh * ww * cc
+            if layer.signs.shape[1] != n_in:
                 raise QonnxImportError(f"node {layer.matmul.name}: {layer.signs.shape[1]} inputs "
-                                       f"after a layer of {mw_orig} outputs")
-            signs = layer.signs
-            signs_sum = signs.sum(axis=1).astype(np.float64)
+                                       f"after an activation of {n_in} values")
+            # The source flattens (C, H, W); ours is (H, W, C) with the planes innermost.
+            perm = np.arange(n_in).reshape(cc, hh, ww).transpose(1, 2, 0).reshape(-1)
+            signs = np.repeat(layer.signs[:, perm], planes, axis=1)
+            signs_sum = layer.signs.sum(axis=1).astype(np.float64)
+            next_map = (1, 1, layer.signs.shape[0])
         aff = _layer_affine(layer, prev_a, prev_b, signs, signs_sum)
         info["affine"].append(aff)
         mh, mw = signs.shape
@@ -450,11 +524,14 @@ def compile_qonnx(path: str | Path, name: str | None = None,
             raise QonnxImportError(f"node {layer.matmul.name}: the float accumulator is not "
                                    "exact in float32 (scales must be powers of two)")
         if last:
+            if conv is not None:
+                raise QonnxImportError(f"node {layer.matmul.name}: the last layer must be dense")
             out, levels_kw = "scores", {}
             th = neg = None
         else:
             q = layer.quant
-            y = _run_chain(g, layer.tail + [q.node], x)
+            grid = x if conv is None else x.reshape(x.shape[0], mh, 1, 1)
+            y = _run_chain(g, layer.tail + [q.node], grid).reshape(x.shape[0], mh)
             codes = q.codes(y)
             try:
                 neg, th = thresholds_from_codes(codes, int(acc[0]), int(acc[-1]),
@@ -467,21 +544,23 @@ def compile_qonnx(path: str | Path, name: str | None = None,
             else:
                 out = "multithreshold"
                 levels_kw = dict(levels=q.levels, out_bias=q.bias, out_scale=q.step)
-        fold = folding[i] if folding else None
-        specs.append((i, mw, mh, in_bits, out, signs, th, neg, levels_kw, fold))
+        specs.append((i, mw, mh, in_bits, out, signs, th, neg, levels_kw, conv, layer.pool))
+        cur_map = next_map
         if not last:
             q = layer.quant
             bits = 1 if q.levels == 2 else 2
             # value of code q = scale*(bias + step*q); engine input u = 2q - (2**bits - 1).
             prev_a = q.scale * q.step / 2
             prev_b = q.scale * (q.bias + q.step * ((1 << bits) - 1) / 2)
-            in_bits, mw_orig = bits, mh
+            in_bits = bits
     if folding is None:
-        shapes = [(s[1], s[2]) for s in specs]
-        folding = default_folding(shapes)
+        folding = default_folding([(sp[1], sp[2]) if sp[9] is None else
+                                   (sp[1], sp[2], sp[9].in_channels) for sp in specs])
     out_layers = []
-    for (i, mw, mh, in_bits, out, signs, th, neg, levels_kw, _), fold in zip(specs, folding):
-        out_layers.append(LayerSpec(i, f"fc{i}", mw, mh, in_bits, out, fold, signs, th, neg,
+    for (i, mw, mh, in_bits, out, signs, th, neg, levels_kw, conv, pool), fold in \
+            zip(specs, folding):
+        out_layers.append(LayerSpec(i, f"fc{i}" if conv is None else f"conv{i}", mw, mh,
+                                    in_bits, out, fold, signs, th, neg, None, conv, pool,
                                     **levels_kw))
     output = _output_map(g, layers[-1], info["affine"][-1], out_layers[-1])
     inp = InputSpec(c, h, w, 8, tuple(therm))
@@ -577,7 +656,11 @@ def check_against_executor(net: CompiledNetwork, info: dict, images: np.ndarray,
         for i, layer in enumerate(layers):
             ours = gold.layer_outputs[i][s:s + n]
             if layer.quant is not None:
-                got = layer.quant.codes(np.asarray(ctx[layer.quant.node.output[0]]).reshape(n, -1))
+                node = layer.pool_node if layer.pool_node is not None else layer.quant.node
+                y = np.asarray(ctx[node.output[0]])
+                if y.ndim == 4:                      # NCHW -> our HWC order
+                    y = y.transpose(0, 2, 3, 1)
+                got = layer.quant.codes(y.reshape(n, -1))
                 mism[i] += int(np.count_nonzero(got != ours))
             else:
                 aff = info["affine"][i]

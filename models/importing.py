@@ -36,5 +36,6 @@ def layer_lines(net: CompiledNetwork) -> list[str]:
         mode = "2-bit inputs, one pass" if layer.in_bits == 2 else "1-bit inputs"
         kind = layer.out if layer.out != "multithreshold" else f"{layer.levels}-level"
         lines.append(f"  {layer.name}: {layer.in_features}->{layer.out_features} {mode}, {kind} "
-                     f"outputs, PE {f.pe} SIMD {f.simd}, {layer.weight_depth} cycles per image")
+                     f"outputs, PE {f.pe} SIMD {f.simd}, "
+                     f"{layer.weight_depth * layer.vectors_per_image} cycles per image")
     return lines

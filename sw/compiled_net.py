@@ -98,6 +98,8 @@ MAX_MAP_VALUES = 1 << 28
 MAX_LAYERS = 1024
 #: Widest input pixel (the accelerator takes 8-bit pixels).
 MAX_PIXEL_BITS = 16
+#: Most thermometer planes per pixel (an 8-bit input quantizer needs up to 255).
+MAX_THERMOMETER_LEVELS = 1024
 _MAX_LAYER_WEIGHTS = MAX_LAYER_WEIGHTS  # old private name
 
 
@@ -182,9 +184,9 @@ class InputSpec:
         if self.pixel_bits > MAX_PIXEL_BITS:
             raise UserError(f"input pixel_bits is {self.pixel_bits}, more than the format allows "
                             f"({MAX_PIXEL_BITS}); export with 8-bit pixels")
-        if len(self.thresholds) > (1 << self.pixel_bits) + 1:
-            raise UserError(f"{len(self.thresholds)} thermometer thresholds cannot be strictly "
-                            f"increasing in [0, {1 << self.pixel_bits}]")
+        if len(self.thresholds) > MAX_THERMOMETER_LEVELS:
+            raise UserError(f"{len(self.thresholds)} thermometer thresholds, more than the "
+                            f"format allows ({MAX_THERMOMETER_LEVELS})")
         if self.channels * self.height * self.width * len(self.thresholds) > MAX_MAP_VALUES:
             raise UserError(f"a {self.channels}x{self.height}x{self.width} input with "
                             f"{len(self.thresholds)} thermometer levels has more than "
@@ -195,8 +197,8 @@ class InputSpec:
             raise UserError(f"thermometer thresholds must be a non-empty list of ints, "
                             f"not {list(self.thresholds)!r}")
         top = 1 << self.pixel_bits
-        if any(not 0 <= t <= top for t in th) or any(a >= b for a, b in zip(th, th[1:])):
-            raise UserError(f"thermometer thresholds must be strictly increasing in "
+        if any(not 0 <= t <= top for t in th) or any(a > b for a, b in zip(th, th[1:])):
+            raise UserError(f"thermometer thresholds must be non-decreasing in "
                             f"[0, {top}], not {list(th)!r}")
         object.__setattr__(self, "thresholds", th)
 

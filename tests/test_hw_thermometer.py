@@ -56,6 +56,12 @@ def test_custom_thresholds_with_stalls():
     run(3, [0, 5, 200, 256], 80, idle=0.3, stall=0.4, seed=3)
 
 
+def test_equal_thresholds_are_duplicate_planes():
+    """Equal thresholds (an imported 8-bit input quantizer that skips a level) give two
+    identical planes."""
+    run(2, [1, 64, 128, 128, 255], 60, idle=0.2, stall=0.2, seed=5)
+
+
 def test_full_rate():
     """One beat per cycle in and out when never stalled."""
     dut = ThermometerEncoder(2, [128])
@@ -80,7 +86,7 @@ def test_default_thresholds_formula():
     assert default_thresholds(3) == [64, 128, 192]
 
 
-@pytest.mark.parametrize("bad", [[], [3, 3], [5, 2], [-1], [257]])
+@pytest.mark.parametrize("bad", [[], [5, 2], [-1], [257]])
 def test_rejects_bad_thresholds(bad):
     with pytest.raises(ValueError, match="thresholds"):
         ThermometerEncoder(1, bad)

@@ -17,7 +17,7 @@ if not os.environ.get("CI"):
     pytest.importorskip("brevitas")
     pytest.importorskip("qonnx")
 
-from models.brevitas_fc import build, export, train_briefly  # noqa: E402
+from models.brevitas_nets import build, export, train_briefly  # noqa: E402
 from models.import_qonnx import QonnxImportError, import_qonnx, main  # noqa: E402
 from sw.compiled_net import load_compiled_network  # noqa: E402
 
@@ -128,3 +128,31 @@ def test_check_sees_a_wrong_threshold(exported):
     net.layers[1].thresholds[:, 0] += 3
     mism = check_against_executor(net, info, images)["layer_mismatches"]
     assert mism[0] == 0 and all(m > 0 for m in mism[1:])
+
+
+def test_cnv_1w1a_import(tmp_path):
+    """Brevitas' CNV (6 binary 3x3 convolutions, two 2x2 max-pools, 3 dense layers) with its
+    8-bit Q1.7 input on 32x32 one-channel images: the input becomes 255 thermometer planes
+    (two of them at the same threshold, where the quantizer skips a level), every layer
+    matches the executor."""
+    import torch
+    from brevitas_examples.bnn_pynq.models.CNV import CNV
+    _mnist_or_skip()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = CNV(num_classes=10, weight_bit_width=1, act_bit_width=1, in_bit_width=8, in_ch=1)
+    with torch.no_grad():                   # batch-norm statistics away from the defaults
+        for mod in model.modules():
+            if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                mod.running_mean.uniform_(-3, 3)
+                mod.running_var.uniform_(0.5, 4)
+                mod.weight.uniform_(-1, 1)
+                mod.bias.uniform_(-0.5, 0.5)
+    path = export(model.eval(), tmp_path / "cnv.onnx", shape=(1, 1, 32, 32))
+    r = import_qonnx(path, tmp_path / "net", check=40)
+    assert r["check"]["layer_mismatches"] == [0] * 9 and r["check"]["class_mismatches"] == 0
+    net = load_compiled_network(tmp_path / "net")
+    th = net.input.thresholds
+    assert len(th) == 255 and len(set(th)) == 254
+    assert [l.kind for l in net.layers] == ["conv"] * 6 + ["dense"] * 3
+    assert [l.pool for l in net.layers[:6]] == [0, 2, 0, 2, 0, 0]

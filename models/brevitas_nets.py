@@ -1,10 +1,12 @@
-"""Brevitas' BNN-PYNQ FC networks (TFC, SFC, LFC in 1W1A / 1W2A), trained briefly, exported
-to QONNX and imported: the round trip of ``models.import_qonnx`` on the networks FINN users
-start from.
+"""Brevitas' BNN-PYNQ networks (TFC, SFC, LFC, CNV in 1W1A / 1W2A), trained briefly,
+exported to QONNX and imported: the round trip of ``models.import_qonnx`` on the networks FINN
+users start from.
 
-``python -m models.brevitas_fc --out DIR [--nets tfc_1w1a,...] [--steps N] [--check N]``
-builds each network with ``brevitas_examples.bnn_pynq.models.model_with_cfg(name,
-pretrained=False)`` (the pretrained weights cannot be downloaded here), trains it for
+``python -m models.brevitas_nets --out DIR [--nets tfc_1w1a,...] [--steps N] [--check N]``
+builds each FC network with ``brevitas_examples.bnn_pynq.models.model_with_cfg(name,
+pretrained=False)`` (the pretrained weights cannot be downloaded here) and CNV with its class
+for one input channel (``CNV(10, 1, act_bits, 8, in_ch=1)``: MNIST padded to 32x32 with
+black; its cfg is for CIFAR-10, which is not available here), trains it for
 ``--steps`` Adam steps of 100 MNIST training images with BNN-PYNQ's recipe (squared hinge
 loss on ±1 targets, weights clipped to [-1, 1] after every step; seeded), exports it with
 ``brevitas.export.export_qonnx``, imports it with :func:`models.import_qonnx.import_qonnx`
@@ -27,10 +29,16 @@ import numpy as np
 
 from sw.errors import UserError, cli_main
 
-__all__ = ["NETS", "build", "train_briefly", "export", "main"]
+__all__ = ["NETS", "input_shape", "build", "train_briefly", "export", "main"]
 
-#: The FC networks of brevitas_examples.bnn_pynq this module handles.
-NETS = ("tfc_1w1a", "tfc_1w2a", "sfc_1w1a", "sfc_1w2a", "lfc_1w1a", "lfc_1w2a")
+#: The networks of brevitas_examples.bnn_pynq this module handles.
+NETS = ("tfc_1w1a", "tfc_1w2a", "sfc_1w1a", "sfc_1w2a", "lfc_1w1a", "lfc_1w2a", "cnv_1w1a",
+        "cnv_1w2a")
+
+
+def input_shape(name: str) -> tuple[int, int, int]:
+    """``(C, H, W)`` of network ``name``'s input (CNV: MNIST padded to 32x32)."""
+    return (1, 32, 32) if name.startswith("cnv") else (1, 28, 28)
 
 
 def _brevitas():
@@ -49,26 +57,32 @@ def build(name: str):
     if name not in NETS:
         raise UserError(f"unknown network {name!r}; choose from {', '.join(NETS)}")
     model_with_cfg, _ = _brevitas()
+    if name.startswith("cnv"):
+        from brevitas_examples.bnn_pynq.models.CNV import CNV
+        return CNV(num_classes=10, weight_bit_width=1, act_bit_width=int(name[-2]),
+                   in_bit_width=8, in_ch=1)
     model, _ = model_with_cfg(name, pretrained=False)
     return model
 
 
 def train_briefly(model, steps: int, *, seed: int = 0, batch: int = 100, lr: float = 0.02,
-                  data=None):
+                  data=None, shape=(1, 28, 28)):
     """``steps`` Adam steps (BNN-PYNQ's recipe: squared hinge loss on ±1 one-hot targets,
     ``clip_weights(-1, 1)`` after each step) on MNIST training images in [0, 1]; seeded.
     Returns the model in eval mode."""
     import torch
-    from sw.mnist import load_mnist
+    from sw.datasets import load_images
 
-    x, y = load_mnist("train", data)
+    x, y = load_images("train", shape, data)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for _ in range(steps):
         idx = torch.randint(0, x.shape[0], (batch,), generator=gen).numpy()
-        xb = torch.from_numpy(x[idx].astype(np.float32) / 255).reshape(batch, 1, 28, 28)
+        # HWC bytes -> NCHW floats in [0, 1] (ToTensor)
+        xb = torch.from_numpy(x[idx].astype(np.float32) / 255).reshape(
+            batch, shape[1], shape[2], shape[0]).permute(0, 3, 1, 2).contiguous()
         target = torch.full((batch, 10), -1.0)
         target[torch.arange(batch), torch.from_numpy(y[idx]).long()] = 1.0
         out = model(xb)
@@ -80,18 +94,16 @@ def train_briefly(model, steps: int, *, seed: int = 0, batch: int = 100, lr: flo
     return model.eval()
 
 
-def export(model, path: str | Path, *, dynamo: bool = True) -> Path:
-    """``brevitas.export.export_qonnx`` of ``model`` for (1, 1, 28, 28) inputs in [0, 1]
-    (``dynamo=False``: torch's TorchScript exporter, MatMul instead of Gemm)."""
+def export(model, path: str | Path, *, dynamo: bool = True, shape=(1, 1, 28, 28)) -> Path:
+    """``brevitas.export.export_qonnx`` of ``model`` for inputs of ``shape`` in [0, 1]
+    (``dynamo=False``: torch's TorchScript exporter, MatMul instead of Gemm).  The ``.onnx``
+    file is self-contained: the dynamo exporter's external-data leftover is removed."""
     import torch
     _, export_qonnx = _brevitas()
     path = Path(path)
     model.eval()
-    export_qonnx(model, torch.rand(1, 1, 28, 28), str(path),
-                 **({} if dynamo else {"dynamo": False}))
-    data = path.with_name(path.name + ".data")          # the dynamo exporter's leftover
-    if data.exists() and data.stat().st_size == 0:
-        data.unlink()
+    export_qonnx(model, torch.rand(*shape), str(path), **({} if dynamo else {"dynamo": False}))
+    path.with_name(path.name + ".data").unlink(missing_ok=True)
     return path
 
 
@@ -101,10 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hw.cycle_model import data_independent_ii
     from models.import_qonnx import import_qonnx
 
-    ap = argparse.ArgumentParser(prog="python -m models.brevitas_fc", description=__doc__
+    ap = argparse.ArgumentParser(prog="python -m models.brevitas_nets", description=__doc__
                                  .split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, metavar="DIR")
-    ap.add_argument("--nets", default=",".join(NETS), help="comma-separated (default: all six)")
+    ap.add_argument("--nets", default=",".join(NETS), help="comma-separated (default: all)")
     ap.add_argument("--steps", type=int, default=600,
                     help="training steps of 100 images (default 600 = one epoch)")
     ap.add_argument("--check", type=int, default=10000,
@@ -120,9 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for name in nets:
         t0 = time.perf_counter()
-        model = train_briefly(build(name), args.steps, seed=args.seed)
+        shape = input_shape(name)
+        model = train_briefly(build(name), args.steps, seed=args.seed, shape=shape)
         t_train = time.perf_counter() - t0
-        onnx_path = export(model, args.out / f"{name}.onnx")
+        onnx_path = export(model, args.out / f"{name}.onnx", shape=(1, *shape))
         r = import_qonnx(onnx_path, args.out / name, check=args.check)
         c = r["check"]
         row = {"net": name, "train_steps": args.steps, "train_seconds": round(t_train, 1),
