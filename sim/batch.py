@@ -203,7 +203,8 @@ def read_results(path: str | Path, count: int, classes: int, wall_seconds: float
 
 def run_batch(build: BatchBuild, images: np.ndarray, *, stall_percent: int = 0,
               idle_percent: int = 0, seed: int = 1, trace: str | Path | None = None,
-              run_dir: str | Path | None = None, progress=None) -> BatchResult:
+              run_dir: str | Path | None = None, progress=None,
+              axil_writes=None) -> BatchResult:
     """Simulate ``images`` (uint8, (N, P)) back to back; return outputs and cycles.
 
     Parameters
@@ -221,6 +222,10 @@ def run_batch(build: BatchBuild, images: np.ndarray, *, stall_percent: int = 0,
         temporary directory removed afterwards.
     progress
         Optional callable ``progress(images_done)``, called as results arrive.
+    axil_writes
+        ``(address, value)`` AXI4-Lite writes made after reset, before the first image
+        (e.g. :func:`sw.runtime.parameter_writes` for a design with writable parameters);
+        the cycle stamps count from reset, so they include them.
 
     Raises
     ------
@@ -241,6 +246,13 @@ def run_batch(build: BatchBuild, images: np.ndarray, *, stall_percent: int = 0,
                "--idle", str(idle_percent), "--seed", str(seed)]
         if trace is not None:
             cmd += ["--trace", str(Path(trace).resolve())]
+        if axil_writes:
+            pairs = np.asarray(axil_writes, dtype=np.uint32).reshape(-1, 2)
+            with open(work / "axil_writes.bin", "wb") as f:
+                f.write(b"FBNNAXW1")
+                f.write(np.uint32(len(pairs)).tobytes())
+                f.write(pairs.astype("<u4").tobytes())
+            cmd += ["--axil-writes", "axil_writes.bin"]
         start = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)

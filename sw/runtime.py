@@ -27,6 +27,7 @@ surface to run this exact code against a simulated design.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -388,7 +389,7 @@ class _SimBackend:
     """The generated design in the Verilator batch harness, fed the packed DMA buffer."""
 
     def __init__(self, net_dir: Path, net: CompiledNetwork, *, design_dir, fold, pixels_per_beat,
-                 build_root):
+                 build_root, writable_params: bool = False):
         from hw.generate import generate
         from sim import batch as simbatch
 
@@ -396,12 +397,19 @@ class _SimBackend:
         if design_dir is None:
             self._tmp = tempfile.mkdtemp(prefix="fracbnn-runtime-")
             design_dir = Path(self._tmp) / "design"
-            generate(net_dir, design_dir, fold=fold, pixels_per_beat=pixels_per_beat)
+            generate(net_dir, design_dir, fold=fold, pixels_per_beat=pixels_per_beat,
+                     writable_params=writable_params)
         elif not (Path(design_dir) / "design.json").is_file():
-            generate(net_dir, design_dir, fold=fold, pixels_per_beat=pixels_per_beat)
+            generate(net_dir, design_dir, fold=fold, pixels_per_beat=pixels_per_beat,
+                     writable_params=writable_params)
         else:
             check_design(design_dir, net, pixels_per_beat,
                          export_dir=net_dir if fold is None else None)
+        info = json.loads((Path(design_dir) / "design.json").read_text())
+        self.writable = bool(info.get("writable_params"))
+        # Register writes of the loaded parameters: each run starts the simulator from
+        # reset (the RAMs hold the design's own .mem files), so they are made every run.
+        self.param_writes: list | None = None
         self.design_dir = Path(design_dir)
         self.pixels_per_beat = pixels_per_beat
         self._classes = net.classes
@@ -412,7 +420,8 @@ class _SimBackend:
     def run(self, images: np.ndarray):
         buffer = pack_images(images, self.pixels_per_beat)
         # The harness streams its image file beat by beat: exactly the DMA buffer's bytes.
-        res = self._simbatch.run_batch(self.build, buffer.reshape(images.shape))
+        res = self._simbatch.run_batch(self.build, buffer.reshape(images.shape),
+                                       axil_writes=self.param_writes)
         if res.framing_errors:
             raise DeviceError(f"{res.framing_errors} result frames had TLAST misplaced")
         if res.reg_status & _STATUS_FRAMING or res.reg_images_done != len(images):
@@ -501,6 +510,9 @@ class Accelerator:
     design_dir, build_root : path, optional
         ``sim``: generated design directory (generated if it has no ``design.json``), and the
         simulator build cache.
+    writable_params : bool
+        ``sim``: generate the design with writable parameters, so that :meth:`load` works
+        (default ``False``).
     clock_mhz : float, optional
         ``sim``: clock used to convert cycles into images/s (default: the Ultra96's default
         clock, :func:`boards.resolve_clock`).
@@ -516,6 +528,7 @@ class Accelerator:
 
     def __init__(self, target: str = "golden", *, net=None, fold=None, pixels_per_beat: int = 8,
                  design_dir=None, build_root=None, clock_mhz: float | None = None, bitfile=None,
+                 writable_params: bool = False,
                  ip_name: str = "fracbnn_0", dma_name: str = "axi_dma_0", batch_size: int = 1000,
                  pynq_module=None):
         if target not in TARGETS:
@@ -557,7 +570,8 @@ class Accelerator:
                 raise UserError("target 'sim' needs net= as a compiled-network directory "
                                 "(the generator reads its .mem files)")
             self._backend = _SimBackend(net_dir, net, design_dir=design_dir, fold=fold,
-                                        pixels_per_beat=pixels_per_beat, build_root=build_root)
+                                        pixels_per_beat=pixels_per_beat, build_root=build_root,
+                                        writable_params=writable_params)
         else:
             if bitfile is None:
                 raise UserError("target 'pynq' needs bitfile= (the .bit from the Vivado build)")
@@ -583,9 +597,10 @@ class Accelerator:
         one (e.g. the same topology retrained); anything else is refused in one line before
         a register is written (:func:`check_same_hardware`).  ``pynq``: the design must be
         built with writable parameters (``hw.generate --writable-params``); the memories are
-        written through PARAM_SELECT / PARAM_DATA.  ``golden``: the model is swapped.
-        ``sim``: not supported (the batch harness has no register port); the Amaranth and
-        cocotb testbenches load parameters through the same :func:`parameter_writes`.
+        written through PARAM_SELECT / PARAM_DATA.  ``sim`` (created with
+        ``writable_params=True``): the same register writes, made by the simulator after
+        reset at the start of every run (each run restarts it).  ``golden``: the model is
+        swapped.
         Returns ``{"writes": register writes, "seconds": wall time}``.
         """
         if not isinstance(net, CompiledNetwork):
@@ -598,9 +613,11 @@ class Accelerator:
         elif self._target == "golden":
             self._backend = _GoldenBackend(net)
         else:
-            raise UserError("load() is not supported on the 'sim' target yet (its batch "
-                            "harness has no register port); generate the design for the new "
-                            "network instead")
+            if not self._backend.writable:
+                raise UserError("the simulated design's parameters are not writable; create "
+                                "the accelerator with writable_params=True")
+            self._backend.param_writes = parameter_writes(net)
+            writes = len(self._backend.param_writes)
         self._net = net
         return {"writes": writes, "seconds": time.perf_counter() - start}
 

@@ -173,3 +173,29 @@ def test_pynq_missing_is_a_clear_error(net_dir, tmp_path, monkeypatch):
         Accelerator("fpga", net=net_dir)
     with pytest.raises(UserError, match="needs net="):
         Accelerator("golden")
+
+
+def test_sim_target_loads_another_network(tmp_path):
+    """The runtime's sim target with writable parameters: network A's results, then
+    ``load(B)`` (its register writes made by the Verilator harness after reset) and B's
+    results, every class and score exact; a design without writable parameters refuses."""
+    from tests.netfactory import random_compiled_network, random_images
+    kwargs = dict(image=(1, 4, 4), levels=2, shape=(12, 8, 5), outs=["mt3", "mt4"],
+                  folding=[(4, 8), (2, 3), (2, 4, True)], last="sign",
+                  decoder="highest_set_bit")
+    dir_a = random_compiled_network(tmp_path / "a", seed=41, **kwargs)
+    dir_b = random_compiled_network(tmp_path / "b", seed=42, **kwargs)
+    images = random_images(load_compiled_network(dir_a), 12, seed=2)
+    with Accelerator("sim", net=dir_a, writable_params=True,
+                     build_root=tmp_path / "build") as acc:
+        for d in (dir_a, dir_b):
+            if d is dir_b:
+                info = acc.load(d)
+                assert info["writes"] > 0
+            gold = GoldenModel(load_compiled_network(d)).run(images)
+            classes, scores = acc.execute(images)
+            np.testing.assert_array_equal(classes, gold.classes)
+            np.testing.assert_array_equal(scores, gold.scores)
+    with Accelerator("sim", net=dir_a, build_root=tmp_path / "build") as acc:
+        with pytest.raises(UserError, match="not writable"):
+            acc.load(dir_b)

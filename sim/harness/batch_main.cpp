@@ -148,6 +148,31 @@ public:
     }
     void tick() { settle(); rise(); }
 
+    // One AXI4-Lite write (address and data together); other inputs keep their values.
+    void axil_write(uint8_t addr, uint32_t data) {
+        top_->s_axil_awaddr = addr;
+        top_->s_axil_wdata = data;
+        top_->s_axil_wstrb = 0xF;
+        top_->s_axil_awvalid = 1;
+        top_->s_axil_wvalid = 1;
+        top_->s_axil_bready = 1;
+        for (int guard = 0; guard < 1000; ++guard) {
+            settle();
+            bool aw = top_->s_axil_awvalid && top_->s_axil_awready;
+            bool w = top_->s_axil_wvalid && top_->s_axil_wready;
+            bool b = top_->s_axil_bvalid;
+            rise();
+            if (aw) top_->s_axil_awvalid = 0;
+            if (w) top_->s_axil_wvalid = 0;
+            if (b && !top_->s_axil_awvalid && !top_->s_axil_wvalid) {
+                top_->s_axil_bready = 0;
+                return;
+            }
+        }
+        std::fprintf(stderr, "error: AXI-Lite write of 0x%02X got no response\n", addr);
+        std::exit(3);
+    }
+
     // One AXI4-Lite read; other inputs keep their values.
     uint32_t axil_read(uint8_t addr) {
         top_->s_axil_araddr = addr;
@@ -186,7 +211,8 @@ private:
 
 [[noreturn]] void usage(const char* msg) {
     std::fprintf(stderr, "error: %s\nusage: batch_sim IMAGES.bin RESULTS.bin [--stall PCT] "
-                 "[--idle PCT] [--seed N] [--trace FILE] [--max-stall-cycles N]\n", msg);
+                 "[--idle PCT] [--seed N] [--trace FILE] [--max-stall-cycles N] "
+                 "[--axil-writes FILE]\n", msg);
     std::exit(2);
 }
 
@@ -199,6 +225,7 @@ int main(int argc, char** argv) {
     uint32_t stall_pct = 0, idle_pct = 0;
     uint64_t seed = 1, max_stall = 1000000;
     const char* trace_path = nullptr;
+    const char* writes_path = nullptr;   // AXI4-Lite writes made after reset, before images
     for (int i = 3; i < argc; ++i) {
         std::string a = argv[i];
         if (i + 1 >= argc) usage(("missing value for " + a).c_str());
@@ -208,6 +235,7 @@ int main(int argc, char** argv) {
         else if (a == "--seed") seed = std::strtoull(v, nullptr, 10);
         else if (a == "--trace") trace_path = v;
         else if (a == "--max-stall-cycles") max_stall = std::strtoull(v, nullptr, 10);
+        else if (a == "--axil-writes") writes_path = v;
         else usage(("unknown option " + a).c_str());
     }
     if (stall_pct > 99 || idle_pct > 99) usage("--stall/--idle must be 0..99 percent");
@@ -227,8 +255,24 @@ int main(int argc, char** argv) {
     const uint32_t beats = pixels / kPPB;
     const uint64_t total_beats = uint64_t(count) * beats;
 
+    // Register writes: "FBNNAXW1", uint32 count, then count (uint32 address, uint32 value).
+    std::vector<uint32_t> writes;
+    if (writes_path) {
+        FILE* wf = std::fopen(writes_path, "rb");
+        if (!wf) usage("cannot open the AXI-Lite writes file");
+        uint32_t n = 0;
+        if (std::fread(magic, 1, 8, wf) != 8 || std::memcmp(magic, "FBNNAXW1", 8) != 0 ||
+            std::fread(&n, 4, 1, wf) != 1)
+            usage("the AXI-Lite writes file has no FBNNAXW1 header");
+        writes.resize(size_t(n) * 2);
+        if (std::fread(writes.data(), 4, writes.size(), wf) != writes.size())
+            usage("the AXI-Lite writes file is truncated");
+        std::fclose(wf);
+    }
+
     Verilated::commandArgs(argc, argv);
     Harness h(trace_path);
+    for (size_t k = 0; k < writes.size(); k += 2) h.axil_write(uint8_t(writes[k]), writes[k + 1]);
     Vfracbnn_top& top = h.top();
     Rng rng(seed);
     std::vector<ImageResult> res(count);
