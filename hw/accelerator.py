@@ -228,16 +228,10 @@ class Accelerator(wiring.Component):
 
     def param_widths(self) -> dict[int, int]:
         """Writable-parameter memory index (``3*layer + kind``) -> word width in bits."""
-        from .mvtu import PARAM_KINDS
-        out = {}
-        for i, layer in enumerate(self._net.layers):
-            widths = {"weights": layer.weight_width,
-                      "thresholds": layer.threshold_width if layer.threshold_count else 0,
-                      "gates": layer.gate_width if layer.gated else 0}
-            for k, kind in enumerate(PARAM_KINDS):
-                if widths[kind]:
-                    out[3 * i + k] = widths[kind]
-        return out
+        from sw.compiled_net import MEMORY_KINDS, memory_widths
+        return {3 * i + MEMORY_KINDS.index(kind): width
+                for i, layer in enumerate(self._net.layers)
+                for kind, width in memory_widths(layer).items()}
 
     @property
     def stages(self) -> list[StageInfo]:
@@ -336,14 +330,14 @@ class Accelerator(wiring.Component):
         ]
 
         if self._writable:
-            from .mvtu import PARAM_KINDS
+            from sw.compiled_net import MEMORY_KINDS
             from .param_loader import ParamLoader
             m.submodules.param_loader = loader = ParamLoader(self.param_widths())
             m.d.comb += [loader.select_we.eq(regs.param_select_we),
                          loader.data_we.eq(regs.param_data_we),
                          loader.wdata.eq(regs.param_wdata)]
             for i, eng in enumerate(self._mvtus):
-                for k in range(len(PARAM_KINDS)):
+                for k in range(len(MEMORY_KINDS)):
                     m.d.comb += eng.p_we[k].eq(loader.we & (loader.index == 3 * i + k))
                 m.d.comb += [eng.p_addr.eq(loader.addr[:len(eng.p_addr)]),
                              eng.p_data.eq(loader.data[:len(eng.p_data)])]

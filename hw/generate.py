@@ -29,7 +29,7 @@ from amaranth.hdl import Shape
 from amaranth.lib.wiring import In
 
 from sw.compiled_net import (CompiledNetwork, fold_config_from_json, load_compiled_network,
-                             pack_gate_words, pack_threshold_words, pack_weight_words, refold)
+                             memory_widths, memory_words, refold)
 from sw.atomic_dir import atomic_directory, json_safe
 from sw.errors import UserError, cli_main
 from sw.memfile import write_mem
@@ -83,30 +83,20 @@ def check_pixels_per_beat(net: CompiledNetwork, pixels_per_beat, *,
 
 def write_memories(net: CompiledNetwork, directory: Path) -> list[str]:
     """Write every layer's ``.mem`` files laid out for ``net``'s folding; return their names."""
-    names = []
-    for layer in net.layers:
-        i = layer.index
-        mems = [(f"L{i}_weights.mem", pack_weight_words(layer), layer.weight_width)]
-        if layer.threshold_count:
-            mems.append((f"L{i}_thresholds.mem", pack_threshold_words(layer),
-                         layer.threshold_width))
-        if layer.gated:
-            mems.append((f"L{i}_gates.mem", pack_gate_words(layer), layer.gate_width))
-        for name, words, width in mems:
-            write_mem(directory / name, words, width)
-            names.append(name)
+    names = _memory_names(net)
+    for name, (layer, kind, width) in zip(names, _memories(net)):
+        write_mem(directory / name, memory_words(layer, kind), width)
     return names
+
+
+def _memories(net: CompiledNetwork) -> list[tuple]:
+    """``(layer, kind, width)`` of every memory of ``net``, in file-name order."""
+    return [(layer, kind, width) for layer in net.layers
+            for kind, width in memory_widths(layer).items()]
 
 
 def _memory_names(net: CompiledNetwork) -> list[str]:
-    names = []
-    for layer in net.layers:
-        names.append(f"L{layer.index}_weights.mem")
-        if layer.threshold_count:
-            names.append(f"L{layer.index}_thresholds.mem")
-        if layer.gated:
-            names.append(f"L{layer.index}_gates.mem")
-    return names
+    return [f"L{layer.index}_{kind}.mem" for layer, kind, _ in _memories(net)]
 
 
 def input_mode(layer, engine) -> str:

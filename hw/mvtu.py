@@ -17,7 +17,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigne
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sw.compiled_net import LayerSpec, signed_bits
+from sw.compiled_net import MEMORY_KINDS, LayerSpec, signed_bits
 from sw.errors import UserError
 from sw.memfile import read_mem
 
@@ -25,8 +25,7 @@ from .popcount import PopcountTree, popcount_latency
 from .rom import ROM_MODES, InitFileROM
 from .threshold import ThresholdUnit, out_layout
 
-__all__ = ["POPCOUNT_LEVELS_PER_STAGE", "LSB_SCHEDULES", "LSB_SCHEDULE", "PARAM_KINDS",
-           "uses_lane_schedule",
+__all__ = ["POPCOUNT_LEVELS_PER_STAGE", "LSB_SCHEDULES", "LSB_SCHEDULE", "uses_lane_schedule",
            "popcount_width", "gate_delay_of", "VectorTiming", "mvtu_in_layout", "mvtu_out_layout",
            "MatrixVectorThresholdUnit"]
 
@@ -40,9 +39,6 @@ LSB_SCHEDULES = ("fold", "lane", "auto")
 
 #: The default schedule (the cycle model uses it for engines it does not see).
 LSB_SCHEDULE = "auto"
-
-#: A layer's memories in the order of writable-parameter indices (``3*layer + kind``).
-PARAM_KINDS = ("weights", "thresholds", "gates")
 
 
 def uses_lane_schedule(layer: LayerSpec, lsb_schedule: str | None = None) -> bool:
@@ -147,7 +143,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         How the ROMs elaborate (see :class:`hw.rom.InitFileROM`).
     writable_params : bool
         Weight, threshold and gate memories are RAMs written through ``p_we`` (one enable per
-        memory of :data:`PARAM_KINDS`), ``p_addr`` and ``p_data`` (a whole word of the
+        memory of :data:`MEMORY_KINDS`), ``p_addr`` and ``p_data`` (a whole word of the
         memory's ``.mem`` file, zero-extended), docs/hardware.md "Writable parameters".
         Only while the engine is idle; no effect on timing.
     lsb_schedule : {"fold", "lane", "auto"}, optional
@@ -278,7 +274,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
         }
         if self._writable:
             members.update({
-                "p_we": In(len(PARAM_KINDS)),
+                "p_we": In(len(MEMORY_KINDS)),
                 "p_addr": In(max(1, max(d for _, d, _ in self._rom_specs.values()) - 1)
                              .bit_length()),
                 "p_data": In(max(w for w, _, _ in self._rom_specs.values())),
@@ -515,7 +511,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
                           writable=self._writable, **kw)
         m.submodules[submodule] = rom
         if self._writable:
-            m.d.comb += [rom.w_en.eq(self.p_we[PARAM_KINDS.index(name)]),
+            m.d.comb += [rom.w_en.eq(self.p_we[MEMORY_KINDS.index(name)]),
                          rom.w_addr.eq(self.p_addr[:rom.addr_width]),
                          rom.w_data.eq(self.p_data[:rom.file_width])]
         return rom

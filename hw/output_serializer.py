@@ -14,6 +14,8 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from sw.compiled_net import signed_bits
+
 from .stream_slice import RegisterSlice, RegisterSliceTiming
 
 __all__ = ["OutputSerializer", "SerializerTiming", "SCORE_BEAT_BITS", "argmax_latency"]
@@ -27,13 +29,6 @@ def argmax_latency(pe: int, keyed: bool = False) -> int:
     key register where a per-class map is applied (``keyed``), then two per tree level
     (compare, then select), ``ceil(log2(pe))`` levels."""
     return 1 + int(keyed) + 2 * (pe - 1).bit_length()
-
-
-def _signed_bits(lo: int, hi: int) -> int:
-    bits = 1
-    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
-        bits += 1
-    return bits
 
 
 class OutputSerializer(wiring.Component):
@@ -110,7 +105,7 @@ class OutputSerializer(wiring.Component):
                 raise ValueError("keys need the scores' range (score_range=(lo, hi))")
             lo, hi = score_range
             ends = [s * v + b for s, b in zip(scale, bias) for v in (lo, hi)]
-            self._key_width = _signed_bits(min(ends), max(ends))
+            self._key_width = signed_bits(min(ends), max(ends))
             keys = (scale, bias)
         else:
             self._key_width = acc_width
@@ -201,8 +196,8 @@ class OutputSerializer(wiring.Component):
         else:
             # Register the beat with its lanes' (scale, bias) of this fold, then the keys.
             scale, bias = self._keys
-            sc_w = _signed_bits(min(scale), max(scale))
-            bi_w = _signed_bits(min(bias), max(bias))
+            sc_w = signed_bits(min(scale), max(scale))
+            bi_w = signed_bits(min(bias), max(bias))
             regs0 = []
             for p, (v_, x_, l_) in enumerate(nodes):
                 v = Signal(name=f"arg0_{p}_valid")

@@ -6,7 +6,7 @@ threshold and gate memory.  The host fills them through two AXI4-Lite registers
 (docs/hardware.md, "Writable parameters"):
 
 * ``PARAM_SELECT`` (write): bits [31:20] the memory index ``3*layer + kind`` (kind 0 weights,
-  1 thresholds, 2 gates: :data:`hw.mvtu.PARAM_KINDS`), bits [19:0] the first word address;
+  1 thresholds, 2 gates: :data:`sw.compiled_net.MEMORY_KINDS`), bits [19:0] the first word address;
   resets the chunk count.
 * ``PARAM_DATA`` (write): the next 32-bit chunk of the current word, least significant chunk
   first; after ``ceil(width / 32)`` chunks the word (exactly the ``.mem`` file's word) is

@@ -116,6 +116,7 @@ __all__ = [
     "read_config",
     "load_params",
     "binarize_images",
+    "decode_classes",
     "reference_forward",
     "accuracy",
     "main",
@@ -368,6 +369,14 @@ def _layer(layer: LayerParams, act: np.ndarray, in_bits: int) -> tuple[np.ndarra
     return accu, out.astype(np.int8)
 
 
+def decode_classes(outputs: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """The host's class of each row of last-layer output bits ``(N, >= num_classes)``: the
+    highest set bit among the low ``num_classes``, 0 when none is set (int64 ``(N,)``)."""
+    masked = np.asarray(outputs)[:, :num_classes]
+    highest = num_classes - 1 - np.argmax(masked[:, ::-1], axis=1)
+    return np.where(masked.any(axis=1), highest, 0).astype(np.int64)
+
+
 def reference_forward(layers: Sequence[LayerParams], images_uint8: np.ndarray,
                       num_classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray]:
     """Integer reference of BNN-PYNQ's FC inference on (N, 784) uint8 MNIST images.
@@ -413,9 +422,7 @@ def reference_forward(layers: Sequence[LayerParams], images_uint8: np.ndarray,
             _, act = _layer(layer, act, in_bits)
             in_bits = layer.api
         outputs[start:start + _CHUNK] = act
-    masked = outputs[:, :num_classes]
-    highest = num_classes - 1 - np.argmax(masked[:, ::-1], axis=1)
-    classes = np.where(masked.any(axis=1), highest, 0).astype(np.int64)
+    classes = decode_classes(outputs, num_classes)
     return classes, outputs
 
 

@@ -49,7 +49,8 @@ from sw.errors import UserError, cli_main
 from sw.golden import GoldenModel
 
 from .bnnpynq import (NUM_CLASSES, PIXEL_THRESHOLD, PIXELS, BnnPynqError, LayerParams,
-                      _layer as _reference_layer, binarize_images, load_params, read_config)
+                      _layer as _reference_layer, binarize_images, decode_classes,
+                      load_params, read_config)
 from .importing import layer_lines, write_imported
 
 __all__ = ["compile_bnnpynq", "check_against_reference", "import_bnnpynq", "main"]
@@ -140,9 +141,7 @@ def check_against_reference(net: CompiledNetwork, layers: Sequence[LayerParams],
     differing activations per layer and differing classes."""
     gold = GoldenModel(net).run(images)
     ref = reference_layer_outputs(layers, images, net.classes)
-    masked = ref[-1]
-    highest = masked.shape[1] - 1 - np.argmax(masked[:, ::-1], axis=1)
-    ref_classes = np.where(masked.any(axis=1), highest, 0)
+    ref_classes = decode_classes(ref[-1], net.classes)
     mism = [int(np.count_nonzero(g.astype(np.int64) != r))
             for g, r in zip(gold.layer_outputs, ref)]
     report = {"images": int(images.shape[0]), "layer_mismatches": mism,

@@ -54,8 +54,8 @@ from typing import Sequence
 
 import numpy as np
 
-from sw.compiled_net import (CompiledNetwork, ConvGeometry, Folding, InputSpec, LayerSpec,
-                             OutputSpec, fold_config_from_json)
+from sw.compiled_net import (CompiledNetwork, ConvGeometry, InputSpec, LayerSpec, OutputSpec,
+                             fold_config_from_json, refold)
 from sw.errors import UserError, cli_main
 from sw.golden import GoldenModel
 
@@ -414,7 +414,7 @@ class _Affine:
     b: np.ndarray
 
 
-def _layer_affine(layer: _Layer, prev_a: float, prev_b: float, signs_ours: np.ndarray,
+def _layer_affine(layer: _Layer, prev_a: float, prev_b: float,
                   signs_sum: np.ndarray) -> _Affine:
     """The float accumulator of ``layer`` as an affine function of ours.  The previous
     activation's value is ``prev_a * u + prev_b`` for our engine input ``u`` (``±1``, or
@@ -429,10 +429,10 @@ def _grid(layer_spec_mw: int, in_bits: int) -> np.ndarray:
     return np.arange(-hi, hi + 1, dtype=np.float64)
 
 
-def compile_qonnx(path: str | Path, name: str | None = None,
-                  folding: list[Folding] | None = None):
-    """Read ``path`` and build the exact compiled network; returns ``(net, graph info)``
-    where the info holds what :func:`check_against_executor` needs."""
+def compile_qonnx(path: str | Path, name: str | None = None):
+    """Read ``path`` and build the exact compiled network at the format's default folding
+    (:func:`sw.compiled_net.refold` for another); returns ``(net, graph info)`` where the
+    info holds what :func:`check_against_executor` needs."""
     from models.export import default_folding
     from models.fold import ExportError, thresholds_from_codes
     ModelWrapper, _, cleanup_model = _qonnx()
@@ -515,7 +515,7 @@ def compile_qonnx(path: str | Path, name: str | None = None,
             signs = np.repeat(layer.signs[:, perm], planes, axis=1)
             signs_sum = layer.signs.sum(axis=1).astype(np.float64)
             next_map = (1, 1, layer.signs.shape[0])
-        aff = _layer_affine(layer, prev_a, prev_b, signs, signs_sum)
+        aff = _layer_affine(layer, prev_a, prev_b, signs_sum)
         info["affine"].append(aff)
         mh, mw = signs.shape
         acc = _grid(mw, in_bits)
@@ -553,9 +553,8 @@ def compile_qonnx(path: str | Path, name: str | None = None,
             prev_a = q.scale * q.step / 2
             prev_b = q.scale * (q.bias + q.step * ((1 << bits) - 1) / 2)
             in_bits = bits
-    if folding is None:
-        folding = default_folding([(sp[1], sp[2]) if sp[9] is None else
-                                   (sp[1], sp[2], sp[9].in_channels) for sp in specs])
+    folding = default_folding([(sp[1], sp[2]) if sp[9] is None else
+                               (sp[1], sp[2], sp[9].in_channels) for sp in specs])
     out_layers = []
     for (i, mw, mh, in_bits, out, signs, th, neg, levels_kw, conv, pool), fold in \
             zip(specs, folding):
@@ -689,12 +688,9 @@ def import_qonnx(model_path: str | Path, outdir: str | Path, *, fold=None, check
         raise UserError(f"--check and --vectors must be >= 0, not {check} / {vectors}")
     check_apart(outdir, [model_path, fold if isinstance(fold, (str, Path)) else None],
                 "output directory")
-    folding = None
     net, info = compile_qonnx(model_path, name)
     if fold is not None:
-        from sw.compiled_net import refold
-        folding = fold_config_from_json(fold, len(net.layers), net.fold_shapes)
-        net = refold(net, folding)
+        net = refold(net, fold_config_from_json(fold, len(net.layers), net.fold_shapes))
     n = max(check, vectors)
     images = np.zeros((0, net.input.pixels), np.uint8)
     labels = None

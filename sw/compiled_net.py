@@ -66,6 +66,9 @@ __all__ = [
     "write_compiled_network",
     "load_compiled_network",
     "load_test_vectors",
+    "MEMORY_KINDS",
+    "memory_widths",
+    "memory_words",
 ]
 
 #: ``format`` field of network.json.
@@ -81,6 +84,8 @@ OUT_KINDS = ("sign", "frac2", "multithreshold", "scores")
 ACTIVATION_PRESETS = {"sign": (2, -1, 2), "frac2": (4, -3, 2)}
 #: Output-level counts a multi-threshold activation may have (1 or 2 bits per value).
 MULTITHRESHOLD_LEVELS = (2, 3, 4)
+#: A layer's memories, in this order (also the writable-parameter index ``3*layer + kind``).
+MEMORY_KINDS = ("weights", "thresholds", "gates")
 #: Class decoders of the output (docs/compiled-network.md, "Output").
 DECODERS = ("argmax", "highest_set_bit")
 _NETWORK_JSON = "network.json"
@@ -1075,15 +1080,27 @@ def network_to_json(net: CompiledNetwork) -> dict:
     return doc
 
 
+def memory_widths(layer: LayerSpec) -> dict[str, int]:
+    """Word width of each memory ``layer`` has, by kind (:data:`MEMORY_KINDS` order):
+    weights always, thresholds unless it outputs scores, gates if it is gated."""
+    widths = {"weights": layer.weight_width}
+    if layer.threshold_count:
+        widths["thresholds"] = layer.threshold_width
+    if layer.gated:
+        widths["gates"] = layer.gate_width
+    return widths
+
+
+def memory_words(layer: LayerSpec, kind: str) -> list[int]:
+    """The words of memory ``kind`` of ``layer`` (the ``.mem`` file's)."""
+    return {"weights": pack_weight_words, "thresholds": pack_threshold_words,
+            "gates": pack_gate_words}[kind](layer)
+
+
 def _memories(layer: LayerSpec) -> list[tuple[str, list[int], int]]:
     """(file name, words, width) of every memory of ``layer``."""
-    i = layer.index
-    mems = [(f"L{i}_weights", pack_weight_words(layer), layer.weight_width)]
-    if layer.threshold_count:
-        mems.append((f"L{i}_thresholds", pack_threshold_words(layer), layer.threshold_width))
-    if layer.gated:
-        mems.append((f"L{i}_gates", pack_gate_words(layer), layer.gate_width))
-    return mems
+    return [(f"L{layer.index}_{kind}", memory_words(layer, kind), width)
+            for kind, width in memory_widths(layer).items()]
 
 
 # --------------------------------------------------------------------------- writer

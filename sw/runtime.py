@@ -38,7 +38,7 @@ import numpy as np
 from .compiled_net import CompiledNetwork, load_compiled_network
 from .errors import UserError
 
-__all__ = ["TARGETS", "REG", "REG_ID_VALUE", "REG_VERSION_VALUE", "PARAM_WRITABLE", "PARAM_KINDS",
+__all__ = ["TARGETS", "REG", "REG_ID_VALUE", "REG_VERSION_VALUE", "PARAM_WRITABLE",
            "Accelerator", "DeviceError", "RegisterDriver", "pack_images", "unpack_results",
            "check_results", "config_word", "check_design", "requested_network",
            "parameter_memories", "parameter_writes", "check_same_hardware"]
@@ -52,8 +52,6 @@ REG = {"ID": 0x00, "VERSION": 0x04, "CONFIG": 0x08, "STATUS": 0x0C, "IMAGES_DONE
        "PARAM_SELECT": 0xF8, "PARAM_DATA": 0xFC}
 #: PARAM_SELECT read-back bit of designs built with writable parameters.
 PARAM_WRITABLE = 1 << 31
-#: A layer's parameter memories in index order (memory index ``3*layer + kind``).
-PARAM_KINDS = ("weights", "thresholds", "gates")
 _SELECT_ADDR_BITS = 20
 REG_ID_VALUE = 0x464E4231        # "FNB1"
 REG_VERSION_VALUE = 0x00010000   # register map 1.0
@@ -139,16 +137,12 @@ def config_word(net: CompiledNetwork, pixels_per_beat: int) -> int:
 
 def parameter_memories(net: CompiledNetwork) -> list[tuple[int, int, list[int]]]:
     """``(index, width, words)`` of every parameter memory of ``net`` in load order: memory
-    index ``3*layer + kind`` (:data:`PARAM_KINDS`), words exactly the ``.mem`` files'."""
-    from .compiled_net import pack_gate_words, pack_threshold_words, pack_weight_words
-    out = []
-    for i, layer in enumerate(net.layers):
-        out.append((3 * i, layer.weight_width, pack_weight_words(layer)))
-        if layer.threshold_count:
-            out.append((3 * i + 1, layer.threshold_width, pack_threshold_words(layer)))
-        if layer.gated:
-            out.append((3 * i + 2, layer.gate_width, pack_gate_words(layer)))
-    return out
+    index ``3*layer + kind`` (:data:`sw.compiled_net.MEMORY_KINDS`), words exactly the
+    ``.mem`` files'."""
+    from .compiled_net import MEMORY_KINDS, memory_widths, memory_words
+    return [(3 * i + MEMORY_KINDS.index(kind), width, memory_words(layer, kind))
+            for i, layer in enumerate(net.layers)
+            for kind, width in memory_widths(layer).items()]
 
 
 def parameter_writes(net: CompiledNetwork) -> list[tuple[int, int]]:
