@@ -108,25 +108,38 @@ def selftest_images(net, net_dir: Path | None, count: int) -> np.ndarray:
 
 
 class _Steps:
-    """Progress display: a tqdm bar over the build steps (on a terminal), one line each."""
+    """Progress display: a tqdm bar over the build steps on a terminal; elsewhere one line per
+    step and an elapsed-time heartbeat while a step runs (:mod:`sw.progress`)."""
 
     def __init__(self, names: list[str], quiet: bool):
-        from tqdm import tqdm
-        self._bar = tqdm(total=len(names), desc="build", unit="step", file=sys.stderr,
-                         disable=quiet or not sys.stderr.isatty(), leave=False)
+        from sw.progress import is_terminal, progress_bar
+        self._tty = is_terminal()
+        self._bar = progress_bar(total=len(names), desc="build", unit="step",
+                                 disable=quiet or not self._tty)
         self._quiet = quiet
         self._start = time.monotonic()
         self._first = True
+        self._beat = None
+
+    def _end_beat(self):
+        if self._beat is not None:
+            self._beat.__exit__(None, None, None)
+            self._beat = None
 
     def __call__(self, name: str) -> None:
+        from sw.progress import heartbeat
+        self._end_beat()
         if not self._first:
             self._bar.update(1)
         self._first = False
         self._bar.set_postfix_str(name)
-        if not self._quiet and not sys.stderr.isatty():
+        if not self._quiet and not self._tty:
             print(f"[{time.monotonic() - self._start:7.1f} s] {name}", file=sys.stderr, flush=True)
+            self._beat = heartbeat(name)
+            self._beat.__enter__()
 
     def close(self):
+        self._end_beat()
         self._bar.update(1)
         self._bar.close()
 
@@ -267,7 +280,7 @@ def build(args: argparse.Namespace) -> dict:
                         f"{args.selftest_images}")
     # --pixels-per-beat is checked against the network once it is loaded (_check_request).
     # Absolute paths: Vivado and the ECP5 tools run inside the build directory.
-    out = Path(args.out).expanduser().resolve() if args.out else REPO_ROOT / "build" / board.name
+    out = Path(args.out or Path("build") / board.name).expanduser().resolve()
     for name in ("net", "fold"):
         if getattr(args, name) is not None:
             setattr(args, name, str(Path(getattr(args, name)).expanduser().resolve()))
@@ -488,7 +501,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="PL clock (Zynq) / design clock (ULX3S, made by the PLL from the 25 MHz "
                         "oscillator); default: the board's default clock, whose basis the "
                         "summary prints")
-    p.add_argument("--out", metavar="DIR", help="build directory (default build/<board>)")
+    p.add_argument("--out", metavar="DIR",
+                   help="build directory (default build/<board> in the current directory)")
     p.add_argument("--writable-params", action="store_true",
                    help="Zynq boards: weights, thresholds and gates in RAMs the host loads at "
                         "run time (sw.runtime Accelerator.load; docs/hardware.md)")

@@ -257,9 +257,8 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
     steps = ["memories", "elaborate", "verilog", "summary"]
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(steps), desc="generate", unit="step", leave=False,
-                   disable=not sys.stderr.isatty())
+        from sw.progress import progress_bar
+        bar = progress_bar(total=len(steps), desc="generate", unit="step")
 
     def done(step):
         if bar is not None:
@@ -267,8 +266,9 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
             bar.update(1)
 
     try:
+        from sw.progress import heartbeat
         with atomic_directory(outdir, marker=_DESIGN_JSON, what="generated design") as tmp, \
-                _quiet_if_abandoned():
+                _quiet_if_abandoned(), heartbeat(f"generating {outdir}", enabled=progress):
             if fold is None:
                 # Same folding: the export's .mem files are the source of truth, copied as is.
                 mem_files = _memory_names(net)

@@ -170,12 +170,11 @@ def _scale(axis, values) -> None:
 
 
 def _plot(doc: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend switch
 
     pts, front = doc["points"], doc["front"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    ax1, ax2 = fig.subplots(1, 2)
     fps = [p["fps"] / 1e3 for p in pts]
     sc = ax1.scatter([p["lut"] for p in pts], fps, c=[p["bram"] for p in pts], cmap="viridis",
                      s=36, zorder=3)
@@ -207,7 +206,6 @@ def _plot(doc: dict, path: Path) -> None:
     fig.suptitle("\n".join(textwrap.wrap(title, 150)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def sweep(export, out, *, points: int = 8, jobs: int = 2, clock_mhz: float, clock_source: str,

@@ -72,13 +72,12 @@ def bench_model(name: str, checkpoint: Path, images: np.ndarray, labels: np.ndar
 
 
 def _plot(rows: list[dict], path: Path, threads: int) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend switch
 
     names = [r["name"] for r in rows]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(1.8 * len(rows) + 3, 4))
+    fig = Figure(figsize=(1.8 * len(rows) + 3, 4))
+    ax = fig.subplots()
     ax.bar(x - 0.2, [r["golden_images_per_s"] for r in rows], 0.4, label="golden (numpy, integer)")
     ax.bar(x + 0.2, [r["torch_images_per_s"] for r in rows], 0.4,
            label=f"PyTorch float eval ({threads} threads)")
@@ -90,7 +89,6 @@ def _plot(rows: list[dict], path: Path, threads: int) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+from sw.progress import progress_bar
 
 from sw.errors import UserError, cli_main
 
@@ -46,8 +46,8 @@ def evaluate(model: BinaryNet, images: torch.Tensor, labels: torch.Tensor,
     fired = [0] * len(model.layers)
     gated = [0] * len(model.layers)
     batches = iterate_batches(len(labels), batch_size, shuffle=False)
-    for idx in tqdm(batches, total=-(-len(labels) // batch_size), desc="eval",
-                    disable=not progress, leave=False):
+    for idx in progress_bar(batches, total=-(-len(labels) // batch_size), desc="eval",
+                            disable=not progress):
         logits = model(images[idx])
         correct += int((logits.argmax(dim=1) == labels[idx]).sum())
         for i, layer in enumerate(model.layers):

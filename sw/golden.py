@@ -394,8 +394,8 @@ class GoldenModel:
                        if layer.gated else None for layer in self._net.layers]
         starts = range(0, n, _IMAGE_CHUNK)
         if progress:
-            from tqdm import tqdm
-            starts = tqdm(starts, desc="golden", unit="chunk", leave=False)
+            from .progress import progress_bar
+            starts = progress_bar(starts, desc="golden", unit="chunk")
         with _blas_threads(_BLAS_THREADS):
             for start in starts:
                 stop = min(n, start + _IMAGE_CHUNK)

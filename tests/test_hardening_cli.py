@@ -285,6 +285,8 @@ def test_resolve_clock_rejects_non_numbers():
     ("sim.run", ["--json", "{tmp}"], ["{tmp} is a directory"]),
     ("sim.run", ["--json", "{file}/r.json"], ["{file} is not a directory"]),
     ("sim.run", ["--design-dir", "/sys/fracbnn-design"], ["/sys/fracbnn-design", "not writable"]),
+    ("sim.run", ["--waves", "vcd", "--waves-file", "/sys/fracbnn.vcd"], ["/sys/fracbnn.vcd", "not writable"]),
+    ("sim.run", ["--waves-file", "{tmp}/w.vcd"], ["--waves-file needs --waves vcd"]),
     ("sim.run", ["--design-dir", "{tmp}"], ["{tmp} exists and is not a generated design"]),
     ("sw.compare", ["--target", "sim", "--json", "{tmp}"], ["{tmp} is a directory"]),
     ("sw.compare", ["--target", "sim", "--design-dir", "{tmp}"],
