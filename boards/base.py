@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Resources", "ZynqBoard", "Ecp5Board", "Board"]
+__all__ = ["Resources", "ZynqBoard", "Ecp5Board", "Board", "board_store_install"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,13 @@ class Resources:
 
     def to_json(self) -> dict:
         return {"lut": self.lut, "ff": self.ff, "bram": self.bram, "dsp": self.dsp}
+
+
+def board_store_install(item: str) -> str:
+    """The Vivado Tcl commands that install the board files matching ``*item*`` from the
+    Xilinx board store (Vivado's xhub; it needs network access)."""
+    return ("xhub::refresh_catalog [xhub::get_xstores xilinx_board_store]; "
+            f"xhub::install [xhub::get_xitems *{item}*]")
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,9 @@ class ZynqBoard:
     pl_clock_pin, pl_clock_property, pl_reset_pin
         The PS pin that clocks the PL, the PS property that sets its frequency in MHz and
         the PS reset output (active low).
+    pl_clock_actual_property
+        The read-only PS property holding the frequency (MHz) the PS really makes from its
+        PLLs for ``pl_clock_property`` (the script checks it against ``--clock``).
     gp_aclk_pin, hp_aclk_pin
         PS clock inputs of the GP master and HP slave ports.
     hp_data_width
@@ -66,7 +76,14 @@ class ZynqBoard:
     yosys_family
         ``synth_xilinx -family`` value for the Yosys estimate.
     vivado_board_part
-        Vivado board-file part name, used only when the board files are installed.
+        Vivado board part (``vendor:board:part0:file_version``) of the board files the PS
+        preset (DDR, MIO) comes from; the names FINN's Zynq flow uses.
+    vivado_board_alternatives
+        ``get_board_parts`` glob patterns tried, in order, when ``vivado_board_part`` is not
+        installed (other vendors' names or file versions of the same board files; the
+        latest file version of the first pattern that matches is used).
+    board_files_install
+        What to install when none of them is found (the script's error message quotes it).
     """
 
     name: str
@@ -78,6 +95,7 @@ class ZynqBoard:
     hp_port: str
     pl_clock_pin: str
     pl_clock_property: str
+    pl_clock_actual_property: str
     pl_reset_pin: str
     gp_aclk_pin: str
     hp_aclk_pin: str
@@ -86,7 +104,9 @@ class ZynqBoard:
     max_clock_mhz: float
     resources: Resources
     yosys_family: str
-    vivado_board_part: str | None = None
+    vivado_board_part: str
+    board_files_install: str
+    vivado_board_alternatives: tuple[str, ...] = ()
     clock_basis: str = "assumed"
     kind: str = field(default="zynq", init=False)
 
@@ -96,6 +116,16 @@ class ZynqBoard:
         if not 0 < self.default_clock_mhz <= self.max_clock_mhz:
             raise ValueError(f"default_clock_mhz must be in (0, max_clock_mhz], "
                              f"not {self.default_clock_mhz!r}")
+        if self.vivado_board_part.count(":") != 3 or not self.board_files_install.strip():
+            raise ValueError(f"{self.name}: vivado_board_part must be 'vendor:board:part0:"
+                             f"version' and board_files_install must say what to install, not "
+                             f"{self.vivado_board_part!r} / {self.board_files_install!r}")
+
+    @property
+    def board_part_patterns(self) -> tuple[str, ...]:
+        """``get_board_parts`` patterns the Vivado script tries, in order: the exact
+        ``vivado_board_part``, then ``vivado_board_alternatives``."""
+        return (self.vivado_board_part, *self.vivado_board_alternatives)
 
     @property
     def ps_ip(self) -> str:

@@ -1,6 +1,6 @@
 """TUL PYNQ-Z2: Zynq-7000 XC7Z020 (``--board pynq_z2``)."""
 
-from .base import Resources, ZynqBoard
+from .base import Resources, ZynqBoard, board_store_install
 
 __all__ = ["BOARD"]
 
@@ -20,6 +20,7 @@ BOARD = ZynqBoard(
     hp_port="S_AXI_HP0",
     pl_clock_pin="FCLK_CLK0",
     pl_clock_property="PCW_FPGA0_PERIPHERAL_FREQMHZ",
+    pl_clock_actual_property="PCW_ACT_FPGA0_PERIPHERAL_FREQMHZ",
     pl_reset_pin="FCLK_RESET0_N",
     gp_aclk_pin="M_AXI_GP0_ACLK",
     hp_aclk_pin="S_AXI_HP0_ACLK",
@@ -30,5 +31,10 @@ BOARD = ZynqBoard(
     max_clock_mhz=250.0,
     resources=Resources(lut=53_200, ff=106_400, bram=140, dsp=220),
     yosys_family="xc7",
-    vivado_board_part="tul.com.tw:pynq-z2:part0:1.0",
+    vivado_board_part="tul.com.tw:pynq-z2:part0:1.0",   # FINN's name
+    vivado_board_alternatives=("*:pynq-z2:part0:*",),
+    board_files_install=(
+        "TUL's PYNQ-Z2 board files: in Vivado's Tcl console run "
+        "`" + board_store_install("pynq-z2") + "`, or unzip TUL's pynq-z2 board files "
+        "(PYNQ-Z2 page of tulembedded.com) into a directory passed with --board-repo DIR"),
 )

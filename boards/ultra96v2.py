@@ -6,6 +6,7 @@ Vivado board files.
 
 from dataclasses import replace
 
+from .base import board_store_install
 from .ultra96v1 import BOARD as _V1
 
 __all__ = ["BOARD"]
@@ -15,5 +16,11 @@ BOARD = replace(
     name="ultra96v2",
     title="Avnet Ultra96-V2",
     part="xczu3eg-sbva484-1-i",
+    # FINN's name; Avnet's later 1.3 files are avnet-tria:ultra96v2:part0:1.3.
     vivado_board_part="avnet.com:ultra96v2:part0:1.2",
+    vivado_board_alternatives=("*:ultra96v2:part0:*",),
+    board_files_install=(
+        "Avnet's Ultra96-V2 board files: in Vivado's Tcl console run "
+        "`" + board_store_install("ultra96v2") + "`, or clone "
+        "https://github.com/Avnet/bdf and pass the clone with --board-repo DIR"),
 )

@@ -10,6 +10,8 @@ Zynq boards (``ultra96`` = ``ultra96v2``, ``ultra96v1``, ``zcu104``, ``pynq_z2``
     net/                 the compiled network (the runtime's default for this bitstream)
     constraints.xdc      project constraints; ooc.xdc: clock for out-of-context synthesis
     create_project.tcl   Vivado: PS + DMA + accelerator, synth/impl/bitstream, .bit + .hwh
+                         (checks the board files, ROM init files, PL clock, timing and
+                         hardware handoff, see hw/vivado.py; --board-repo DIR adds board files)
     yosys/               synth_xilinx logs and cell counts
     report.json          board, clock, folding, cycle model, Yosys + analytic resource estimate
                          (and Vivado's post-route numbers when Vivado ran)
@@ -165,9 +167,9 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
     from amaranth.back import verilog
 
     from .board_shell import SHELL_NAME, BoardShell
-    from .generate import generate
+    from .generate import generate, memory_files
     from .logic_depth import proxy_clock_mhz
-    from .vivado import constraints_xdc, ooc_xdc, project_tcl
+    from .vivado import check_rom_files, constraints_xdc, ooc_xdc, project_tcl
     from .yosys_estimate import analytic_estimate, yosys_estimate
 
     step("generate RTL")
@@ -177,7 +179,8 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
     shell = BoardShell(net, pixels_per_beat=args.pixels_per_beat, rom_mode="verilog")
     (rtl / f"{SHELL_NAME}.v").write_text(verilog.convert(shell, name=SHELL_NAME, emit_src=False))
     design = json.loads((rtl / "design.json").read_text())
-    mems = sorted(p.name for p in rtl.glob("*.mem"))
+    roms = memory_files(net)
+    check_rom_files(rtl, roms)    # an empty ROM would not stop Vivado
 
     report = {"design": {k: design[k] for k in ("pixels_per_beat", "classes", "cycle_model")}}
     analytic = analytic_estimate(net, args.pixels_per_beat)
@@ -204,7 +207,8 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
         board, clock_mhz=args.clock, stream_in_bits=8 * args.pixels_per_beat, jobs=args.jobs,
         rtl_files=[f"rtl/{SHELL_NAME}.v", "rtl/fracbnn_top.v", "rtl/fracbnn_rom.v",
                    *(["rtl/fracbnn_ram.v"] if args.writable_params else [])],
-        mem_files=[f"rtl/{m}" for m in mems]))
+        roms=[(f"rtl/{name}", depth) for name, _, depth in roms],
+        board_repos=args.board_repo))
     return report
 
 
@@ -268,6 +272,15 @@ def build(args: argparse.Namespace) -> dict:
                         f"({basis}), not {args.clock:g}")
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, not {args.jobs}")
+    args.board_repo = [str(Path(d).expanduser().resolve())
+                       for d in (getattr(args, "board_repo", None) or [])]
+    if args.board_repo and board.kind != "zynq":
+        raise UserError(f"--board-repo is for the Vivado build of Zynq boards; the "
+                        f"{board.title} build uses no board files: drop --board-repo")
+    for d in args.board_repo:
+        if not Path(d).is_dir():
+            raise UserError(f"--board-repo {d} is not a directory; pass the directory that "
+                            "holds the board files (e.g. a clone of https://github.com/Avnet/bdf)")
     if getattr(args, "writable_params", False) and board.kind != "zynq":
         raise UserError(f"--writable-params is for Zynq boards (the host loads parameters over "
                         f"AXI4-Lite); the {board.title} build is a self-test bitstream without "
@@ -420,8 +433,10 @@ def _maybe_run_vivado(out: Path, report: dict, args) -> None:
             report["vivado"]["post_route"] = parse_vivado_summary(summary.read_text())
         atomic_write_json(out / _REPORT, report, what="build report")
         if proc.returncode != 0:
-            lines = [line for line in log.read_text(errors="replace").splitlines()
-                     if "ERROR" in line][:2]
+            text = log.read_text(errors="replace").splitlines()
+            # The script's own refusals name the problem and the fix: they come first.
+            lines = ([line for line in text if line.startswith("ERROR: [fracbnn]")][:1] or
+                     [line for line in text if "ERROR" in line][:2])
             raise UserError(f"Vivado failed: {' | '.join(lines) or 'see log'}; see {log}")
 
 
@@ -481,7 +496,8 @@ def _summary_lines(r: dict) -> list[str]:
         if v.get("post_route"):
             p = v["post_route"]
             lines.append(f"vivado    post-route LUT {p.get('lut')}  FF {p.get('ff')}  BRAM36 "
-                         f"{p.get('bram')}  DSP {p.get('dsp')}  WNS {p.get('wns_ns')} ns")
+                         f"{p.get('bram')}  DSP {p.get('dsp')}  WNS {p.get('wns_ns')} ns  WHS "
+                         f"{p.get('whs_ns')} ns at the PS's {p.get('pl_clock_mhz')} MHz")
         elif not v["ran"]:
             lines.append(f"vivado    not on PATH; to build the bitstream run:\n          {v['command']}")
     lines.append(f"wrote     {r['out']} ({r['seconds']:.0f} s)")
@@ -509,6 +525,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pixels-per-beat", type=int, default=8, metavar="N",
                    help="input stream width in pixels (default 8 = 64-bit DMA stream)")
     p.add_argument("--jobs", type=int, default=2, help="Vivado jobs (default 2)")
+    p.add_argument("--board-repo", action="append", metavar="DIR",
+                   help="Zynq boards: a directory of Vivado board files added to Vivado's "
+                        "board repositories (repeatable; FRACBNN_BOARD_REPO=DIR[:DIR] is also "
+                        "read when the script runs); docs/boards.md \"Board files\"")
     p.add_argument("--no-estimate", action="store_true", help="skip the Yosys estimate (Zynq)")
     p.add_argument("--no-vivado", action="store_true", help="do not run Vivado even if on PATH")
     p.add_argument("--selftest-images", type=int, default=4, metavar="N",

@@ -34,8 +34,9 @@ from sw.atomic_dir import atomic_directory, json_safe
 from sw.errors import UserError, cli_main
 from sw.memfile import write_mem
 
-__all__ = ["generate", "design_summary", "input_mode", "write_memories", "main", "TOP_NAME", "WAIVER_FILE",
-           "MAX_PIXELS_PER_BEAT", "pixels_per_beat_choices", "check_pixels_per_beat"]
+__all__ = ["generate", "design_summary", "input_mode", "write_memories", "memory_files", "main",
+           "TOP_NAME", "WAIVER_FILE", "MAX_PIXELS_PER_BEAT", "pixels_per_beat_choices",
+           "check_pixels_per_beat"]
 
 TOP_NAME = "fracbnn_top"
 WAIVER_FILE = Path(__file__).with_name("verilator_waiver.vlt")
@@ -97,6 +98,16 @@ def _memories(net: CompiledNetwork) -> list[tuple]:
 
 def _memory_names(net: CompiledNetwork) -> list[str]:
     return [f"L{layer.index}_{kind}.mem" for layer, kind, _ in _memories(net)]
+
+
+def memory_files(net: CompiledNetwork) -> list[tuple[str, int, int]]:
+    """``(file name, word width, depth)`` of every ``.mem`` file :func:`generate` writes for
+    ``net``'s folding, in file-name order (the ``INIT_FILE`` names of the generated ROMs)."""
+    depths = {"weights": lambda layer: layer.weight_depth,
+              "thresholds": lambda layer: layer.neuron_folds,
+              "gates": lambda layer: layer.neuron_folds}
+    return [(name, width, depths[kind](layer))
+            for name, (layer, kind, width) in zip(_memory_names(net), _memories(net))]
 
 
 def input_mode(layer, engine) -> str:
