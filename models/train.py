@@ -13,8 +13,8 @@ Recipe: Adam (no weight decay) with a cosine decay from ``lr`` to ``lr_final``
 over all steps (optional linear warm-up), cross-entropy plus ``gate_lambda *
 gate_penalty()`` for gated nets, latent weights clipped to [-1, 1] after every
 step, optional random translation of the training images by up to ``max_shift``
-pixels. The checkpoint (default ``models/checkpoints/<net>.pt`` for a zoo name,
-``<file stem>.pt`` in the current directory for a description file) is the model after
+pixels. The checkpoint (default ``models/checkpoints/<net>.pt`` for a zoo name in a source
+checkout, else ``<name>.pt`` in the current directory) is the model after
 the last epoch, with the architecture and the description; ``<out minus .pt>.png`` holds loss, train/test accuracy and LSB
 fraction per epoch.
 """
@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--threads must be >= 1, not {args.threads}")
     if args.out is not None:
         out = args.out
-    elif entry.name in zoo.ZOO and zoo.ZOO[entry.name] is entry:
-        out = zoo.default_checkpoint(entry.name)
+    elif entry.name in zoo.ZOO and zoo.ZOO[entry.name] is entry and zoo.SOURCE_CHECKOUT:
+        out = zoo.default_checkpoint(entry.name)     # retrains the shipped checkpoint
     else:
         out = Path(f"{entry.name}.pt")
     out = out.expanduser().resolve()

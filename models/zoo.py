@@ -45,11 +45,16 @@ from sw.errors import UserError
 from .layers import BinaryNet
 
 __all__ = ["ZooEntry", "ZOO", "DEFAULT_RECIPE", "RECIPE_KEYS", "NETS_DIR", "CHECKPOINT_DIR",
+           "SOURCE_CHECKOUT",
            "names", "build", "recipe", "default_checkpoint", "load_description",
            "parse_description", "resolve"]
 
 #: Directory of the shipped checkpoints.
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+#: Whether this is a source checkout (the repository, or ``pip install -e``): only then does
+#: training a zoo network default to replacing its shipped checkpoint; an installed package
+#: never writes into site-packages (``./<name>.pt`` instead).
+SOURCE_CHECKOUT = (Path(__file__).resolve().parents[1] / "pyproject.toml").is_file()
 #: Directory of the zoo's network descriptions (``<name>.toml``).
 NETS_DIR = Path(__file__).resolve().parent / "nets"
 
