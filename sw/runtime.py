@@ -68,8 +68,9 @@ _SELECT_ADDR_BITS = 20
 REG_ID_VALUE = 0x464E4231        # "FNB1"
 REG_VERSION_VALUE = 0x00010000   # register map 1.0
 _STATUS_BUSY, _STATUS_FRAMING = 1, 2
-# Default DMA deadline: a fixed allowance plus 10 ms per image, over 10x the per-image time
-# of the slowest design the flow models (CNV at the 10 MHz minimum clock: ~1.5 ms).
+# Default DMA deadline: a fixed allowance plus 10 ms per image, about 7x the per-image time
+# of the slowest design the flow models (CNV, 14,636 cycles/image, at the 10 MHz minimum
+# clock: 1.5 ms).
 _DMA_TIMEOUT_BASE_S, _DMA_TIMEOUT_PER_IMAGE_S = 2.0, 0.01
 # Poll without sleeping this long (a fast batch's end is seen at once), then sleep between polls.
 _DMA_SPIN_S, _DMA_POLL_SLEEP_S = 0.01, 0.0005
