@@ -3,11 +3,13 @@
 ``nox -s sim``    the main job: co-simulate the shipped default network bit-exactly.
 ``nox -s tests``  the whole pytest suite (unit, property, Amaranth-sim and cocotb/Verilator tests).
 ``nox -s bench``  benchmarks (throughput of the golden model and of the co-simulation, FPS estimates).
+``nox -s board``  the light board install (sw/board) beside PYNQ 4.0 on numpy 1.26: tests/board.
 
 Every session installs what it needs into its own virtualenv, so a fresh machine with only Python 3.11
 and pip needs nothing but ``pip install nox``.
 """
 
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -59,3 +61,21 @@ def bench(session):
                 "--png", str(out / "golden.png"))
     session.run("python", "-m", "sim.bench", "--json", str(out / "accelerator.json"),
                 "--png", str(out / "accelerator.png"), *session.posargs)
+
+
+@nox.session
+def board(session):
+    """The board side: the light install (``pip install ./sw/board``: sw and numpy only) beside
+    PYNQ 4.0's ``pynq`` package, which pins numpy<2, on numpy 1.26.4; tests/board runs the
+    runtime against pynq's own Overlay, DMA, DefaultIP and allocate over a simulated board
+    (docs/boards.md, "Host runtime")."""
+    session.install("numpy==1.26.4", "pynq==4.0.0", "pytest>=8")
+    try:
+        session.install("./sw/board")
+    finally:        # pip builds the package in place: leave no build output in the checkout
+        for leftover in ("build", "fracbnn_board.egg-info"):
+            shutil.rmtree(ROOT / "sw" / "board" / leftover, ignore_errors=True)
+    # pytest itself (not `python -m`): the repository root is not put on sys.path, so the
+    # tests import the installed sw, not the checkout's.
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/board", *session.posargs,
+                env={"FRACBNN_BOARD_SESSION": "1"})

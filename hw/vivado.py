@@ -62,7 +62,7 @@ from pathlib import Path
 from boards.base import ZynqBoard
 from sw.errors import UserError
 
-__all__ = ["BD_NAME", "ACCEL_CELL", "DMA_CELL", "BITSTREAM_NAME", "RTL_DIR",
+__all__ = ["BD_NAME", "ACCEL_CELL", "DMA_CELL", "BITSTREAM_NAME", "RTL_DIR", "dma_config",
            "BOARD_REPO_ENV", "CLOCK_TOLERANCE", "project_tcl", "constraints_xdc", "ooc_xdc",
            "check_rom_files", "vivado_on_path", "parse_vivado_summary"]
 
@@ -294,6 +294,22 @@ proc fracbnn_find_hwh {proj_dir proj_name bd} {
 """
 
 
+def dma_config(board: ZynqBoard, stream_in_bits: int) -> dict[str, str]:
+    """The ``CONFIG.*`` settings of ``axi_dma_0`` (also the lower-case parameters PYNQ's DMA
+    driver reads from the ``.hwh``): simple mode, 26-bit lengths, MM2S stream
+    ``stream_in_bits`` wide, S2MM stream 32 bits, memory sides as wide as the HP port."""
+    mm_width = max(board.hp_data_width, 32)
+    return {
+        "c_include_sg": "0", "c_sg_length_width": "26", "c_sg_include_stscntrl_strm": "0",
+        "c_include_mm2s": "1", "c_include_s2mm": "1",
+        "c_m_axis_mm2s_tdata_width": str(stream_in_bits), "c_s_axis_s2mm_tdata_width": "32",
+        "c_m_axi_mm2s_data_width": str(max(mm_width, stream_in_bits)),
+        "c_m_axi_s2mm_data_width": str(mm_width),
+        "c_mm2s_burst_size": "64", "c_s2mm_burst_size": "64", "c_addr_width": "64"
+        if board.family == "zynq_us+" else "32",
+    }
+
+
 def project_tcl(board: ZynqBoard, *, clock_mhz: float, rtl_files: list[str],
                 roms: list[tuple[str, int]], stream_in_bits: int, jobs: int = 2,
                 project_dir: str = "vivado", board_repos=()) -> str:
@@ -330,16 +346,7 @@ def project_tcl(board: ZynqBoard, *, clock_mhz: float, rtl_files: list[str],
         raise ValueError(f"roms must be (file, depth >= 1) pairs, not {roms!r}")
     ps, gp, hp = "zynq_ps", board.gp_port, board.hp_port
     ps_props = {**board.ps_config, board.pl_clock_property: f"{clock_mhz:g}"}
-    mm_width = max(board.hp_data_width, 32)
-    dma_props = {
-        "c_include_sg": "0", "c_sg_length_width": "26", "c_sg_include_stscntrl_strm": "0",
-        "c_include_mm2s": "1", "c_include_s2mm": "1",
-        "c_m_axis_mm2s_tdata_width": str(stream_in_bits), "c_s_axis_s2mm_tdata_width": "32",
-        "c_m_axi_mm2s_data_width": str(max(mm_width, stream_in_bits)),
-        "c_m_axi_s2mm_data_width": str(mm_width),
-        "c_mm2s_burst_size": "64", "c_s2mm_burst_size": "64", "c_addr_width": "64"
-        if board.family == "zynq_us+" else "32",
-    }
+    dma_props = dma_config(board, stream_in_bits)
     ps_vlnv = f"xilinx.com:ip:{board.ps_ip}"
     if board.family == "zynq_us+":
         preset_rule = "xilinx.com:bd_rule:zynq_ultra_ps_e"

@@ -8,6 +8,10 @@ puts there never counts.
 
 Binary values v in {-1, +1} are stored as bits ``b = (v + 1) / 2`` and
 ``dot(w, x) = 2 * popcount(XNOR(w_bits, x_bits)) - n``.
+
+Works on numpy 1.26 and 2.x with identical results: :func:`popcount` is ``np.bitwise_count``
+where numpy has it (2.0 on) and :func:`popcount_swar` (the same counts from 64-bit integer
+arithmetic) on numpy 1.26, the version PYNQ 4.0 board images pin.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ __all__ = [
     "pack_bits",
     "unpack_bits",
     "popcount",
+    "popcount_swar",
     "xnor_popcount_dot",
 ]
 
@@ -86,9 +91,32 @@ def unpack_bits(words: np.ndarray, n: int) -> np.ndarray:
     return bits[:, :n].reshape(*lead, n)
 
 
+# SWAR popcount constants (Hacker's Delight 5-1): uint64 arithmetic wraps modulo 2**64.
+_M1, _M2, _M4 = (np.uint64(0x5555_5555_5555_5555), np.uint64(0x3333_3333_3333_3333),
+                 np.uint64(0x0F0F_0F0F_0F0F_0F0F))
+_H01 = np.uint64(0x0101_0101_0101_0101)
+_S1, _S2, _S4, _S56 = np.uint64(1), np.uint64(2), np.uint64(4), np.uint64(56)
+
+
+def popcount_swar(words: np.ndarray) -> np.ndarray:
+    """Number of set bits of each 64-bit word, as ``uint8``, from integer arithmetic only
+    (no ``np.bitwise_count``): the numpy < 2 path of :func:`popcount`, equal to it on every
+    input."""
+    x = np.array(words, dtype=np.uint64)          # a copy: updated in place below
+    x -= (x >> _S1) & _M1                         # 2-bit sums
+    x = (x & _M2) + ((x >> _S2) & _M2)            # 4-bit sums
+    x = (x + (x >> _S4)) & _M4                    # byte sums
+    x *= _H01                                     # byte 7 = sum of all bytes (wraps)
+    return (x >> _S56).astype(np.uint8)
+
+
 def popcount(words: np.ndarray) -> np.ndarray:
-    """Number of set bits of each word (``np.bitwise_count``), as ``uint8``."""
-    return np.bitwise_count(np.asarray(words, dtype=np.uint64))
+    """Number of set bits of each word (any shape; converted to ``uint64``), as ``uint8``:
+    ``np.bitwise_count`` where numpy has it (>= 2.0), else :func:`popcount_swar`."""
+    return _popcount(np.asarray(words, dtype=np.uint64))
+
+
+_popcount = getattr(np, "bitwise_count", popcount_swar)
 
 
 def _tail_mask(n: int) -> np.uint64:
@@ -154,6 +182,6 @@ def xnor_popcount_dot(
         tmp = np.empty((xs.shape[0], n_cols), dtype=np.uint64)
         for k in range(n_words):
             np.bitwise_xor(xs[:, k:k + 1], w_t[k][None, :], out=tmp)
-            mism += np.bitwise_count(tmp)
+            mism += _popcount(tmp)
         out[start:start + chunk] = n - 2 * mism.astype(np.int64)
     return out

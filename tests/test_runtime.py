@@ -199,3 +199,40 @@ def test_sim_target_loads_another_network(tmp_path):
     with Accelerator("sim", net=dir_a, build_root=tmp_path / "build") as acc:
         with pytest.raises(UserError, match="not writable"):
             acc.load(dir_b)
+
+
+def test_a_stalled_accelerator_is_a_one_line_error_not_a_hang(net_dir, tmp_path):
+    """DMA.wait() has no timeout: the runtime polls with a deadline instead."""
+    import time
+    net = load_compiled_network(net_dir)
+    fake = SimulatedPynq(net, net_dir, pixels_per_beat=8, stall=True)
+    bit = tmp_path / "fracbnn.bit"
+    bit.write_bytes(b"bitstream")
+    try:
+        acc = Accelerator("pynq", bitfile=bit, net=net_dir, pynq_module=fake, dma_timeout=0.5)
+        start = time.monotonic()
+        with pytest.raises(UserError) as err:
+            acc.execute(random_images(net, 1, seed=1))
+        took = time.monotonic() - start
+    finally:
+        fake.close()
+    msg = str(err.value)
+    assert "\n" not in msg and "accelerator stalled" in msg
+    # One image goes in (MM2S finishes); its results never come out (S2MM does not).
+    assert "axi_dma_0 S2MM channel (results out) was not done after 0.5 s (1 image(s)" in msg
+    assert "dma_timeout=" in msg
+    assert 0.5 <= took < 30
+    log = fake.device.log
+    assert ("wait", "send") in log and ("wait", "recv") not in log    # never a blocking wait
+    assert log.count(("poll", "recv")) > 1
+
+
+def test_dma_timeout_is_checked(net_dir, tmp_path):
+    bit = tmp_path / "x.bit"
+    bit.write_bytes(b"x")
+    for bad in (0, -1.0, float("nan"), float("inf"), "5", True):
+        with pytest.raises(UserError, match="dma_timeout must be a number of seconds > 0"):
+            Accelerator("pynq", bitfile=bit, net=net_dir, dma_timeout=bad,
+                        pynq_module=object())
+    from sw.runtime import dma_timeout_for
+    assert dma_timeout_for(1000) == pytest.approx(12.0) and dma_timeout_for(0) == 2.0
