@@ -540,7 +540,7 @@ _SHARE_TITLES = {"yosys": "Yosys", "ecp5_synth": "Yosys synth_ecp5", "model": "m
 
 def _share_text(row: dict) -> str:
     used = row["used"]
-    used = f"{used:,}" if isinstance(used, int) or float(used).is_integer() else f"{used:,.1f}"
+    used = f"{int(used):,}" if float(used).is_integer() else f"{used:,.1f}"
     share = "-" if row["share"] is None else f"{row['share']:.1f} %"
     return f"{used} / {row['available']:,} ({share})"
 
