@@ -160,6 +160,11 @@ class Accelerator(wiring.Component):
         PARAM_SELECT / PARAM_DATA registers (:mod:`hw.param_loader`; docs/hardware.md
         "Writable parameters"), so a retrained network of the same shapes and folding needs
         no new bitstream.  Default ``False`` (ROMs).
+    ram_style : hw.memory_style.RamStyle or str, optional
+        Where the weight, threshold and gate memories go (``--ram-style`` syntax,
+        :func:`hw.memory_style.parse_ram_style`; checked against ``net``, one-line
+        :class:`sw.errors.UserError` otherwise); default ``auto`` everywhere, the depth-aware
+        rule.  :attr:`rom_plan` lists the result.
 
     Ports (flat, see docs/hardware.md "Top level")
     -----
@@ -176,7 +181,8 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, net: CompiledNetwork, *, init_dir, pixels_per_beat: int = 8,
-                 rom_mode: str = "sim", writable_params: bool = False):
+                 rom_mode: str = "sim", writable_params: bool = False, ram_style=None):
+        from .memory_style import parse_ram_style
         from .mvtu import MatrixVectorThresholdUnit  # the layer engine
 
         if not isinstance(net, CompiledNetwork):
@@ -189,10 +195,11 @@ class Accelerator(wiring.Component):
         self._beats_per_image = net.input.pixels // pixels_per_beat
         # Build the layer engines now so their timing properties are available up front.
         self._writable = bool(writable_params)
-        self._mvtus = [MatrixVectorThresholdUnit(layer, init_dir=self._init_dir,
-                                                 rom_mode=rom_mode,
-                                                 writable_params=self._writable)
-                       for layer in net.layers]
+        self._ram_style = parse_ram_style(ram_style).check(net)
+        self._mvtus = [MatrixVectorThresholdUnit(
+            layer, init_dir=self._init_dir, rom_mode=rom_mode, writable_params=self._writable,
+            ram_style=self._ram_style.for_layer(layer.index))
+            for layer in net.layers]
         last = net.layers[-1]
         if last.out == "scores":
             self._acc_width = self._mvtus[-1].o.payload.shape().elem_shape.width
@@ -225,6 +232,13 @@ class Accelerator(wiring.Component):
     beats_per_image = property(lambda self: self._beats_per_image)
     acc_width = property(lambda self: self._acc_width)
     writable_params = property(lambda self: self._writable)
+    ram_style = property(lambda self: self._ram_style)
+
+    @property
+    def rom_plan(self) -> list:
+        """Every parameter ROM of the design with its placement
+        (:class:`hw.memory_style.RomPlacement`, layer by layer)."""
+        return [p for engine in self._mvtus for p in engine.rom_plan]
 
     def param_widths(self) -> dict[int, int]:
         """Writable-parameter memory index (``3*layer + kind``) -> word width in bits."""

@@ -14,7 +14,12 @@ Zynq boards (``ultra96`` = ``ultra96v2``, ``ultra96v1``, ``zcu104``, ``pynq_z2``
                          hardware handoff, see hw/vivado.py; --board-repo DIR adds board files)
     yosys/               synth_xilinx logs and cell counts
     report.json          board, clock, folding, cycle model, Yosys + analytic resource estimate
-                         (and Vivado's post-route numbers when Vivado ran)
+                         (and Vivado's post-route numbers when Vivado ran): each resource as a
+                         share of the part, a per-layer table, each memory's placement
+    report.md            the resource tables as Markdown, with which estimate to trust for what
+
+``--ram-style`` places the weight, threshold and gate memories (block RAM or distributed ROM;
+syntax and the depth-aware default in :mod:`hw.memory_style`).
 
 If ``vivado`` is on PATH the script is run and post-route utilisation and timing are reported;
 otherwise the exact command is printed.
@@ -52,13 +57,34 @@ from sw.atomic_dir import (atomic_directory, atomic_write_json, check_apart, che
 from sw.errors import UserError, cli_main
 
 __all__ = ["DEFAULT_CHECKPOINT", "REPO_ROOT", "ZYNQ_MIN_CLOCK_MHZ", "ECP5_CLOCK_MHZ",
-           "SELFTEST_MAX_IMAGES", "ZYNQ_MAX_PIXELS_PER_BEAT", "build", "export_default_network",
-           "selftest_images", "main"]
+           "SELFTEST_MAX_IMAGES", "ZYNQ_MAX_PIXELS_PER_BEAT", "ESTIMATE_NOTES", "build",
+           "export_default_network", "selftest_images", "resource_shares", "layer_table",
+           "resource_markdown", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The shipped default model (LFC, BNN-PYNQ's folding on export).
 DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "checkpoints" / "lfc_w1a1.pt"
 _REPORT = "report.json"
+_REPORT_MD = "report.md"
+
+#: Which resource estimate to trust for what (printed with the tables, in report.md).
+ESTIMATE_NOTES = (
+    "Yosys (synth_xilinx, out of context): the cells of the real netlist after synthesis, "
+    "before Vivado's optimisation and packing; trust its BRAM36 and FF counts, take its LUTs "
+    "as an upper estimate (Vivado's mapping is usually smaller; a distributed ROM deeper "
+    "than 32 words costs Yosys ~3 LUTs per bit column). Its per-layer split "
+    "follows the cells' hierarchical names (anonymous LUTs go with the cells they feed), so "
+    "the rows add up to the totals but logic on a boundary may sit on either side.",
+    "Model (hw.resource_model): milliseconds, calibrated on Yosys; it is what hw.fold and "
+    "hw.sweep search with, exact for BRAM36, a few % off in total LUT/FF (its per-layer "
+    "split only roughly: it is fitted to totals); use it to compare foldings and placements, "
+    "not for sign-off.",
+    "Vivado's utilization.rpt after implementation (create_project.tcl) is the real number.",
+)
+#: (report key, name) of the resources a summary shows, per board kind.
+_RESOURCE_NAMES = {"zynq": (("lut", "LUT"), ("ff", "FF"), ("bram", "BRAM36"), ("dsp", "DSP")),
+                   "ecp5": (("lut", "LUT4"), ("ff", "FF"), ("bram", "EBR"),
+                            ("dsp", "MULT18"))}
 
 #: Lowest PL clock (MHz) a Zynq build accepts: the PS divides its PLLs down to FCLK, and this
 #: flow takes 10 MHz as its floor (the AXI DMA and the PS ports are not meant to crawl); the
@@ -170,20 +196,21 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
     from .generate import generate, memory_files
     from .logic_depth import proxy_clock_mhz
     from .vivado import check_rom_files, constraints_xdc, ooc_xdc, project_tcl
-    from .yosys_estimate import analytic_estimate, yosys_estimate
+    from .yosys_estimate import yosys_estimate
 
     step("generate RTL")
     rtl = work / "rtl"
     generate(net_dir, rtl, fold=args.fold, pixels_per_beat=args.pixels_per_beat,
-             writable_params=args.writable_params)
+             writable_params=args.writable_params, ram_style=args.ram_style_spec)
     shell = BoardShell(net, pixels_per_beat=args.pixels_per_beat, rom_mode="verilog")
     (rtl / f"{SHELL_NAME}.v").write_text(verilog.convert(shell, name=SHELL_NAME, emit_src=False))
     design = json.loads((rtl / "design.json").read_text())
     roms = memory_files(net)
     check_rom_files(rtl, roms)    # an empty ROM would not stop Vivado
 
-    report = {"design": {k: design[k] for k in ("pixels_per_beat", "classes", "cycle_model")}}
-    analytic = analytic_estimate(net, args.pixels_per_beat)
+    report = {"design": {k: design[k] for k in ("pixels_per_beat", "classes", "cycle_model",
+                                                "ram_style", "memories", "stages")}}
+    analytic = _model_estimate(net, args)
     report["estimate"] = {"analytic": analytic}
     if not args.no_estimate:
         step(f"Yosys synth_xilinx -family {board.yosys_family}")
@@ -215,11 +242,11 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
 def _build_ecp5(board, net, net_dir, work: Path, args, step) -> dict:
     from .ecp5 import ecp5_build, write_pll, write_selftest_rtl
     from .generate import generate
-    from .yosys_estimate import analytic_estimate
 
     step("generate RTL")
     rtl = work / "rtl"
-    generate(net_dir, rtl, fold=args.fold, pixels_per_beat=args.pixels_per_beat)
+    generate(net_dir, rtl, fold=args.fold, pixels_per_beat=args.pixels_per_beat,
+             ram_style=args.ram_style_spec)
     design = json.loads((rtl / "design.json").read_text())
 
     step("self-test top")
@@ -233,7 +260,8 @@ def _build_ecp5(board, net, net_dir, work: Path, args, step) -> dict:
     if use_pll:     # the PLL makes the closest frequency it can: that is the design clock
         args.clock = write_pll(ecp5, board.clock_mhz, args.clock)
     write_selftest_rtl(net, images, mem_dir=ecp5, out_dir=ecp5,
-                       pixels_per_beat=args.pixels_per_beat, pll=use_pll)
+                       pixels_per_beat=args.pixels_per_beat, pll=use_pll,
+                       ram_style=args.ram_style_spec)
     from sw.golden import GoldenModel
     golden = GoldenModel(net).run(images)
     result = ecp5_build(ecp5, board, clock_mhz=args.clock, seed=args.seed,
@@ -241,7 +269,8 @@ def _build_ecp5(board, net, net_dir, work: Path, args, step) -> dict:
     shutil.copyfile(ecp5 / "ulx3s.bit", work / "ulx3s.bit")
     cycles = design["cycle_model"]
     return {
-        "design": {k: design[k] for k in ("pixels_per_beat", "classes", "cycle_model")},
+        "design": {k: design[k] for k in ("pixels_per_beat", "classes", "cycle_model",
+                                          "ram_style", "memories", "stages")},
         "selftest": {"images": len(images), "expected_classes": golden.classes.tolist(),
                      "clock": (f"{args.clock:g} MHz from the {board.clock_mhz:g} MHz oscillator "
                                "via the ECP5 PLL") if use_pll else
@@ -249,7 +278,7 @@ def _build_ecp5(board, net, net_dir, work: Path, args, step) -> dict:
                      "leds": "led0 PASS, led1 FAIL, led2 alive (blinks), led3 done, "
                              "led7..4 wrong images"},
         "ecp5": {k: v for k, v in result.items() if k != "cells"} | {"cells": result["cells"]},
-        "estimate": {"analytic": analytic_estimate(net, args.pixels_per_beat)},
+        "estimate": {"analytic": _model_estimate(net, args)},
         "images_per_s_at_clock": (args.clock * 1e6 / cycles["ii"]["worst"]),
     }
 
@@ -330,12 +359,14 @@ def build(args: argparse.Namespace) -> dict:
             report = {"board": board.name, "title": board.title, "part": board.part,
                       "clock_mhz": args.clock, "clock_source": args.clock_source,
                       "network": net.name, "folding": _fold_summary(net), **built}
+            _add_resource_tables(report, board)
             report["seconds"] = round(time.monotonic() - start, 1)
             # Paths inside the temporary directory become the final ones (relative to the
             # build directory where a value is a path), as it is renamed into place.
             report = _final_paths(report, work, out)
             (work / _REPORT).write_text(json.dumps(json_safe(report), indent=1,
                                                    allow_nan=False) + "\n")
+            (work / _REPORT_MD).write_text(resource_markdown(report))
     finally:
         step.close()
     report["out"] = str(out)
@@ -345,11 +376,15 @@ def build(args: argparse.Namespace) -> dict:
 
 
 def _check_request(board, net, args) -> None:
-    """Checks that need the network, before any slow step: pixels per beat (a divisor of the
-    image; for Zynq a power of two the DMA can stream) and, for ECP5, that the self-test's
-    image and expected-result ROMs fit the EBRs at all."""
+    """Checks that need the network, before any slow step: ``--ram-style`` (parsed into
+    ``args.ram_style_spec``), pixels per beat (a divisor of the image; for Zynq a power of two
+    the DMA can stream) and, for ECP5, that the self-test's image and expected-result ROMs fit
+    the EBRs at all."""
     from .generate import check_pixels_per_beat
+    from .memory_style import parse_ram_style
 
+    args.ram_style_spec = parse_ram_style(getattr(args, "ram_style", None))
+    args.ram_style_spec.check(net)
     if board.kind == "zynq":
         check_pixels_per_beat(net, args.pixels_per_beat, power_of_two=True,
                               limit=ZYNQ_MAX_PIXELS_PER_BEAT,
@@ -415,6 +450,189 @@ def _final_paths(obj, tmp: Path, final: Path):
     return obj
 
 
+def _model_estimate(net, args) -> dict:
+    """The analytic model's estimate (:func:`hw.resource_model.estimate`) for ``net`` with its
+    memories placed as this build places them: totals, ``parts`` (``fixed``, ``L0``, ...)."""
+    from .resource_model import estimate
+
+    est = estimate(net, args.pixels_per_beat, ram_style=args.ram_style_spec)
+    return {**est, "dsp": 0, "basis": "hw.resource_model, calibrated on Yosys synth_xilinx "
+                                      "-family xcup (LUT includes LUTRAM)"}
+
+
+def resource_shares(counts: dict, resources, kind: str = "zynq") -> list[dict]:
+    """Each resource of ``counts`` (``lut``, ``ff``, ``bram``, ``dsp``) as used / available of
+    the part (``resources``: :class:`boards.base.Resources`): a list of ``{"key", "name",
+    "used", "available", "share"}`` (``share`` in %, ``None`` where the part has none);
+    ``kind`` (``"zynq"`` or ``"ecp5"``) names them (BRAM36 or EBR, ...)."""
+    rows = []
+    for key, name in _RESOURCE_NAMES[kind]:
+        used = counts.get(key)
+        if used is None:
+            continue
+        cap = getattr(resources, key)
+        rows.append({"key": key, "name": name, "used": used, "available": cap,
+                     "share": 100.0 * used / cap if cap else None})
+    return rows
+
+
+_STAGE_ORDER = ("convert", "pad", "window", "mvtu", "pool")
+
+
+def _stage_key(stage: str) -> tuple:
+    import re
+    m = re.fullmatch(r"([a-z_]+?)(\d*)", stage)
+    head = m.group(1) if m else stage
+    return (_STAGE_ORDER.index(head) if head in _STAGE_ORDER else len(_STAGE_ORDER), stage)
+
+
+def layer_table(stages: dict | None, parts: dict, memories: list[dict]) -> list[dict]:
+    """The per-layer resource table: one row per part of the design (``L0``, ``L1``, ...,
+    then ``fixed`` = thermometer, serializer, AXI4-Lite registers and the top's framing and
+    control) and a ``total`` row.
+
+    ``stages``: Yosys counts per stage (``yosys_estimate(...)["stages"]``; ``None`` without a
+    Yosys run), summed into the part each stage belongs to
+    (:func:`hw.yosys_estimate.part_of_stage`); ``parts``: the model's per-part numbers
+    (:func:`hw.resource_model.estimate`'s ``parts``); ``memories``: ``design.json``'s
+    ``memories``.  Each row: ``part``, ``stages`` (names), ``memories`` (``kind: style``
+    phrases), ``yosys`` and ``model`` (``lut``, ``ff``, ``bram``, ``lutram``; ``yosys`` is
+    ``None`` without stages).
+    """
+    from .yosys_estimate import part_of_stage
+
+    keys = ("lut", "ff", "bram", "lutram")
+    names = [n for n in parts if n != "fixed"]
+    names.sort(key=lambda n: int(n[1:]) if n[1:].isdigit() else 1 << 30)
+    by_part: dict[str, dict] = {}
+    for stage, counts in (stages or {}).items():
+        part = "unattributed" if stage == "unattributed" else part_of_stage(stage)
+        row = by_part.setdefault(part, {"stages": [], **{k: 0 for k in keys}})
+        row["stages"].append(stage)
+        for k in keys:
+            row[k] += counts.get("lut_memory" if k == "lutram" else k, 0)
+    rows = []
+    extra = ["unattributed"] if "unattributed" in by_part else []
+    for name in names + ["fixed"] + extra:
+        y = by_part.get(name)
+        m = parts.get(name)
+        mems = [f"{mem['name'].split('.', 1)[1]} {mem['style']}" for mem in memories
+                if name.startswith("L") and f"L{mem['layer']}" == name]
+        rows.append({"part": name,
+                     "stages": sorted(y["stages"], key=_stage_key) if y else [],
+                     "memories": mems,
+                     "yosys": None if stages is None else
+                     {k: (y or {}).get(k, 0) for k in keys},
+                     "model": None if m is None else {k: m.get(k, 0) for k in keys}})
+    total = {"part": "total", "stages": [], "memories": [],
+             "yosys": None if stages is None else
+             {k: sum(r["yosys"][k] for r in rows) for k in keys},
+             "model": {k: sum(r["model"][k] for r in rows if r["model"]) for k in keys}}
+    return rows + [total]
+
+
+def _add_resource_tables(report: dict, board) -> None:
+    """Add ``resources`` (each estimate's resources as shares of the part) and ``per_layer``
+    (:func:`layer_table`) to a build report."""
+    kind = board.kind
+    est = report.get("estimate", {})
+    shares = {}
+    if "yosys" in est:
+        shares["yosys"] = resource_shares(est["yosys"], board.resources, kind)
+    if "ecp5" in report:
+        shares["ecp5_synth"] = resource_shares(report["ecp5"]["synth"], board.resources, kind)
+    if "analytic" in est and kind == "zynq":
+        shares["model"] = resource_shares(est["analytic"], board.resources, kind)
+    post = report.get("vivado", {}).get("post_route")
+    if post:
+        shares["vivado"] = resource_shares(post, board.resources, kind)
+    report["resources"] = {"part": board.part, "shares": shares, "notes": list(ESTIMATE_NOTES)}
+    if "analytic" in est:
+        stages = est.get("yosys", {}).get("stages")
+        table = layer_table(stages, est["analytic"]["parts"],
+                            report["design"].get("memories", []))
+        # The model's own totals (its parts are rounded one by one).
+        table[-1]["model"] = {k: est["analytic"].get(k, 0) for k in ("lut", "ff", "bram",
+                                                                     "lutram")}
+        report["per_layer"] = table
+        att = est.get("yosys", {}).get("attribution")
+        if att:
+            report["resources"]["attribution"] = att
+
+
+_SHARE_TITLES = {"yosys": "Yosys", "ecp5_synth": "Yosys synth_ecp5", "model": "model",
+                 "vivado": "Vivado post-route"}
+
+
+def _share_text(row: dict) -> str:
+    used = row["used"]
+    used = f"{int(used):,}" if float(used).is_integer() else f"{used:,.1f}"
+    share = "-" if row["share"] is None else f"{row['share']:.1f} %"
+    return f"{used} / {row['available']:,} ({share})"
+
+
+def _num(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.1f}" if isinstance(v, float) and not v.is_integer() else f"{int(v):,}"
+
+
+def _resource_lines(r: dict) -> list[str]:
+    """The summary's resource lines: shares of the part, the per-layer table, the notes."""
+    res = r.get("resources")
+    if not res:
+        return []
+    lines = []
+    for src, rows in res["shares"].items():
+        lines.append(f"{_SHARE_TITLES[src]:<10}" + "  ".join(
+            f"{row['name']} {_share_text(row)}" for row in rows))
+    table = r.get("per_layer")
+    if table:
+        lines.append(f"{'part':<7} {'memories':<38} {'Yosys LUT':>10} {'FF':>8} {'BRAM36':>7} "
+                     f"{'LUTRAM':>7} | {'model LUT':>9} {'FF':>8} {'BRAM36':>7}")
+        for row in table:
+            y, m = row["yosys"] or {}, row["model"] or {}
+            mems = ", ".join(m.replace(" distributed", " LUT").replace(" block", " BRAM")
+                             for m in row["memories"]) or " ".join(row["stages"])
+            lines.append(f"{row['part']:<7} {mems[:38]:<38} {_num(y.get('lut')):>10} "
+                         f"{_num(y.get('ff')):>8} {_num(y.get('bram')):>7} "
+                         f"{_num(y.get('lutram')):>7} | {_num(m.get('lut')):>9} "
+                         f"{_num(m.get('ff')):>8} {_num(m.get('bram')):>7}")
+    return lines
+
+
+def resource_markdown(r: dict) -> str:
+    """``report.md``: the build's resources as Markdown (shares of the part per estimate, the
+    per-layer table with each memory's placement, which estimate to trust for what)."""
+    out = [f"# Resources: {r['network']} on the {r['title']} ({r['part']})", ""]
+    res = r.get("resources", {})
+    if res.get("shares"):
+        names = [row["name"] for row in next(iter(res["shares"].values()))]
+        out += ["| estimate | " + " | ".join(names) + " |",
+                "|---|" + "---:|" * len(names)]
+        for src, rows in res["shares"].items():
+            out.append(f"| {_SHARE_TITLES[src]} | " + " | ".join(_share_text(row)
+                                                                for row in rows) + " |")
+        out.append("")
+    table = r.get("per_layer")
+    if table:
+        out += [f"Memories: `--ram-style {r['design'].get('ram_style', 'auto')}`.", "",
+                "| part | stages | memories | Yosys LUT | FF | BRAM36 | LUTRAM | model LUT | FF "
+                "| BRAM36 |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in table:
+            y, m = row["yosys"] or {}, row["model"] or {}
+            out.append(f"| {row['part']} | {' '.join(row['stages'])} | "
+                       f"{', '.join(row['memories'])} | {_num(y.get('lut'))} | "
+                       f"{_num(y.get('ff'))} | {_num(y.get('bram'))} | "
+                       f"{_num(y.get('lutram'))} | {_num(m.get('lut'))} | {_num(m.get('ff'))} "
+                       f"| {_num(m.get('bram'))} |")
+        out.append("")
+    if res.get("notes"):
+        out += ["Which estimate to trust for what:", ""] + [f"* {n}" for n in res["notes"]]
+        out.append("")
+    return "\n".join(out)
+
+
 def _maybe_run_vivado(out: Path, report: dict, args) -> None:
     from .vivado import parse_vivado_summary, vivado_on_path
 
@@ -431,6 +649,9 @@ def _maybe_run_vivado(out: Path, report: dict, args) -> None:
         summary = out / "vivado_summary.txt"
         if summary.is_file():
             report["vivado"]["post_route"] = parse_vivado_summary(summary.read_text())
+            import boards
+            _add_resource_tables(report, boards.get_board(report["board"]))
+            (out / _REPORT_MD).write_text(resource_markdown(report))
         atomic_write_json(out / _REPORT, report, what="build report")
         if proc.returncode != 0:
             text = log.read_text(errors="replace").splitlines()
@@ -469,10 +690,7 @@ def _summary_lines(r: dict) -> list[str]:
         if sup is not None and r["clock_mhz"] > sup:
             lines.append(f"warning   --clock {r['clock_mhz']:g} MHz is above the {sup:g} MHz the "
                          "timing proxy supports for this design")
-    if "analytic" in est:
-        a = est["analytic"]
-        lines.append(f"analytic  LUT {a['lut']:,}  FF {a['ff']:,}  BRAM36 {a['bram']:g}  "
-                     f"DSP {a['dsp']}")
+    lines += _resource_lines(r)
     if "ecp5" in r:
         e = r["ecp5"]
         util = e["utilization"]
@@ -500,6 +718,10 @@ def _summary_lines(r: dict) -> list[str]:
                          f"{p.get('whs_ns')} ns at the PS's {p.get('pl_clock_mhz')} MHz")
         elif not v["ran"]:
             lines.append(f"vivado    not on PATH; to build the bitstream run:\n          {v['command']}")
+    if r.get("resources"):
+        lines.append("which estimate to trust for what: see report.md (Yosys: cells after "
+                     "synthesis, LUT an upper estimate; model: for folding; Vivado's "
+                     "post-route report is the real one)")
     lines.append(f"wrote     {r['out']} ({r['seconds']:.0f} s)")
     return lines
 
@@ -524,6 +746,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "run time (sw.runtime Accelerator.load; docs/hardware.md)")
     p.add_argument("--pixels-per-beat", type=int, default=8, metavar="N",
                    help="input stream width in pixels (default 8 = 64-bit DMA stream)")
+    p.add_argument("--ram-style", metavar="SPEC", default="auto",
+                   help="where weight/threshold/gate memories go: auto (default: block RAM "
+                        "only above 32 words and 4 Kb), block or distributed, "
+                        "optionally per layer or memory, e.g. "
+                        "'L0=block,L2.thresholds=distributed' (hw/memory_style.py)")
     p.add_argument("--jobs", type=int, default=2, help="Vivado jobs (default 2)")
     p.add_argument("--board-repo", action="append", metavar="DIR",
                    help="Zynq boards: a directory of Vivado board files added to Vivado's "

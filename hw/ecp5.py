@@ -76,19 +76,22 @@ ECP5_ELABORATION = Ecp5Elaboration()
 
 
 def write_selftest_rtl(net, images, *, mem_dir, out_dir, pixels_per_beat: int = 8,
-                       pll: bool = False) -> Path:
+                       pll: bool = False, ram_style=None) -> Path:
     """Write ``ulx3s_selftest.v`` (self-test of ``images``) into ``out_dir``; return its path.
 
     ``mem_dir`` holds the network's ``.mem`` files for this folding (read to check them; the
     Verilog names them relative to the synthesis directory).  ``pll``: clock the design from
-    :data:`PLL_NAME` (write it with :func:`write_pll`).
+    :data:`PLL_NAME` (write it with :func:`write_pll`).  ``ram_style``: where the parameter
+    memories go (:mod:`hw.memory_style`; default ``auto``).
     """
     from amaranth.back import verilog
 
+    from .memory_style import parse_ram_style
     from .selftest import SelfTest, Ulx3sSelfTestTop
 
     top = Ulx3sSelfTestTop(SelfTest(net, images, init_dir=mem_dir,
-                                    pixels_per_beat=pixels_per_beat, rom_mode="verilog"),
+                                    pixels_per_beat=pixels_per_beat, rom_mode="verilog",
+                                    ram_style=parse_ram_style(ram_style)),
                            pll=PLL_NAME if pll else None)
     path = Path(out_dir) / f"{TOP_NAME}.v"
     path.write_text(verilog.convert(top, name=TOP_NAME, platform=ECP5_ELABORATION,
@@ -163,12 +166,14 @@ def _ecp5_script(mapper: str, pll: bool) -> str:
         "setattr -unset init w:*_noinit",
         'setattr -set rom_style "logic" -set ram_style "logic" m:*g_distributed*',
         f"{synth} -run :map_ram",
-        # EBRs are 512 deep at 36 bits: a ROM of <= SHALLOW_ROM_WORDS words (the wide threshold
-        # ROMs) would leave >= 94% of each EBR empty, so it is built from LUTs instead.  Only
-        # ROMs (no write port): shallow RAMs (the engines' input buffers) stay free to map to
-        # distributed RAM, whose read is one LUT deep rather than a mux tree of flip-flops.
+        # EBRs are 512 deep at 36 bits: a ROM of <= SHALLOW_ROM_WORDS words would leave >= 94%
+        # of each EBR empty, so it is built from LUTs instead.  Only ROMs (no write port):
+        # shallow RAMs (the engines' input buffers) stay free to map to distributed RAM, whose
+        # read is one LUT deep rather than a mux tree of flip-flops.  Memories that carry a
+        # rom_style already (every fracbnn_rom: the generator's placement, hw/memory_style.py,
+        # whose default rule is this one) keep it, so a --ram-style block request is honoured.
         f'setattr -set rom_style "logic" -set ram_style "logic" t:$mem_v2 '
-        f"r:SIZE<={SHALLOW_ROM_WORDS} %i r:WR_PORTS=0 %i",
+        f"r:SIZE<={SHALLOW_ROM_WORDS} %i r:WR_PORTS=0 %i a:rom_style %d",
         # Shallow RAMs (the engines' input buffers: two banks of SF words) go to distributed
         # RAM: an EBR read has a 5-6 ns clock-to-out, and the wide ones came out of Yosys with
         # a multiplexer between two EBRs that kept the next register out of the EBR's

@@ -210,17 +210,16 @@ BLOCK_LANE_EIGHTHS = (0, 2, 4, 6)
 
 
 def block_lane_choices(layer) -> list[int | None]:
-    """The weight placements the search tries for ``layer``: ``None`` (the synthesis tool's
-    choice: block RAM for a deep memory, :attr:`hw.resource_model.Memory.style`) and, where the weight ROM is deep
-    enough for block RAM, ``block_lanes`` = 0, PE/4, PE/2 and 3PE/4 (rounded down, distinct):
-    lanes ``0..K-1`` in block RAM and the others in distributed ROM, trading LUTs for BRAM36
-    (:attr:`sw.compiled_net.Folding.block_lanes`)."""
-    from .resource_model import BLOCK_MIN_BITS, SHALLOW_MAX_DEPTH
+    """The weight placements the search tries for ``layer``: ``None`` (the generator's
+    ``auto`` rule, :func:`hw.memory_style.auto_style`: block RAM for a deep memory) and,
+    where that rule puts the weight ROM in block RAM, ``block_lanes`` = 0, PE/4, PE/2 and
+    3PE/4 (rounded down, distinct): lanes ``0..K-1`` in block RAM and the others in
+    distributed ROM, trading LUTs for BRAM36 (:attr:`sw.compiled_net.Folding.block_lanes`)."""
+    from .memory_style import auto_style
 
     pe, simd = layer.folding.pe, layer.folding.simd
     depth = layer.neuron_folds * layer.synapse_folds
-    if ((SHALLOW_MAX_DEPTH is not None and depth <= SHALLOW_MAX_DEPTH)
-            or depth * pe * simd < BLOCK_MIN_BITS):
+    if auto_style(pe * simd, depth) == "distributed":
         return [None]
     return [None] + sorted({pe * e // 8 for e in BLOCK_LANE_EIGHTHS} - {pe})
 

@@ -7,7 +7,12 @@ Turns a compiled-network directory (docs/compiled-network.md) into a Verilog des
 ``OUTDIR/fracbnn_rom.v``          the ``$readmemh`` ROM the top instantiates for every memory
 ``OUTDIR/L{i}_*.mem``             the ROM contents for this folding (``INIT_FILE`` names)
 ``OUTDIR/verilator_waiver.vlt``   the Verilator lint waiver (see docs/hardware.md)
-``OUTDIR/design.json``            ports, folding, cycle-model predictions (see :func:`design_summary`)
+``OUTDIR/design.json``            ports, folding, each memory's placement, cycle-model predictions
+                                 (see :func:`design_summary`)
+
+``--ram-style`` places the weight, threshold and gate memories (block RAM or distributed ROM;
+syntax and the depth-aware ``auto`` rule in :mod:`hw.memory_style`), e.g.
+``--ram-style L0=block,L2.thresholds=distributed``.
 
 The output directory is built in a temporary sibling and renamed into place, so it is either
 complete or absent (or the previous complete output).  Bad inputs give a one-line error;
@@ -127,6 +132,11 @@ def design_summary(accel, files: list[str]) -> dict:
     (``min``: every gate closed, ``max``: every gate open; equal for 1-bit layers), the
     steady-state initiation interval (``ii``) and the latency of one image through the empty
     pipeline (first input beat accepted to class beat on ``m_axis``), best and worst case.
+
+    ``memories`` lists every parameter ROM as built (:class:`hw.memory_style.RomPlacement`:
+    name, layer, kind, file, width x depth, PE lanes kept, the request and the placement
+    ``block`` / ``distributed`` with its reason); ``ram_style`` is the request in
+    ``--ram-style`` form.
     """
     from .axi_lite_regs import REG, REG_ID_VALUE, REG_VERSION_VALUE
     from .cycle_model import bottleneck_notes, simulate_pipeline, stage_cycles_per_image
@@ -177,6 +187,8 @@ def design_summary(accel, files: list[str]) -> dict:
                       "addresses": {k.lower(): v for k, v in REG.items()}},
         "writable_params": ({str(k): v for k, v in accel.param_widths().items()}
                             if accel.writable_params else None),
+        "ram_style": accel.ram_style.text(),
+        "memories": [p.to_json() for p in accel.rom_plan],
         "cycle_model": {
             "stage_cycles_per_image": {"best": best_stages, "worst": worst_stages},
             "ii": {"best": max(best_stages.values()), "worst": max(worst_stages.values())},
@@ -230,7 +242,8 @@ def _quiet_if_abandoned():
 
 
 def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
-             progress: bool = False, writable_params: bool = False) -> Path:
+             progress: bool = False, writable_params: bool = False,
+             ram_style=None) -> Path:
     """Generate the Verilog design of the network in ``export_dir`` into ``outdir``.
 
     Parameters
@@ -246,6 +259,9 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
         Weight, threshold and gate memories are RAMs the host can load at run time
         (``fracbnn_ram.v`` is written beside ``fracbnn_rom.v``; docs/hardware.md "Writable
         parameters").
+    ram_style : str or hw.memory_style.RamStyle, optional
+        Where the parameter memories go (``--ram-style``, :mod:`hw.memory_style`); default
+        ``auto``: the depth-aware rule.  Written to ``design.json`` (``memories``).
 
     Returns the output directory.  Raises :class:`sw.errors.UserError` on bad input.
     """
@@ -265,6 +281,10 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
         net = refold(net, folding)
     check_pixels_per_beat(net, pixels_per_beat)
     plan_stages(net, pixels_per_beat)
+    from .memory_style import RamStyle, parse_ram_style
+    if not isinstance(ram_style, RamStyle):
+        ram_style = parse_ram_style(ram_style)
+    ram_style.check(net)
     steps = ["memories", "elaborate", "verilog", "summary"]
     bar = None
     if progress:
@@ -289,7 +309,8 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
                 mem_files = write_memories(net, tmp)
             done("memories")
             accel = Accelerator(net, init_dir=tmp, pixels_per_beat=pixels_per_beat,
-                                rom_mode="verilog", writable_params=writable_params)
+                                rom_mode="verilog", writable_params=writable_params,
+                                ram_style=ram_style)
             done("elaborate")
             text = convert_flat(accel, TOP_NAME, keep=_layer_taps(accel.stages))
             (tmp / f"{TOP_NAME}.v").write_text(text)
@@ -324,12 +345,17 @@ def main(argv=None) -> int:
                              "(PARAM_SELECT/PARAM_DATA registers; sw.runtime Accelerator.load)")
     parser.add_argument("--pixels-per-beat", type=int, default=8, metavar="N",
                         help="pixels per input AXI-Stream beat (default 8)")
+    parser.add_argument("--ram-style", metavar="SPEC", default="auto",
+                        help="where weight/threshold/gate memories go: auto (default: block "
+                             "RAM only above 32 words and 4 Kb), block or distributed, "
+                             "optionally per layer or memory, e.g. "
+                             "'L0=block,L2.thresholds=distributed' (hw/memory_style.py)")
     args = parser.parse_args(argv)
     from sw.atomic_dir import check_writable_dir
     check_writable_dir(args.outdir, "output directory")   # before the network is even read
     out = generate(args.export_dir, args.outdir, fold=args.fold,
                    pixels_per_beat=args.pixels_per_beat, progress=True,
-                   writable_params=args.writable_params)
+                   writable_params=args.writable_params, ram_style=args.ram_style)
     summary = json.loads((out / _DESIGN_JSON).read_text())
     model = summary["cycle_model"]
     exact = model["ii_exact"]
@@ -341,6 +367,12 @@ def main(argv=None) -> int:
         print(f"  {layer['name']}: {layer['input_mode']}, {layer['out']} "
               f"({layer['levels'] or 'scores'}{' levels' if layer['levels'] else ''}), "
               f"PE {layer['pe']} SIMD {layer['simd']}")
+    placed = {"block": [], "distributed": []}
+    for mem in summary["memories"]:
+        placed[mem["style"]].append(mem["name"])
+    print(f"  memories ({summary['ram_style']}): block RAM "
+          f"{', '.join(placed['block']) or 'none'}; distributed "
+          f"{', '.join(placed['distributed']) or 'none'}")
     for note in summary.get("bottleneck_notes", []):
         print(f"warning: {note}", file=sys.stderr)
     return 0

@@ -146,6 +146,12 @@ class MatrixVectorThresholdUnit(wiring.Component):
         memory of :data:`MEMORY_KINDS`), ``p_addr`` and ``p_data`` (a whole word of the
         memory's ``.mem`` file, zero-extended), docs/hardware.md "Writable parameters".
         Only while the engine is idle; no effect on timing.
+    ram_style : dict, optional
+        ``{kind: "auto" | "block" | "distributed"}``: where the weight, threshold and gate
+        memories go (:func:`hw.memory_style.layer_rom_plan`; ``Folding.block_lanes`` places
+        the weights where it is set); default every memory ``auto``, resolved by
+        :func:`hw.memory_style.auto_style`.  Only the Verilog form's ``STYLE`` changes; no
+        effect on timing.
     lsb_schedule : {"fold", "lane", "auto"}, optional
         How a layer with 2-bit inputs schedules its LSB passes (default
         :data:`LSB_SCHEDULE`; ignored for 1-bit inputs): ``"fold"`` runs a fold's LSB pass
@@ -232,7 +238,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
     """
 
     def __init__(self, layer: LayerSpec, *, init_dir, rom_mode: str = "sim",
-                 lsb_schedule: str | None = None, writable_params: bool = False):
+                 lsb_schedule: str | None = None, writable_params: bool = False,
+                 ram_style: dict | None = None):
         if not isinstance(layer, LayerSpec):
             raise TypeError(f"layer must be a sw.compiled_net.LayerSpec, not {type(layer).__name__}")
         if rom_mode not in ROM_MODES:
@@ -266,6 +273,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
                                         self._init_dir / f"L{idx}_gates.mem")
         for width, depth, path in self._rom_specs.values():
             read_mem(path, width, depth)
+        from .memory_style import layer_rom_plan
+        self._rom_plan = layer_rom_plan(layer, ram_style, lane_roms=self._lane)
         self._writable = bool(writable_params)
         members = {
             "i": In(stream.Signature(mvtu_in_layout(layer.in_bits, simd))),
@@ -474,35 +483,36 @@ class MatrixVectorThresholdUnit(wiring.Component):
             free += 1
         return VectorTiming(start, tuple(offsets), free, tuple(credits))
 
-    def _lane_style(self, lane: int) -> str:
-        """ROM placement of PE lane ``lane``'s weights (``Folding.block_lanes``)."""
-        k = self._layer.folding.block_lanes
-        return "auto" if k is None else "block" if lane < k else "distributed"
+    @property
+    def rom_plan(self) -> list:
+        """The engine's ROMs and their placement (:class:`hw.memory_style.RomPlacement`, in
+        the order they are built)."""
+        return list(self._rom_plan)
+
+    def _placement(self, kind: str, lanes: tuple | None = None):
+        return next(p for p in self._rom_plan if p.kind == kind and p.lanes == lanes)
 
     def _weight_roms(self, m) -> list:
         """The fold schedule's weight ROMs: one for the whole word, or with
         ``Folding.block_lanes = K`` (0 < K < PE) a block-RAM slice of lanes ``0..K-1`` and a
         distributed slice of the rest (both read the same ``.mem`` file; same address, same
         latency, so the word they give together is the one ROM's)."""
-        width, depth, path = self._rom_specs["weights"]
-        pe, simd, k = self.pe, self.simd, self._layer.folding.block_lanes
-        if k is None or k in (0, pe):
-            style = "auto" if k is None else "block" if k else "distributed"
-            parts = [(0, pe, style)]
-        else:
-            parts = [(0, k, "block"), (k, pe, "distributed")]
+        parts = [p for p in self._rom_plan if p.kind == "weights"]
         roms = []
-        for n, (lo, hi, style) in enumerate(parts):
+        for part in parts:
+            lo, hi = part.lanes if part.lanes is not None else (None, None)
             roms.append(self._rom(m, "weights_rom" if len(parts) == 1 else
-                                  f"weights_rom_{style}", "weights", lo=lo, hi=hi, style=style))
+                                  f"weights_rom_{part.style}", "weights", lo=lo, hi=hi))
         return roms
 
     def _rom(self, m, submodule: str, name: str, *, lo: int | None = None,
-             hi: int | None = None, style: str = "auto"):
+             hi: int | None = None):
         """The ROM (a RAM with ``writable_params``) of memory ``name``, added as ``submodule``;
-        for ``weights`` lanes ``lo..hi-1`` of the file's words (default: all).  With writable
-        parameters its write port is driven by ``p_we[kind]``, ``p_addr``, ``p_data``."""
+        for ``weights`` lanes ``lo..hi-1`` of the file's words (default: all), placed as
+        :attr:`rom_plan` says.  With writable parameters its write port is driven by
+        ``p_we[kind]``, ``p_addr``, ``p_data``."""
         width, depth, path = self._rom_specs[name]
+        style = self._placement(name, None if lo is None else (lo, hi)).style
         kw = {}
         if name == "weights" and lo is not None:
             kw = dict(file_width=width, lsb=lo * self.simd)
@@ -948,8 +958,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
         # ---------------------------------------------------------- ROMs
         # One weight ROM per lane (its SIMD bits of every word of the wide weight file), so
         # that in the LSB phase every lane reads its own neuron fold.
-        lane_roms = [self._rom(m, f"weights_rom{p}", "weights", lo=p, hi=p + 1,
-                               style=self._lane_style(p)) for p in range(pe)]
+        lane_roms = [self._rom(m, f"weights_rom{p}", "weights", lo=p, hi=p + 1)
+                     for p in range(pe)]
         grom = self._rom(m, "gates_rom", "gates")
         trom = None
         if layer.out != "scores":

@@ -11,10 +11,10 @@ engine and max-pool of layer ``i``) its memories and a few structural counts ("f
 :class:`ResourceModel` maps a shape to resources:
 
 * ``bram`` (36 Kb tiles, RAMB18 = 1/2) is counted per memory, the way Yosys ``memory_libmap``
-  maps it for UltraScale+ (:func:`bram_geometry`): a ROM goes to block RAM by ``fracbnn_rom``'s
-  placement rule (``STYLE``, or by size: at least ``BLOCK_MIN_BITS`` bits and more than
-  ``SHALLOW_MAX_DEPTH`` words, both read from hw/verilog/fracbnn_rom.v;
-  ``Folding.block_lanes`` splits a weight ROM by PE lane), with its constant bit columns
+  maps it for UltraScale+ (:func:`bram_geometry`): a ROM goes to block RAM where the
+  generator places it (:func:`hw.memory_style.layer_rom_plan`: the ``--ram-style`` request,
+  ``Folding.block_lanes`` for weights split by PE lane, else the depth-aware ``auto`` rule,
+  block RAM only deeper than 32 words and from 4 Kb), with its constant bit columns
   removed first (Yosys drops them; they are counted from the actual contents), in the cheapest
   RAMB18 / RAMB36 geometry (depth slices packed side by side behind a multiplexer, Yosys's
   costs); other ROMs become LUT logic; RAMs (input buffers, output FIFOs, window line buffers,
@@ -54,6 +54,9 @@ import numpy as np
 from sw.compiled_net import CompiledNetwork, LayerSpec, signed_bits
 from sw.errors import UserError, cli_main
 
+from .memory_style import BLOCK_MIN_BITS as _BLOCK_MIN_BITS
+from .memory_style import DISTRIBUTED_MAX_DEPTH as _DISTRIBUTED_MAX_DEPTH
+
 __all__ = ["DEFAULT_CALIBRATION", "BLOCK_MIN_BITS", "SHALLOW_MAX_DEPTH", "LUT_FEATURES",
            "FF_FEATURES", "Memory", "PartShape", "DesignShape", "bram_geometry", "yosys_bram36",
            "lutram_luts", "map_memory", "layer_memories", "layer_part", "fixed_part", "describe",
@@ -64,23 +67,15 @@ __all__ = ["DEFAULT_CALIBRATION", "BLOCK_MIN_BITS", "SHALLOW_MAX_DEPTH", "LUT_FE
 DEFAULT_CALIBRATION = Path(__file__).with_name("calibration") / "xcup.json"
 
 
-def _rom_parameter(name: str, default: int | None) -> int | None:
-    """A default parameter of ``hw/verilog/fracbnn_rom.v`` (the ROM placement rule)."""
-    import re
-
-    from .rom import VERILOG_ROM_SOURCE
-    try:
-        text = VERILOG_ROM_SOURCE.read_text()
-    except OSError:
-        return default
-    m = re.search(rf"parameter\s+integer\s+{name}\s*=\s*(\d+)", text)
-    return int(m.group(1)) if m else default
-
-
-#: ``fracbnn_rom`` "auto" placement: block RAM for ROMs of at least this many bits ...
-BLOCK_MIN_BITS = _rom_parameter("BLOCK_MIN_BITS", 4096)
-#: ... that are deeper than this many words (``None``: no depth condition).
-SHALLOW_MAX_DEPTH = _rom_parameter("SHALLOW_MAX_DEPTH", None)
+#: ``auto`` placement (:func:`hw.memory_style.auto_style`): block RAM for ROMs of at least
+#: this many bits ...
+BLOCK_MIN_BITS = _BLOCK_MIN_BITS
+#: ... that are deeper than this many words.
+SHALLOW_MAX_DEPTH = _DISTRIBUTED_MAX_DEPTH
+#: The ``auto`` rule the calibration records without recorded placements were synthesised
+#: under (generator before per-memory placement: block RAM from 4096 bits and more than 32
+#: words); their ``"auto"`` ROMs are resolved with it (:func:`_record_shape`).
+_LEGACY_SHALLOW_MAX_DEPTH = 32
 _FORMAT = "fracbnn-resource-calibration"
 _VERSION = 1
 
@@ -144,8 +139,10 @@ class Memory:
     port).  ``live``: data columns that are not constant over the depth (Yosys removes constant
     ones from a ROM; a RAM's are all live).  ``distinct``: distinct live columns (a LUT ROM's
     identical columns share their LUTs and output register).  ``placement``: a ROM's
-    ``fracbnn_rom`` ``STYLE`` (``"auto"``, ``"block"``, ``"distributed"``; ``Folding.block_lanes``
-    forces the last two).
+    ``fracbnn_rom`` ``STYLE`` as the generator emits it (``"block"`` or ``"distributed"``,
+    :func:`hw.memory_style.layer_rom_plan`; ``"auto"``: resolved by
+    :func:`hw.memory_style.auto_style`); for a RAM ``"auto"`` (Yosys's cost decides) or
+    ``"distributed"``.
     """
 
     name: str
@@ -162,15 +159,15 @@ class Memory:
 
     @property
     def style(self) -> str:
-        """``"block"`` or ``"logic"`` for ROMs (``fracbnn_rom``'s rule: forced, or block RAM
-        from :data:`BLOCK_MIN_BITS` bits and more than :data:`SHALLOW_MAX_DEPTH` words),
-        ``"auto"`` for RAMs (Yosys's cost decides)."""
+        """``"block"`` or ``"logic"`` for ROMs (the placement; ``"auto"`` by
+        :func:`hw.memory_style.auto_style`), ``"auto"`` for RAMs (Yosys's cost decides)."""
         if self.kind == "ram":
             return "auto"
-        if self.placement != "auto":
-            return "block" if self.placement == "block" else "logic"
-        deep = SHALLOW_MAX_DEPTH is None or self.depth > SHALLOW_MAX_DEPTH
-        return "block" if self.bits >= BLOCK_MIN_BITS and deep else "logic"
+        placement = self.placement
+        if placement == "auto":
+            from .memory_style import auto_style
+            placement = auto_style(self.width, self.depth)
+        return "block" if placement == "block" else "logic"
 
     def to_json(self) -> list:
         return [self.name, self.kind, self.width, self.depth, self.live, self.distinct,
@@ -297,46 +294,42 @@ def _lane_words(lane_bits: np.ndarray, pe: int) -> np.ndarray:
     return lane_bits.reshape(mhp // pe, pe * lw)
 
 
-def layer_memories(layer: LayerSpec) -> list[Memory]:
+def layer_memories(layer: LayerSpec, requested: dict[str, str] | None = None) -> list[Memory]:
     """The ROMs and RAMs of ``layer``'s engine (weights, thresholds, gates, input buffer,
-    output FIFO, lane accumulator stores), from its folding and contents."""
+    output FIFO, lane accumulator stores), from its folding and contents.
+
+    The ROMs are those of :func:`hw.memory_style.layer_rom_plan` (``requested``:
+    ``{kind: "auto" | "block" | "distributed"}``, :meth:`hw.memory_style.RamStyle.for_layer`),
+    with the generator's placement resolved (``"block"`` / ``"distributed"``)."""
+    from .memory_style import layer_rom_plan
     from .mvtu import uses_lane_schedule
     from .mvtu_timing import engine_timing
 
     i, pe, simd = layer.index, layer.folding.pe, layer.folding.simd
     nf, sf = layer.neuron_folds, layer.synapse_folds
     timing = engine_timing(layer)
+    plan = layer_rom_plan(layer, requested)
     lane = uses_lane_schedule(layer)
     mems = []
     bits = layer.padded_weight_bits().reshape(nf, pe, sf, simd)
-    k = getattr(layer.folding, "block_lanes", None)     # lanes 0..k-1 in block RAM
-    if lane:
-        for p in range(pe):
-            cols = bits[:, p].reshape(nf * sf, simd)
-            place = "auto" if k is None else "block" if p < k else "distributed"
-            mems.append(Memory(f"L{i}.weights{p}", "rom", simd, nf * sf,
-                               *_column_stats(cols, simd * nf * sf), place))
-    else:
-        if k is None or k in (0, pe):
-            parts = [(0, pe, "auto" if k is None else "block" if k else "distributed")]
-        else:
-            parts = [(0, k, "block"), (k, pe, "distributed")]
-        for lo, hi, place in parts:
+    for rom in plan:
+        if rom.kind == "weights":
+            lo, hi = rom.lanes if rom.lanes is not None else (0, pe)
             cols = bits[:, lo:hi].transpose(0, 2, 1, 3).reshape(nf * sf, (hi - lo) * simd)
-            name = f"L{i}.weights" + ("" if len(parts) == 1 else f"_{place}")
-            mems.append(Memory(name, "rom", (hi - lo) * simd, nf * sf,
-                               *_column_stats(cols, (hi - lo) * simd * nf * sf), place))
-    if layer.threshold_count:
-        th, neg = layer.padded_thresholds()
-        tw = layer.threshold_bits
-        lane_bits = np.concatenate([_twos_bits(th[:, c], tw) for c in range(th.shape[1])]
-                                   + [neg[:, None].astype(np.uint8)], axis=1)
-        words = _lane_words(lane_bits, pe)
-        mems.append(Memory(f"L{i}.thresholds", "rom", words.shape[1], nf,
-                           *_column_stats(words)))
-    if layer.gated:
-        words = _lane_words(_twos_bits(layer.padded_gates(), layer.gate_bits), pe)
-        mems.append(Memory(f"L{i}.gates", "rom", words.shape[1], nf, *_column_stats(words)))
+            mems.append(Memory(rom.name, "rom", rom.width, rom.depth,
+                               *_column_stats(cols, rom.bits), rom.style))
+        elif rom.kind == "thresholds":
+            th, neg = layer.padded_thresholds()
+            tw = layer.threshold_bits
+            lane_bits = np.concatenate([_twos_bits(th[:, c], tw) for c in range(th.shape[1])]
+                                       + [neg[:, None].astype(np.uint8)], axis=1)
+            words = _lane_words(lane_bits, pe)
+            mems.append(Memory(rom.name, "rom", words.shape[1], nf, *_column_stats(words),
+                               rom.style))
+        else:
+            words = _lane_words(_twos_bits(layer.padded_gates(), layer.gate_bits), pe)
+            mems.append(Memory(rom.name, "rom", words.shape[1], nf, *_column_stats(words),
+                               rom.style))
     in_w = simd * layer.in_bits
     mems.append(Memory(f"L{i}.inbuf", "ram", in_w, 2 * sf, in_w, in_w))
     acc_w = signed_bits(layer.acc_min, layer.acc_max)
@@ -445,14 +438,15 @@ def _converter_features(part: PartShape, planes: int, n_in: int, n_out: int, pad
     part.add("ff", "convert", planes * cap + 2 * cap.bit_length())
 
 
-def layer_part(layer: LayerSpec, stages) -> PartShape:
+def layer_part(layer: LayerSpec, stages, requested: dict[str, str] | None = None) -> PartShape:
     """The shape of layer ``layer.index``: its stages from :func:`plan_stages` (``stages``:
-    the ones whose ``params['layer']`` is this layer) and its engine."""
+    the ones whose ``params['layer']`` is this layer) and its engine, with its memories
+    placed as ``requested`` (:func:`layer_memories`)."""
     from .mvtu import popcount_width as engine_popcount_width, uses_lane_schedule
     from .popcount import popcount_width
     from .window import window_geometry
 
-    part = PartShape(f"L{layer.index}", layer_memories(layer))
+    part = PartShape(f"L{layer.index}", layer_memories(layer, requested))
     pe, simd = layer.folding.pe, layer.folding.simd
     two = layer.gated
     for info in stages:
@@ -533,15 +527,20 @@ def fixed_part(net: CompiledNetwork, pixels_per_beat: int) -> PartShape:
     return part
 
 
-def describe(net: CompiledNetwork, pixels_per_beat: int = 8) -> DesignShape:
-    """The :class:`DesignShape` of the accelerator for ``net`` (its folding)."""
+def describe(net: CompiledNetwork, pixels_per_beat: int = 8, ram_style=None) -> DesignShape:
+    """The :class:`DesignShape` of the accelerator for ``net`` (its folding), its parameter
+    memories placed by ``ram_style`` (a ``--ram-style`` string or
+    :class:`hw.memory_style.RamStyle`, checked against ``net``; default ``auto``) exactly as
+    ``hw.generate`` places them."""
     from .accelerator import plan_stages
+    from .memory_style import parse_ram_style
 
+    spec = parse_ram_style(ram_style).check(net)
     stages = plan_stages(net, pixels_per_beat)
     parts = [fixed_part(net, pixels_per_beat)]
     for layer in net.layers:
         mine = [s for s in stages if s.kind != "mvtu" and s.params.get("layer") == layer.index]
-        parts.append(layer_part(layer, mine))
+        parts.append(layer_part(layer, mine, spec.for_layer(layer.index)))
     return DesignShape(parts)
 
 
@@ -614,7 +613,7 @@ class ResourceModel:
     def _rows(self, records):
         xl, xf, yl, yf = [], [], [], []
         for rec in records:
-            shape = DesignShape.from_json(rec["shape"])
+            shape = _record_shape(rec)
             rows = [_feature_rows(p) for p in shape.parts]
             xl.append(sum(r[0] for r in rows))
             xf.append(sum(r[1] for r in rows))
@@ -646,12 +645,13 @@ class ResourceModel:
         total = {k: sum(v[k] for v in parts.values()) for k in ("lut", "ff", "bram", "lutram")}
         return {"lut": round(total["lut"]), "ff": round(total["ff"]), "bram": total["bram"],
                 "lutram": total["lutram"],
-                "parts": {n: {"lut": round(v["lut"]), "ff": round(v["ff"]), "bram": v["bram"]}
-                          for n, v in parts.items()}}
+                "parts": {n: {"lut": round(v["lut"]), "ff": round(v["ff"]), "bram": v["bram"],
+                              "lutram": v["lutram"]} for n, v in parts.items()}}
 
-    def estimate(self, net: CompiledNetwork, pixels_per_beat: int = 8) -> dict:
-        """Modelled resources of the accelerator for ``net`` (its folding)."""
-        return self.shape(describe(net, pixels_per_beat))
+    def estimate(self, net: CompiledNetwork, pixels_per_beat: int = 8, ram_style=None) -> dict:
+        """Modelled resources of the accelerator for ``net`` (its folding; memories placed by
+        ``ram_style``, see :func:`describe`)."""
+        return self.shape(describe(net, pixels_per_beat, ram_style))
 
     def errors(self, *, leave_one_out: bool = False) -> list[dict]:
         """Per calibration record: Yosys vs model and the error in % (optionally each record
@@ -662,13 +662,28 @@ class ResourceModel:
             if leave_one_out:
                 rest = self.records[:k] + self.records[k + 1:]
                 model = ResourceModel(rest, regularization=self.regularization)
-            est = model.shape(DesignShape.from_json(rec["shape"]))
+            est = model.shape(_record_shape(rec))
             row = {"network": rec["network"], "folding": _folding_text(rec["folding"])}
             for key in ("lut", "ff", "bram"):
                 y = rec["yosys"][key]
                 row[key] = (y, est[key], 100.0 * (est[key] - y) / y if y else 0.0)
             out.append(row)
         return out
+
+
+def _record_shape(rec: dict) -> DesignShape:
+    """The shape of a calibration record as it was synthesised: ROMs recorded with placement
+    ``"auto"`` (records made before placements were recorded) get the rule of that generator
+    (block RAM from :data:`BLOCK_MIN_BITS` bits and more than 32 words)."""
+    shape = DesignShape.from_json(rec["shape"])
+    for part in shape.parts:
+        part.memories = [
+            m if m.kind != "rom" or m.placement != "auto" else
+            Memory(m.name, m.kind, m.width, m.depth, m.live, m.distinct,
+                   "block" if m.bits >= BLOCK_MIN_BITS and m.depth > _LEGACY_SHALLOW_MAX_DEPTH
+                   else "distributed")
+            for m in part.memories]
+    return shape
 
 
 def _folding_text(folding: list[dict]) -> str:
@@ -703,9 +718,11 @@ def load_model(path=None) -> ResourceModel:
     return _cached_model(str(path.resolve()), path.stat().st_mtime if path.exists() else 0.0)
 
 
-def estimate(net: CompiledNetwork, pixels_per_beat: int = 8, *, calibration=None) -> dict:
-    """Modelled LUT / FF / BRAM36 of the accelerator for ``net`` (see :class:`ResourceModel`)."""
-    return load_model(calibration).estimate(net, pixels_per_beat)
+def estimate(net: CompiledNetwork, pixels_per_beat: int = 8, *, calibration=None,
+             ram_style=None) -> dict:
+    """Modelled LUT / FF / BRAM36 of the accelerator for ``net`` (see :class:`ResourceModel`),
+    its memories placed by ``ram_style`` (:func:`describe`)."""
+    return load_model(calibration).estimate(net, pixels_per_beat, ram_style)
 
 
 # --------------------------------------------------------------------------- calibration

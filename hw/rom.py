@@ -64,8 +64,10 @@ class InitFileROM(wiring.Component):
         ``FILE_WIDTH``/``LSB`` to ``fracbnn_rom``, which ``$readmemh``'s the wide file and
         keeps its slice, so a per-lane ROM needs no extra export file.
     style : {"auto", "block", "distributed"}
-        Placement of the Verilog ROM (``STYLE`` of ``fracbnn_rom``: 0, 1, 2 in this order):
-        by size (default), or forced.  No effect in ``rom_mode="sim"`` and none on timing.
+        Placement of the Verilog ROM (``STYLE`` of ``fracbnn_rom``: 0, 1, 2 in this order,
+        i.e. its ``rom_style``/``ram_style`` attribute): ``fracbnn_rom``'s own size rule
+        (default), or forced; the generator always forces the placement
+        :mod:`hw.memory_style` chose.  No effect in ``rom_mode="sim"`` and none on timing.
     writable : bool
         Add the write port below (default ``False``).
 

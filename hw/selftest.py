@@ -74,6 +74,9 @@ class SelfTest(wiring.Component):
     expected : (classes, scores), optional
         Override the expected results (default: the golden model's); tests use it to check
         that a wrong expectation lights FAIL.
+    ram_style : hw.memory_style.RamStyle or str, optional
+        Where the accelerator's parameter memories go (:class:`hw.accelerator.Accelerator`);
+        the ECP5 flow passes its ``ecp5`` rule.
 
     Ports
     -----
@@ -88,7 +91,7 @@ class SelfTest(wiring.Component):
     """
 
     def __init__(self, net, images, *, init_dir, pixels_per_beat: int = 8,
-                 rom_mode: str = "verilog", expected=None):
+                 rom_mode: str = "verilog", expected=None, ram_style=None):
         from sw.golden import GoldenModel
 
         images = np.ascontiguousarray(images, dtype=np.uint8)
@@ -100,6 +103,7 @@ class SelfTest(wiring.Component):
             expected = (result.classes, result.scores)
         self._net, self._images, self._ppb = net, images, pixels_per_beat
         self._rom_mode, self._init_dir = rom_mode, init_dir
+        self._ram_style = ram_style
         self._in_words = image_beats(images, pixels_per_beat)
         self._out_words = expected_beats(*expected)
         n = len(images)
@@ -126,7 +130,8 @@ class SelfTest(wiring.Component):
         total_in, total_out = n * beats_in, n * beats_out
 
         m.submodules.accel = acc = Accelerator(net, init_dir=self._init_dir, pixels_per_beat=ppb,
-                                               rom_mode=self._rom_mode)
+                                               rom_mode=self._rom_mode,
+                                               ram_style=self._ram_style)
         m.submodules.image_rom = image_rom = memory.Memory(
             shape=8 * ppb, depth=total_in, init=self._in_words)
         m.submodules.expect_rom = expect_rom = memory.Memory(

@@ -14,24 +14,25 @@ build does not work (it ends the process silently in some environments; probed o
 which needs noticeably more LUTs than ABC or Vivado: the report names the mapper used
 (``lut_mapper``).  FF, BRAM and DSP counts do not depend on it.
 
-Memories: ``fracbnn_rom`` asks for distributed ROM below 4 Kb or at most 32 words deep
-(unless ``Folding.block_lanes`` places a layer's weights by hand); Yosys's Xilinx LUTRAM library
-cannot map a ROM without a write port, so such ROMs are mapped as logic (LUTs), as Vivado does
-for ``rom_style = "distributed"``.
+Memories: every ``fracbnn_rom`` carries the placement ``hw.generate`` chose
+(:mod:`hw.memory_style`: ``--ram-style``, ``Folding.block_lanes``, or the depth-aware rule);
+Yosys's Xilinx LUTRAM library cannot map a ROM without a write port, so the distributed ROMs
+are mapped as logic (LUTs), as Vivado does for ``rom_style = "distributed"``.
 
-Timing proxy: the script also writes the mapped netlist (``yosys_netlist.json``, deleted after
-use unless ``keep_netlist``) and :func:`hw.logic_depth.logic_depth` measures its longest
-register-to-register path in LUT levels and carry chains (``timing_proxy``).
+Timing proxy and per-stage counts: the script also writes the mapped netlist
+(``yosys_netlist.json``, deleted after use unless ``keep_netlist``);
+:func:`hw.logic_depth.logic_depth` measures its longest register-to-register path in LUT
+levels and carry chains (``timing_proxy``) and :func:`attribute_cells` splits its cells among
+the design's stages (``stages``: layer engines, width converters, windows, pools,
+thermometer, serializer, registers), which add up to the totals.
 
-:func:`analytic_estimate` is an independent first-order model from the folding (formulas in
-docs/boards.md) for comparison.
+The analytic counterpart, fast enough for the folding search, is :mod:`hw.resource_model`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import subprocess
 import sys
@@ -41,8 +42,8 @@ from pathlib import Path
 
 from sw.errors import UserError
 
-__all__ = ["abc_works", "run_yosys", "yosys_estimate", "count_xilinx_cells", "analytic_estimate",
-           "XILINX_LUTRAM_LUTS"]
+__all__ = ["abc_works", "run_yosys", "yosys_estimate", "count_xilinx_cells", "attribute_cells",
+           "part_of_stage", "XILINX_LUTRAM_LUTS"]
 
 #: LUTs occupied by each Xilinx LUTRAM / SRL primitive.
 XILINX_LUTRAM_LUTS = {
@@ -52,8 +53,6 @@ XILINX_LUTRAM_LUTS = {
     "RAM64X8SW": 8, "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1,
 }
 _FF_CELLS = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
-_DISTRIBUTED_ROM_BITS = 4096      # fracbnn_rom.v BLOCK_MIN_BITS
-_SHALLOW_ROM_WORDS = 32           # fracbnn_rom.v SHALLOW_MAX_DEPTH
 
 
 def _yosys_cmd() -> list[str]:
@@ -160,9 +159,110 @@ def count_xilinx_cells(cells: dict[str, int]) -> dict:
             "carry": cells.get("CARRY8", 0) + cells.get("CARRY4", 0)}
 
 
+def _stage_name(name: str) -> str | None:
+    """The stage a public netlist name belongs to: its first dotted component (``mvtu0``,
+    ``convert1``, ``serializer``, ``regs``, ...), ``"top"`` for the accelerator's own signals
+    and ports, ``None`` for Yosys/ABC-generated names."""
+    if not name or name.startswith(("$", "_")) or name.startswith("\\$"):
+        return None
+    name = name.lstrip("\\")
+    return name.split(".", 1)[0] if "." in name else "top"
+
+
+def part_of_stage(stage: str) -> str:
+    """The resource-model part (:func:`hw.resource_model.describe`) a stage belongs to:
+    ``L<i>`` for ``convert<i>``, ``pad<i>``, ``window<i>``, ``mvtu<i>``, ``pool<i>``, else
+    ``fixed`` (thermometer, serializer, registers, the top's framing and control)."""
+    import re
+    m = re.fullmatch(r"(convert|pad|window|mvtu|pool)(\d+)", stage)
+    return f"L{m.group(2)}" if m else "fixed"
+
+
+def attribute_cells(netlist, top: str = "fracbnn_top") -> dict:
+    """Split a flat ``synth_xilinx`` netlist's cells among the design's stages.
+
+    Flip-flops, block RAMs and LUTRAMs keep their Amaranth hierarchical names (the cell's
+    name or the public net it drives, e.g. ``mvtu0.acc``): they go to that name's first
+    component.  ABC renames the LUTs and carry cells it makes (``$abc$...``); each goes to
+    the stage that most of the cells reading its outputs belong to (or, for a cell whose
+    loads are all anonymous too, its drivers'), repeated until nothing changes.  Totals are
+    therefore exactly the netlist's; logic on the boundary between two stages may be counted
+    on either side.
+
+    ``netlist``: a ``write_json`` path or parsed document.  Returns ``{"stages": {stage:
+    cell-type counts}, "by_name": n, "by_neighbours": n, "unattributed": n}`` (cells).
+    """
+    from collections import Counter
+
+    from .logic_depth import _base_type, load_netlist
+
+    doc = load_netlist(netlist) if not isinstance(netlist, dict) else netlist
+    module = doc["modules"][top]
+    bit_stage: dict[int, str] = {}
+    for name, net in module.get("netnames", {}).items():
+        stage = _stage_name(name)
+        if stage is None:
+            continue
+        for bit in net.get("bits", []):
+            if isinstance(bit, int) and (stage != "top" or bit not in bit_stage):
+                if bit_stage.get(bit, "top") == "top":
+                    bit_stage[bit] = stage
+    cells = module.get("cells", {})
+    names = list(cells)
+    owner: dict[str, str | None] = {}
+    outs: dict[str, list[int]] = {}
+    ins: dict[str, list[int]] = {}
+    for cname in names:
+        cell = cells[cname]
+        dirs = cell.get("port_directions", {})
+        o, i = [], []
+        for pin, bits in cell.get("connections", {}).items():
+            (o if dirs.get(pin) == "output" else i).extend(b for b in bits if isinstance(b, int))
+        outs[cname], ins[cname] = o, i
+        stage = _stage_name(cname)
+        if stage is None or stage == "top":
+            found = [bit_stage[b] for b in o if b in bit_stage]
+            dotted = [s for s in found if s != "top"]
+            stage = (dotted or found or [stage])[0]
+        owner[cname] = stage
+    by_name = sum(s is not None for s in owner.values())
+    readers: dict[int, list[str]] = {}
+    driver: dict[int, str] = {}
+    for cname in names:
+        for b in ins[cname]:
+            readers.setdefault(b, []).append(cname)
+        for b in outs[cname]:
+            driver[b] = cname
+    pending = [c for c in names if owner[c] is None]
+    while pending:
+        still = []
+        for cname in pending:
+            votes = Counter(owner[r] for b in outs[cname] for r in readers.get(b, ())
+                            if owner[r] is not None)
+            if not votes:
+                votes = Counter(owner[driver[b]] for b in ins[cname]
+                                if b in driver and owner[driver[b]] is not None)
+            if votes:
+                best = max(votes.values())
+                owner[cname] = min(s for s, v in votes.items() if v == best)
+            else:
+                still.append(cname)
+        if len(still) == len(pending):
+            break
+        pending = still
+    stages: dict[str, Counter] = {}
+    for cname in names:
+        stage = owner[cname] or "unattributed"
+        stages.setdefault(stage, Counter())[_base_type(cells[cname]["type"])] += 1
+    return {"stages": {s: dict(c) for s, c in sorted(stages.items())}, "by_name": by_name,
+            "by_neighbours": len(names) - by_name - len(pending),
+            "unattributed": len(pending)}
+
+
 def yosys_estimate(design_dir, *, family: str = "xcup", top: str = "fracbnn_top",
                    log_dir=None, timeout: float | None = None, use_abc: bool | None = None,
-                   timing: bool = True, keep_netlist: bool = False) -> dict:
+                   timing: bool = True, keep_netlist: bool = False,
+                   per_stage: bool = True) -> dict:
     """Synthesise the generated design in ``design_dir`` and count its resources.
 
     Parameters
@@ -180,10 +280,16 @@ def yosys_estimate(design_dir, *, family: str = "xcup", top: str = "fracbnn_top"
         ``timing_proxy``: :func:`hw.logic_depth.logic_depth` of it (LUT levels / carry chains).
     keep_netlist : bool
         Keep ``yosys_netlist.json`` (default: deleted after the analysis; it can be large).
+    per_stage : bool
+        Also add ``stages``: :func:`count_xilinx_cells` per stage of the design (``mvtu0``,
+        ``convert0``, ..., ``serializer``, ``regs``, ``top``), the flat netlist's cells split
+        by :func:`attribute_cells` (they add up to the totals), and ``attribution`` (how many
+        cells were placed by name, by their neighbours, not at all).
 
     Returns a dict: :func:`count_xilinx_cells` numbers plus ``cells`` (every cell type),
     ``family``, ``lut_mapper`` (``"abc"`` or ``"gate2lut"``), ``seconds`` (Yosys wall time)
-    and, with ``timing``, ``timing_proxy``.
+    and, with ``timing``, ``timing_proxy``; with ``per_stage``, ``stages`` and
+    ``attribution``.
     """
     design_dir = Path(design_dir).resolve()
     if not (design_dir / f"{top}.v").is_file():
@@ -200,87 +306,29 @@ def yosys_estimate(design_dir, *, family: str = "xcup", top: str = "fracbnn_top"
     stat = log_dir / "yosys_stat.json"
     netlist = log_dir / "yosys_netlist.json"
     netlist.unlink(missing_ok=True)     # `expect` must not see a previous run's netlist
+    want_netlist = timing or per_stage
     script = xilinx_script(top, sources, family, abc, os.path.relpath(stat, design_dir),
-                           os.path.relpath(netlist, design_dir) if timing else None)
+                           os.path.relpath(netlist, design_dir) if want_netlist else None)
     seconds = run_yosys(script, design_dir, log_dir / "yosys_estimate.log",
                         what=f"Yosys synth_xilinx -family {family}", timeout=timeout,
-                        expect=netlist if timing else stat)
+                        expect=netlist if want_netlist else stat)
     doc = json.loads(stat.read_text())
     cells = {k: int(v) for k, v in doc["design"]["num_cells_by_type"].items()
              if not k.startswith("$scopeinfo")}
     result = {**count_xilinx_cells(cells), "cells": cells, "family": family,
               "lut_mapper": "abc" if abc else "gate2lut", "seconds": round(seconds, 1)}
-    if timing:
-        from .logic_depth import logic_depth
-        try:
-            result["timing_proxy"] = logic_depth(netlist, top=top)
-        finally:
-            if not keep_netlist:
-                netlist.unlink(missing_ok=True)
+    try:
+        if want_netlist:
+            from .logic_depth import load_netlist, logic_depth
+            doc = load_netlist(netlist)
+            if timing:
+                result["timing_proxy"] = logic_depth(doc, top=top)
+            if per_stage:
+                split = attribute_cells(doc, top)
+                result["stages"] = {s: count_xilinx_cells(c)
+                                    for s, c in split.pop("stages").items()}
+                result["attribution"] = split
+    finally:
+        if not keep_netlist:
+            netlist.unlink(missing_ok=True)
     return result
-
-
-def _bram36_for(width: int, depth: int) -> float:
-    """36 Kb tiles for a ``width`` x ``depth`` ROM (RAMB36: 512x72 .. 32Kx1; RAMB18 halves)."""
-    def col_width(d, kbits):
-        w = 72 if kbits == 36 else 36
-        cap = 512
-        while d > cap and w > 1:
-            w //= 2
-            cap *= 2
-        return w if d <= cap else 0
-    w36, w18 = col_width(depth, 36), col_width(depth, 18)
-    if w36 == 0:    # deeper than 32K: cascade
-        return math.ceil(depth / 32768) * width
-    full, rest = divmod(width, w36)
-    return full + (0 if rest == 0 else 0.5 if w18 and rest <= w18 else 1)
-
-
-def analytic_estimate(net, pixels_per_beat: int = 8) -> dict:
-    """First-order LUT/FF/BRAM/DSP model of the generated accelerator (UltraScale+ LUT6).
-
-    Per layer with ``PE``, ``SIMD``, accumulator width ``A``, threshold width ``TW`` and
-    ``count`` thresholds: XNOR + popcount ``1.1 * SIMD`` LUTs per PE (six XNOR/adder inputs
-    per LUT6 in a compressor tree), accumulate ``A`` and compare ``count * TW / 2`` LUTs per
-    PE (carry chains), doubled popcount for 2-bit inputs (MSB/LSB planes); FFs ``SIMD/2``
-    (popcount pipeline) ``+ 2A`` per PE; ROMs of at least 4 Kb and more than 32 words in
-    block RAM tiles (RAMB36 512x72 ... shapes), others as LUT ROM (one LUT6 per bit per 64
-    words); ``Folding.block_lanes`` splits a weight ROM as the generator does; 150 LUT / 200 FF of
-    control per layer and 400 LUT / 500 FF for thermometer, converters, serializer and
-    registers.  No DSPs.
-    """
-    lut = 400.0 + 8 * pixels_per_beat * len(net.input.thresholds)
-    ff = 500.0
-    bram = 0.0
-    layers = []
-    for layer in net.layers:
-        pe, simd = layer.folding.pe, layer.folding.simd
-        acc = max(2, (layer.acc_max - layer.acc_min).bit_length() + 1)
-        planes = 2 if layer.in_bits == 2 else 1
-        l_lut = pe * (1.1 * simd * planes + acc + layer.threshold_count * layer.threshold_bits / 2)
-        l_ff = pe * (simd / 2 * planes + 2 * acc)
-        l_bram = 0.0
-        k = layer.folding.block_lanes
-        if k is None:
-            mems = [(layer.weight_width, layer.weight_depth, "auto")]
-        else:
-            mems = [(k * simd, layer.weight_depth, "block"),
-                    ((pe - k) * simd, layer.weight_depth, "distributed")]
-        if layer.threshold_count:
-            mems.append((layer.threshold_width, layer.neuron_folds, "auto"))
-        if layer.gated:
-            mems.append((layer.gate_width, layer.neuron_folds, "auto"))
-        for width, depth, style in mems:
-            if width == 0:
-                continue
-            if style == "block" or (style == "auto" and width * depth >= _DISTRIBUTED_ROM_BITS
-                                    and depth > _SHALLOW_ROM_WORDS):
-                l_bram += _bram36_for(width, depth)
-            else:
-                l_lut += width * math.ceil(depth / 64)
-        l_lut += 150
-        l_ff += 200
-        layers.append({"layer": layer.index, "lut": round(l_lut), "ff": round(l_ff),
-                       "bram": l_bram})
-        lut, ff, bram = lut + l_lut, ff + l_ff, bram + l_bram
-    return {"lut": round(lut), "ff": round(ff), "bram": bram, "dsp": 0, "layers": layers}

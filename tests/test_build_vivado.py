@@ -562,7 +562,8 @@ def test_fit_check_names_the_numbers():
 
 @pytest.fixture(scope="module")
 def small_net(tmp_path_factory):
-    # Layer 0's weights (64 x 64 = 4 Kb) are big enough for block RAM, the rest is LUT ROM.
+    # Layer 0's weights (64 x 64 = 4 Kb) are big enough for block RAM, the rest is LUT ROM
+    # (32 words or fewer) unless the build asks otherwise.
     return random_compiled_network(tmp_path_factory.mktemp("net") / "net", image=(1, 8, 8),
                                    shape=(64, 32, 10), folding=[(2, 32), (4, 16), (2, 8, True)],
                                    seed=5)
@@ -571,10 +572,11 @@ def small_net(tmp_path_factory):
 def test_build_ultra96_writes_everything_and_a_sane_estimate(small_net, tmp_path, capsys):
     out = tmp_path / "b"
     assert build_main(["--board", "ultra96", "--net", str(small_net), "--out", str(out),
-                       "--clock", "200", "--quiet", "--no-vivado"]) == 0
+                       "--clock", "200", "--quiet", "--no-vivado",
+                       "--ram-style", "L1.weights=block"]) == 0
     text = capsys.readouterr().out
     assert "vivado -mode batch -source create_project.tcl" in text
-    for f in ("create_project.tcl", "constraints.xdc", "ooc.xdc", "report.json",
+    for f in ("create_project.tcl", "constraints.xdc", "ooc.xdc", "report.json", "report.md",
               "rtl/fracbnn_top.v", "rtl/fracbnn_shell.v", "rtl/fracbnn_rom.v",
               "rtl/L0_weights.mem", "rtl/L2_weights.mem", "net/network.json"):
         assert (out / f).is_file(), f
@@ -593,6 +595,31 @@ def test_build_ultra96_writes_everything_and_a_sane_estimate(small_net, tmp_path
     # Registers at least hold every PE's accumulator and the popcount inputs.
     net = load_compiled_network(small_net)
     assert y["ff"] >= sum(l.folding.pe * l.folding.simd for l in net.layers)
+    # The placement asked for, in design.json and the report; the model counts it the same.
+    mems = {m["name"]: m["style"] for m in report["design"]["memories"]}
+    assert mems == {"L0.weights": "block", "L0.thresholds": "distributed",
+                    "L1.weights": "block", "L1.thresholds": "distributed",
+                    "L2.weights": "distributed"}
+    assert report["design"]["ram_style"] == "auto,L1.weights=block"
+    assert y["bram"] == a["bram"] == a["parts"]["L0"]["bram"] + a["parts"]["L1"]["bram"]
+    assert a["parts"]["L1"]["bram"] > 0
+    # Shares of the xczu3eg and the per-layer table: Yosys's stages add up to its totals.
+    shares = {r["name"]: r for r in report["resources"]["shares"]["yosys"]}
+    assert shares["LUT"]["used"] == y["lut"] and shares["LUT"]["available"] == 70_560
+    assert shares["BRAM36"]["share"] == pytest.approx(100 * y["bram"] / 216)
+    rows = {r["part"]: r for r in report["per_layer"]}
+    assert list(rows) == ["L0", "L1", "L2", "fixed", "total"]
+    assert "mvtu0" in rows["L0"]["stages"] and "serializer" in rows["fixed"]["stages"]
+    for key, total in (("lut", y["lut"]), ("ff", y["ff"]), ("bram", y["bram"])):
+        assert rows["total"]["yosys"][key] == total
+        assert sum(rows[p]["yosys"][key] for p in ("L0", "L1", "L2", "fixed")) == total
+    for part in ("L0", "L1", "L2"):
+        assert rows[part]["yosys"]["bram"] == a["parts"][part]["bram"]
+    assert report["resources"]["attribution"]["unattributed"] == 0
+    assert rows["L0"]["memories"][0] == "weights block"
+    assert f"LUT {y['lut']:,} / 70,560" in text and "which estimate to trust" in text
+    md = (out / "report.md").read_text()
+    assert "| L0 | " in md and "Vivado's utilization.rpt after implementation" in md
     # The generated script against the stubbed Vivado: the generated RTL names every init
     # file (5 ROMs), each with its ROM's depth, and the out-of-context run reads them all.
     if shutil.which("tclsh"):

@@ -591,8 +591,12 @@ def test_block_lanes_split_the_weight_rom(tmp_path, schedule, block_lanes):
                                                      rom_mode="verilog", lsb_schedule=schedule),
                            name="mvtu1")
     styles = re.findall(r"\.STYLE\((?:32'd)?(\d+)\)", text)
-    n_block = sum(s == "1" for s in styles)
-    n_dist = sum(s == "2" for s in styles)
+    # Every ROM carries its placement; the thresholds and gates (2 words) are distributed.
+    plan = MatrixVectorThresholdUnit(layer, init_dir=tmp_path, lsb_schedule=schedule).rom_plan
+    assert sorted(styles) == sorted({"block": "1", "distributed": "2"}[p.style] for p in plan)
+    assert [p.style for p in plan if p.kind != "weights"] == ["distributed"] * 2
+    weights = [p.style for p in plan if p.kind == "weights"]
+    n_block, n_dist = weights.count("block"), weights.count("distributed")
     if schedule == "lane":
         assert (n_block, n_dist) == (block_lanes, 3 - block_lanes)
     else:

@@ -7,11 +7,14 @@
 // retrained network with the same shapes needs new .mem files, not new HDL.
 // Instantiated by hw/rom.py (InitFileROM in rom_mode="verilog").
 //
-// Placement (STYLE): 1 = block (block-RAM hint), 2 = distributed (LUT ROM hint), or
-// 0 = auto: block RAM for memories of at least BLOCK_MIN_BITS bits that are deeper than
-// SHALLOW_MAX_DEPTH words, LUTs otherwise (a wide, shallow ROM would use a few rows of
-// many block RAMs, and a block RAM delivers at most 72 bits per cycle: distributed ROM
-// gives those bits at one LUT per bit up to 64 words).
+// Placement (STYLE): 1 = block (rom_style/ram_style "block"), 2 = distributed
+// ("distributed"), or 0 = auto: block RAM for memories of at least BLOCK_MIN_BITS bits
+// that are deeper than SHALLOW_MAX_DEPTH words, LUTs otherwise.  Block RAM's shallowest
+// shape is 512 words (RAMB18 512x36, RAMB36 512x72), so a memory of D <= 32 words fills at
+// most 1/16 of every tile, while a LUT6 (a 64x1 ROM) holds a 32-word bit column with an
+// input to spare.  The generator (hw/memory_style.py, where the rule is explained) always
+// passes STYLE 1 or 2, the result of this rule or of the user's --ram-style; 0 is for
+// hand instantiation.
 //
 // Slice mode (FILE_WIDTH != WIDTH or LSB != 0): INIT_FILE holds FILE_WIDTH-bit
 // words and the ROM keeps bits [LSB, LSB+WIDTH) of each (one PE lane of a wide
