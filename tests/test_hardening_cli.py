@@ -333,7 +333,7 @@ def test_ulx3s_report_names_the_final_bitstream(nets, tmp_path, capsys, monkeypa
     hw.ecp5.ecp5_build does)."""
     import hw.ecp5 as ecp5
 
-    def fake_rtl(net, images, *, mem_dir, out_dir, pixels_per_beat, pll):
+    def fake_rtl(net, images, *, mem_dir, out_dir, pixels_per_beat, pll, ram_style=None):
         (Path(out_dir) / "ulx3s_selftest.v").write_text("// stand-in\n")
 
     def fake_build(build_dir, board, *, clock_mhz, seed, allow_timing_fail, progress):
