@@ -43,13 +43,17 @@ def mnist_tensors(split: str, root: str | Path | None = None,
 
 
 def iterate_batches(n: int, batch_size: int, generator: torch.Generator | None = None,
-                    shuffle: bool = True) -> Iterator[torch.Tensor]:
+                    shuffle: bool = True, device: torch.device | str | None = None
+                    ) -> Iterator[torch.Tensor]:
     """Yield index tensors of consecutive batches over ``range(n)`` (last batch may be short).
 
     The order is a ``torch.randperm`` drawn from ``generator`` when ``shuffle``,
-    so a seeded generator gives a reproducible order.
+    so a seeded generator gives a reproducible order. It is drawn on the CPU and, with
+    ``device``, copied there once (the batches are slices of that copy).
     """
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if device is not None:
+        order = order.to(device)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
 
@@ -65,7 +69,8 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
     max_shift
         Largest shift in pixels (0 returns ``images`` unchanged).
     generator
-        Source of the offsets (seeded for reproducible training).
+        Source of the offsets (seeded for reproducible training); the offsets are drawn on
+        its device (without one: on ``images``' device) and computed on ``images``' device.
 
     Uncovered pixels are 0 (background). Returns a new (B, H*W*C) tensor.
     """
@@ -73,10 +78,12 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
         return images
     h, w = shape
     b = images.shape[0]
+    dev = images.device
     c = images.shape[1] // (h * w)           # channels, HWC order (channel fastest)
-    offsets = torch.randint(-max_shift, max_shift + 1, (2, b), generator=generator)
+    offsets = torch.randint(-max_shift, max_shift + 1, (2, b), generator=generator,
+                            device=generator.device if generator is not None else dev).to(dev)
     padded = torch.nn.functional.pad(images.reshape(b, h, w, c), (0, 0) + (max_shift,) * 4)
-    rows = torch.arange(h).unsqueeze(0) + max_shift - offsets[0].unsqueeze(1)  # (B, H)
-    cols = torch.arange(w).unsqueeze(0) + max_shift - offsets[1].unsqueeze(1)  # (B, W)
-    out = padded[torch.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    rows = torch.arange(h, device=dev).unsqueeze(0) + max_shift - offsets[0].unsqueeze(1)  # (B, H)
+    cols = torch.arange(w, device=dev).unsqueeze(0) + max_shift - offsets[1].unsqueeze(1)  # (B, W)
+    out = padded[torch.arange(b, device=dev)[:, None, None], rows[:, :, None], cols[:, None, :]]
     return out.reshape(b, h * w * c)

@@ -1,13 +1,22 @@
 """Train a network on the MNIST (or CIFAR-10) training split; save its checkpoint and curve.
 
 ``python -m models.train --net NAME|FILE.toml [--epochs N] [--seed S] [--out PATH] [--data DIR]
-[--lr LR] [--batch-size B] [--max-shift S] [--limit N] [--threads K]``
+[--lr LR] [--batch-size B] [--max-shift S] [--limit N] [--threads K] [--device cpu|cuda|auto]``
 
 ``--net`` is a zoo name or a network description file (:mod:`models.zoo`: TOML or JSON with
 ``[network]`` and ``[recipe]``). Defaults come from its recipe. The run is deterministic
 for a given seed, thread count and data: weights are seeded with
 ``torch.manual_seed``, batches are shuffled by a seeded ``torch.Generator`` and
 ``torch.use_deterministic_algorithms(True)`` is on.
+
+``--device cuda`` (or ``auto``: CUDA when available) trains on a GPU: the data set is moved
+to the device once, and the training loop never waits for the GPU within an epoch. A GPU run
+is seeded too (the batch order comes from the same CPU generator; dropout and translation
+offsets from the device's generators) but not bit-reproducible: another GPU, driver or
+library version, or the CPU, can round the backward pass differently. The checkpoint is
+saved from CPU copies of the weights, so it loads and exports exactly like a CPU-trained one
+(export works on the saved weights; the eval model's integer accumulators are exact in
+float32 on either device).
 
 Recipe: Adam (no weight decay) with a cosine decay from ``lr`` to ``lr_final``
 over all steps (optional linear warm-up), cross-entropy plus ``gate_lambda *
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
 import time
@@ -67,7 +77,7 @@ def _optimizer(model: BinaryNet, lr: float, gate_lr_scale: float) -> torch.optim
 
 def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = None,
           limit: int | None = None, progress: bool = True, name: str | None = None,
-          **recipe) -> tuple[BinaryNet, dict]:
+          device: str | torch.device = "cpu", **recipe) -> tuple[BinaryNet, dict]:
     """Train ``net`` and return the trained model (eval mode) and its history.
 
     Parameters
@@ -83,6 +93,9 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
         Show progress (a bar on a terminal, an elapsed-time heartbeat otherwise).
     name
         Label for the progress output (default: the zoo name or file stem).
+    device
+        Where to train (``"cpu"``, ``"cuda"``, a :class:`torch.device`); the returned model
+        stays there.
     recipe
         Overrides of the recipe keys (:data:`models.zoo.RECIPE_KEYS`).
 
@@ -107,11 +120,17 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
     epochs, seed, lr, lr_final = rec["epochs"], rec["seed"], rec["lr"], rec["lr_final"]
     batch_size, gate_lambda, gate_lr_scale = rec["batch_size"], rec["gate_lambda"], rec["gate_lr_scale"]
     warmup_epochs, max_shift = rec["warmup_epochs"], rec["max_shift"]
-    torch.manual_seed(seed)
+    device = torch.device(device)
+    torch.manual_seed(seed)  # seeds the CPU and every CUDA device
     model = net if isinstance(net, BinaryNet) else entry.build()
-    train_x, train_y = mnist_tensors("train", data, limit, model.input_shape)
-    test_x, test_y = mnist_tensors("test", data, input_shape=model.input_shape)
-    gen = torch.Generator().manual_seed(seed)
+    model.to(device)
+    # The data sets are small (MNIST: 55 MB as uint8): moved to the device once.
+    train_x, train_y = (t.to(device) for t in mnist_tensors("train", data, limit, model.input_shape))
+    test_x, test_y = (t.to(device) for t in mnist_tensors("test", data, input_shape=model.input_shape))
+    gen = torch.Generator().manual_seed(seed)  # batch order (and, on the CPU, the shifts)
+    # Translation offsets: drawn on the device where training runs (no transfer per step).
+    shift_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
+    on_cpu = device.type == "cpu"
     opt = _optimizer(model, lr, gate_lr_scale)
     steps_per_epoch = -(-len(train_y) // batch_size)
     total_steps = epochs * steps_per_epoch
@@ -122,8 +141,13 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
     for epoch in range(1, epochs + 1):
         model.train()
         start = time.perf_counter()
-        loss_sum = correct = seen = 0.0
-        bar = progress_bar(iterate_batches(len(train_y), batch_size, gen), total=steps_per_epoch,
+        # Running sums stay on the device (float64: the same arithmetic as Python floats), so
+        # the loop never waits for the GPU; the bar's running figures are shown on the CPU only.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        batches = iterate_batches(len(train_y), batch_size, gen, device=device)
+        bar = progress_bar(batches, total=steps_per_epoch,
                            desc=f"{label} epoch {epoch}/{epochs}", disable=not progress)
         for idx in bar:
             rate = lr_at(step, total_steps, lr, lr_final, warmup_steps)
@@ -131,7 +155,7 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
                 g["lr"] = rate * g["lr_scale"]
             x, y = train_x[idx], train_y[idx]
             if max_shift:  # augmentation: random translation, offsets from the seeded generator
-                x = random_shift(x, max_shift, gen, model.input_shape[1:])
+                x = random_shift(x, max_shift, shift_gen, model.input_shape[1:])
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             if gated and gate_lambda:
@@ -141,18 +165,21 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
             opt.step()
             clip_latent_weights(model)
             step += 1
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((logits.detach().argmax(1) == y).sum())
+            loss_sum += loss.detach().to(torch.float64) * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+            if on_cpu:
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}",
+                                refresh=False)
         result = evaluate(model, test_x, test_y)
+        loss_mean, train_acc = float(loss_sum) / seen, int(correct) / seen
         seconds = time.perf_counter() - start
-        for key, value in (("epoch", epoch), ("loss", loss_sum / seen), ("train_accuracy", correct / seen),
+        for key, value in (("epoch", epoch), ("loss", loss_mean), ("train_accuracy", train_acc),
                            ("test_accuracy", result["accuracy"]), ("lsb_fraction", result["lsb_fraction"]),
                            ("seconds", seconds)):
             history[key].append(value)
         lsb = "" if result["lsb_fraction"] is None else f" lsb_fraction {result['lsb_fraction']:.4f}"
-        progress_write(f"{label} epoch {epoch}/{epochs}: loss {loss_sum / seen:.4f} train_acc {correct / seen:.4f} "
+        progress_write(f"{label} epoch {epoch}/{epochs}: loss {loss_mean:.4f} train_acc {train_acc:.4f} "
                    f"test_acc {result['accuracy']:.4f}{lsb} lr {rate:.2e} ({seconds:.0f} s)")
     model.eval()
     return model, history
@@ -201,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: recipe)")
     parser.add_argument("--limit", type=int, help="train on the first N training images only (tests)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                        help="train on the CPU (default; deterministic), a CUDA GPU (seeded, "
+                             "not bit-reproducible), or auto (CUDA when available)")
     args = parser.parse_args(argv)
 
     entry = zoo.resolve(args.net)  # UserError for unknown names and bad description files
@@ -233,24 +263,53 @@ def main(argv: list[str] | None = None) -> int:
     check_writable_file(out, "--out checkpoint")
     check_writable_file(out.with_suffix(".png"), "training curve (--out with .png)")
 
+    device = _device(args.device)
     torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
+    if device.type == "cuda":
+        # cuBLAS is deterministic only with a fixed workspace (set before its first use);
+        # an op without a deterministic CUDA kernel warns instead of stopping a long run.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        # Deterministic mode would also fill every new tensor with NaN: a kernel per
+        # allocation, for a loop that is launch-bound on a GPU (no result reads such memory).
+        torch.utils.deterministic.fill_uninitialized_memory = False
+    else:
+        torch.use_deterministic_algorithms(True)
     start = time.perf_counter()
-    model, history = train(entry, data=args.data, limit=args.limit, progress=True, **rec)
+    model, history = train(entry, data=args.data, limit=args.limit, progress=True, device=device,
+                           **rec)
+    model.cpu()
     command = "python -m models.train " + " ".join(shlex.quote(a) for a in
                                                    (sys.argv[1:] if argv is None else argv))
     save_trained(model, history, out, name=entry.name, recipe=rec, description=entry.to_dict(),
                  limit=args.limit, threads=args.threads, command=command,
-                 wall=time.perf_counter() - start)
+                 wall=time.perf_counter() - start, device=_device_name(device))
     return 0
+
+
+def _device(choice: str) -> torch.device:
+    """``--device`` -> a torch device; ``cuda`` without a usable GPU is a one-line error."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is available to this torch "
+                        f"({torch.__version__}); train with --device cpu")
+    return torch.device(choice)
+
+
+def _device_name(device: torch.device) -> str:
+    """``"cpu"`` or ``"cuda (NVIDIA H200)"`` for the checkpoint's metadata."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
 
 
 def save_trained(model: BinaryNet, history: dict, out: Path, *, name: str, recipe: dict,
                  description: dict | None, limit: int | None, threads: int, command: str,
-                 wall: float | None = None) -> dict:
+                 wall: float | None = None, device: str = "cpu") -> dict:
     """Save a trained model as a checkpoint with its metadata (name, recipe, description,
-    command, history, accuracy) and its curve ``<out minus .pt>.png``; print where; return
-    the metadata."""
+    command, device, history, accuracy) and its curve ``<out minus .pt>.png``; print where;
+    return the metadata."""
     total = sum(history["seconds"]) if wall is None else wall
     meta = {
         "net": name,
@@ -258,6 +317,7 @@ def save_trained(model: BinaryNet, history: dict, out: Path, *, name: str, recip
         "recipe": dict(recipe),
         "train_images": limit if limit is not None else 60_000,
         "threads": threads,
+        "device": device,
         "torch": torch.__version__,
         "command": command,
         "wall_time_s": round(total, 1),

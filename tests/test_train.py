@@ -97,6 +97,8 @@ def _run_cli(*args):
     # and the timeout below minutes).
     (("models.train", "--net", "tiny", "--out", "/sys/fracbnn-tiny.pt"),
      "cannot write the --out checkpoint /sys/fracbnn-tiny.pt"),
+    pytest.param(("models.train", "--net", "tiny", "--device", "cuda"), "no CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
 ])
 def test_cli_user_errors_exit_2_with_one_line(args, match):
     proc = _run_cli(*args)
@@ -128,3 +130,26 @@ def test_random_shift_translates_with_zero_fill():
             src[max(-dy, 0):28 + min(-dy, 0), max(-dx, 0):28 + min(-dx, 0)]
         assert torch.equal(shifted[b].reshape(28, 28), ref)
     assert random_shift(images, 0) is images
+
+
+def test_auto_device_without_a_gpu_is_the_cpu_run(tiny_runs, tmp_path):
+    """``--device auto`` on a machine without CUDA trains exactly the default CPU run; the
+    checkpoint records the device."""
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: auto picks it")
+    out = tmp_path / "auto.pt"
+    assert train_mod.main(["--net", "tiny", "--epochs", "1", "--seed", "0", "--limit", "3000",
+                           "--threads", "1", "--out", str(out), "--device", "auto"]) == 0
+    (sa, ma), (sb, mb) = _state(tiny_runs["a"]), _state(out)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert ma["history"]["loss"] == mb["history"]["loss"]
+    assert ma["device"] == mb["device"] == "cpu"
+
+
+def test_iterate_batches_on_a_device_keeps_the_order():
+    from models.data import iterate_batches
+
+    plain = list(iterate_batches(10, 4, torch.Generator().manual_seed(3)))
+    moved = list(iterate_batches(10, 4, torch.Generator().manual_seed(3), device="cpu"))
+    assert [b.tolist() for b in plain] == [b.tolist() for b in moved]
+    assert [len(b) for b in plain] == [4, 4, 2]
