@@ -39,7 +39,7 @@ module fracbnn_ram #(
                 if (we) mem[waddr] <= wdata;
                 if (en) data <= mem[addr][LSB +: WIDTH];
             end
-        end else begin : g_distributed
+        end else begin : g_lutram     // not g_distributed: the estimate turns those (ROMs) into logic, a RAM maps to LUTRAM
             (* ram_style = "distributed" *)
             reg [FILE_WIDTH-1:0] mem [0:DEPTH-1];
             initial $readmemh(INIT_FILE, mem);
