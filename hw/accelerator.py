@@ -66,8 +66,13 @@ def plan_stages(net: CompiledNetwork, pixels_per_beat: int) -> list[StageInfo]:
     convolution the max-pool unit at PE elements per beat.
 
     Raises :class:`sw.errors.UserError` if the image size is not a multiple of
-    ``pixels_per_beat``.
+    ``pixels_per_beat``, or if the network has early exits (not implemented in gateware:
+    building it without them would silently disagree with the golden model).
     """
+    if getattr(net, "exits", None):
+        raise UserError(f"network {net.name!r} has {len(net.exits)} early exit(s); the "
+                        f"accelerator does not implement early exits yet (evaluate it with "
+                        f"`python -m sim.exits_report`, which uses the golden model)")
     if not isinstance(pixels_per_beat, int) or isinstance(pixels_per_beat, bool) \
             or pixels_per_beat < 1:
         raise UserError(f"pixels per beat must be a positive integer, not {pixels_per_beat!r}")

@@ -461,13 +461,18 @@ class BinaryNet(nn.Module):
         Convolution layers before the dense ones, each a dict ``{"channels": OC,
         "kernel": K, "stride": 1, "pad": 0, "pool": 0}`` (see :class:`BinaryConv2d`);
         their output is flattened in HWC order into the first dense layer.
+    exits
+        Early exits, each a dict ``{"after": k}``: a binary dense ``scores`` classifier
+        (:class:`BinaryDense`, ``exit_heads[j]``) on the output of ``layers[k]`` (flattened
+        in HWC order), ``k`` before the last layer, strictly increasing.  :meth:`forward`
+        still returns the last layer's logits; :meth:`forward_exits` returns every exit's.
     """
 
     def __init__(self, input_shape: Sequence[int] = (1, 28, 28), thermometer_levels: int = 1,
                  hidden: Sequence[int] = (1024, 1024, 1024), activation: str = "sign",
                  classes: int = 10, dropout: float = 0.0,
                  thermometer_thresholds: Sequence[int] | None = None,
-                 convs: Sequence[dict] = ()):
+                 convs: Sequence[dict] = (), exits: Sequence[dict] = ()):
         super().__init__()
         if len(input_shape) != 3 or any(not isinstance(d, int) or d < 1 for d in input_shape):
             raise ValueError(f"input_shape must be three positive ints (C, H, W), not {input_shape!r}")
@@ -501,6 +506,26 @@ class BinaryNet(nn.Module):
                                       out="scores" if i == len(widths) - 2 else activation,
                                       dropout=0.0 if first else self.dropout))
         self.layers = nn.ModuleList(layers)
+        self.exit_after: list[int] = []
+        heads = []
+        for j, spec in enumerate(exits):
+            if not isinstance(spec, dict) or set(spec) != {"after"} \
+                    or not isinstance(spec["after"], int) or isinstance(spec["after"], bool):
+                raise ValueError(f"exits[{j}] must be a dict {{'after': layer index}}, "
+                                 f"not {spec!r}")
+            k = spec["after"]
+            if not 0 <= k < len(layers) - 1:
+                raise ValueError(f"exits[{j}].after must be a layer before the last one "
+                                 f"(0..{len(layers) - 2}), not {k}")
+            if self.exit_after and k <= self.exit_after[-1]:
+                raise ValueError(f"exits must follow different layers in increasing order, "
+                                 f"not {[e.get('after') for e in exits]}")
+            src = layers[k]
+            size = (math.prod(src.out_map) if isinstance(src, BinaryConv2d)
+                    else src.out_features)
+            self.exit_after.append(k)
+            heads.append(BinaryDense(size, self.classes, in_bits=in_bits_rest, out="scores"))
+        self.exit_heads = nn.ModuleList(heads)
 
     @property
     def pixels(self) -> int:
@@ -523,6 +548,20 @@ class BinaryNet(nn.Module):
             x = layer(x)
         return x
 
+    def forward_exits(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """(B, P) pixels -> the logits of every early exit, then the last layer's (a list
+        of ``len(exits) + 1`` tensors ``(B, classes)``)."""
+        x = self._input(pixels)
+        heads = dict(zip(self.exit_after, self.exit_heads))
+        outs = []
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, BinaryConv2d):
+                x = x.reshape(x.shape[0], -1)
+            x = layer(x)
+            if i in heads:
+                outs.append(heads[i](x.reshape(x.shape[0], -1)))
+        return outs + [x]
+
     @torch.no_grad()
     def forward_trace(self, pixels: torch.Tensor) -> dict[str, list]:
         """Eval-mode forward that records every layer.
@@ -534,7 +573,8 @@ class BinaryNet(nn.Module):
             (±1, ``u``, or logits for the last; convolutions after their max-pool);
             ``accs``: per layer the integer accumulators (float32, ``(B, V*out)``);
             ``gates``: per layer the bool gates ``(B, V*out)`` (``V`` output positions of a
-            convolution, position-major), or None for 1-bit-input layers.
+            convolution, position-major), or None for 1-bit-input layers;
+            ``exit_outputs``, ``exit_accs``, ``exit_gates``: the same per early exit.
             The model must be in eval mode.
         """
         if self.training:
@@ -552,11 +592,18 @@ class BinaryNet(nn.Module):
             outputs.append(x.reshape(b, -1))
             accs.append(acc.reshape(b, -1))
             gates.append(None if gate is None else gate.reshape(b, -1))
-        return {"outputs": outputs, "accs": accs, "gates": gates}
+        trace = {"outputs": outputs, "accs": accs, "gates": gates,
+                 "exit_outputs": [], "exit_accs": [], "exit_gates": []}
+        for k, head in zip(self.exit_after, self.exit_heads):
+            acc, gate = head.accumulate(outputs[k])
+            trace["exit_outputs"].append(head.activate(acc))
+            trace["exit_accs"].append(acc)
+            trace["exit_gates"].append(gate)
+        return trace
 
     def gated_layers(self) -> list[BinaryDense]:
         """Layers with 2-bit inputs (and thus a precision gate)."""
-        return [layer for layer in self.layers if layer.in_bits == 2]
+        return [layer for layer in [*self.layers, *self.exit_heads] if layer.in_bits == 2]
 
     def gate_penalty(self) -> torch.Tensor:
         """Mean surrogate gate rate of the last forward over gated layers (0 if none).
@@ -582,6 +629,8 @@ class BinaryNet(nn.Module):
     def config(self) -> dict:
         """Constructor arguments that rebuild this architecture (JSON-serialisable)."""
         extra = {"convs": [dict(c) for c in self.convs]} if self.convs else {}
+        if self.exit_after:
+            extra["exits"] = [{"after": k} for k in self.exit_after]
         return {**extra,
             "input_shape": list(self.input_shape),
             "thermometer_levels": self.thermometer.levels,

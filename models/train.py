@@ -120,6 +120,7 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
     epochs, seed, lr, lr_final = rec["epochs"], rec["seed"], rec["lr"], rec["lr_final"]
     batch_size, gate_lambda, gate_lr_scale = rec["batch_size"], rec["gate_lambda"], rec["gate_lr_scale"]
     warmup_epochs, max_shift = rec["warmup_epochs"], rec["max_shift"]
+    exit_weight = rec.get("exit_weight", 1.0)
     device = torch.device(device)
     torch.manual_seed(seed)  # seeds the CPU and every CUDA device
     model = net if isinstance(net, BinaryNet) else entry.build()
@@ -156,8 +157,16 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
             x, y = train_x[idx], train_y[idx]
             if max_shift:  # augmentation: random translation, offsets from the seeded generator
                 x = random_shift(x, max_shift, shift_gen, model.input_shape[1:])
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            if model.exit_heads:
+                # Joint loss: the last layer's cross-entropy plus exit_weight times each
+                # early exit's.
+                *early, logits = model.forward_exits(x)
+                loss = F.cross_entropy(logits, y)
+                for head_logits in early:
+                    loss = loss + exit_weight * F.cross_entropy(head_logits, y)
+            else:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
             if gated and gate_lambda:
                 loss = loss + gate_lambda * model.gate_penalty()
             opt.zero_grad(set_to_none=True)

@@ -74,7 +74,9 @@ class ZooEntry:
         cosine decay), ``batch_size``, ``seed``, ``gate_lambda`` (weight of the gate
         sparsity penalty), ``gate_lr_scale`` (learning-rate multiplier of ``gate_delta``,
         which lives on the integer accumulator scale), ``warmup_epochs``, ``max_shift``
-        (random translation of training images by up to this many pixels, 0 = off).
+        (random translation of training images by up to this many pixels, 0 = off),
+        ``exit_weight`` (weight of each early exit's cross-entropy in the joint loss; the
+        last layer's has weight 1).
     name
         The zoo name or the description file's stem.
     """
@@ -97,13 +99,15 @@ class ZooEntry:
 #: Training defaults of a description's ``[recipe]``.
 DEFAULT_RECIPE = MappingProxyType({
     "epochs": 10, "lr": 3e-3, "lr_final": 3e-5, "batch_size": 128, "seed": 0,
-    "gate_lambda": 0.0, "gate_lr_scale": 1.0, "warmup_epochs": 0, "max_shift": 0})
+    "gate_lambda": 0.0, "gate_lr_scale": 1.0, "warmup_epochs": 0, "max_shift": 0,
+    "exit_weight": 1.0})
 #: Recipe keys and their types.
 RECIPE_KEYS = MappingProxyType({
     "epochs": int, "lr": float, "lr_final": float, "batch_size": int, "seed": int,
-    "gate_lambda": float, "gate_lr_scale": float, "warmup_epochs": int, "max_shift": int})
+    "gate_lambda": float, "gate_lr_scale": float, "warmup_epochs": int, "max_shift": int,
+    "exit_weight": float})
 _NETWORK_KEYS = ("input_shape", "thermometer_levels", "hidden", "activation", "classes",
-                 "dropout", "thermometer_thresholds", "convs")
+                 "dropout", "thermometer_thresholds", "convs", "exits")
 
 
 def _plain(value):

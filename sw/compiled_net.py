@@ -51,6 +51,8 @@ __all__ = [
     "LayerSpec",
     "TestVectors",
     "CompiledNetwork",
+    "ExitSpec",
+    "EXITS_VERSION",
     "pack_weight_words",
     "unpack_weight_words",
     "pack_threshold_words",
@@ -73,10 +75,14 @@ __all__ = [
 
 #: ``format`` field of network.json.
 FORMAT = "fracbnn-compiled-network"
-#: ``version`` field of network.json written by this code (version 1 is still read).
+#: ``version`` field of network.json written by this code for a network without early
+#: exits (version 1 is still read).
 VERSION = 2
+#: ``version`` written for a network with early exits (``exits``): a reader that knows only
+#: version 2 would silently ignore them, so such files say 3.
+EXITS_VERSION = 3
 #: Versions this reader understands.
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
 #: Layer output kinds; ``scores`` only on the last layer.
 OUT_KINDS = ("sign", "frac2", "multithreshold", "scores")
 #: The fixed activations as multi-threshold ones: ``(levels, out_bias, out_scale)``; the
@@ -689,9 +695,34 @@ class TestVectors:
                 "classes": np.asarray(self.classes).tolist()}
 
 
+@dataclass(frozen=True, eq=False)
+class ExitSpec:
+    """An early exit (docs/compiled-network.md, "Early exits").
+
+    ``layer`` is a dense ``scores`` classifier reading the output of ``layers[after]`` (its
+    own index is the exit's number ``j``, its name ``exit{j}``); an image takes the exit
+    when the margin ``best - second best`` of the exit's scores is ``>= margin``.
+    """
+
+    after: int
+    layer: LayerSpec
+    margin: int
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.after) or self.after < 0:
+            raise UserError(f"exit after must be a layer index >= 0, not {self.after!r}")
+        if not _is_int(self.margin) or self.margin < 0:
+            raise UserError(f"exit margin must be an integer >= 0, not {self.margin!r}")
+        if not isinstance(self.layer, LayerSpec):
+            raise UserError(f"exit layer must be a LayerSpec, not {self.layer!r}")
+        object.__setattr__(self, "after", int(self.after))
+        object.__setattr__(self, "margin", int(self.margin))
+
+
 @dataclass(eq=False)
 class CompiledNetwork:
-    """A whole compiled network: input encoding, layers, output map, provenance."""
+    """A whole compiled network: input encoding, layers, output map, provenance, and the
+    optional early exits (``exits``, ordered by the layer they follow)."""
 
     name: str
     input: InputSpec
@@ -699,6 +730,7 @@ class CompiledNetwork:
     output: OutputSpec
     source: dict = field(default_factory=dict)
     test_vectors: str | None = None
+    exits: list[ExitSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -740,6 +772,9 @@ class CompiledNetwork:
             raise UserError("output decoder 'highest_set_bit' needs a last layer with 1-bit "
                             "(two-level) outputs")
         validate_folding([l.folding for l in self.layers], self.fold_shapes)
+        self.exits = list(self.exits or [])
+        for j, ex in enumerate(self.exits):
+            _check_exit(j, ex, self)
 
     @property
     def classes(self) -> int:
@@ -753,6 +788,37 @@ class CompiledNetwork:
     @property
     def has_conv(self) -> bool:
         return any(layer.conv is not None for layer in self.layers)
+
+
+def _check_exit(j: int, ex: ExitSpec, net: CompiledNetwork) -> None:
+    """Check exit ``j`` of ``net`` against the layer it follows (one-line UserError)."""
+    where = f"exit {j}"
+    if not isinstance(ex, ExitSpec):
+        raise UserError(f"{where} must be an ExitSpec, not {ex!r}")
+    last = len(net.layers) - 1
+    if ex.after >= last:
+        raise UserError(f"{where}: after {ex.after} must name a layer before the last one "
+                        f"(0..{last - 1}); an exit after the last layer is the final output")
+    if j and ex.after <= net.exits[j - 1].after:
+        raise UserError(f"{where}: exits must follow different layers in increasing order "
+                        f"(after {net.exits[j - 1].after}, then {ex.after})")
+    src, lay = net.layers[ex.after], ex.layer
+    if lay.index != j:
+        raise UserError(f"{where}: its layer has index {lay.index}, expected {j}")
+    if lay.out != "scores" or lay.conv is not None:
+        raise UserError(f"{where}: the exit classifier must be a dense 'scores' layer, "
+                        f"not a {lay.kind} {lay.out!r} layer")
+    if lay.in_features != src.out_size:
+        raise UserError(f"{where}: the exit classifier has {lay.in_features} inputs but "
+                        f"layer {ex.after} has {src.out_size} outputs")
+    if lay.in_bits != src.out_bits or lay.gated != (src.out == "frac2"):
+        raise UserError(f"{where}: the exit classifier must have in_bits {src.out_bits}"
+                        f"{' and gates' if src.out == 'frac2' else ' and no gates'} after "
+                        f"layer {ex.after} ({src.out})")
+    if lay.out_features != net.classes or net.classes < 2:
+        raise UserError(f"{where}: the exit classifier has {lay.out_features} outputs; it "
+                        f"needs one per class ({net.classes}, at least 2)")
+    _check_layer_folding(j, j, lay.folding, lay.fold_shape)
 
 
 # --------------------------------------------------------------------------- memory layouts
@@ -988,17 +1054,17 @@ def refold(net: CompiledNetwork, folding: list[Folding]) -> CompiledNetwork:
 # --------------------------------------------------------------------------- JSON
 
 
-def _layer_json(layer: LayerSpec) -> dict:
+def _layer_json(layer: LayerSpec, prefix: str = "L") -> dict:
     i = layer.index
     mems: dict[str, dict] = {
-        "weights": {"file": f"L{i}_weights.mem", "depth": layer.weight_depth,
+        "weights": {"file": f"{prefix}{i}_weights.mem", "depth": layer.weight_depth,
                     "width": layer.weight_width}}
     if layer.threshold_count:
-        mems["thresholds"] = {"file": f"L{i}_thresholds.mem", "depth": layer.neuron_folds,
+        mems["thresholds"] = {"file": f"{prefix}{i}_thresholds.mem", "depth": layer.neuron_folds,
                               "width": layer.threshold_width, "count": layer.threshold_count,
                               "threshold_bits": layer.threshold_bits}
     if layer.gated:
-        mems["gates"] = {"file": f"L{i}_gates.mem", "depth": layer.neuron_folds,
+        mems["gates"] = {"file": f"{prefix}{i}_gates.mem", "depth": layer.neuron_folds,
                          "width": layer.gate_width, "gate_bits": layer.gate_bits}
     levels = ({"levels": layer.levels, "out_bias": layer.out_bias, "out_scale": layer.out_scale}
               if layer.out == "multithreshold" else {})
@@ -1066,6 +1132,15 @@ def network_graph(net: CompiledNetwork) -> dict:
             add("dense", layer.name, [layer.out_features], type_, layer=layer.index)
         if layer.index == len(net.layers) - 1:
             tensors[-1]["name"] = nodes[-1]["outputs"][0] = "scores"
+    for j, ex in enumerate(net.exits):
+        src = next(n["outputs"][0] for n in nodes if n.get("layer") == ex.after
+                   and n["op"] in ("dense", "conv"))
+        src = next((n["outputs"][0] for n in nodes if n["inputs"] == [src]
+                    and n["op"] == "maxpool"), src)
+        tensors.append({"name": f"exit{j}_scores", "shape": [ex.layer.out_features],
+                        "type": "int"})
+        nodes.append({"name": ex.layer.name, "op": "exit", "inputs": [src],
+                      "outputs": [f"exit{j}_scores"], "exit": j, "margin": ex.margin})
     return {"tensors": tensors, "nodes": nodes}
 
 
@@ -1073,9 +1148,13 @@ def network_to_json(net: CompiledNetwork) -> dict:
     """The ``network.json`` document of ``net``."""
     inp = net.input.to_json()
     inp["order"] = "HWC"
-    doc = {"format": FORMAT, "version": VERSION, "name": net.name, "source": dict(net.source),
+    doc = {"format": FORMAT, "version": EXITS_VERSION if net.exits else VERSION,
+           "name": net.name, "source": dict(net.source),
            "input": inp, "layers": [_layer_json(l) for l in net.layers],
            "graph": network_graph(net), "output": net.output.to_json()}
+    if net.exits:
+        doc["exits"] = [{"after": ex.after, "margin": ex.margin,
+                         "layer": _layer_json(ex.layer, "X")} for ex in net.exits]
     doc["test_vectors"] = net.test_vectors
     return doc
 
@@ -1097,10 +1176,16 @@ def memory_words(layer: LayerSpec, kind: str) -> list[int]:
             "gates": pack_gate_words}[kind](layer)
 
 
-def _memories(layer: LayerSpec) -> list[tuple[str, list[int], int]]:
-    """(file name, words, width) of every memory of ``layer``."""
-    return [(f"L{layer.index}_{kind}", memory_words(layer, kind), width)
+def _memories(layer: LayerSpec, prefix: str = "L") -> list[tuple[str, list[int], int]]:
+    """(file name, words, width) of every memory of ``layer`` (``X{j}_...`` for exit ``j``)."""
+    return [(f"{prefix}{layer.index}_{kind}", memory_words(layer, kind), width)
             for kind, width in memory_widths(layer).items()]
+
+
+def _all_memories(net: CompiledNetwork) -> list[tuple[str, list[int], int]]:
+    """Every memory of ``net``: the layers' (``L``), then the exits' (``X``)."""
+    return ([m for layer in net.layers for m in _memories(layer)]
+            + [m for ex in net.exits for m in _memories(ex.layer, "X")])
 
 
 # --------------------------------------------------------------------------- writer
@@ -1109,7 +1194,8 @@ def _memories(layer: LayerSpec) -> list[tuple[str, list[int], int]]:
 def _same_network(a: CompiledNetwork, b: CompiledNetwork) -> bool:
     if network_to_json(a) != network_to_json(b):
         return False
-    for la, lb in zip(a.layers, b.layers):
+    for la, lb in zip(a.layers + [e.layer for e in a.exits],
+                      b.layers + [e.layer for e in b.exits]):
         for name in ("weights", "thresholds", "neg", "gates"):
             xa, xb = getattr(la, name), getattr(lb, name)
             if (xa is None) != (xb is None) or (xa is not None and not np.array_equal(xa, xb)):
@@ -1139,7 +1225,7 @@ def write_compiled_network(net: CompiledNetwork, outdir: str | Path,
         net = replace(net, test_vectors=_TEST_VECTORS_JSON)
     with atomic_directory(outdir, marker=_NETWORK_JSON, what="compiled network") as tmp:
         digests = {}
-        for stem, words, width in (m for layer in net.layers for m in _memories(layer)):
+        for stem, words, width in _all_memories(net):
             write_mem(tmp / f"{stem}.mem", words, width)
             digests[f"{stem}.mem"] = _sha256_file(tmp / f"{stem}.mem")
             if coe:
@@ -1148,7 +1234,7 @@ def write_compiled_network(net: CompiledNetwork, outdir: str | Path,
             _check_vectors(vectors, net, "test vectors")
             (tmp / _TEST_VECTORS_JSON).write_text(json.dumps(vectors.to_json()) + "\n")
         doc = network_to_json(net)
-        for layer_doc in doc["layers"]:
+        for layer_doc in doc["layers"] + [e["layer"] for e in doc.get("exits", [])]:
             for mem in layer_doc["memories"].values():
                 mem["sha256"] = digests[mem["file"]]
         (tmp / _NETWORK_JSON).write_text(json.dumps(doc, indent=2) + "\n")
@@ -1407,14 +1493,52 @@ def load_compiled_network(directory: str | Path) -> CompiledNetwork:
     vectors = doc.get("test_vectors", (str, type(None)), optional=True)
     if vectors is not None and Path(vectors).name != vectors:
         doc.fail(f"test_vectors must be a plain file name, not {vectors!r}")
+    exits = _load_exits(directory, doc, layers, version)
     try:
-        net = CompiledNetwork(doc.get("name", str), input_spec, layers, output, source, vectors)
+        net = CompiledNetwork(doc.get("name", str), input_spec, layers, output, source, vectors,
+                              exits)
     except UserError as exc:
         doc.fail(str(exc))
     if version >= 2 and doc.get("graph", dict) != network_graph(net):
         doc.fail("graph does not match the layers (this version runs chains of thermometer, "
                  "pad, conv, maxpool, flatten and dense nodes only)")
     return net
+
+
+def _load_exits(directory: Path, doc: _Doc, layers: list[LayerSpec],
+                version: int) -> list[ExitSpec]:
+    """The ``exits`` of a version 3 document (absent: none); each exit's layer is loaded like
+    a last layer reading the output of ``layers[after]``."""
+    docs = doc.get("exits", list, optional=True)
+    if docs is None:
+        return []
+    if version < EXITS_VERSION:
+        doc.fail(f"exits need format version {EXITS_VERSION}, this file says {version}")
+    if not docs:
+        doc.fail("exits is empty; omit it for a network without early exits")
+    exits = []
+    for j, obj in enumerate(docs):
+        ed = _Doc(obj, f"exits[{j}]", doc.path)
+        after, margin = ed.get("after", int), ed.get("margin", int)
+        if not 0 <= after < len(layers) - 1:
+            ed.fail(f"exits[{j}].after is {after}; it must name a layer before the last one "
+                    f"(0..{len(layers) - 2})")
+        if margin < 0:
+            ed.fail(f"exits[{j}].margin is {margin}; it must be >= 0")
+        src = layers[after]
+        try:
+            layer = _load_layer(directory, ed.sub("layer"), j, version, j,
+                                (src.out, (src.out_size,), src.out_bits))
+        except UserError as exc:   # name the exit: the layer's messages say "layer j"
+            head = f"{doc.path}: "
+            msg = str(exc)
+            raise UserError(head + f"exits[{j}] (after layer {after}): "
+                            + (msg[len(head):] if msg.startswith(head) else msg)) from None
+        try:
+            exits.append(ExitSpec(after, layer, margin))
+        except UserError as exc:
+            ed.fail(f"exits[{j}]: {exc}")
+    return exits
 
 
 def _check_vectors(vec: TestVectors, net: CompiledNetwork, where: str) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,7 +28,8 @@ from .bitpack import pack_bits, xnor_popcount_dot
 from .compiled_net import CompiledNetwork, LayerSpec
 from .errors import UserError
 
-__all__ = ["GoldenResult", "GoldenModel", "thermometer_bits", "conv_windows", "max_pool"]
+__all__ = ["GoldenResult", "GoldenModel", "thermometer_bits", "conv_windows", "max_pool",
+           "exit_margins", "take_exits"]
 
 # Images pushed through all layers at once; bounds the per-layer temporaries.
 _IMAGE_CHUNK = 1024
@@ -71,6 +72,15 @@ class GoldenResult:
         position-major: entry ``v*MH + n``), 1 for a dense layer.
     lsb_fraction
         Per layer the fraction of (image, neuron) pairs whose gate fired, or ``None``.
+    exits
+        ``int64 (N,)`` the exit each image takes: ``j`` for early exit ``j`` (the first
+        whose margin reaches its threshold), ``E = len(net.exits)`` for the last layer; all
+        ``0`` for a network without exits.  ``classes`` and ``scores`` are that exit's.
+    exit_scores
+        Per early exit ``int64 (N, classes)`` its classifier's scores, computed for every
+        image (whichever exit it takes); empty without exits.
+    final_classes
+        ``int64 (N,)`` the last layer's class of every image (``classes`` without exits).
     """
 
     classes: np.ndarray
@@ -78,6 +88,15 @@ class GoldenResult:
     layer_outputs: list[np.ndarray]
     gates: list[np.ndarray | None]
     lsb_fraction: list[float | None]
+    exits: np.ndarray | None = None
+    exit_scores: list[np.ndarray] = field(default_factory=list)
+    final_classes: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.exits is None:
+            self.exits = np.zeros(self.classes.shape, np.int64)
+        if self.final_classes is None:
+            self.final_classes = self.classes
 
     def accuracy(self, labels: np.ndarray) -> float:
         """Fraction of images whose predicted class equals ``labels``."""
@@ -346,6 +365,26 @@ class _Layer:
         return acc, gate
 
 
+def exit_margins(scores: np.ndarray) -> np.ndarray:
+    """``int64 (N,)`` best minus second-best score of each row of ``scores`` ``(N, C)``,
+    ``C >= 2`` (0 when the two largest are equal).
+
+    # Ref: docs/compiled-network.md "Early exits".
+    """
+    scores = np.asarray(scores, np.int64)
+    top2 = np.partition(scores, scores.shape[1] - 2, axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]).astype(np.int64)
+
+
+def take_exits(margins: list[np.ndarray], thresholds: list[int], n: int) -> np.ndarray:
+    """The exit each of ``n`` images takes: the first ``j`` with ``margins[j] >= thresholds[j]``,
+    else ``len(margins)`` (the last layer)."""
+    taken = np.full(n, len(margins), np.int64)
+    for j in reversed(range(len(margins))):
+        taken[np.asarray(margins[j]) >= thresholds[j]] = j
+    return taken
+
+
 class GoldenModel:
     """Bit-exact integer model of a :class:`~sw.compiled_net.CompiledNetwork`.
 
@@ -359,6 +398,7 @@ class GoldenModel:
     def __init__(self, net: CompiledNetwork):
         self._net = net
         self._layers = [_Layer(layer) for layer in net.layers]
+        self._exits = [_Layer(ex.layer) for ex in net.exits]
 
     @property
     def net(self) -> CompiledNetwork:
@@ -406,7 +446,29 @@ class GoldenModel:
         classes = self._net.output.decode(scores)
         lsb = [float(g.mean()) if g is not None and g.size else (None if g is None else 0.0)
                for g in gate_arrays]
-        return GoldenResult(classes, scores, layer_outputs, gate_arrays, lsb)
+        if not self._exits:
+            return GoldenResult(classes, scores, layer_outputs, gate_arrays, lsb)
+        exit_scores = [self._exit_forward(pl, layer_outputs[ex.after], reference)
+                       for pl, ex in zip(self._exits, self._net.exits)]
+        taken = take_exits([exit_margins(s) for s in exit_scores],
+                           [ex.margin for ex in self._net.exits], n)
+        final_classes = classes
+        scores = scores.copy()
+        classes = classes.copy()
+        for j, s in enumerate(exit_scores):
+            rows = taken == j
+            scores[rows] = s[rows]
+            # Exits decode by the plain argmax (smallest index among the maximal scores).
+            classes[rows] = np.argmax(s[rows], axis=1) if rows.any() else classes[rows]
+        return GoldenResult(classes, scores, layer_outputs, gate_arrays, lsb, taken,
+                            exit_scores, final_classes)
+
+    @staticmethod
+    def _exit_forward(pl: _Layer, x: np.ndarray, reference: bool) -> np.ndarray:
+        """Scores ``(N, classes)`` int64 of exit classifier ``pl`` on layer outputs ``x``."""
+        with _blas_threads(_BLAS_THREADS):
+            out, _ = pl.reference_forward(x) if reference else pl.forward(x)
+        return out.astype(np.int64, copy=False)
 
     def _run_chunk(self, images: np.ndarray, reference: bool, outs: list[np.ndarray],
                    gates: list[np.ndarray | None]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sw.compiled_net import (CompiledNetwork, Folding, InputSpec, LayerSpec, OutputSpec,
+from sw.compiled_net import (CompiledNetwork, ExitSpec, Folding, InputSpec, LayerSpec, OutputSpec,
                              TestVectors, write_compiled_network)
 from sw.golden import GoldenModel
 
@@ -35,7 +35,7 @@ def _as_folding(f) -> Folding:
 def random_network(*, image=(1, 4, 4), levels: int = 1, thresholds=None, shape=(8, 4),
                    outs=None, folding=None, gates: str = "random", seed: int = 0,
                    name: str = "random_net", last: str = "scores", decoder: str = "argmax",
-                   class_scale=None, class_bias=None) -> CompiledNetwork:
+                   class_scale=None, class_bias=None, exits=()) -> CompiledNetwork:
     """A random compiled network.
 
     Parameters
@@ -57,6 +57,9 @@ def random_network(*, image=(1, 4, 4), levels: int = 1, thresholds=None, shape=(
         One per layer (default PE = SIMD = 1: fully folded).
     gates : "random", "open" or "closed"
         How the gating thresholds of layers with 2-bit inputs are drawn.
+    exits : sequence of (after, margin)
+        Early exits: a random dense scores classifier (PE = SIMD = 1) reading layer
+        ``after``'s output, taken when its margin is ``>= margin``.
     """
     rng = np.random.default_rng(seed)
     channels, height, width = image
@@ -107,8 +110,20 @@ def random_network(*, image=(1, 4, 4), levels: int = 1, thresholds=None, shape=(
         mw, in_bits = mh, (2 if count >= 2 else 1)
         prev_frac2 = out == "frac2"
     output = OutputSpec(shape[-1], 0.0, 0.01, 0.0, decoder, class_scale, class_bias)
+    exit_specs = []
+    for j, (after, margin) in enumerate(exits):
+        src = layers[after]
+        mw = src.out_size
+        g = None
+        if src.out == "frac2":
+            g = np.clip(np.round(rng.normal(0, 1.5 * np.sqrt(mw), size=shape[-1])),
+                        -mw - 1, mw).astype(np.int64)
+        weights = rng.choice(np.array([-1, 1], dtype=np.int8), size=(shape[-1], mw))
+        exit_specs.append(ExitSpec(after, LayerSpec(j, f"exit{j}", mw, shape[-1],
+                                                    src.out_bits, "scores", Folding(1, 1),
+                                                    weights, gates=g), margin))
     return CompiledNetwork(name, inp, layers, output, {"generator": "tests/netfactory.py",
-                                                      "seed": seed})
+                                                      "seed": seed}, exits=exit_specs)
 
 
 def random_images(net: CompiledNetwork, count: int, seed: int = 0) -> np.ndarray:
