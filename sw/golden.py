@@ -81,6 +81,9 @@ class GoldenResult:
         image (whichever exit it takes); empty without exits.
     final_classes
         ``int64 (N,)`` the last layer's class of every image (``classes`` without exits).
+    exit_gates
+        Per early exit its classifier's gates ``bool (N, classes)`` (after a frac2 layer) or
+        ``None``.
     """
 
     classes: np.ndarray
@@ -91,6 +94,7 @@ class GoldenResult:
     exits: np.ndarray | None = None
     exit_scores: list[np.ndarray] = field(default_factory=list)
     final_classes: np.ndarray | None = None
+    exit_gates: list[np.ndarray | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.exits is None:
@@ -448,8 +452,9 @@ class GoldenModel:
                for g in gate_arrays]
         if not self._exits:
             return GoldenResult(classes, scores, layer_outputs, gate_arrays, lsb)
-        exit_scores = [self._exit_forward(pl, layer_outputs[ex.after], reference)
-                       for pl, ex in zip(self._exits, self._net.exits)]
+        outs = [self._exit_forward(pl, layer_outputs[ex.after], reference)
+                for pl, ex in zip(self._exits, self._net.exits)]
+        exit_scores = [o for o, _ in outs]
         taken = take_exits([exit_margins(s) for s in exit_scores],
                            [ex.margin for ex in self._net.exits], n)
         final_classes = classes
@@ -461,14 +466,15 @@ class GoldenModel:
             # Exits decode by the plain argmax (smallest index among the maximal scores).
             classes[rows] = np.argmax(s[rows], axis=1) if rows.any() else classes[rows]
         return GoldenResult(classes, scores, layer_outputs, gate_arrays, lsb, taken,
-                            exit_scores, final_classes)
+                            exit_scores, final_classes, [g for _, g in outs])
 
     @staticmethod
-    def _exit_forward(pl: _Layer, x: np.ndarray, reference: bool) -> np.ndarray:
-        """Scores ``(N, classes)`` int64 of exit classifier ``pl`` on layer outputs ``x``."""
+    def _exit_forward(pl: _Layer, x: np.ndarray, reference: bool):
+        """Scores ``(N, classes)`` int64 and gates (or ``None``) of exit classifier ``pl`` on
+        layer outputs ``x``."""
         with _blas_threads(_BLAS_THREADS):
-            out, _ = pl.reference_forward(x) if reference else pl.forward(x)
-        return out.astype(np.int64, copy=False)
+            out, gate = pl.reference_forward(x) if reference else pl.forward(x)
+        return out.astype(np.int64, copy=False), gate
 
     def _run_chunk(self, images: np.ndarray, reference: bool, outs: list[np.ndarray],
                    gates: list[np.ndarray | None]) -> None:

@@ -113,3 +113,10 @@ def test_bad_specs():
         replace(net, exits=[replace(ex, after=3)])
     with pytest.raises(UserError, match="inputs"):
         replace(net, exits=[replace(ex, after=1)])
+
+
+def test_accelerator_refuses_exits():
+    from hw.accelerator import plan_stages
+    with pytest.raises(UserError, match="early exit"):
+        plan_stages(_net(), 8)
+    assert plan_stages(_net(exits=()), 8)
