@@ -95,6 +95,17 @@ def default_folding(shapes: list[tuple]) -> list[Folding]:
     return folding
 
 
+def exit_folding(mw: int, mh: int, target_cycles: int) -> Folding:
+    """Folding of an exit classifier ``mh x mw``: the fewest lanes ``PE*SIMD`` (PE dividing
+    ``mh``, SIMD dividing ``mw``; ties: the smaller PE) whose ``(mw/SIMD)*(mh/PE)`` cycles
+    per image are at most ``target_cycles`` (the main layers' slowest engine), so the exit
+    engine is never the bottleneck; the fastest folding if none reaches it."""
+    options = [(pe * simd, pe, simd) for pe in divisors(mh) for simd in divisors(mw)]
+    fits = [o for o in options if (mw // o[2]) * (mh // o[1]) <= target_cycles]
+    _, pe, simd = min(fits) if fits else max(options)
+    return Folding(pe, simd)
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file."""
     digest = hashlib.sha256()
@@ -118,7 +129,7 @@ def compile_model(model, name: str, folding: list[Folding] | None = None,
     """Fold a :class:`models.layers.BinaryNet` (eval mode) into a :class:`CompiledNetwork`.
 
     A model with early exits gets one :class:`~sw.compiled_net.ExitSpec` per exit head
-    (PE = SIMD = 1 folding) with the integer thresholds ``exit_margins`` (default: never
+    (folding: :func:`exit_folding` against the slowest dense layer) with the integer thresholds ``exit_margins`` (default: never
     taken, see :func:`never_margin`; :mod:`models.calibrate_exits` chooses them).
 
     Raises :class:`ExportError` if any layer cannot be represented exactly.
@@ -154,11 +165,14 @@ def compile_model(model, name: str, folding: list[Folding] | None = None,
         raise ExportError(f"{len(exit_margins)} exit margins for a model with {len(heads)} "
                           f"early exits")
     exits = []
+    slowest = max(-(-shape[0] // f.simd) * -(-shape[1] // f.pe) * (1 if len(shape) == 2 else 0)
+                  for shape, f in zip(shapes, folding)) or 1
     for j, (k, head) in enumerate(zip(model.exit_after, heads)):
         gates = fold_gates(head, j) if head.in_bits == 2 else None
         fold_output(head, j)        # checks the head's logit map is increasing (exact argmax)
         spec = LayerSpec(j, f"exit{j}", head.in_features, head.out_features, head.in_bits,
-                         "scores", Folding(1, 1), head.binary_weight().to(torch.int8).numpy(),
+                         "scores", exit_folding(head.in_features, head.out_features, slowest),
+                         head.binary_weight().to(torch.int8).numpy(),
                          gates=gates)
         margin = never_margin(spec) if exit_margins is None else exit_margins[j]
         exits.append(ExitSpec(k, spec, margin))

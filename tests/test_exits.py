@@ -120,3 +120,25 @@ def test_accelerator_refuses_exits():
     with pytest.raises(UserError, match="early exit"):
         plan_stages(_net(), 8)
     assert plan_stages(_net(exits=()), 8)
+
+
+def test_exits_report_statistics():
+    from sim.exits_report import exit_statistics, report, throughput_bound
+    net = _net()
+    images = random_images(net, 200, seed=5)
+    res = GoldenModel(net).run(images)
+    labels = res.final_classes.copy()
+    labels[::7] = (labels[::7] + 1) % 4
+    stats = exit_statistics(net, images, labels)
+    shares = [r["share"] for r in stats["exits"]]
+    assert sum(shares) == pytest.approx(1.0)
+    assert [r["images"] for r in stats["exits"]] == np.bincount(res.exits, minlength=3).tolist()
+    assert stats["accuracy_without_exits"] == pytest.approx(np.mean(res.final_classes == labels))
+    bound = throughput_bound(net, stats["taken"])
+    eng = {r["stage"]: r for r in bound["stages"]}
+    # Layers after an exit see only the images that did not leave there.
+    assert eng["exit0"]["share"] == 1.0
+    assert eng["exit1"]["share"] == pytest.approx(np.mean(res.exits >= 1))
+    assert bound["ii_with_exits"] <= max(r["cycles"] for r in bound["stages"])
+    rep = report(net, images, labels, sim_images=8)
+    assert rep["without_exits_cycle_model"]["latency_worst"] > 0
