@@ -13,11 +13,12 @@ docs/hardware.md "Top level".
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Signal, unsigned
 from amaranth.hdl import Value
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from sw.compiled_net import CompiledNetwork
@@ -196,7 +197,18 @@ class Accelerator(wiring.Component):
         self._ppb = pixels_per_beat
         self._rom_mode = rom_mode
         self._init_dir = Path(init_dir)
-        self._stages = plan_stages(net, pixels_per_beat)
+        if net.exits:
+            # Early exits: Amaranth simulation only so far (no cycle model, Verilog ROMs,
+            # writable parameters or register-map support yet; docs/hardware.md).
+            if rom_mode != "sim" or writable_params:
+                raise UserError("early exits are supported in the Amaranth simulation only "
+                                "(rom_mode 'sim', no writable parameters) so far")
+            for ex in net.exits:
+                if net.layers[ex.after].conv is not None:
+                    raise UserError(f"an early exit after convolution layer {ex.after} is not "
+                                    f"supported in hardware; put exits after dense layers")
+        self._stages = plan_stages(replace(net, exits=[]) if net.exits else net,
+                                   pixels_per_beat)
         self._beats_per_image = net.input.pixels // pixels_per_beat
         # Build the layer engines now so their timing properties are available up front.
         self._writable = bool(writable_params)
@@ -218,6 +230,7 @@ class Accelerator(wiring.Component):
         self._serializer = OutputSerializer(net.classes, last.folding.pe, last.neuron_folds,
                                             self._acc_width, keys=net.output.class_keys,
                                             score_range=score_range)
+        self._exit_units = [self._exit_branch(ex) for ex in net.exits]
         self._regs = AxiLiteRegisterBlock(
             [(l.folding.pe, l.folding.simd, l.in_features, l.out_features) for l in net.layers],
             pixels_per_beat=pixels_per_beat, classes=net.classes,
@@ -230,6 +243,68 @@ class Accelerator(wiring.Component):
             **{name: member for name, member in self._regs.signature.members.items()
                if name.startswith("s_axil_")},
         })
+
+    def _exit_branch(self, ex) -> dict:
+        """The components of one early exit (docs/hardware.md "Early exits")."""
+        from .exit_decision import ExitDecision
+        from .mvtu import MatrixVectorThresholdUnit
+
+        lay = ex.layer
+        engine = MatrixVectorThresholdUnit(lay, init_dir=self._init_dir, rom_mode="sim",
+                                           file_prefix="X")
+        width = engine.o.payload.shape().elem_shape.width
+        if width > SCORE_BEAT_BITS:
+            raise UserError(f"exit {lay.index} scores need {width} bits, more than the "
+                            f"{SCORE_BEAT_BITS}-bit output beat")
+        ser = OutputSerializer(self._net.classes, lay.folding.pe, lay.neuron_folds, width)
+        return {"exit": ex, "engine": engine, "serializer": ser,
+                "decision": ExitDecision(self._net.classes, ex.margin, width)}
+
+    def _elaborate_exit(self, m: Module, j: int, unit: dict, upstream):
+        """Fork layer ``k``'s stream to exit ``j``'s engine and a hold buffer; returns the
+        hold buffer's output (the stream to engine ``k + 1``).  The order and result FIFOs
+        go to :attr:`_exit_fifos` for the merges."""
+        from .hold_buffer import HoldDropBuffer
+        from .stream_fork import StreamFork
+        from .width_converter import StreamWidthConverter
+
+        if not hasattr(self, "_exit_fifos"):
+            self._exit_fifos = {}
+        src = self._net.layers[unit["exit"].after]
+        lay = unit["exit"].layer
+        shape = upstream.payload.shape()
+        m.submodules[f"exit{j}_fork"] = fork = StreamFork(shape, 2)
+        _connect_stream(m, upstream, fork.i)
+        branch = fork.o0
+        if src.folding.pe != lay.folding.simd:
+            m.submodules[f"exit{j}_convert"] = conv = StreamWidthConverter(
+                _elem_for(src), src.folding.pe, lay.folding.simd)
+            _connect_stream(m, branch, conv.i)
+            branch = conv.o
+        engine, ser, decide = unit["engine"], unit["serializer"], unit["decision"]
+        m.submodules[f"exit{j}_engine"] = engine
+        m.submodules[f"exit{j}_serializer"] = ser
+        m.submodules[f"exit{j}_decision"] = decide
+        _connect_stream(m, branch, engine.i)
+        _connect_stream(m, engine.o, ser.i)
+        _connect_stream(m, ser.o, decide.i)
+        # Layer k's beats per image: the hold buffer keeps two images (one is the minimum:
+        # docs/hardware.md, deadlock freedom).
+        beats = src.neuron_folds * src.vectors_per_image
+        m.submodules[f"exit{j}_hold"] = hold = HoldDropBuffer(len(Value.cast(upstream.payload)),
+                                                              beats, 2 * beats)
+        m.d.comb += [hold.i.payload.eq(Value.cast(fork.o1.payload)),
+                     hold.i.valid.eq(fork.o1.valid), fork.o1.ready.eq(hold.i.ready)]
+        m.submodules[f"exit{j}_dfork"] = dfork = StreamFork(unsigned(1), 2)
+        _connect_stream(m, decide.d, dfork.i)
+        _connect_stream(m, dfork.o0, hold.d)                    # 1 = exits here: drop
+        order = _fifo_stream(m, f"exit{j}_order", dfork.o1, 16)
+        result = _fifo_stream(m, f"exit{j}_result", decide.o, 2 * (1 + self._net.classes))
+        self._exit_fifos[j] = (order, result)
+        out = stream.Signature(shape).create(path=(f"exit{j}_hold", "o"))
+        m.d.comb += [Value.cast(out.payload).eq(hold.o.payload), out.valid.eq(hold.o.valid),
+                     hold.o.ready.eq(out.ready)]
+        return out
 
     net = property(lambda self: self._net)
     pixels_per_beat = property(lambda self: self._ppb)
@@ -305,6 +380,9 @@ class Accelerator(wiring.Component):
                 m.submodules[info.name] = engine
                 _connect_stream(m, upstream, engine.i)
                 upstream = engine.o
+                for j, unit in enumerate(self._exit_units):
+                    if unit["exit"].after == info.params["layer"]:
+                        upstream = self._elaborate_exit(m, j, unit, upstream)
         last = net.layers[-1]
         if last.out == "scores":
             _connect_stream(m, upstream, ser.i)
@@ -316,14 +394,25 @@ class Accelerator(wiring.Component):
                 m.d.comb += ser.i.payload[p].eq(code)
             m.d.comb += [ser.i.valid.eq(upstream.valid), upstream.ready.eq(ser.i.ready)]
 
-        # Output: serializer -> AXI-Stream.
+        # Early exits: in-order merges, the last exit's innermost (docs/hardware.md).
+        out = ser.o
+        for j in reversed(range(len(self._exit_units))):
+            from .exit_merge import InOrderMerge
+            m.submodules[f"exit{j}_merge"] = merge = InOrderMerge()
+            order, result = self._exit_fifos[j]
+            _connect_stream(m, order, merge.order)
+            _connect_stream(m, result, merge.exit)
+            _connect_stream(m, out, merge.rest)
+            out = merge.o
+
+        # Output: serializer (or the exits' merge) -> AXI-Stream.
         m_fire = Signal()
         m.d.comb += [
-            self.m_axis_tdata.eq(ser.o.payload.data),
-            self.m_axis_tlast.eq(ser.o.payload.last),
-            self.m_axis_tvalid.eq(ser.o.valid),
-            ser.o.ready.eq(self.m_axis_tready),
-            m_fire.eq(ser.o.valid & self.m_axis_tready),
+            self.m_axis_tdata.eq(out.payload.data),
+            self.m_axis_tlast.eq(out.payload.last),
+            self.m_axis_tvalid.eq(out.valid),
+            out.ready.eq(self.m_axis_tready),
+            m_fire.eq(out.valid & self.m_axis_tready),
         ]
 
         # Busy: images whose first beat came in and whose last result beat has not left.  The
@@ -336,7 +425,7 @@ class Accelerator(wiring.Component):
         in_flight = Signal(16)
         in_flight_nz = Signal()
         started = s_fire & (beat == 0)
-        finished = m_fire & ser.o.payload.last
+        finished = m_fire & out.payload.last
         started_q, finished_q = Signal(), Signal()
         m.d.sync += [started_q.eq(started), finished_q.eq(finished)]
         with m.If(started_q & ~finished_q):
@@ -370,6 +459,21 @@ class Accelerator(wiring.Component):
             else:
                 m.d.comb += getattr(self, name).eq(getattr(regs, name))
         return m
+
+
+def _fifo_stream(m: Module, name: str, source, depth: int):
+    """``source`` through a :class:`amaranth.lib.fifo.SyncFIFOBuffered` of ``depth``; returns
+    the FIFO's read side as a stream."""
+    from amaranth.lib import fifo as _fifo
+    from amaranth.lib import stream as _stream
+    width = len(Value.cast(source.payload))
+    m.submodules[name] = q = _fifo.SyncFIFOBuffered(width=width, depth=depth)
+    m.d.comb += [q.w_data.eq(Value.cast(source.payload)), q.w_en.eq(source.valid),
+                 source.ready.eq(q.w_rdy)]
+    out = _stream.Signature(source.payload.shape()).create(path=(name, "r"))
+    m.d.comb += [Value.cast(out.payload).eq(q.r_data), out.valid.eq(q.r_rdy),
+                 q.r_en.eq(out.ready)]
+    return out
 
 
 def _connect_stream(m: Module, source, sink) -> None:

@@ -138,7 +138,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
         the arrays but from the memory files, the source of truth.
     init_dir : str or Path
         Directory with ``L{index}_weights.mem``, ``L{index}_thresholds.mem`` (sign/frac2)
-        and ``L{index}_gates.mem`` (2-bit inputs).
+        and ``L{index}_gates.mem`` (2-bit inputs); ``file_prefix`` replaces the ``L``
+        (``"X"``: an early exit's classifier, docs/compiled-network.md "Early exits").
     rom_mode : {"sim", "verilog"}
         How the ROMs elaborate (see :class:`hw.rom.InitFileROM`).
     writable_params : bool
@@ -239,7 +240,7 @@ class MatrixVectorThresholdUnit(wiring.Component):
 
     def __init__(self, layer: LayerSpec, *, init_dir, rom_mode: str = "sim",
                  lsb_schedule: str | None = None, writable_params: bool = False,
-                 ram_style: dict | None = None):
+                 ram_style: dict | None = None, file_prefix: str = "L"):
         if not isinstance(layer, LayerSpec):
             raise TypeError(f"layer must be a sw.compiled_net.LayerSpec, not {type(layer).__name__}")
         if rom_mode not in ROM_MODES:
@@ -264,13 +265,13 @@ class MatrixVectorThresholdUnit(wiring.Component):
         # (width, depth, file) of each ROM; the files are read and checked now so that a
         # missing or malformed file is reported at construction, not at elaboration.
         self._rom_specs = {"weights": (layer.weight_width, layer.weight_depth,
-                                       self._init_dir / f"L{idx}_weights.mem")}
+                                       self._init_dir / f"{file_prefix}{idx}_weights.mem")}
         if layer.out != "scores":
             self._rom_specs["thresholds"] = (layer.threshold_width, layer.neuron_folds,
-                                             self._init_dir / f"L{idx}_thresholds.mem")
+                                             self._init_dir / f"{file_prefix}{idx}_thresholds.mem")
         if layer.gated:
             self._rom_specs["gates"] = (layer.gate_width, layer.neuron_folds,
-                                        self._init_dir / f"L{idx}_gates.mem")
+                                        self._init_dir / f"{file_prefix}{idx}_gates.mem")
         for width, depth, path in self._rom_specs.values():
             read_mem(path, width, depth)
         from .memory_style import layer_rom_plan
