@@ -67,13 +67,15 @@ def plan_stages(net: CompiledNetwork, pixels_per_beat: int) -> list[StageInfo]:
     convolution the max-pool unit at PE elements per beat.
 
     Raises :class:`sw.errors.UserError` if the image size is not a multiple of
-    ``pixels_per_beat``, or if the network has early exits (not implemented in gateware:
-    building it without them would silently disagree with the golden model).
+    ``pixels_per_beat``, or if the network has early exits: the cycle model, which plans
+    with this, has no timing for them yet (:class:`Accelerator` plans the main stages of
+    such a network without its exits and adds the exit branches itself).
     """
     if getattr(net, "exits", None):
         raise UserError(f"network {net.name!r} has {len(net.exits)} early exit(s); the "
-                        f"accelerator does not implement early exits yet (evaluate it with "
-                        f"`python -m sim.exits_report`, which uses the golden model)")
+                        f"cycle model, Verilator co-simulation and builds do not support early "
+                        f"exits yet (the Amaranth simulation does: `python -m "
+                        f"sim.exits_report --rtl-images N`)")
     if not isinstance(pixels_per_beat, int) or isinstance(pixels_per_beat, bool) \
             or pixels_per_beat < 1:
         raise UserError(f"pixels per beat must be a positive integer, not {pixels_per_beat!r}")

