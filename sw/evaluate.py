@@ -104,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
                     "lsb_fraction": lsb, "layer_lsb_fraction": result.lsb_fraction}
     print(f"{net.name}: golden model accuracy {100 * correct / n:.2f}% ({correct}/{n}) "
           f"in {seconds:.2f} s ({n / max(seconds, 1e-9):,.0f} images/s)")
+    if net.exits:
+        final = int(np.count_nonzero(result.final_classes == labels))
+        shares = np.bincount(result.exits, minlength=len(net.exits) + 1)
+        report["accuracy_without_exits"] = final / n
+        report["exit_images"] = shares.tolist()
+        print(f"  early exits: images per exit {shares.tolist()} (the last entry: the last "
+              f"layer); without exits {100 * final / n:.2f}%")
     for i, frac in enumerate(result.lsb_fraction):
         if frac is not None:
             print(f"  layer {i}: LSB plane needed for {100 * frac:.2f}% of (image, neuron) pairs")
@@ -127,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         agreement = compare_with_model(model, net, images, result, progress=True)
         report["agreement"] = agreement
         print(f"  PyTorch agreement: predictions {agreement['predictions_agree']}/{n}")
+        for j, bad in enumerate(agreement.get("exit_mismatches", [])):
+            print(f"    exit {j}: {'identical' if not bad else f'{bad} differences'} (scores, "
+                  f"gates and argmax of every image)")
         for layer in agreement["layers"]:
             same = layer["activations"] - layer["mismatches"]
             line = f"    layer {layer['index']}: activations {same}/{layer['activations']} identical"

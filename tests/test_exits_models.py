@@ -126,3 +126,15 @@ def test_joint_training_runs():
                         exit_weight=0.5)
     assert np.isfinite(hist["loss"][0])
     assert any(p.grad is not None for p in model.exit_heads.parameters())
+
+
+def test_evaluate_cli_reports_exits(tmp_path, capsys):
+    from sw.evaluate import main as evaluate_main
+    ckpt = tmp_path / "m.pt"
+    model = randomised("sign")
+    save_checkpoint(model, ckpt, {"net": "multi"})
+    export(ckpt, tmp_path / "out", vectors=2, check=100, progress=False, exit_margins=[6, 3])
+    assert evaluate_main([str(tmp_path / "out"), "--checkpoint", str(ckpt), "--images",
+                          "300"]) == 0
+    out = capsys.readouterr().out
+    assert "images per exit" in out and "exit 1: identical" in out
