@@ -24,28 +24,14 @@ from sw.compiled_net import (ConvGeometry, Folding, load_compiled_network, refol
 from sw.datasets import load_images, pad_images
 from sw.errors import UserError
 from sw.golden import GoldenModel, conv_windows, max_pool
+from tests.modelfactory import randomise_model
 
 torch.set_num_threads(1)
 
 
 def randomise(model: BinaryNet, seed: int = 0) -> BinaryNet:
-    """Random (exportable) BN statistics, gates and output norm, as in test_export."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for layer in model.layers:
-            if layer.out == "scores":
-                layer.norm.running_mean.fill_(1.5)
-                layer.norm.running_var.fill_(50.0)
-            else:
-                spread = float(np.sqrt(layer.in_features))
-                layer.bn.running_mean.normal_(0, spread / 2)
-                layer.bn.running_var.uniform_(1, 40)
-                layer.bn.weight.normal_(0, 1)
-                layer.bn.bias.normal_(0, 0.5)
-                layer.act_bias.normal_(0, 0.2)
-            if layer.in_bits == 2:
-                layer.gate_delta.normal_(0, float(np.sqrt(layer.in_features)))
-    return model.eval()
+    """Random (exportable) BN statistics, gates and output norm, spread with the fan-in."""
+    return randomise_model(model, seed, mean_spread="fan_in")
 
 
 CONFIGS = {

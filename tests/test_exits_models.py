@@ -17,30 +17,16 @@ from sw.compiled_net import load_compiled_network
 from sw.errors import UserError
 from sw.golden import GoldenModel, exit_margins
 from sw.mnist import load_mnist
+from tests.modelfactory import randomise_model
 
 torch.set_num_threads(1)
 
 
 def randomised(activation, seed=0):
     """A multi-exit MLP with random (but exportable) BN statistics, gates and norms."""
-    torch.manual_seed(seed)
     model = BinaryNet((1, 28, 28), 2, hidden=(48, 32, 32), activation=activation,
                       exits=[{"after": 0}, {"after": 1}])
-    with torch.no_grad():
-        for layer in [*model.layers, *model.exit_heads]:
-            if layer.out == "scores":
-                layer.norm.running_mean.fill_(1.5)
-                layer.norm.running_var.fill_(50.0)
-            else:
-                layer.bn.running_mean.normal_(0, 4)
-                layer.bn.running_var.uniform_(1, 40)
-                layer.bn.weight.normal_(0, 1)
-                layer.bn.bias.normal_(0, 0.5)
-                layer.act_bias.normal_(0, 0.2)
-            if layer.in_bits == 2:
-                layer.gate_delta.normal_(0, 6)
-    model.eval()
-    return model
+    return randomise_model(model, seed)
 
 
 @pytest.mark.parametrize("activation", ["sign", "frac2"])

@@ -18,29 +18,14 @@ from sw.compiled_net import Folding, load_compiled_network, load_test_vectors
 from sw.errors import cli_main
 from sw.golden import GoldenModel
 from sw.mnist import load_mnist
+from tests.modelfactory import randomise_model
 
 torch.set_num_threads(1)
 
 
 def randomised(name, seed=0):
     """A zoo model with random (but exportable) BN statistics, gates and output norm."""
-    torch.manual_seed(seed)
-    model = zoo.build(name)
-    with torch.no_grad():
-        for layer in model.layers:
-            if layer.out == "scores":
-                layer.norm.running_mean.fill_(1.5)
-                layer.norm.running_var.fill_(50.0)
-            else:
-                layer.bn.running_mean.normal_(0, 4)
-                layer.bn.running_var.uniform_(1, 40)
-                layer.bn.weight.normal_(0, 1)
-                layer.bn.bias.normal_(0, 0.5)
-                layer.act_bias.normal_(0, 0.2)
-            if layer.in_bits == 2:
-                layer.gate_delta.normal_(0, 6)
-    model.eval()
-    return model
+    return randomise_model(zoo.build(name), seed)
 
 
 @pytest.fixture(scope="module")
