@@ -1,7 +1,8 @@
 """Train a network on the MNIST (or CIFAR-10) training split; save its checkpoint and curve.
 
-``python -m models.train --net NAME|FILE.toml [--epochs N] [--seed S] [--out PATH] [--data DIR]
-[--lr LR] [--batch-size B] [--max-shift S] [--limit N] [--threads K]``
+``python -m models.train --net NAME|FILE.toml [--method bp|dfa|drtp|selfbin] [--epochs N]
+[--seed S] [--out PATH] [--data DIR] [--lr LR] [--batch-size B] [--max-shift S] [--limit N]
+[--threads K]``
 
 ``--net`` is a zoo name or a network description file (:mod:`models.zoo`: TOML or JSON with
 ``[network]`` and ``[recipe]``). Defaults come from its recipe. The run is deterministic
@@ -13,7 +14,10 @@ Recipe: Adam (no weight decay) with a cosine decay from ``lr`` to ``lr_final``
 over all steps (optional linear warm-up), cross-entropy plus ``gate_lambda *
 gate_penalty()`` for gated nets, latent weights clipped to [-1, 1] after every
 step, optional random translation of the training images by up to ``max_shift``
-pixels. The checkpoint (default ``models/checkpoints/<net>.pt`` for a zoo name in a source
+pixels.  The gradients come from the recipe's ``method`` (:mod:`models.methods`):
+backpropagation with the straight-through estimator (``bp``, default), direct feedback
+alignment (``dfa``), direct random target projection (``drtp``) or self-binarizing
+training (``selfbin``); every method's checkpoint is an ordinary binary network. The checkpoint (default ``models/checkpoints/<net>.pt`` for a zoo name in a source
 checkout, else ``<name>.pt`` in the current directory) is the model after
 the last epoch, with the architecture and the description; ``<out minus .pt>.png`` holds loss, train/test accuracy and LSB
 fraction per epoch.
@@ -29,7 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from sw.errors import UserError, cli_main
 
@@ -38,6 +41,7 @@ from .checkpoint import save_checkpoint
 from .data import iterate_batches, mnist_tensors, random_shift
 from .evaluate import evaluate
 from .layers import BinaryNet, clip_latent_weights
+from .methods import METHODS, backward_step, check_recipe, feedback_matrices, selfbin_surrogate
 from sw.progress import progress_bar, progress_write
 
 __all__ = ["train", "save_trained", "lr_at", "plot_history", "main"]
@@ -93,6 +97,11 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
         Lists per epoch: ``epoch``, ``loss``, ``train_accuracy`` (train mode, running),
         ``test_accuracy`` (eval), ``lsb_fraction`` (eval on the test set, None if not gated),
         ``seconds``.
+
+    Raises
+    ------
+    UserError
+        A bad ``method``, ``slope_final`` or ``exact_fraction`` (one line, naming the fix).
     """
     unknown = set(recipe) - set(zoo.RECIPE_KEYS)
     if unknown:
@@ -104,6 +113,8 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
         entry = zoo.resolve(net)
         rec = {**entry.recipe, **recipe}
         label = name or entry.name
+    check_recipe(rec)
+    method = rec["method"]
     epochs, seed, lr, lr_final = rec["epochs"], rec["seed"], rec["lr"], rec["lr_final"]
     batch_size, gate_lambda, gate_lr_scale = rec["batch_size"], rec["gate_lambda"], rec["gate_lr_scale"]
     warmup_epochs, max_shift = rec["warmup_epochs"], rec["max_shift"]
@@ -112,6 +123,7 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
     train_x, train_y = mnist_tensors("train", data, limit, model.input_shape)
     test_x, test_y = mnist_tensors("test", data, input_shape=model.input_shape)
     gen = torch.Generator().manual_seed(seed)
+    feedback = feedback_matrices(model, seed) if method in ("dfa", "drtp") else None
     opt = _optimizer(model, lr, gate_lr_scale)
     steps_per_epoch = -(-len(train_y) // batch_size)
     total_steps = epochs * steps_per_epoch
@@ -132,17 +144,17 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
             x, y = train_x[idx], train_y[idx]
             if max_shift:  # augmentation: random translation, offsets from the seeded generator
                 x = random_shift(x, max_shift, gen, model.input_shape[1:])
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            if gated and gate_lambda:
-                loss = loss + gate_lambda * model.gate_penalty()
+            if method == "selfbin":
+                model.set_surrogate(*selfbin_surrogate(step, total_steps, rec["slope_final"],
+                                                       rec["exact_fraction"]))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, logits = backward_step(model, method, x, y, feedback,
+                                         gate_lambda if gated else 0.0)
             opt.step()
             clip_latent_weights(model)
             step += 1
-            loss_sum += float(loss.detach()) * len(y)
-            correct += int((logits.detach().argmax(1) == y).sum())
+            loss_sum += float(loss) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
         result = evaluate(model, test_x, test_y)
@@ -154,6 +166,7 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
         lsb = "" if result["lsb_fraction"] is None else f" lsb_fraction {result['lsb_fraction']:.4f}"
         progress_write(f"{label} epoch {epoch}/{epochs}: loss {loss_sum / seen:.4f} train_acc {correct / seen:.4f} "
                    f"test_acc {result['accuracy']:.4f}{lsb} lr {rate:.2e} ({seconds:.0f} s)")
+    model.set_surrogate(None)
     model.eval()
     return model, history
 
@@ -191,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--net", required=True,
                         help=f"zoo model ({', '.join(zoo.names())}) or a network description "
                              f"file (.toml/.json, see docs/models.md)")
+    parser.add_argument("--method", help=f"training method: {', '.join(METHODS)} (default: "
+                        "recipe, else bp; docs/models.md, \"Training methods\")")
     parser.add_argument("--epochs", type=int, help="epochs (default: recipe)")
     parser.add_argument("--seed", type=int, help="random seed (default: recipe)")
     parser.add_argument("--out", type=Path, help="checkpoint path (default: models/checkpoints/<net>.pt)")
@@ -206,9 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     entry = zoo.resolve(args.net)  # UserError for unknown names and bad description files
     rec = dict(entry.recipe)
     for key, value in (("epochs", args.epochs), ("seed", args.seed), ("lr", args.lr),
-                       ("batch_size", args.batch_size), ("max_shift", args.max_shift)):
+                       ("batch_size", args.batch_size), ("max_shift", args.max_shift),
+                       ("method", args.method)):
         if value is not None:
             rec[key] = value
+    if rec["method"] not in METHODS:
+        raise UserError(f"--method {rec['method']!r} is not a training method; choose one of "
+                        f"{', '.join(METHODS)} (docs/models.md, \"Training methods\")")
     if rec["epochs"] < 1:
         raise UserError(f"--epochs must be >= 1, not {rec['epochs']}")
     if rec["batch_size"] < 1:
@@ -268,7 +287,9 @@ def save_trained(model: BinaryNet, history: dict, out: Path, *, name: str, recip
     if description is None:
         del meta["description"]
     save_checkpoint(model, out, meta)
-    plot_history(history, out.with_suffix(".png"), f"{name} (seed {recipe['seed']})")
+    method = recipe.get("method", "bp")
+    plot_history(history, out.with_suffix(".png"),
+                 f"{name} (seed {recipe['seed']}" + (f", {method})" if method != "bp" else ")"))
     lsb = "" if meta["lsb_fraction"] is None else f", LSB fraction {meta['lsb_fraction']:.4f}"
     print(f"saved {out} (curve {out.with_suffix('.png')}): test accuracy "
           f"{100 * meta['test_accuracy']:.2f}%{lsb}, {total:.0f} s")
