@@ -30,13 +30,16 @@ given seed, thread count and machine; wall time and memory are measurements.
 A failed run is reported in the tables and the command then exits with status 1.
 
 Memory: each run loads the data set first (decoding the MNIST pickle briefly needs about
-1 GB, the same for every run), returns freed heap to the system (``malloc_trim``), resets the
-kernel's high-water mark of its resident set (``/proc/self/clear_refs``, Linux) and reads its
-resident set; *training memory* is the high-water mark at the end of training minus that
-resident set: everything training allocated at its peak (model, optimiser state, autograd
-graph, the training set's tensors, test-set scoring).  Where the mark cannot be reset (not
-Linux) it is the growth of ``ru_maxrss``, which the loading peak can hide (reported as such).
-``peak_rss_mib`` in the JSON is the process's whole peak, loading included.
+1 GB, the same for every run), returns freed heap to the system (``malloc_trim``) and reads its
+resident set ``base``.  Before each epoch's optimiser steps it trims the heap again and resets
+the kernel's high-water mark of its resident set (``/proc/self/clear_refs``, Linux); before the
+epoch's test-set scoring it reads the mark.  *Training memory* is the largest such mark minus
+``base``: what the optimiser steps hold at their peak (model, optimiser state, the autograd
+graph of a batch, the training set's tensors), without the test-set scoring, whose batches of
+1,000 images would dominate for convolutions (``eval_memory_mib`` in the JSON: the mark over
+whole epochs, scoring included).  Where the mark cannot be reset (not Linux) both are the
+growth of ``ru_maxrss`` over the whole training, which the loading peak can hide (the JSON says
+which measure was used).  ``peak_rss_mib`` is the process's whole peak, loading included.
 """
 
 from __future__ import annotations
@@ -127,7 +130,7 @@ def _proc_status_mib(field: str) -> float | None:
 
 def _reset_high_water_mark() -> float | None:
     """Release freed heap, reset the resident-set high-water mark; return the resident set
-    in MiB afterwards, or None where the mark cannot be reset."""
+    in MiB afterwards, or None where the mark cannot be reset (or read)."""
     import ctypes
     import gc
 
@@ -161,17 +164,32 @@ def run_one(spec: dict, rundir: Path) -> dict:
     for split in ("train", "test"):             # decoded once and cached: not training memory
         load_images(split, entry.arch["input_shape"], spec["data"])
     base = _reset_high_water_mark()
+    marks = {"train": [], "eval": []}           # high-water marks of the steps / whole epochs
+
+    def phase_hook(phase: str, epoch: int) -> None:
+        if base is None:
+            return
+        if phase == "train":
+            if epoch > 1:                       # the previous epoch, its scoring included
+                marks["eval"].append(_proc_status_mib("VmHWM"))
+            _reset_high_water_mark()
+        else:
+            marks["train"].append(_proc_status_mib("VmHWM"))
+
     maxrss_before = _rss_mib(resource.getrusage(resource.RUSAGE_SELF))
     start = time.perf_counter()
     model, history = train(entry, data=spec["data"], limit=spec["limit"], progress=False,
-                           name=spec["id"], **recipe)
+                           name=spec["id"], phase_hook=phase_hook, **recipe)
     train_s = time.perf_counter() - start
-    hwm = _proc_status_mib("VmHWM") if base is not None else None
     rss_peak = _rss_mib(resource.getrusage(resource.RUSAGE_SELF))
-    if base is not None and hwm is not None:
-        memory, how = hwm - base, "VmHWM after reset minus VmRSS"
+    if base is not None:
+        marks["eval"].append(_proc_status_mib("VmHWM"))
+    if base is not None and marks["train"] and None not in marks["train"] + marks["eval"]:
+        memory, eval_memory = max(marks["train"]) - base, max(marks["eval"]) - base
+        how = "largest VmHWM (reset before each epoch) minus VmRSS before training"
     else:
-        memory, how = rss_peak - maxrss_before, "ru_maxrss growth"
+        memory = eval_memory = rss_peak - maxrss_before
+        how = "ru_maxrss growth over the whole training"
     ckpt = rundir / "net.pt"
     save_trained(model, history, ckpt, name=spec["id"], recipe=recipe,
                  description=entry.to_dict(), limit=spec["limit"], threads=spec["threads"],
@@ -183,7 +201,8 @@ def run_one(spec: dict, rundir: Path) -> dict:
               "epochs": recipe["epochs"],
               "train_images": spec["limit"] if spec["limit"] is not None else 60_000,
               "train_seconds": round(train_s, 2), "peak_rss_mib": round(rss_peak, 1),
-              "train_memory_mib": round(memory, 1), "train_memory_measure": how,
+              "train_memory_mib": round(memory, 1), "eval_memory_mib": round(eval_memory, 1),
+              "memory_measure": how,
               "export_checked_images": net.source["checked_images"],
               "export_identical": True, "history": history,
               "torch": torch.__version__}
@@ -245,6 +264,7 @@ def _fmt_row(r: dict, rundir: str) -> str:
 def write_report(results: list[dict], out: Path, nets: dict, command: str, threads: int) -> None:
     """Write ``methods.md``, ``methods.json`` and ``methods.png`` for ``results`` into ``out``."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     torch_version = next((r.get("torch") for r in results if r.get("torch")), None)
     meta = {"command": command, "threads": threads, "torch": torch_version,
@@ -260,8 +280,9 @@ def write_report(results: list[dict], out: Path, nets: dict, command: str, threa
              "one run at a time. Test accuracy: the exact eval model (= the exported integer "
              "network) on the 10,000 MNIST test images after the last epoch (no model "
              "selection). Training wall time includes scoring the test set after each epoch. "
-             "Training memory: the peak resident set during training above the resident set "
-             "before it, with the data set already loaded (`models/compare_methods.py`). "
+             "Training memory: the peak resident set during the optimiser steps (test-set "
+             "scoring excluded) above the resident set before training, with the data set "
+             "already loaded (`models/compare_methods.py`). "
              "Export: the integer golden "
              "model equals PyTorch on every activation of that many test images "
              "(`models.export`).", ""]
@@ -292,6 +313,7 @@ def write_report(results: list[dict], out: Path, nets: dict, command: str, threa
                     label=spec["method"])
         ax.set(title=f"{net}, batch norm {'on' if bn else 'off'}", xlabel="epoch",
                ylabel="test accuracy [%]")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     for ax in axes[len(panels):]:

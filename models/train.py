@@ -31,6 +31,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -71,6 +72,7 @@ def _optimizer(model: BinaryNet, lr: float, gate_lr_scale: float) -> torch.optim
 
 def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = None,
           limit: int | None = None, progress: bool = True, name: str | None = None,
+          phase_hook: Callable[[str, int], None] | None = None,
           **recipe) -> tuple[BinaryNet, dict]:
     """Train ``net`` and return the trained model (eval mode) and its history.
 
@@ -87,6 +89,10 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
         Show progress (a bar on a terminal, an elapsed-time heartbeat otherwise).
     name
         Label for the progress output (default: the zoo name or file stem).
+    phase_hook
+        Called as ``phase_hook("train", epoch)`` before each epoch's optimiser steps and
+        ``phase_hook("eval", epoch)`` before its test-set scoring (e.g. to measure memory per
+        phase, :mod:`models.compare_methods`); it must not touch the model.
     recipe
         Overrides of the recipe keys (:data:`models.zoo.RECIPE_KEYS`).
 
@@ -132,6 +138,8 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
     history = {k: [] for k in ("epoch", "loss", "train_accuracy", "test_accuracy", "lsb_fraction", "seconds")}
     step = 0
     for epoch in range(1, epochs + 1):
+        if phase_hook is not None:
+            phase_hook("train", epoch)
         model.train()
         start = time.perf_counter()
         loss_sum = correct = seen = 0.0
@@ -157,6 +165,8 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+        if phase_hook is not None:
+            phase_hook("eval", epoch)
         result = evaluate(model, test_x, test_y)
         seconds = time.perf_counter() - start
         for key, value in (("epoch", epoch), ("loss", loss_sum / seen), ("train_accuracy", correct / seen),
