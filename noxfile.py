@@ -3,6 +3,7 @@
 ``nox -s sim``    the main job: co-simulate the shipped default network bit-exactly.
 ``nox -s tests``  the whole pytest suite (unit, property, Amaranth-sim and cocotb/Verilator tests).
 ``nox -s bench``  benchmarks (throughput of the golden model and of the co-simulation, FPS estimates).
+``nox -s methods``  compare the training methods (bp, dfa, drtp, selfbin) on MNIST.
 ``nox -s board``  the light board install (sw/board) beside PYNQ 4.0 on numpy 1.26: tests/board.
 
 Every session installs what it needs into its own virtualenv, so a fresh machine with only Python 3.11
@@ -61,6 +62,16 @@ def bench(session):
                 "--png", str(out / "golden.png"))
     session.run("python", "-m", "sim.bench", "--json", str(out / "accelerator.json"),
                 "--png", str(out / "accelerator.png"), *session.posargs)
+
+
+@nox.session
+def methods(session):
+    """Training methods compared (models.compare_methods): every method x network x batch norm
+    on/off, one run at a time on one thread; writes build/methods/methods.{md,json,png}.
+    Arguments go to the tool, e.g. ``nox -s methods -- --nets tfc`` or ``-- --quick``."""
+    _install(session)
+    session.run("python", "-m", "models.compare_methods", "--out",
+                str(ROOT / "build" / "methods"), *session.posargs)
 
 
 @nox.session

@@ -15,7 +15,17 @@ Value conventions
 * thermometer input bit ``i = p*T + k`` is ``pixel_p >= t_k`` (pixel-major, plane-minor).
 
 Training uses straight-through estimators (STE): the sign of latent weights and
-activations is differentiated as the identity clipped to ``|x| <= 1``.
+activations is differentiated as the identity clipped to ``|x| <= 1``.  Self-binarizing
+training (:mod:`models.methods`, ``method = "selfbin"``) replaces them, in training mode only,
+by ``tanh(s * x)`` with a growing slope ``s`` and finally by the exact sign with the
+derivative of ``tanh(s * x)`` (:meth:`BinaryNet.set_surrogate`); eval mode is always the
+exact binary network.
+
+Batch norm is optional (``batch_norm=False``): hidden layers then compute
+``t = acc * c + act_bias`` with the fixed constant ``c = 1 / sqrt(E[acc^2])`` of a layer with
+random inputs (``1 / sqrt(MW)`` for 1-bit inputs, ``1 / sqrt(5 MW)`` for 2-bit inputs), and
+the scores layer a learned positive temperature (:class:`ScoreScale`) instead of
+:class:`TensorNorm`; the same exact folding applies.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ __all__ = [
     "clip_latent_weights",
     "Thermometer",
     "TensorNorm",
+    "ScoreScale",
     "BinaryDense",
     "BinaryConv2d",
     "BinaryNet",
@@ -56,6 +67,33 @@ class _SignSTE(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+class _TanhSignSTE(torch.autograd.Function):
+    """``+1 if x >= 0 else -1`` forward; backward the derivative of ``tanh(slope * x)``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, slope: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.slope = slope
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        th = torch.tanh(ctx.slope * x)
+        return grad * ctx.slope * (1.0 - th * th), None
+
+
+def _sign_train(x: torch.Tensor, surrogate: tuple[float, bool] | None) -> torch.Tensor:
+    """Training-mode sign: clipped STE (``None``), ``tanh(s x)`` (``(s, False)``) or the exact
+    sign with the derivative of ``tanh(s x)`` (``(s, True)``)."""
+    if surrogate is None:
+        return _SignSTE.apply(x)
+    slope, exact = surrogate
+    if exact:
+        return _TanhSignSTE.apply(x, slope)
+    return torch.tanh(slope * x)
 
 
 def binarize(w: torch.Tensor) -> torch.Tensor:
@@ -93,6 +131,38 @@ class _Frac2STE(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (t,) = ctx.saved_tensors
         return 3.0 * grad * (t.abs() <= 1).to(grad.dtype)
+
+
+class _TanhFrac2STE(torch.autograd.Function):
+    """``u = 2q - 3`` forward; backward the derivative of ``sum_k tanh(slope (t - c_k))``."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, slope: float) -> torch.Tensor:
+        ctx.save_for_backward(t)
+        ctx.slope = slope
+        return 2.0 * _frac2_levels(t) - 3.0
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (t,) = ctx.saved_tensors
+        d = torch.zeros_like(t)
+        for c in FRAC2_THRESHOLDS:
+            th = torch.tanh(ctx.slope * (t - c))
+            d = d + (1.0 - th * th)
+        return grad * ctx.slope * d, None
+
+
+def _frac2_train(t: torch.Tensor, surrogate: tuple[float, bool] | None) -> torch.Tensor:
+    """Training-mode 2-bit activation ``u``: FracBNN's clipped STE (``None``), the soft
+    ``sum_k tanh(s (t - c_k))`` over the three steps ``c_k`` (``(s, False)``; it tends to
+    ``u = 2q - 3`` as ``s`` grows) or the exact ``u`` with that sum's derivative (``(s, True)``)."""
+    if surrogate is None:
+        return _Frac2STE.apply(t)
+    slope, exact = surrogate
+    if exact:
+        return _TanhFrac2STE.apply(t, slope)
+    lo, mid, hi = FRAC2_THRESHOLDS
+    return torch.tanh(slope * (t - lo)) + torch.tanh(slope * (t - mid)) + torch.tanh(slope * (t - hi))
 
 
 @torch.no_grad()
@@ -178,6 +248,32 @@ class TensorNorm(nn.Module):
         return (x - self.running_mean) * self.scale() + self.beta
 
 
+class ScoreScale(nn.Module):
+    """Scores without batch statistics (the ``batch_norm=False`` scores layer).
+
+    ``(x - running_mean) * scale() + beta`` in train and eval mode alike, with constant
+    ``running_mean = beta = 0`` (non-persistent buffers, present so the exporter reads the same
+    attributes as from :class:`TensorNorm`) and the positive ``scale() = exp(log_gamma) * fixed``:
+    a learned temperature on top of the fixed ``1 / sqrt(E[acc^2])`` of the layer.
+    """
+
+    def __init__(self, fixed: float):
+        super().__init__()
+        if not fixed > 0:
+            raise ValueError(f"ScoreScale needs a positive fixed scale, not {fixed!r}")
+        self.fixed = float(fixed)
+        self.log_gamma = nn.Parameter(torch.zeros(()))
+        self.register_buffer("running_mean", torch.zeros(()), persistent=False)
+        self.register_buffer("beta", torch.zeros(()), persistent=False)
+
+    def scale(self) -> torch.Tensor:
+        """The positive scale ``exp(log_gamma) * fixed`` (float32)."""
+        return torch.exp(self.log_gamma) * torch.tensor(self.fixed, dtype=torch.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.running_mean) * self.scale() + self.beta
+
+
 class _HardGate(torch.autograd.Function):
     """Forward ``acc_m > delta`` (0/1 float); backward via ``sigmoid((acc_m - delta)/tau)``."""
 
@@ -212,21 +308,32 @@ class BinaryDense(nn.Module):
         Training-only dropout probability on this layer's inputs (identity in eval).
     gate_tau
         Temperature of the gate's surrogate gradient; default ``0.25 * sqrt(in_features)``.
+    batch_norm
+        ``False``: no batch norm; ``t = acc * fixed_scale + act_bias`` (sign/frac2) and a
+        :class:`ScoreScale` instead of :class:`TensorNorm` (scores).
 
     Attributes
     ----------
     weight : Parameter (out, in)
         Latent weights in [-1, 1]; :meth:`binary_weight` gives their signs.
-    bn : BatchNorm1d, act_bias : Parameter (out,)
+    bn : BatchNorm1d
+        Only for ``sign``/``frac2`` with ``batch_norm``.
+    act_bias : Parameter (out,)
         Only for ``sign``/``frac2``.
-    norm : TensorNorm
+    fixed_scale : float
+        ``1 / sqrt(in_features)`` (1-bit inputs) or ``1 / sqrt(5 * in_features)`` (2-bit
+        inputs, ``E[u^2] = 5``): the accumulator's scale without batch norm.
+    norm : TensorNorm or ScoreScale
         Only for ``scores``.
+    surrogate : None or (slope, exact)
+        Training-mode binarisation of weights and activations (:meth:`BinaryNet.set_surrogate`);
+        ``None`` is the clipped STE.  Not saved; eval mode ignores it.
     gate_delta : Parameter (out,)
         Only for ``in_bits == 2``; the LSB plane is used where ``acc_m > gate_delta``.
     """
 
     def __init__(self, in_features: int, out_features: int, in_bits: int, out: str,
-                 dropout: float = 0.0, gate_tau: float | None = None):
+                 dropout: float = 0.0, gate_tau: float | None = None, batch_norm: bool = True):
         super().__init__()
         if not isinstance(in_features, int) or in_features < 1:
             raise ValueError(f"in_features must be a positive int, not {in_features!r}")
@@ -238,7 +345,12 @@ class BinaryDense(nn.Module):
             raise ValueError(f"out must be one of {_OUT_KINDS}, not {out!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {dropout!r}")
+        if not isinstance(batch_norm, bool):
+            raise ValueError(f"batch_norm must be true or false, not {batch_norm!r}")
         self.in_features, self.out_features = in_features, out_features
+        self.batch_norm = batch_norm
+        self.fixed_scale = 1.0 / math.sqrt(in_features * (5 if in_bits == 2 else 1))
+        self.surrogate: tuple[float, bool] | None = None
         self.in_bits, self.out = in_bits, out
         self.dropout = float(dropout)
         self.gate_tau = float(gate_tau) if gate_tau is not None else 0.25 * math.sqrt(in_features)
@@ -246,9 +358,10 @@ class BinaryDense(nn.Module):
         bound = math.sqrt(6.0 / (in_features + out_features))  # Glorot-uniform latent init
         self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
         if out == "scores":
-            self.norm = TensorNorm()
+            self.norm = TensorNorm() if batch_norm else ScoreScale(self.fixed_scale)
         else:
-            self.bn = nn.BatchNorm1d(out_features, eps=1e-4)
+            if batch_norm:
+                self.bn = nn.BatchNorm1d(out_features, eps=1e-4)
             self.act_bias = nn.Parameter(torch.zeros(out_features))
         if in_bits == 2:
             self.gate_delta = nn.Parameter(torch.zeros(out_features))
@@ -257,7 +370,15 @@ class BinaryDense(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"in_bits={self.in_bits}, out={self.out!r}, dropout={self.dropout}")
+                f"in_bits={self.in_bits}, out={self.out!r}, dropout={self.dropout}"
+                + ("" if self.batch_norm else ", batch_norm=False"))
+
+    def train_weight(self) -> torch.Tensor:
+        """The weights the forward pass uses: ±1 with the STE; in training mode with a
+        :attr:`surrogate`, ``tanh(s w)`` or ±1 with the derivative of ``tanh(s w)``."""
+        if self.training and self.surrogate is not None:
+            return _sign_train(self.weight, self.surrogate)
+        return binarize(self.weight)
 
     def binary_weight(self) -> torch.Tensor:
         """Signs of the latent weights, (out, in) float32 in {-1, +1} (``w >= 0`` -> +1), detached."""
@@ -284,7 +405,7 @@ class BinaryDense(nn.Module):
         gate : Tensor (B, out) bool, or None
             ``acc_m > gate_delta`` (2-bit inputs only).
         """
-        wb = binarize(self.weight)
+        wb = self.train_weight()
         mask = self._dropout_mask(x)
         if self.in_bits == 1:
             if mask is not None:
@@ -308,26 +429,30 @@ class BinaryDense(nn.Module):
         """Per-channel activation of the accumulators.
 
         Eval mode is exactly the contract's element-wise float32 sequence
-        ``z = (acc - mean) * (gamma / sqrt(var + eps)) + beta``, ``t = z + act_bias``,
-        then ``sign`` -> ±1, ``frac2`` -> ``u = 2q - 3``, ``scores`` -> :class:`TensorNorm` logits.
+        ``z = (acc - mean) * (gamma / sqrt(var + eps)) + beta`` (without batch norm
+        ``z = acc * fixed_scale``), ``t = z + act_bias``, then ``sign`` -> ±1,
+        ``frac2`` -> ``u = 2q - 3``, ``scores`` -> :class:`TensorNorm` (:class:`ScoreScale`) logits.
         It depends only on each element and its channel, so it may be called on
         any (R, out) grid of accumulator values.
         """
         if self.out == "scores":
             return self.norm(acc)
-        bn = self.bn
-        if self.training:
+        if not self.batch_norm:
+            z = acc * torch.tensor(self.fixed_scale, dtype=torch.float32)
+        elif self.training:
+            bn = self.bn
             z = F.batch_norm(acc, bn.running_mean, bn.running_var, bn.weight, bn.bias,
                              training=True, momentum=bn.momentum, eps=bn.eps)
         else:
+            bn = self.bn
             z = (acc - bn.running_mean) * (bn.weight / torch.sqrt(bn.running_var + bn.eps)) + bn.bias
         t = z + self.act_bias
         if self.out == "sign":
             if self.training:
-                return binarize(t)
+                return _sign_train(t, self.surrogate)
             return torch.where(t >= 0, 1.0, -1.0).to(t.dtype)
         if self.training:
-            return _Frac2STE.apply(t)
+            return _frac2_train(t, self.surrogate)
         return 2.0 * _frac2_levels(t) - 3.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -354,7 +479,7 @@ class BinaryConv2d(BinaryDense):
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, *, in_height: int,
                  in_width: int, in_bits: int, out: str, stride: int = 1, pad: int = 0,
-                 pool: int = 0, gate_tau: float | None = None):
+                 pool: int = 0, gate_tau: float | None = None, batch_norm: bool = True):
         for name, value in (("in_channels", in_channels), ("kernel", kernel),
                             ("stride", stride), ("in_height", in_height),
                             ("in_width", in_width)):
@@ -368,7 +493,7 @@ class BinaryConv2d(BinaryDense):
         if out == "scores":
             raise ValueError("a convolution cannot be the scores layer; end with a dense layer")
         super().__init__(kernel * kernel * in_channels, out_channels, in_bits, out,
-                         dropout=0.0, gate_tau=gate_tau)
+                         dropout=0.0, gate_tau=gate_tau, batch_norm=batch_norm)
         self.in_channels, self.kernel, self.stride, self.pad = in_channels, kernel, stride, pad
         self.in_height, self.in_width = in_height, in_width
         self.out_height = (in_height + 2 * pad - kernel) // stride + 1
@@ -382,7 +507,8 @@ class BinaryConv2d(BinaryDense):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_features}, kernel={self.kernel}, "
                 f"stride={self.stride}, pad={self.pad}, in={self.in_height}x{self.in_width}, "
-                f"in_bits={self.in_bits}, out={self.out!r}, pool={self.pool}")
+                f"in_bits={self.in_bits}, out={self.out!r}, pool={self.pool}"
+                + ("" if self.batch_norm else ", batch_norm=False"))
 
     @property
     def out_map(self) -> tuple[int, int, int]:
@@ -404,7 +530,7 @@ class BinaryConv2d(BinaryDense):
         if x.dim() != 4 or tuple(x.shape[1:]) != (self.in_height, self.in_width, self.in_channels):
             raise ValueError(f"convolution input must be (batch, {self.in_height}, "
                              f"{self.in_width}, {self.in_channels}), not {tuple(x.shape)}")
-        wb = binarize(self.weight)
+        wb = self.train_weight()
         x = x.permute(0, 3, 1, 2)
         pad = (self.pad,) * 4
         if self.in_bits == 1:
@@ -466,13 +592,17 @@ class BinaryNet(nn.Module):
         (:class:`BinaryDense`, ``exit_heads[j]``) on the output of ``layers[k]`` (flattened
         in HWC order), ``k`` before the last layer, strictly increasing.  :meth:`forward`
         still returns the last layer's logits; :meth:`forward_exits` returns every exit's.
+    batch_norm
+        ``False``: no batch norm in any layer (see :class:`BinaryDense`); the exported
+        network is the same kind of integer threshold network.
     """
 
     def __init__(self, input_shape: Sequence[int] = (1, 28, 28), thermometer_levels: int = 1,
                  hidden: Sequence[int] = (1024, 1024, 1024), activation: str = "sign",
                  classes: int = 10, dropout: float = 0.0,
                  thermometer_thresholds: Sequence[int] | None = None,
-                 convs: Sequence[dict] = (), exits: Sequence[dict] = ()):
+                 convs: Sequence[dict] = (), exits: Sequence[dict] = (),
+                 batch_norm: bool = True):
         super().__init__()
         if len(input_shape) != 3 or any(not isinstance(d, int) or d < 1 for d in input_shape):
             raise ValueError(f"input_shape must be three positive ints (C, H, W), not {input_shape!r}")
@@ -480,6 +610,9 @@ class BinaryNet(nn.Module):
             raise ValueError(f"activation must be 'sign' or 'frac2', not {activation!r}")
         if not hidden and not convs:
             raise ValueError("hidden must list at least one layer width")
+        if not isinstance(batch_norm, bool):
+            raise ValueError(f"batch_norm must be true or false, not {batch_norm!r}")
+        self.batch_norm = batch_norm
         self.input_shape = tuple(input_shape)
         self.hidden = [int(h) for h in hidden]
         self.activation = activation
@@ -495,7 +628,7 @@ class BinaryNet(nn.Module):
             conv = BinaryConv2d(fmap[2], spec["channels"], spec["kernel"], in_height=fmap[0],
                                 in_width=fmap[1], in_bits=1 if not layers else in_bits_rest,
                                 out=activation, stride=spec["stride"], pad=spec["pad"],
-                                pool=spec["pool"])
+                                pool=spec["pool"], batch_norm=batch_norm)
             layers.append(conv)
             fmap = conv.out_map
         widths = [math.prod(fmap), *self.hidden, self.classes]
@@ -504,7 +637,8 @@ class BinaryNet(nn.Module):
             layers.append(BinaryDense(widths[i], widths[i + 1],
                                       in_bits=1 if first else in_bits_rest,
                                       out="scores" if i == len(widths) - 2 else activation,
-                                      dropout=0.0 if first else self.dropout))
+                                      dropout=0.0 if first else self.dropout,
+                                      batch_norm=batch_norm))
         self.layers = nn.ModuleList(layers)
         self.exit_after: list[int] = []
         heads = []
@@ -524,7 +658,8 @@ class BinaryNet(nn.Module):
             size = (math.prod(src.out_map) if isinstance(src, BinaryConv2d)
                     else src.out_features)
             self.exit_after.append(k)
-            heads.append(BinaryDense(size, self.classes, in_bits=in_bits_rest, out="scores"))
+            heads.append(BinaryDense(size, self.classes, in_bits=in_bits_rest, out="scores",
+                                     batch_norm=batch_norm))
         self.exit_heads = nn.ModuleList(heads)
 
     @property
@@ -532,26 +667,35 @@ class BinaryNet(nn.Module):
         """Pixels per image, ``P = C*H*W``."""
         return math.prod(self.input_shape)
 
-    def _input(self, pixels: torch.Tensor) -> torch.Tensor:
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, P) pixels -> the first layer's input: thermometer bits ±1, ``(B, P*T)`` for a
+        dense first layer, ``(B, H, W, C*T)`` for a convolution."""
         x = self.thermometer(pixels.reshape(pixels.shape[0], -1))
         if self.convs:
             c, h, w = self.input_shape
             x = x.reshape(x.shape[0], h, w, c * self.thermometer.levels)
         return x
 
+    def apply_layer(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Layer ``index`` on its input ``x`` (the previous layer's output or :meth:`encode`):
+        a dense layer flattens ``x`` first; a convolution returns ``(B, H, W, C)`` after its
+        max-pool.  :meth:`forward` is :meth:`encode` then every layer in turn."""
+        layer = self.layers[index]
+        if not isinstance(layer, BinaryConv2d):
+            x = x.reshape(x.shape[0], -1)
+        return layer(x)
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, P) pixels in 0..255 (HWC order) -> (B, classes) float32 logits."""
-        x = self._input(pixels)
-        for layer in self.layers:
-            if not isinstance(layer, BinaryConv2d):
-                x = x.reshape(x.shape[0], -1)
-            x = layer(x)
+        x = self.encode(pixels)
+        for index in range(len(self.layers)):
+            x = self.apply_layer(index, x)
         return x
 
     def forward_exits(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         """(B, P) pixels -> the logits of every early exit, then the last layer's (a list
         of ``len(exits) + 1`` tensors ``(B, classes)``)."""
-        x = self._input(pixels)
+        x = self.encode(pixels)
         heads = dict(zip(self.exit_after, self.exit_heads))
         outs = []
         for i, layer in enumerate(self.layers):
@@ -561,6 +705,27 @@ class BinaryNet(nn.Module):
             if i in heads:
                 outs.append(heads[i](x.reshape(x.shape[0], -1)))
         return outs + [x]
+
+    def output_sizes(self) -> list[int]:
+        """Values per image of every layer's output (a convolution's after its max-pool)."""
+        return [math.prod(layer.out_map) if isinstance(layer, BinaryConv2d)
+                else layer.out_features for layer in self.layers]
+
+    def set_surrogate(self, slope: float | None, exact: bool = False) -> None:
+        """Training-mode binarisation of every layer's weights and sign/frac2 activations.
+
+        ``slope=None``: the clipped straight-through estimator (the default).  A positive
+        ``slope`` with ``exact=False``: the soft ``tanh(slope * x)`` (frac2: the sum of
+        ``tanh(slope * (t - c_k))`` over its three steps); with ``exact=True``: the exact
+        binary forward pass with the derivative of that soft function.  Eval mode always
+        computes the exact binary network; the setting is not saved in checkpoints.
+        """
+        if slope is not None and not (isinstance(slope, (int, float)) and slope > 0
+                                      and math.isfinite(slope)):
+            raise ValueError(f"slope must be None or a positive finite number, not {slope!r}")
+        value = None if slope is None else (float(slope), bool(exact))
+        for layer in [*self.layers, *self.exit_heads]:
+            layer.surrogate = value
 
     @torch.no_grad()
     def forward_trace(self, pixels: torch.Tensor) -> dict[str, list]:
@@ -580,7 +745,7 @@ class BinaryNet(nn.Module):
         if self.training:
             raise RuntimeError("forward_trace needs eval mode; call model.eval() first")
         outputs, accs, gates = [], [], []
-        x = self._input(pixels)
+        x = self.encode(pixels)
         for layer in self.layers:
             b = x.shape[0]
             if not isinstance(layer, BinaryConv2d):
@@ -631,6 +796,8 @@ class BinaryNet(nn.Module):
         extra = {"convs": [dict(c) for c in self.convs]} if self.convs else {}
         if self.exit_after:
             extra["exits"] = [{"after": k} for k in self.exit_after]
+        if not self.batch_norm:     # only when off: configs of batch-norm nets are unchanged
+            extra["batch_norm"] = False
         return {**extra,
             "input_shape": list(self.input_shape),
             "thermometer_levels": self.thermometer.levels,

@@ -1,7 +1,8 @@
 """Train a network on the MNIST (or CIFAR-10) training split; save its checkpoint and curve.
 
-``python -m models.train --net NAME|FILE.toml [--epochs N] [--seed S] [--out PATH] [--data DIR]
-[--lr LR] [--batch-size B] [--max-shift S] [--limit N] [--threads K] [--device cpu|cuda|auto]``
+``python -m models.train --net NAME|FILE.toml [--method bp|dfa|drtp|selfbin] [--epochs N]
+[--seed S] [--out PATH] [--data DIR] [--lr LR] [--batch-size B] [--max-shift S] [--limit N]
+[--threads K] [--device cpu|cuda|auto]``
 
 ``--net`` is a zoo name or a network description file (:mod:`models.zoo`: TOML or JSON with
 ``[network]`` and ``[recipe]``). Defaults come from its recipe. The run is deterministic
@@ -22,7 +23,10 @@ Recipe: Adam (no weight decay) with a cosine decay from ``lr`` to ``lr_final``
 over all steps (optional linear warm-up), cross-entropy plus ``gate_lambda *
 gate_penalty()`` for gated nets, latent weights clipped to [-1, 1] after every
 step, optional random translation of the training images by up to ``max_shift``
-pixels. The checkpoint (default ``models/checkpoints/<net>.pt`` for a zoo name in a source
+pixels.  The gradients come from the recipe's ``method`` (:mod:`models.methods`):
+backpropagation with the straight-through estimator (``bp``, default), direct feedback
+alignment (``dfa``), direct random target projection (``drtp``) or self-binarizing
+training (``selfbin``); every method's checkpoint is an ordinary binary network. The checkpoint (default ``models/checkpoints/<net>.pt`` for a zoo name in a source
 checkout, else ``<name>.pt`` in the current directory) is the model after
 the last epoch, with the architecture and the description; ``<out minus .pt>.png`` holds loss, train/test accuracy and LSB
 fraction per epoch.
@@ -37,9 +41,9 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from sw.errors import UserError, cli_main
 
@@ -48,6 +52,7 @@ from .checkpoint import save_checkpoint
 from .data import iterate_batches, mnist_tensors, random_shift
 from .evaluate import evaluate
 from .layers import BinaryNet, clip_latent_weights
+from .methods import METHODS, backward_step, check_recipe, feedback_matrices, selfbin_surrogate
 from sw.progress import progress_bar, progress_write
 
 __all__ = ["train", "save_trained", "lr_at", "plot_history", "main"]
@@ -77,7 +82,9 @@ def _optimizer(model: BinaryNet, lr: float, gate_lr_scale: float) -> torch.optim
 
 def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = None,
           limit: int | None = None, progress: bool = True, name: str | None = None,
-          device: str | torch.device = "cpu", **recipe) -> tuple[BinaryNet, dict]:
+          device: str | torch.device = "cpu",
+          phase_hook: Callable[[str, int], None] | None = None,
+          **recipe) -> tuple[BinaryNet, dict]:
     """Train ``net`` and return the trained model (eval mode) and its history.
 
     Parameters
@@ -96,6 +103,10 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
     device
         Where to train (``"cpu"``, ``"cuda"``, a :class:`torch.device`); the returned model
         stays there.
+    phase_hook
+        Called as ``phase_hook("train", epoch)`` before each epoch's optimiser steps and
+        ``phase_hook("eval", epoch)`` before its test-set scoring (e.g. to measure memory per
+        phase, :mod:`models.compare_methods`); it must not touch the model.
     recipe
         Overrides of the recipe keys (:data:`models.zoo.RECIPE_KEYS`).
 
@@ -106,6 +117,11 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
         Lists per epoch: ``epoch``, ``loss``, ``train_accuracy`` (train mode, running),
         ``test_accuracy`` (eval), ``lsb_fraction`` (eval on the test set, None if not gated),
         ``seconds``.
+
+    Raises
+    ------
+    UserError
+        A bad ``method``, ``slope_final`` or ``exact_fraction`` (one line, naming the fix).
     """
     unknown = set(recipe) - set(zoo.RECIPE_KEYS)
     if unknown:
@@ -117,6 +133,8 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
         entry = zoo.resolve(net)
         rec = {**entry.recipe, **recipe}
         label = name or entry.name
+    check_recipe(rec)
+    method = rec["method"]
     epochs, seed, lr, lr_final = rec["epochs"], rec["seed"], rec["lr"], rec["lr_final"]
     batch_size, gate_lambda, gate_lr_scale = rec["batch_size"], rec["gate_lambda"], rec["gate_lr_scale"]
     warmup_epochs, max_shift = rec["warmup_epochs"], rec["max_shift"]
@@ -132,6 +150,8 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
     # Translation offsets: drawn on the device where training runs (no transfer per step).
     shift_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(seed)
     on_cpu = device.type == "cpu"
+    feedback = ([b.to(device) for b in feedback_matrices(model, seed)]
+                if method in ("dfa", "drtp") else None)
     opt = _optimizer(model, lr, gate_lr_scale)
     steps_per_epoch = -(-len(train_y) // batch_size)
     total_steps = epochs * steps_per_epoch
@@ -140,6 +160,8 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
     history = {k: [] for k in ("epoch", "loss", "train_accuracy", "test_accuracy", "lsb_fraction", "seconds")}
     step = 0
     for epoch in range(1, epochs + 1):
+        if phase_hook is not None:
+            phase_hook("train", epoch)
         model.train()
         start = time.perf_counter()
         # Running sums stay on the device (float64: the same arithmetic as Python floats), so
@@ -157,29 +179,23 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
             x, y = train_x[idx], train_y[idx]
             if max_shift:  # augmentation: random translation, offsets from the seeded generator
                 x = random_shift(x, max_shift, shift_gen, model.input_shape[1:])
-            if model.exit_heads:
-                # Joint loss: the last layer's cross-entropy plus exit_weight times each
-                # early exit's.
-                *early, logits = model.forward_exits(x)
-                loss = F.cross_entropy(logits, y)
-                for head_logits in early:
-                    loss = loss + exit_weight * F.cross_entropy(head_logits, y)
-            else:
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-            if gated and gate_lambda:
-                loss = loss + gate_lambda * model.gate_penalty()
+            if method == "selfbin":
+                model.set_surrogate(*selfbin_surrogate(step, total_steps, rec["slope_final"],
+                                                       rec["exact_fraction"]))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, logits = backward_step(model, method, x, y, feedback,
+                                         gate_lambda if gated else 0.0, exit_weight)
             opt.step()
             clip_latent_weights(model)
             step += 1
-            loss_sum += loss.detach().to(torch.float64) * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            loss_sum += loss.to(torch.float64) * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             if on_cpu:
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}",
                                 refresh=False)
+        if phase_hook is not None:
+            phase_hook("eval", epoch)
         result = evaluate(model, test_x, test_y)
         loss_mean, train_acc = float(loss_sum) / seen, int(correct) / seen
         seconds = time.perf_counter() - start
@@ -190,6 +206,7 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
         lsb = "" if result["lsb_fraction"] is None else f" lsb_fraction {result['lsb_fraction']:.4f}"
         progress_write(f"{label} epoch {epoch}/{epochs}: loss {loss_mean:.4f} train_acc {train_acc:.4f} "
                    f"test_acc {result['accuracy']:.4f}{lsb} lr {rate:.2e} ({seconds:.0f} s)")
+    model.set_surrogate(None)
     model.eval()
     return model, history
 
@@ -227,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--net", required=True,
                         help=f"zoo model ({', '.join(zoo.names())}) or a network description "
                              f"file (.toml/.json, see docs/models.md)")
+    parser.add_argument("--method", help=f"training method: {', '.join(METHODS)} (default: "
+                        "recipe, else bp; docs/models.md, \"Training methods\")")
     parser.add_argument("--epochs", type=int, help="epochs (default: recipe)")
     parser.add_argument("--seed", type=int, help="random seed (default: recipe)")
     parser.add_argument("--out", type=Path, help="checkpoint path (default: models/checkpoints/<net>.pt)")
@@ -245,9 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     entry = zoo.resolve(args.net)  # UserError for unknown names and bad description files
     rec = dict(entry.recipe)
     for key, value in (("epochs", args.epochs), ("seed", args.seed), ("lr", args.lr),
-                       ("batch_size", args.batch_size), ("max_shift", args.max_shift)):
+                       ("batch_size", args.batch_size), ("max_shift", args.max_shift),
+                       ("method", args.method)):
         if value is not None:
             rec[key] = value
+    if rec["method"] not in METHODS:
+        raise UserError(f"--method {rec['method']!r} is not a training method; choose one of "
+                        f"{', '.join(METHODS)} (docs/models.md, \"Training methods\")")
     if rec["epochs"] < 1:
         raise UserError(f"--epochs must be >= 1, not {rec['epochs']}")
     if rec["batch_size"] < 1:
@@ -337,7 +360,9 @@ def save_trained(model: BinaryNet, history: dict, out: Path, *, name: str, recip
     if description is None:
         del meta["description"]
     save_checkpoint(model, out, meta)
-    plot_history(history, out.with_suffix(".png"), f"{name} (seed {recipe['seed']})")
+    method = recipe.get("method", "bp")
+    plot_history(history, out.with_suffix(".png"),
+                 f"{name} (seed {recipe['seed']}" + (f", {method})" if method != "bp" else ")"))
     lsb = "" if meta["lsb_fraction"] is None else f", LSB fraction {meta['lsb_fraction']:.4f}"
     print(f"saved {out} (curve {out.with_suffix('.png')}): test accuracy "
           f"{100 * meta['test_accuracy']:.2f}%{lsb}, {total:.0f} s")

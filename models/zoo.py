@@ -11,6 +11,7 @@ A *network description* is a small TOML (or JSON) file::
     activation = "frac2"      # "sign" (1-bit) or "frac2" (FracBNN 2-bit, precision gating)
     classes = 10
     dropout = 0.1             # training only
+    batch_norm = true         # false: no batch norm (fixed accumulator scale + bias)
 
     [[network.convs]]         # optional convolutions before the dense layers, in order
     channels = 16
@@ -21,6 +22,7 @@ A *network description* is a small TOML (or JSON) file::
     [recipe]                  # training defaults (see RECIPE_KEYS); missing keys take DEFAULT_RECIPE
     epochs = 5
     lr = 0.003
+    method = "bp"             # bp, dfa, drtp or selfbin (models.methods)
 
 ``python -m models.train --net FILE.toml`` trains it; the checkpoint stores the architecture
 (:meth:`BinaryNet.config`) and the description, so export, simulation and builds work as for
@@ -43,6 +45,7 @@ import torch
 from sw.errors import UserError
 
 from .layers import BinaryNet
+from .methods import EXACT_FRACTION, SLOPE_FINAL, check_recipe
 
 __all__ = ["ZooEntry", "ZOO", "DEFAULT_RECIPE", "RECIPE_KEYS", "NETS_DIR", "CHECKPOINT_DIR",
            "SOURCE_CHECKOUT",
@@ -76,7 +79,10 @@ class ZooEntry:
         which lives on the integer accumulator scale), ``warmup_epochs``, ``max_shift``
         (random translation of training images by up to this many pixels, 0 = off),
         ``exit_weight`` (weight of each early exit's cross-entropy in the joint loss; the
-        last layer's has weight 1).
+        last layer's has weight 1),
+        ``method`` (:data:`models.methods.METHODS`), ``slope_final`` and ``exact_fraction``
+        (``selfbin``: the last slope of ``tanh(s x)`` and the fraction of the steps trained
+        with the exact sign).
     name
         The zoo name or the description file's stem.
     """
@@ -100,14 +106,15 @@ class ZooEntry:
 DEFAULT_RECIPE = MappingProxyType({
     "epochs": 10, "lr": 3e-3, "lr_final": 3e-5, "batch_size": 128, "seed": 0,
     "gate_lambda": 0.0, "gate_lr_scale": 1.0, "warmup_epochs": 0, "max_shift": 0,
-    "exit_weight": 1.0})
+    "exit_weight": 1.0, "method": "bp", "slope_final": SLOPE_FINAL,
+    "exact_fraction": EXACT_FRACTION})
 #: Recipe keys and their types.
 RECIPE_KEYS = MappingProxyType({
     "epochs": int, "lr": float, "lr_final": float, "batch_size": int, "seed": int,
     "gate_lambda": float, "gate_lr_scale": float, "warmup_epochs": int, "max_shift": int,
-    "exit_weight": float})
+    "exit_weight": float, "method": str, "slope_final": float, "exact_fraction": float})
 _NETWORK_KEYS = ("input_shape", "thermometer_levels", "hidden", "activation", "classes",
-                 "dropout", "thermometer_thresholds", "convs", "exits")
+                 "dropout", "thermometer_thresholds", "convs", "exits", "batch_norm")
 
 
 def _plain(value):
@@ -152,6 +159,11 @@ def parse_description(data: Any, source: str, name: str) -> ZooEntry:
     merged = dict(DEFAULT_RECIPE)
     for key, value in rec.items():
         kind = RECIPE_KEYS[key]
+        if kind is str:
+            if not isinstance(value, str):
+                raise bad(f"recipe.{key} must be a string, not {value!r}")
+            merged[key] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or (kind is int and not isinstance(value, int)) or not math.isfinite(value):
             raise bad(f"recipe.{key} must be {'an integer' if kind is int else 'a number'}, "
@@ -165,6 +177,10 @@ def parse_description(data: Any, source: str, name: str) -> ZooEntry:
                   f"{merged['lr_final']}")
     if not 0 <= merged["max_shift"] <= 8:
         raise bad(f"recipe.max_shift must be in 0..8 pixels, not {merged['max_shift']}")
+    try:
+        check_recipe(merged, "recipe.")
+    except UserError as exc:
+        raise bad(str(exc)) from None
     description = data.get("description", "")
     if not isinstance(description, str):
         raise bad(f"description must be a string, not {description!r}")

@@ -30,6 +30,8 @@ COMMANDS = {
     "import-bnnpynq": ("models.import_bnnpynq", "import a BNN-PYNQ parameter folder"),
     "import-qonnx": ("models.import_qonnx", "import a QONNX/Brevitas ONNX graph"),
     "recalibrate": ("models.recalibrate", "re-estimate batch-norm statistics of a checkpoint"),
+    "compare-methods": ("models.compare_methods",
+                        "train with bp/dfa/drtp/selfbin, with and without batch norm: table + plot"),
 }
 
 
