@@ -124,3 +124,15 @@ def test_evaluate_cli_reports_exits(tmp_path, capsys):
                           "300"]) == 0
     out = capsys.readouterr().out
     assert "images per exit" in out and "exit 1: identical" in out
+
+
+def test_feedback_methods_refuse_exit_networks():
+    """DFA/DRTP give hidden layers projected errors of the last layer only: the exit heads'
+    joint loss needs backpropagation (bp, selfbin)."""
+    model = BinaryNet((1, 28, 28), 1, hidden=(16, 16), exits=[{"after": 0}])
+    for method in ("dfa", "drtp"):
+        with pytest.raises(UserError, match="early exits train with --method bp or selfbin"):
+            train(model, epochs=1, limit=200, batch_size=100, method=method, progress=False)
+    trained, history = train(model, epochs=1, limit=200, batch_size=100, method="selfbin",
+                             progress=False)
+    assert len(history["test_accuracy"]) == 1
