@@ -39,7 +39,9 @@ graph of a batch, the training set's tensors), without the test-set scoring, who
 1,000 images would dominate for convolutions (``eval_memory_mib`` in the JSON: the mark over
 whole epochs, scoring included).  Where the mark cannot be reset (not Linux) both are the
 growth of ``ru_maxrss`` over the whole training, which the loading peak can hide (the JSON says
-which measure was used).  ``peak_rss_mib`` is the process's whole peak, loading included.
+which measure was used).  ``peak_rss_mib`` is ``ru_maxrss`` after training, an absolute figure
+(Python, torch and the data set included); on Linux the reset above resets it too, so it is the
+peak since the last epoch began.
 """
 
 from __future__ import annotations
@@ -147,8 +149,10 @@ def _reset_high_water_mark() -> float | None:
 
 
 def run_one(spec: dict, rundir: Path) -> dict:
-    """Train, save and export one run in this process (the ``--worker`` side); returns the
-    result dict (also written to ``rundir/result.json``).  Peak memory is this process's."""
+    """Train, save (``rundir/net.pt``) and export (``rundir/export``) one run in this process
+    (the ``--worker`` side, which writes the returned result dict to ``rundir/result.json``);
+    the memory figures are this process's (module docstring).  Raises like
+    :func:`models.train.train` and :func:`models.export.export` (an inexact export included)."""
     import torch
 
     from . import zoo

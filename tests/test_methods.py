@@ -306,3 +306,25 @@ def test_compare_methods_quick_writes_table_json_and_png(tmp_path):
     assert again.returncode == 0 and again.stdout.count("(reused)") == 4, again.stdout
     assert json.loads((out / "methods.json").read_text())["runs"][0]["test_accuracy"] \
         == runs[0]["test_accuracy"]
+
+
+def test_rtl_runs_a_dfa_net_without_batch_norm_bit_exactly(tmp_path):
+    """The hardware does not care how a network was trained: a DFA-trained net without batch
+    norm runs through the generated RTL (Verilator) with every output and cycle as the golden
+    and cycle models say."""
+    from hw.generate import generate
+    from sim.batch import build_batch, run_batch
+    from sim.reference import compare_outputs, compare_timing, reference
+
+    model, _ = train(_entry([64, 64], batch_norm=False), limit=LIMIT, progress=False,
+                     method="dfa")
+    ckpt = save_checkpoint(model, tmp_path / "d.pt", {"net": "d"})
+    export(ckpt, tmp_path / "export", check=200, progress=False)
+    net = load_compiled_network(tmp_path / "export")
+    design = generate(tmp_path / "export", tmp_path / "design")
+    images = load_mnist("test")[0][:200]
+    ref = reference(net, images, pixels_per_beat=8)
+    res = run_batch(build_batch(design), images)
+    bad, notes = compare_outputs(res.classes, res.scores, ref.golden)
+    assert bad == 0, notes
+    assert compare_timing(res.first_in, res.first_out, ref) == []
