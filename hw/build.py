@@ -117,7 +117,7 @@ def export_default_network(outdir, checkpoint=DEFAULT_CHECKPOINT) -> Path:
 def selftest_images(net, net_dir: Path | None, count: int) -> np.ndarray:
     """The first ``count`` of the network's test-vector images; MNIST test images or seeded
     random images where the export has too few (or the input is not MNIST-sized)."""
-    from sw.compiled_net import load_test_vectors
+    from sw.network_io import load_test_vectors
 
     images = np.zeros((0, net.input.pixels), dtype=np.uint8)
     if net_dir is not None and net.test_vectors is not None:
@@ -286,7 +286,8 @@ def _build_ecp5(board, net, net_dir, work: Path, args, step) -> dict:
 def build(args: argparse.Namespace) -> dict:
     """Run a build (``args`` from :func:`parse_args`); return the report (also in report.json)."""
     import boards
-    from sw.compiled_net import fold_config_from_json, load_compiled_network, refold
+    from sw.compiled_net import fold_config_from_json, refold
+    from sw.network_io import load_compiled_network
 
     board = boards.get_board(args.board)
     args.clock, args.clock_source = boards.resolve_clock(board.name, args.clock)

@@ -51,8 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sw.compiled_net import (CompiledNetwork, Folding, divisors, load_compiled_network, refold,
-                             validate_folding)
+from sw.compiled_net import CompiledNetwork, Folding, divisors, refold, validate_folding
+from sw.network_io import load_compiled_network
 from sw.atomic_dir import atomic_write_text
 from sw.errors import UserError, cli_main
 
@@ -159,7 +159,7 @@ def _valid_foldings(net: CompiledNetwork, i: int) -> list[Folding]:
 def gate_stats(net: CompiledNetwork, export_dir) -> list:
     """Per layer the gate decisions ``(N, V*MH)`` of the export's test images (``None`` for
     1-bit layers)."""
-    from sw.compiled_net import load_test_vectors
+    from sw.network_io import load_test_vectors
     from sw.golden import GoldenModel
 
     vectors = load_test_vectors(export_dir, net)

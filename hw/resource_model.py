@@ -831,7 +831,8 @@ def calibrate(out, nets, *, foldings: int = 10, pixels_per_beat: int = 8,
     without running Yosys again, any other is synthesised and replaces it.  The shapes of the
     kept records of these networks are refreshed (the model may have changed).
     """
-    from sw.compiled_net import Folding, load_compiled_network, refold
+    from sw.compiled_net import Folding, refold
+    from sw.network_io import load_compiled_network
 
     from .generate import generate
     from .yosys_estimate import yosys_estimate
@@ -889,7 +890,8 @@ def import_sweep(out, sweep_dirs, *, log=print) -> dict:
 
     Only points that Yosys synthesised in that sweep are taken; the network is read from the
     sweep's ``export`` (it must still exist), the record's shape is described anew."""
-    from sw.compiled_net import Folding, load_compiled_network, refold
+    from sw.compiled_net import Folding, refold
+    from sw.network_io import load_compiled_network
 
     out = Path(out)
     doc = _read_calibration(out) if out.exists() else {

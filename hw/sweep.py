@@ -212,7 +212,7 @@ def sweep(export, out, *, points: int = 8, jobs: int = 2, clock_mhz: float, cloc
           cosim: int = 1, images: int = 200, pixels_per_beat: int = 8,
           budget: dict | None = None, gating_stats: bool = False, log=print) -> dict:
     """Run the sweep (see the module docstring); return the ``sweep.json`` document."""
-    from sw.compiled_net import load_compiled_network
+    from sw.network_io import load_compiled_network
 
     from .cycle_model import exact_steady_state_ii
     from .fold import gate_stats, gated_mean_ii

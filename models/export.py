@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sw.compiled_net import (CompiledNetwork, ConvGeometry, ExitSpec, Folding, InputSpec,
-                             LayerSpec, TestVectors,
-                             divisors, fold_config_from_json, validate_folding,
-                             write_compiled_network)
+                             LayerSpec, TestVectors, divisors, fold_config_from_json,
+                             validate_folding)
+from sw.network_io import write_compiled_network
 from sw.errors import UserError, cli_main
 from sw.golden import GoldenModel, GoldenResult
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sw.compiled_net import CompiledNetwork, TestVectors, write_compiled_network
+from sw.compiled_net import CompiledNetwork, TestVectors
+from sw.network_io import write_compiled_network
 from sw.golden import GoldenModel
 
 __all__ = ["write_imported", "layer_lines"]

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sw.compiled_net import (CompiledNetwork, fold_config_from_json, load_compiled_network,
-                             refold)
+from sw.compiled_net import CompiledNetwork, fold_config_from_json, refold
+from sw.network_io import load_compiled_network
 from sw.errors import UserError, cli_main
 from sw.golden import GoldenModel
 
@@ -110,7 +110,7 @@ def rtl_timing(net: CompiledNetwork, images: np.ndarray, pixels_per_beat: int = 
     from amaranth.sim import Simulator
 
     from hw.accelerator import Accelerator
-    from sw.compiled_net import write_compiled_network
+    from sw.network_io import write_compiled_network
 
     n, ppb = len(images), pixels_per_beat
     b, c = net.input.pixels // ppb, net.classes

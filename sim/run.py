@@ -232,7 +232,8 @@ def _timing_summary(accept, output, ref, clock_mhz: float, disagreements: list[s
 
 def run(args: argparse.Namespace) -> int:
     from hw.cycle_model import data_independent_ii, gating_savings
-    from sw.compiled_net import fold_config_from_json, load_compiled_network, refold
+    from sw.compiled_net import fold_config_from_json, refold
+    from sw.network_io import load_compiled_network
     from sw.datasets import load_images
 
     n_images = 10_000 if args.full else args.images

@@ -147,7 +147,7 @@ def _source_checkpoint(net, explicit: Path | None) -> tuple[Path | None, str]:
 
 def compare(args: argparse.Namespace) -> dict:
     """Run the comparison; return the report (see the module docstring)."""
-    from .compiled_net import load_compiled_network
+    from .network_io import load_compiled_network
     from .golden import GoldenModel
     from .datasets import load_images
     from .runtime import Accelerator

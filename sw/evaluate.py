@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiled_net import load_compiled_network
+from .network_io import load_compiled_network
 from .errors import UserError, cli_main
 from .golden import GoldenModel, GoldenResult
 from .datasets import load_images

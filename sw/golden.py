@@ -395,7 +395,7 @@ class GoldenModel:
     Parameters
     ----------
     net
-        The compiled network (e.g. from :func:`sw.compiled_net.load_compiled_network`).
+        The compiled network (e.g. from :func:`sw.network_io.load_compiled_network`).
         Folding does not change results; only the unfolded arrays are used.
     """
 

@@ -46,7 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiled_net import CompiledNetwork, load_compiled_network
+from .compiled_net import CompiledNetwork
+from .network_io import load_compiled_network
 from .errors import UserError
 
 __all__ = ["TARGETS", "REG", "REG_ID_VALUE", "REG_VERSION_VALUE", "PARAM_WRITABLE",

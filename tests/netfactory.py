@@ -2,7 +2,7 @@
 
 ``random_network(...)`` builds a :class:`sw.compiled_net.CompiledNetwork` in memory;
 ``random_compiled_network(directory, ...)`` also writes it (with test vectors from the golden
-model) through :func:`sw.compiled_net.write_compiled_network` and returns the directory.
+model) through :func:`sw.network_io.write_compiled_network` and returns the directory.
 
 Thresholds are drawn around the middle of each accumulator's range (spread ~ sqrt(fan-in)) so
 that outputs are mixed 0/1 (or all four codes) rather than constant; ``neg`` is random, so both
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from sw.compiled_net import (CompiledNetwork, ExitSpec, Folding, InputSpec, LayerSpec, OutputSpec,
-                             TestVectors, write_compiled_network)
+                             TestVectors)
+from sw.network_io import write_compiled_network
 from sw.golden import GoldenModel
 
 __all__ = ["random_network", "random_compiled_network", "random_images"]

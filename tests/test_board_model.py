@@ -7,7 +7,7 @@ import pytest
 
 from boards import get_board
 from hw.vivado import dma_config
-from sw.compiled_net import load_compiled_network
+from sw.network_io import load_compiled_network
 from tests.board.hwh import dma_parameters
 from tests.board.zynq_model import ShellModel
 from tests.netfactory import random_compiled_network, random_images

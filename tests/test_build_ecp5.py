@@ -12,7 +12,7 @@ from boards.base import Resources
 from hw.build import main as build_main
 from hw.ecp5 import count_ecp5_cells, ecp5_build, parse_nextpnr_report, write_selftest_rtl
 from hw.selftest import SelfTest, expected_beats, image_beats
-from sw.compiled_net import load_compiled_network
+from sw.network_io import load_compiled_network
 from sw.errors import UserError
 from sw.golden import GoldenModel
 from tests.netfactory import random_compiled_network, random_images
@@ -131,7 +131,7 @@ def test_ulx3s_build_produces_bitstream_and_timing(sign_net_dir, tmp_path, capsy
 
 
 def _vector_images(net_dir, n):
-    from sw.compiled_net import load_test_vectors
+    from sw.network_io import load_test_vectors
     return load_test_vectors(net_dir).images[:n].astype(np.uint8)
 
 

@@ -15,7 +15,7 @@ from hw.logic_depth import proxy_clock_mhz
 from hw.vivado import (BOARD_REPO_ENV, check_rom_files, constraints_xdc,
                        parse_vivado_summary, project_tcl)
 from hw.yosys_estimate import count_xilinx_cells
-from sw.compiled_net import load_compiled_network
+from sw.network_io import load_compiled_network
 from sw.errors import UserError
 from tests.netfactory import random_compiled_network
 

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import sw.compiled_net as cn
+import sw.network_io as network_io
 from sw.compiled_net import (CompiledNetwork, Folding, InputSpec, LayerSpec, OutputSpec,
-                             TestVectors, fold_config_from_json, load_compiled_network,
-                             load_test_vectors, pack_gate_words, pack_threshold_words,
-                             pack_weight_words, refold, signed_bits, unpack_gate_words,
-                             unpack_threshold_words, unpack_weight_words,
-                             write_compiled_network)
+                             TestVectors, fold_config_from_json, refold, signed_bits)
+from sw.memory_layout import (pack_gate_words, pack_threshold_words, pack_weight_words,
+                              unpack_gate_words, unpack_threshold_words, unpack_weight_words)
+from sw.network_io import load_compiled_network, load_test_vectors, write_compiled_network
 from sw.errors import UserError
 from sw.memfile import read_mem, write_mem
 
@@ -237,17 +237,17 @@ def test_write_is_atomic(tmp_path, monkeypatch):
             raise OSError("disk full (injected)")
         return original(path, words, width)
 
-    original = cn.write_coe
-    monkeypatch.setattr(cn, "write_coe", failing_write_coe)
+    original = network_io.write_coe
+    monkeypatch.setattr(network_io, "write_coe", failing_write_coe)
     with pytest.raises(OSError, match="injected"):
         write_compiled_network(net, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []  # neither OUTDIR nor a temp dir
     # a previous complete export survives a failed overwrite
-    monkeypatch.setattr(cn, "write_coe", original)
+    monkeypatch.setattr(network_io, "write_coe", original)
     write_compiled_network(net, tmp_path / "out")
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
     calls.clear()
-    monkeypatch.setattr(cn, "write_coe", failing_write_coe)
+    monkeypatch.setattr(network_io, "write_coe", failing_write_coe)
     with pytest.raises(OSError):
         write_compiled_network(refold(net, [Folding(12, 32), Folding(6, 12), Folding(5, 6)]),
                                tmp_path / "out")

@@ -19,8 +19,8 @@ import torch
 from models import zoo
 from models.export import compile_model, compare_with_model, default_folding
 from models.layers import BinaryConv2d, BinaryNet
-from sw.compiled_net import (ConvGeometry, Folding, load_compiled_network, refold,
-                             write_compiled_network)
+from sw.compiled_net import ConvGeometry, Folding, refold
+from sw.network_io import load_compiled_network, write_compiled_network
 from sw.datasets import load_images, pad_images
 from sw.errors import UserError
 from sw.golden import GoldenModel, conv_windows, max_pool

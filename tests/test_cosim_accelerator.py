@@ -20,7 +20,7 @@ from hw.generate import generate
 from sim.build import REPO_ROOT
 from sim.cosim import ALL_TESTS, TestbenchSpec, run_testbench
 from sim.reference import reference
-from sw.compiled_net import load_compiled_network
+from sw.network_io import load_compiled_network
 from sw.errors import UserError
 from tests.netfactory import random_compiled_network, random_images
 

@@ -14,7 +14,7 @@ import pytest
 from hw.generate import generate
 from sim.batch import build_batch, run_batch
 from sim.reference import compare_outputs, compare_timing, reference
-from sw.compiled_net import load_compiled_network
+from sw.network_io import load_compiled_network
 from tests.netfactory import random_compiled_network, random_images
 
 PPB = 4

@@ -12,7 +12,7 @@ from models import zoo
 from models.checkpoint import save_checkpoint
 from models.export import compare_with_model, export
 from models.train import train
-from sw.compiled_net import load_compiled_network
+from sw.network_io import load_compiled_network
 from sw.golden import GoldenModel
 from sw.mnist import load_mnist
 

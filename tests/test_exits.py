@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sw.compiled_net import (EXITS_VERSION, VERSION, ExitSpec, load_compiled_network,
-                             write_compiled_network)
+from sw.compiled_net import EXITS_VERSION, VERSION, ExitSpec
+from sw.network_io import load_compiled_network, write_compiled_network
 from sw.errors import UserError
 from sw.golden import GoldenModel, _reference_run, exit_margins, take_exits
 from tests.netfactory import random_images, random_network

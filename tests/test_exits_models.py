@@ -13,7 +13,7 @@ from models.export import compare_with_model, compile_model, export
 from models.layers import BinaryNet
 from models.train import train
 from models.zoo import parse_description
-from sw.compiled_net import load_compiled_network
+from sw.network_io import load_compiled_network
 from sw.errors import UserError
 from sw.golden import GoldenModel, exit_margins
 from sw.mnist import load_mnist

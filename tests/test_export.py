@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-import sw.compiled_net as cn
+import sw.network_io as network_io
 from models import zoo
 from models.checkpoint import save_checkpoint
 from models.export import main as export_main
 from models.export import (ExportError, compare_with_model, compile_model, default_folding, export,
                            sha256_file)
-from sw.compiled_net import Folding, load_compiled_network, load_test_vectors
+from sw.compiled_net import Folding
+from sw.network_io import load_compiled_network, load_test_vectors
 from sw.errors import cli_main
 from sw.golden import GoldenModel
 from sw.mnist import load_mnist
@@ -91,7 +92,7 @@ def test_export_with_fold_file_and_atomic_failure(tmp_path, tiny_frac_ckpt, monk
 
     def boom(*args, **kwargs):
         raise OSError("injected failure")
-    monkeypatch.setattr(cn, "write_coe", boom)
+    monkeypatch.setattr(network_io, "write_coe", boom)
     out2 = tmp_path / "out2"
     with pytest.raises(OSError, match="injected"):
         export(tiny_frac_ckpt, out2, vectors=2, check=50, progress=False)

@@ -28,8 +28,8 @@ from models.export import export
 from models.export import main as export_main
 from models.fold import ExportError, fold_layer
 from tests.test_export import randomised
-from sw.compiled_net import (MAX_LAYER_WEIGHTS, MAX_LAYERS, fold_config_from_json,
-                             load_compiled_network, load_test_vectors)
+from sw.compiled_net import MAX_LAYER_WEIGHTS, MAX_LAYERS, fold_config_from_json
+from sw.network_io import load_compiled_network, load_test_vectors
 from sw.datasets import load_images
 from sw.errors import UserError, cli_main
 from tests.netfactory import random_compiled_network
@@ -237,7 +237,7 @@ def test_network_json_with_huge_sizes_is_refused(net_dir, corrupt, needle):
 
 def test_network_json_conv_with_huge_map_is_refused(tmp_path):
     from models.export import compile_model
-    from sw.compiled_net import write_compiled_network
+    from sw.network_io import write_compiled_network
     net = compile_model(randomised("tiny_conv"), "tiny_conv")
     write_compiled_network(net, tmp_path / "net")
     edit(tmp_path / "net",

@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 from hw.accelerator import Accelerator, plan_stages
 from hw.axi_lite_regs import REG
 from hw.cycle_model import simulate_pipeline, stage_cycles_per_image, steady_state_ii
-from sw.compiled_net import load_compiled_network
+from sw.network_io import load_compiled_network
 from sw.errors import UserError
 from sw.golden import GoldenModel, max_pool
 from tests.netfactory import random_compiled_network, random_images

@@ -12,7 +12,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from hw.accelerator import Accelerator, plan_stages
-from sw.compiled_net import load_compiled_network, write_compiled_network
+from sw.network_io import load_compiled_network, write_compiled_network
 from sw.errors import UserError
 from sw.golden import GoldenModel
 from tests.netfactory import random_images, random_network

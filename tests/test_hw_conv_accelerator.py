@@ -13,7 +13,8 @@ import torch
 from hw.cycle_model import simulate_pipeline, stage_cycles_per_image, steady_state_ii
 from models.export import compile_model
 from models.layers import BinaryNet
-from sw.compiled_net import Folding, load_compiled_network, refold, write_compiled_network
+from sw.compiled_net import Folding, refold
+from sw.network_io import load_compiled_network, write_compiled_network
 from tests.test_conv import randomise
 from tests.test_hw_accelerator import check_exact, simulate
 

@@ -272,7 +272,7 @@ def test_target_at_a_fractional_gated_ii_is_met(tmp_path, model):
     below the search's estimate: asking for exactly the fastest fitting II (as hw.sweep does)
     finds that folding (at LUT 2000 an II of 128, at 2500 of 98.9 here) instead of failing."""
     from hw.fold import gate_stats
-    from sw.compiled_net import load_compiled_network
+    from sw.network_io import load_compiled_network
     net_dir = random_compiled_network(tmp_path / "frac", image=(1, 8, 8), levels=2,
                                       shape=[64, 64, 10], outs=["frac2", "frac2"], seed=5)
     net = load_compiled_network(net_dir)

@@ -10,7 +10,8 @@ import pytest
 
 from hw.cycle_model import simulate_pipeline, steady_state_ii
 from hw.mvtu_timing import engine_timing
-from sw.compiled_net import fold_config_from_json, load_compiled_network, refold
+from sw.compiled_net import fold_config_from_json, refold
+from sw.network_io import load_compiled_network
 from tests.netfactory import random_compiled_network, random_images
 from tests.test_hw_accelerator import check_exact, simulate
 

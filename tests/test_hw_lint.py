@@ -33,7 +33,8 @@ def _export(tmp_path, name):
     if isinstance(spec, str):
         from models.export import compile_model
         from models.layers import BinaryNet
-        from sw.compiled_net import Folding, refold, write_compiled_network
+        from sw.compiled_net import Folding, refold
+        from sw.network_io import write_compiled_network
         from tests.test_conv import randomise
         from tests.test_hw_conv_accelerator import NETS as CONV_NETS
 

@@ -17,7 +17,8 @@ from hw.memory_style import (BLOCK_MIN_BITS, DISTRIBUTED_MAX_DEPTH, RamStyle, au
 from hw.resource_model import describe, estimate, yosys_bram36
 from hw.rom import VERILOG_RAM_SOURCE, VERILOG_ROM_SOURCE
 from hw.yosys_estimate import attribute_cells, count_xilinx_cells, part_of_stage
-from sw.compiled_net import Folding, load_compiled_network, refold
+from sw.compiled_net import Folding, refold
+from sw.network_io import load_compiled_network
 from sw.errors import UserError
 from tests.netfactory import random_compiled_network
 

@@ -24,8 +24,8 @@ from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from hw.mvtu import MatrixVectorThresholdUnit, uses_lane_schedule
-from sw.compiled_net import (Folding, LayerSpec, pack_gate_words, pack_threshold_words,
-                             pack_weight_words)
+from sw.compiled_net import Folding, LayerSpec
+from sw.memory_layout import pack_gate_words, pack_threshold_words, pack_weight_words
 from sw.errors import UserError
 from sw.memfile import write_mem
 

@@ -23,7 +23,7 @@ from amaranth.hdl import Fragment, Value
 from amaranth.sim import Simulator
 
 from hw.mvtu import MatrixVectorThresholdUnit
-from sw.compiled_net import load_compiled_network
+from sw.network_io import load_compiled_network
 from sw.golden import GoldenModel
 from tests.netfactory import random_compiled_network, random_images
 from tests.test_hw_mvtu import input_beats, reference

@@ -16,7 +16,7 @@ from hw.accelerator import Accelerator
 from hw.axi_lite_regs import PARAM_WRITABLE, REG
 from hw.cycle_model import simulate_pipeline
 from hw.param_loader import SELECT_ADDR_BITS, ParamLoader, select_word
-from sw.compiled_net import load_compiled_network
+from sw.network_io import load_compiled_network
 from sw.errors import UserError
 from sw.golden import GoldenModel
 from sw.runtime import (Accelerator as Runtime, DeviceError, RegisterDriver, check_same_hardware,

@@ -16,7 +16,7 @@ from hw.cycle_model import data_independent_ii, simulate_pipeline
 from models.bnnpynq import load_params
 from models.import_bnnpynq import (check_against_reference, compile_bnnpynq, import_bnnpynq,
                                    main)
-from sw.compiled_net import load_compiled_network
+from sw.network_io import load_compiled_network
 from sw.errors import UserError
 from sw.golden import GoldenModel
 from tests.test_bnnpynq import SHARED, brute_force, geometry, write_folder

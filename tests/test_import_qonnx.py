@@ -19,7 +19,7 @@ if not os.environ.get("CI"):
 
 from models.brevitas_nets import build, export, train_briefly  # noqa: E402
 from models.import_qonnx import QonnxImportError, import_qonnx, main  # noqa: E402
-from sw.compiled_net import load_compiled_network  # noqa: E402
+from sw.network_io import load_compiled_network  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -23,7 +23,7 @@ from models.layers import BinaryDense, BinaryNet
 from models.methods import (METHODS, backward_step, feedback_matrices, feedback_seed,
                             selfbin_surrogate)
 from models.train import train
-from sw.compiled_net import load_compiled_network
+from sw.network_io import load_compiled_network
 from sw.errors import UserError
 from sw.golden import GoldenModel
 from sw.mnist import load_mnist

@@ -3,7 +3,6 @@ golden model == PyTorch, RTL co-simulation bit- and cycle-exact, Ultra96 build (
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hw.axi_lite_regs import REG as HW_REG, REG_ID_VALUE as HW_ID, REG_VERSION_VALUE as HW_VER
-from sw.compiled_net import load_compiled_network
+from sw.network_io import load_compiled_network
 from sw.errors import UserError
 from sw.golden import GoldenModel
 from sw.runtime import (REG, REG_ID_VALUE, REG_VERSION_VALUE, Accelerator, DeviceError,

@@ -35,7 +35,7 @@ _ROOT = Path(__file__).resolve().parents[2]
 
 def expected_results(net_dir: Path, images: np.ndarray) -> dict:
     """The golden model's classes and scores of ``images`` on the network in ``net_dir``."""
-    from sw.compiled_net import load_compiled_network
+    from sw.network_io import load_compiled_network
     from sw.golden import GoldenModel
     result = GoldenModel(load_compiled_network(net_dir)).run(images)
     return {"images": images, "classes": result.classes.astype(np.int64),
@@ -65,7 +65,7 @@ def _write(name: str, tmp: Path) -> None:
                                 folding=[(2, 4), (3, 4)], seed=12, name="dense_hsb")
     for coe in out.glob("*.coe"):
         coe.unlink()                     # Vivado's copy of the .mem files: not read here
-    from sw.compiled_net import load_compiled_network
+    from sw.network_io import load_compiled_network
     pixels = load_compiled_network(out).input.pixels
     rng = np.random.default_rng(2024)
     images = rng.integers(0, 256, size=(IMAGES, pixels), dtype=np.uint8)

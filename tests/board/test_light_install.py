@@ -20,7 +20,7 @@ import pytest
 
 import sw
 from sw.bitpack import popcount, popcount_swar
-from sw.compiled_net import load_compiled_network, load_test_vectors
+from sw.network_io import load_compiled_network, load_test_vectors
 from sw.golden import GoldenModel
 from sw.runtime import Accelerator
 

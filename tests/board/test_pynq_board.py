@@ -44,7 +44,7 @@ def make_board(tmp_path):
     restore = []
 
     def make(name, *, stall=None, net=None):
-        from sw.compiled_net import load_compiled_network
+        from sw.network_io import load_compiled_network
         bit = write_overlay(tmp_path / f"overlay{len(restore)}", DATA / name)
         model = ZynqModel(net or load_compiled_network(DATA / name), stall=stall)
         device = SimulatedBoard(model)
@@ -149,7 +149,7 @@ def test_a_stalled_accelerator_times_out(make_board, stall, channel):
 
 
 def test_another_networks_bitstream_is_refused(make_board):
-    from sw.compiled_net import load_compiled_network
+    from sw.network_io import load_compiled_network
     other = load_compiled_network(DATA / "dense_hsb")
     device, bit, _ = make_board("dense_keys", net=other)          # the PL runs dense_hsb
     with pytest.raises(DeviceError, match="the design has 2 layers, the network 4"):
