@@ -268,17 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                        ("method", args.method)):
         if value is not None:
             rec[key] = value
-    if rec["method"] not in METHODS:
-        raise UserError(f"--method {rec['method']!r} is not a training method; choose one of "
-                        f"{', '.join(METHODS)} (docs/models.md, \"Training methods\")")
-    if rec["epochs"] < 1:
-        raise UserError(f"--epochs must be >= 1, not {rec['epochs']}")
-    if rec["batch_size"] < 1:
-        raise UserError(f"--batch-size must be >= 1, not {rec['batch_size']}")
-    if not 0 <= rec["max_shift"] <= 8:
-        raise UserError(f"--max-shift must be in 0..8 pixels, not {rec['max_shift']}")
-    if not rec["lr"] > 0:
-        raise UserError(f"--lr must be > 0, not {rec['lr']}")
+    # The overrides are checked as the description file's values are, named as options.
+    zoo.check_recipe_values(rec, "--", spell=lambda key: key.replace("_", "-"))
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, not {args.threads}")
     if args.out is not None:

@@ -49,7 +49,7 @@ from .methods import EXACT_FRACTION, SLOPE_FINAL, check_recipe
 
 __all__ = ["ZooEntry", "ZOO", "DEFAULT_RECIPE", "RECIPE_KEYS", "NETS_DIR", "CHECKPOINT_DIR",
            "SOURCE_CHECKOUT",
-           "names", "build", "recipe", "default_checkpoint", "load_description",
+           "names", "build", "recipe", "default_checkpoint", "load_description", "check_recipe_values",
            "parse_description", "resolve"]
 
 #: Directory of the shipped checkpoints.
@@ -169,16 +169,8 @@ def parse_description(data: Any, source: str, name: str) -> ZooEntry:
             raise bad(f"recipe.{key} must be {'an integer' if kind is int else 'a number'}, "
                       f"not {value!r}")
         merged[key] = kind(value)
-    for key, low in (("epochs", 1), ("batch_size", 1), ("warmup_epochs", 0), ("seed", 0)):
-        if merged[key] < low:
-            raise bad(f"recipe.{key} must be >= {low}, not {merged[key]}")
-    if not merged["lr"] > 0 or not merged["lr_final"] >= 0:
-        raise bad(f"recipe.lr must be > 0 and recipe.lr_final >= 0, not {merged['lr']} and "
-                  f"{merged['lr_final']}")
-    if not 0 <= merged["max_shift"] <= 8:
-        raise bad(f"recipe.max_shift must be in 0..8 pixels, not {merged['max_shift']}")
     try:
-        check_recipe(merged, "recipe.")
+        check_recipe_values(merged)
     except UserError as exc:
         raise bad(str(exc)) from None
     description = data.get("description", "")
@@ -191,6 +183,26 @@ def parse_description(data: Any, source: str, name: str) -> ZooEntry:
     except (ValueError, TypeError) as exc:
         raise bad(f"[network] is not a valid architecture: {' '.join(str(exc).split())}") from None
     return entry
+
+
+def check_recipe_values(recipe: Mapping[str, Any], prefix: str = "recipe.",
+                        spell=lambda key: key) -> None:
+    """Raise :class:`UserError` (one line) unless every value of a complete ``recipe`` is in
+    range; a key is named ``prefix + spell(key)`` (``"recipe.max_shift"`` for a description
+    file, ``"--max-shift"`` for a command-line override)."""
+    def name(key):
+        return prefix + spell(key)
+
+    for key, low in (("epochs", 1), ("batch_size", 1), ("warmup_epochs", 0), ("seed", 0)):
+        if recipe[key] < low:
+            raise UserError(f"{name(key)} must be >= {low}, not {recipe[key]}")
+    if not recipe["lr"] > 0:
+        raise UserError(f"{name('lr')} must be > 0, not {recipe['lr']}")
+    if not recipe["lr_final"] >= 0:
+        raise UserError(f"{name('lr_final')} must be >= 0, not {recipe['lr_final']}")
+    if not 0 <= recipe["max_shift"] <= 8:
+        raise UserError(f"{name('max_shift')} must be in 0..8 pixels, not {recipe['max_shift']}")
+    check_recipe(recipe, prefix)
 
 
 def load_description(path: str | Path) -> ZooEntry:
