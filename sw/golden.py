@@ -464,7 +464,7 @@ class GoldenModel:
             rows = taken == j
             scores[rows] = s[rows]
             # Exits decode by the plain argmax (smallest index among the maximal scores).
-            classes[rows] = np.argmax(s[rows], axis=1) if rows.any() else classes[rows]
+            classes[rows] = np.argmax(s[rows], axis=1)
         return GoldenResult(classes, scores, layer_outputs, gate_arrays, lsb, taken,
                             exit_scores, final_classes, [g for _, g in outs])
 
