@@ -10,7 +10,7 @@ import re
 import pytest
 
 import boards
-from hw.build import layer_table, resource_markdown, resource_shares
+from hw.resource_report import layer_table, resource_markdown, resource_shares
 from hw.generate import main as generate_main
 from hw.memory_style import (BLOCK_MIN_BITS, DISTRIBUTED_MAX_DEPTH, RamStyle, auto_style,
                              layer_rom_plan, parse_ram_style, rom_plan)
