@@ -13,7 +13,6 @@ docs/hardware.md "Top level".
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from amaranth import Cat, Module, Signal, unsigned
@@ -66,16 +65,13 @@ def plan_stages(net: CompiledNetwork, pixels_per_beat: int) -> list[StageInfo]:
     window generator, both at SIMD elements per beat; the layer engine; after a pooled
     convolution the max-pool unit at PE elements per beat.
 
+    The stages are the main chain: a network's early exits branch off it after their
+    layers' engines (:class:`Accelerator` adds the branches and
+    :func:`hw.cycle_model.simulate_pipeline` their timing).
+
     Raises :class:`sw.errors.UserError` if the image size is not a multiple of
-    ``pixels_per_beat``, or if the network has early exits: the cycle model, which plans
-    with this, has no timing for them yet (:class:`Accelerator` plans the main stages of
-    such a network without its exits and adds the exit branches itself).
+    ``pixels_per_beat``.
     """
-    if getattr(net, "exits", None):
-        raise UserError(f"network {net.name!r} has {len(net.exits)} early exit(s); the "
-                        f"cycle model, Verilator co-simulation and builds do not support early "
-                        f"exits yet (the Amaranth simulation does: `python -m "
-                        f"sim.exits_report --rtl-images N`)")
     if not isinstance(pixels_per_beat, int) or isinstance(pixels_per_beat, bool) \
             or pixels_per_beat < 1:
         raise UserError(f"pixels per beat must be a positive integer, not {pixels_per_beat!r}")
@@ -209,8 +205,7 @@ class Accelerator(wiring.Component):
                 if net.layers[ex.after].conv is not None:
                     raise UserError(f"an early exit after convolution layer {ex.after} is not "
                                     f"supported in hardware; put exits after dense layers")
-        self._stages = plan_stages(replace(net, exits=[]) if net.exits else net,
-                                   pixels_per_beat)
+        self._stages = plan_stages(net, pixels_per_beat)
         self._beats_per_image = net.input.pixels // pixels_per_beat
         # Build the layer engines now so their timing properties are available up front.
         self._writable = bool(writable_params)
