@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 from sw.compiled_net import CompiledNetwork
 from sw.errors import UserError
 
-from .axi_lite_regs import AxiLiteRegisterBlock
+from .axi_lite_regs import AxiLiteRegisterBlock, check_register_map
 from .maxpool import MaxPoolUnit
 from .output_serializer import SCORE_BEAT_BITS, OutputSerializer, argmax_latency
 from .padding import PaddingStage
@@ -196,11 +196,9 @@ class Accelerator(wiring.Component):
         self._rom_mode = rom_mode
         self._init_dir = Path(init_dir)
         if net.exits:
-            # Early exits: Amaranth simulation only so far (no cycle model, Verilog ROMs,
-            # writable parameters or register-map support yet; docs/hardware.md).
-            if rom_mode != "sim" or writable_params:
-                raise UserError("early exits are supported in the Amaranth simulation only "
-                                "(rom_mode 'sim', no writable parameters) so far")
+            if writable_params:
+                raise UserError("writable parameters do not cover early exits yet; build the "
+                                "exit network without --writable-params")
             for ex in net.exits:
                 if net.layers[ex.after].conv is not None:
                     raise UserError(f"an early exit after convolution layer {ex.after} is not "
@@ -228,10 +226,12 @@ class Accelerator(wiring.Component):
                                             self._acc_width, keys=net.output.class_keys,
                                             score_range=score_range)
         self._exit_units = [self._exit_branch(ex) for ex in net.exits]
+        check_register_map(net)
         self._regs = AxiLiteRegisterBlock(
             [(l.folding.pe, l.folding.simd, l.in_features, l.out_features) for l in net.layers],
             pixels_per_beat=pixels_per_beat, classes=net.classes,
-            thermometer_levels=net.input.levels, writable_params=self._writable)
+            thermometer_levels=net.input.levels, writable_params=self._writable,
+            exits=len(net.exits))
         super().__init__({
             "s_axis_tdata": In(8 * pixels_per_beat), "s_axis_tvalid": In(1),
             "s_axis_tready": Out(1), "s_axis_tlast": In(1),
@@ -247,7 +247,7 @@ class Accelerator(wiring.Component):
         from .mvtu import MatrixVectorThresholdUnit
 
         lay = ex.layer
-        engine = MatrixVectorThresholdUnit(lay, init_dir=self._init_dir, rom_mode="sim",
+        engine = MatrixVectorThresholdUnit(lay, init_dir=self._init_dir, rom_mode=self._rom_mode,
                                            file_prefix="X")
         width = engine.o.payload.shape().elem_shape.width
         if width > SCORE_BEAT_BITS:
@@ -316,8 +316,9 @@ class Accelerator(wiring.Component):
     @property
     def rom_plan(self) -> list:
         """Every parameter ROM of the design with its placement
-        (:class:`hw.memory_style.RomPlacement`, layer by layer)."""
-        return [p for engine in self._mvtus for p in engine.rom_plan]
+        (:class:`hw.memory_style.RomPlacement`, layer by layer, then the exits' ``X<j>``
+        ROMs; exits take the ``auto`` rule)."""
+        return [p for engine in self.engines + self.exit_engines for p in engine.rom_plan]
 
     def param_widths(self) -> dict[int, int]:
         """Writable-parameter memory index (``3*layer + kind``) -> word width in bits."""
@@ -335,6 +336,12 @@ class Accelerator(wiring.Component):
     def engines(self) -> list:
         """The layer engines (:class:`hw.mvtu.MatrixVectorThresholdUnit`), one per layer."""
         return list(self._mvtus)
+
+    @property
+    def exit_engines(self) -> list:
+        """The early exits' classifier engines (:class:`hw.mvtu.MatrixVectorThresholdUnit`
+        on the ``X<j>_*.mem`` memories), one per exit."""
+        return [unit["engine"] for unit in self._exit_units]
 
     @property
     def output_beats_per_image(self) -> int:
@@ -393,16 +400,21 @@ class Accelerator(wiring.Component):
                 m.d.comb += ser.i.payload[p].eq(code)
             m.d.comb += [ser.i.valid.eq(upstream.valid), upstream.ready.eq(ser.i.ready)]
 
-        # Early exits: in-order merges, the last exit's innermost (docs/hardware.md).
+        # Early exits: in-order merges, the last exit's innermost (docs/hardware.md).  A
+        # merge's output is combinational from its selected input, so the last beat of a
+        # result leaves every merge and m_axis in the same cycle: EXIT<j>_TAKEN counts it at
+        # merge j when merge j took it from its exit.
+        from .exit_merge import InOrderMerge
         out = ser.o
         for j in reversed(range(len(self._exit_units))):
-            from .exit_merge import InOrderMerge
             m.submodules[f"exit{j}_merge"] = merge = InOrderMerge()
             order, result = self._exit_fifos[j]
             _connect_stream(m, order, merge.order)
             _connect_stream(m, result, merge.exit)
             _connect_stream(m, out, merge.rest)
             out = merge.o
+            m.d.comb += regs.exit_taken[j].eq(merge.o.valid & merge.o.ready
+                                              & merge.o.payload.last & merge.taken)
 
         # Output: serializer (or the exits' merge) -> AXI-Stream.
         m_fire = Signal()

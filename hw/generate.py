@@ -6,6 +6,8 @@ Turns a compiled-network directory (docs/compiled-network.md) into a Verilog des
                                  cleaned by Yosys, :mod:`hw.netlist`)
 ``OUTDIR/fracbnn_rom.v``          the ``$readmemh`` ROM the top instantiates for every memory
 ``OUTDIR/L{i}_*.mem``             the ROM contents for this folding (``INIT_FILE`` names)
+``OUTDIR/X{j}_*.mem``             early exit ``j``'s classifier ROMs (networks with exits; the
+                                 exit's own folding)
 ``OUTDIR/verilator_waiver.vlt``   the Verilator lint waiver (see docs/hardware.md)
 ``OUTDIR/design.json``            ports, folding, each memory's placement, cycle-model predictions
                                  (see :func:`design_summary`)
@@ -30,6 +32,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib.wiring import In
 
@@ -89,21 +92,24 @@ def check_pixels_per_beat(net: CompiledNetwork, pixels_per_beat, *,
 
 
 def write_memories(net: CompiledNetwork, directory: Path) -> list[str]:
-    """Write every layer's ``.mem`` files laid out for ``net``'s folding; return their names."""
+    """Write every layer's ``.mem`` files laid out for ``net``'s folding, and every early
+    exit's (``X{j}_*.mem``, the exit's folding); return their names."""
     names = _memory_names(net)
-    for name, (layer, kind, width) in zip(names, _memories(net)):
+    for name, (_, layer, kind, width) in zip(names, _memories(net)):
         write_mem(directory / name, memory_words(layer, kind), width)
     return names
 
 
 def _memories(net: CompiledNetwork) -> list[tuple]:
-    """``(layer, kind, width)`` of every memory of ``net``, in file-name order."""
-    return [(layer, kind, width) for layer in net.layers
-            for kind, width in memory_widths(layer).items()]
+    """``(prefix, layer, kind, width)`` of every memory of ``net``, in file-name order: the
+    layers' (``L``), then the early exits' classifiers (``X``)."""
+    return [(prefix, layer, kind, width)
+            for prefix, layers in (("L", net.layers), ("X", [ex.layer for ex in net.exits]))
+            for layer in layers for kind, width in memory_widths(layer).items()]
 
 
 def _memory_names(net: CompiledNetwork) -> list[str]:
-    return [f"L{layer.index}_{kind}.mem" for layer, kind, _ in _memories(net)]
+    return [f"{prefix}{layer.index}_{kind}.mem" for prefix, layer, kind, _ in _memories(net)]
 
 
 def memory_files(net: CompiledNetwork) -> list[tuple[str, int, int]]:
@@ -113,7 +119,7 @@ def memory_files(net: CompiledNetwork) -> list[tuple[str, int, int]]:
               "thresholds": lambda layer: layer.neuron_folds,
               "gates": lambda layer: layer.neuron_folds}
     return [(name, width, depths[kind](layer))
-            for name, (layer, kind, width) in zip(_memory_names(net), _memories(net))]
+            for name, (_, layer, kind, width) in zip(_memory_names(net), _memories(net))]
 
 
 def input_mode(layer, engine) -> str:
@@ -136,8 +142,14 @@ def design_summary(accel, files: list[str]) -> dict:
 
     ``memories`` lists every parameter ROM as built (:class:`hw.memory_style.RomPlacement`:
     name, layer, kind, file, width x depth, PE lanes kept, the request and the placement
-    ``block`` / ``distributed`` with its reason); ``ram_style`` is the request in
-    ``--ram-style`` form.
+    ``block`` / ``distributed`` with its reason; an early exit's ROMs are ``X<j>.*``, placed
+    by the ``auto`` rule); ``ram_style`` is the request in ``--ram-style`` form.
+
+    ``exits`` lists the early exits (empty without): ``index``, the layer it follows
+    (``after``), its ``margin`` and its classifier engine's folding and cycles per vector.
+    With exits the latency is best with the image taking exit 0 and every gate closed,
+    worst with the image taking no exit and every gate open; the steady-state interval
+    depends on the images (``ii_exact`` is ``None``; measure it, ``python -m sim.run``).
     """
     from .axi_lite_regs import REG, REG_ID_VALUE, REG_VERSION_VALUE
     from .cycle_model import bottleneck_notes, simulate_pipeline, stage_cycles_per_image
@@ -167,8 +179,28 @@ def design_summary(accel, files: list[str]) -> dict:
                 None if not layer.gated else [False] * layer.out_features),
                 "max": engine.compute_cycles()},
         })
-    best = simulate_pipeline(net, 1, pixels_per_beat=ppb, gates="closed", engines=accel.engines)
-    worst = simulate_pipeline(net, 1, pixels_per_beat=ppb, gates="open", engines=accel.engines)
+    exits = []
+    for j, (ex, engine) in enumerate(zip(net.exits, accel.exit_engines)):
+        lay = ex.layer
+        exits.append({
+            "index": j, "name": lay.name, "after": ex.after, "margin": ex.margin,
+            "in_features": lay.in_features, "out_features": lay.out_features,
+            "in_bits": lay.in_bits, "pe": lay.folding.pe, "simd": lay.folding.simd,
+            "pad": lay.folding.pad, "synapse_folds": lay.synapse_folds,
+            "neuron_folds": lay.neuron_folds, "acc_width": engine.acc_width,
+            "input_mode": input_mode(lay, engine),
+            "cycles_per_vector": {"min": engine.compute_cycles(
+                None if not lay.gated else [False] * lay.out_features),
+                "max": engine.compute_cycles()},
+        })
+    # With exits: the best case leaves at exit 0, the worst takes none.
+    path = ({} if not net.exits else
+            {"best": {"exits": np.zeros(1, dtype=np.int64)},
+             "worst": {"exits": np.full(1, len(net.exits), dtype=np.int64)}})
+    best = simulate_pipeline(net, 1, pixels_per_beat=ppb, gates="closed", engines=accel.engines,
+                             **path.get("best", {}))
+    worst = simulate_pipeline(net, 1, pixels_per_beat=ppb, gates="open", engines=accel.engines,
+                              **path.get("worst", {}))
     best_stages = stage_cycles_per_image(net, ppb, worst=False)
     worst_stages = stage_cycles_per_image(net, ppb, worst=True)
     return {
@@ -182,6 +214,7 @@ def design_summary(accel, files: list[str]) -> dict:
         "thermometer": {"levels": net.input.levels, "thresholds": list(net.input.thresholds)},
         "ports": ports,
         "layers": layers,
+        "exits": exits,
         "stages": [s.to_json() for s in accel.stages],
         "registers": {"id": REG_ID_VALUE, "version": REG_VERSION_VALUE,
                       "config": accel._regs.config_word,
@@ -195,7 +228,8 @@ def design_summary(accel, files: list[str]) -> dict:
             "ii": {"best": max(best_stages.values()), "worst": max(worst_stages.values())},
             # The real steady-state interval (stalls between stages included), from the
             # period of the cycle model with every gate closed / open.
-            "ii_exact": _exact_ii(net, ppb, accel.engines),
+            "ii_exact": (_exact_ii(net, ppb, accel.engines) if not net.exits
+                         else {"best": None, "worst": None}),
             "latency": {"best": int(best.latency[0]), "worst": int(worst.latency[0])},
         },
         "bottleneck_notes": bottleneck_notes(net, ppb),
@@ -368,6 +402,9 @@ def main(argv=None) -> int:
         print(f"  {layer['name']}: {layer['input_mode']}, {layer['out']} "
               f"({layer['levels'] or 'scores'}{' levels' if layer['levels'] else ''}), "
               f"PE {layer['pe']} SIMD {layer['simd']}")
+    for ex in summary["exits"]:
+        print(f"  exit{ex['index']} after layer {ex['after']}: margin {ex['margin']}, "
+              f"{ex['input_mode']}, PE {ex['pe']} SIMD {ex['simd']}")
     placed = {"block": [], "distributed": []}
     for mem in summary["memories"]:
         placed[mem["style"]].append(mem["name"])

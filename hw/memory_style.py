@@ -254,8 +254,11 @@ def _depth(layer: LayerSpec, kind: str) -> int:
 
 
 def layer_rom_plan(layer: LayerSpec, requested: dict[str, str] | None = None, *,
-                   lane_roms: bool | None = None) -> list[RomPlacement]:
+                   lane_roms: bool | None = None, prefix: str = "L") -> list[RomPlacement]:
     """The ROMs of ``layer``'s engine with their placement.
+
+    ``prefix`` starts the names and files: ``L`` for a layer, ``X`` for an early exit's
+    classifier (``X<j>.weights``, ``X<j>_weights.mem``).
 
     ``requested``: ``{kind: "auto" | "block" | "distributed"}`` (missing kinds: ``auto``;
     :meth:`RamStyle.for_layer`).  Weights: one ROM of ``PE*SIMD`` bits per word, or with
@@ -289,7 +292,7 @@ def layer_rom_plan(layer: LayerSpec, requested: dict[str, str] | None = None, *,
         else:
             pieces = [((0, k), k * simd, "block"), ((k, pe), (pe - k) * simd, "distributed")]
         for lanes, width, style in pieces:
-            name = f"L{i}.{kind}" + ("" if lanes is None else f"[{lanes[0]}:{lanes[1]}]")
+            name = f"{prefix}{i}.{kind}" + ("" if lanes is None else f"[{lanes[0]}:{lanes[1]}]")
             by_folding = kind == "weights" and k is not None
             if style == "auto":
                 placed, reason = auto_style(width, depth), auto_reason(width, depth)
@@ -297,7 +300,7 @@ def layer_rom_plan(layer: LayerSpec, requested: dict[str, str] | None = None, *,
                 placed = style
                 reason = (f"folding block_lanes {k} of {pe}" if by_folding
                           else "requested (--ram-style)")
-            out.append(RomPlacement(name, i, kind, f"L{i}_{kind}.mem", width, depth,
+            out.append(RomPlacement(name, i, kind, f"{prefix}{i}_{kind}.mem", width, depth,
                                     file_width, lanes, "block_lanes" if by_folding else style,
                                     placed, reason))
     return out

@@ -275,7 +275,8 @@ class MatrixVectorThresholdUnit(wiring.Component):
         for width, depth, path in self._rom_specs.values():
             read_mem(path, width, depth)
         from .memory_style import layer_rom_plan
-        self._rom_plan = layer_rom_plan(layer, ram_style, lane_roms=self._lane)
+        self._rom_plan = layer_rom_plan(layer, ram_style, lane_roms=self._lane,
+                                        prefix=file_prefix)
         self._writable = bool(writable_params)
         members = {
             "i": In(stream.Signature(mvtu_in_layout(layer.in_bits, simd))),

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +78,9 @@ class BatchResult:
         Output frames whose TLAST was not on their last beat.
     reg_status, reg_images_done, reg_id, reg_cycles
         STATUS, IMAGES_DONE, ID and CYCLES read over AXI-Lite after the run.
+    reg_exit_taken
+        The EXITj_TAKEN registers read after the run (one per early exit, as many as
+        EXITS says; empty without exits).
     wall_seconds
         Wall time of the simulation process.
     """
@@ -95,6 +98,7 @@ class BatchResult:
     reg_id: int
     reg_cycles: int
     wall_seconds: float
+    reg_exit_taken: list[int] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -191,15 +195,18 @@ def read_results(path: str | Path, count: int, classes: int, wall_seconds: float
     rec = np.dtype([("cls", "<i4"), ("scores", "<i4", (classes,)), ("first_in", "<u8"),
                     ("last_in", "<u8"), ("first_out", "<u8"), ("last_out", "<u8")])
     body = np.frombuffer(raw, dtype=rec, count=count, offset=16)
-    tail = np.frombuffer(raw, dtype=np.dtype([("total", "<u8"), ("framing", "<u4"),
-                                              ("status", "<u4"), ("done", "<u4"), ("id", "<u4"),
-                                              ("cycles", "<u8")]),
-                         count=1, offset=16 + count * rec.itemsize)[0]
+    tail_type = np.dtype([("total", "<u8"), ("framing", "<u4"), ("status", "<u4"),
+                          ("done", "<u4"), ("id", "<u4"), ("cycles", "<u8"), ("exits", "<u4")])
+    at = 16 + count * rec.itemsize
+    tail = np.frombuffer(raw, dtype=tail_type, count=1, offset=at)[0]
+    taken = np.frombuffer(raw, dtype="<u4", count=int(tail["exits"]),
+                          offset=at + tail_type.itemsize)
     as64 = lambda a: np.asarray(a, dtype=np.int64)  # noqa: E731
     return BatchResult(as64(body["cls"]), as64(body["scores"]), as64(body["first_in"]),
                        as64(body["last_in"]), as64(body["first_out"]), as64(body["last_out"]),
                        int(tail["total"]), int(tail["framing"]), int(tail["status"]),
-                       int(tail["done"]), int(tail["id"]), int(tail["cycles"]), wall_seconds)
+                       int(tail["done"]), int(tail["id"]), int(tail["cycles"]), wall_seconds,
+                       [int(t) for t in taken])
 
 
 def run_batch(build: BatchBuild, images: np.ndarray, *, stall_percent: int = 0,

@@ -50,8 +50,13 @@ class TestbenchSpec:
     idle_prob, stall_prob, seed
         Random input idle cycles / output backpressure for ``test_images``.
     layer_outputs
-        The golden model's per-layer outputs (``GoldenResult.layer_outputs``); when
+        Per layer the outputs its engine must produce, in order (the golden model's, of
+        the images the engine sees: :func:`sim.reference.layer_outputs_seen`); when
         given, every layer engine's output stream is tapped and compared too.
+    exit_counts
+        Networks with early exits: per exit the images whose result leaves through it
+        (:func:`sim.reference.exit_counts`); ``test_images`` then checks the EXITj_TAKEN
+        registers after the run and after a CTRL clear.
     param_writes, load_classes, load_scores
         ``test_load_parameters``: the register writes ``(offset, value)`` that load
         another network (:func:`sw.runtime.parameter_writes`) and its expected results.
@@ -70,6 +75,7 @@ class TestbenchSpec:
     stall_prob: float = 0.3
     seed: int = 1
     layer_outputs: list[np.ndarray] | None = None
+    exit_counts: list[int] | None = None
     param_writes: list[tuple[int, int]] | None = None
     load_classes: np.ndarray | None = None
     load_scores: np.ndarray | None = None
@@ -195,6 +201,8 @@ def run_testbench(design_dir: str | Path, spec: TestbenchSpec, *,
         "waves": str((run_dir / built.wave_file_name).resolve()) if built.wave_file_name else None,
         "timeout_cycles": int(timeout_cycles or 100_000 + 2000 * n),
         "taps": taps,
+        "exit_counts": (None if spec.exit_counts is None
+                        else [int(c) for c in spec.exit_counts]),
         "param_writes": ([[int(o), int(v)] for o, v in spec.param_writes]
                          if spec.param_writes is not None else None),
     }

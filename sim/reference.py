@@ -17,26 +17,48 @@ import numpy as np
 from sw.compiled_net import CompiledNetwork
 from sw.golden import GoldenModel, GoldenResult
 
-__all__ = ["REGISTER_ID", "REGISTER_VERSION", "expected_registers", "layer_taps", "Reference",
+__all__ = ["REGISTER_ID", "REGISTER_VERSION", "REGISTER_EXITS", "REGISTER_EXIT_BASE",
+           "expected_registers", "exit_counts", "layer_outputs_seen", "layer_taps", "Reference",
            "reference", "compare_outputs", "compare_timing"]
 
 REGISTER_ID = 0x464E4231        # "FNB1"
-REGISTER_VERSION = 0x00010000   # register map 1.0
+REGISTER_VERSION = 0x00010001   # register map 1.1
+REGISTER_EXITS = 0xD0           # EXITS; EXITj_TAKEN at REGISTER_EXIT_BASE + 4j
+REGISTER_EXIT_BASE = 0xD4
 
 
 def expected_registers(net: CompiledNetwork, pixels_per_beat: int) -> dict[int, int]:
     """Byte address -> value of every constant register of the design for ``net``.
 
     CONFIG = layers | PPB << 8 | classes << 16 | thermometer levels << 24; layer i
-    at 0x20 + 8i: PE << 16 | SIMD, at 0x24 + 8i: MW << 16 | MH (true, unpadded sizes).
+    at 0x20 + 8i: PE << 16 | SIMD, at 0x24 + 8i: MW << 16 | MH (true, unpadded sizes);
+    EXITS (0xD0): the number of early exits.
     """
     regs = {0x00: REGISTER_ID, 0x04: REGISTER_VERSION,
             0x08: (len(net.layers) | pixels_per_beat << 8 | net.classes << 16
-                   | net.input.levels << 24)}
+                   | net.input.levels << 24),
+            REGISTER_EXITS: len(net.exits)}
     for i, layer in enumerate(net.layers):
         regs[0x20 + 8 * i] = layer.folding.pe << 16 | layer.folding.simd
         regs[0x24 + 8 * i] = layer.in_features << 16 | layer.out_features
     return regs
+
+
+def exit_counts(net: CompiledNetwork, exits) -> list[int]:
+    """Per early exit ``j`` the images that leave through it (the EXITj_TAKEN registers after
+    they ran): ``exits`` is the golden model's per-image exit (``GoldenResult.exits``,
+    ``len(net.exits)`` = no early exit)."""
+    counts = np.bincount(np.asarray(exits, dtype=np.int64), minlength=len(net.exits) + 1)
+    return [int(c) for c in counts[:len(net.exits)]]
+
+
+def layer_outputs_seen(net: CompiledNetwork, golden: GoldenResult) -> list[np.ndarray]:
+    """Per layer the golden outputs of the images its engine sees, in order: every image
+    without early exits; with them, an image that leaves at exit ``j`` (after layer ``k``)
+    is not seen by the engines after ``k``."""
+    stop = np.array([ex.after for ex in net.exits] + [len(net.layers)])[
+        np.asarray(golden.exits, dtype=np.int64)]
+    return [np.asarray(out)[stop >= i] for i, out in enumerate(golden.layer_outputs)]
 
 
 def layer_taps(design: dict) -> list[dict]:
@@ -104,8 +126,11 @@ def reference(net: CompiledNetwork, images: np.ndarray, *, pixels_per_beat: int,
     if cycle_model:
         from hw.cycle_model import simulate_pipeline
         gates = [None if g is None else g[start:stop] for g in golden.gates]
+        paths = {} if not net.exits else {
+            "exits": np.asarray(golden.exits[start:stop]),
+            "exit_gates": [None if g is None else g[start:stop] for g in golden.exit_gates]}
         pred = simulate_pipeline(net, stop - start, pixels_per_beat=pixels_per_beat,
-                                 gates=gates)
+                                 gates=gates, **paths)
         accept, output = np.asarray(pred.input_start), np.asarray(pred.output_start)
     return Reference(golden, accept, output, expected_registers(net, pixels_per_beat))
 

@@ -6,7 +6,9 @@ generate the design (``python -m hw.generate``), run the first ``--images`` MNIS
 images (``--full``: all 10,000) through the Verilated design with the C++ batch harness
 (``--engine batch``, default) or the cocotb testbench (``--engine cocotb``), and compare
 every class and every score with the golden model and every image's input-accept and
-first-output cycle with the cycle model (:mod:`hw.cycle_model`).
+first-output cycle with the cycle model (:mod:`hw.cycle_model`).  A network with early
+exits (``net.exits``) is compared with the exit each image takes, and the per-exit counters
+(EXITj_TAKEN) with the golden model's exit counts.
 
 Prints images, mismatches, accuracy, cycles per image and latency (measured vs
 modelled), frames per second at ``--clock`` (default: the default clock of ``--board``, whose
@@ -31,7 +33,8 @@ from sw.errors import UserError, cli_main
 from . import batch as simbatch
 from . import build as simbuild
 from .build import REPO_ROOT
-from .reference import compare_outputs, compare_timing, reference
+from .reference import (compare_outputs, compare_timing, exit_counts, layer_outputs_seen,
+                        reference)
 
 __all__ = ["DEFAULT_CHECKPOINT", "main", "parse_args", "run"]
 
@@ -156,6 +159,14 @@ def _summary_lines(s: dict) -> list[str]:
                  if s.get("shards", 1) > 1 else ""),
              f"mismatches       {s['mismatches']}",
              f"accuracy         {s['accuracy']:.4f} (golden model {s['golden_accuracy']:.4f})"]
+    for ex in s.get("exits", []):
+        measured = ("" if ex["measured"] is None else
+                    f", EXIT{ex['index']}_TAKEN {ex['measured']}")
+        lines.append(f"exit {ex['index']}           after layer {ex['after']}: {ex['images']} "
+                     f"images (golden model){measured}")
+    if s.get("exits"):
+        lines.append(f"no early exit    {s['images'] - sum(e['images'] for e in s['exits'])} "
+                     f"images")
     t = s["timing"]
     if t:
         lines += [
@@ -273,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             refs = make_reference()
             classes, scores, accept, output, speed, build_s, extra = _run_cocotb(
-                args, design_dir, images, refs[0])
+                args, net, design_dir, images, refs[0])
             accepts, outputs = [accept], [output]
         timing = timing and accepts[0] is not None
 
@@ -286,17 +297,25 @@ def run(args: argparse.Namespace) -> int:
                 if len(refs) > 1 else ""
             disagreements += [prefix + d for d in compare_timing(acc, out, r)]
     accept, output = accepts[0], outputs[0]
+    golden_exits = exit_counts(net, ref.golden.exits)
+    measured_exits = extra.pop("exit_counts", None)
     summary = {
         "network": net.name, "engine": args.engine, "pixels_per_beat": args.pixels_per_beat,
         "folding": [{"pe": l.folding.pe, "simd": l.folding.simd, "pad": l.folding.pad}
                     for l in net.layers],
         "images": n_images, "shards": len(bounds), "mismatches": mismatches,
+        "exits": [{"index": j, "after": ex.after, "margin": ex.margin,
+                   "images": golden_exits[j],
+                   "measured": None if measured_exits is None else measured_exits[j]}
+                  for j, ex in enumerate(net.exits)],
         "mismatch_details": notes,
         "accuracy": float(np.mean(classes == labels)),
         "golden_accuracy": ref.golden.accuracy(labels),
         "clock_mhz": args.clock_mhz, "clock_source": args.clock_source,
         "timing": _timing_summary(accept, output, ref, args.clock_mhz, disagreements,
-                                  data_independent_ii(net, args.pixels_per_beat)) if timing else None,
+                                  None if net.exits else
+                                  data_independent_ii(net, args.pixels_per_beat))
+        if timing else None,
         "gating": gating_savings(net, ref.golden.gates),
         "sim_speed": speed, "build_seconds": build_s, **extra,
     }
@@ -347,6 +366,9 @@ def _run_batch(args, net, design_dir, images, make_reference, bounds):
     problems = []
     for k, (res, (a, b)) in enumerate(zip(results, bounds)):
         where = f" (shard {k})" if len(bounds) > 1 else ""
+        want = exit_counts(net, refs[0].golden.exits[a:b])
+        if res.reg_exit_taken != want:
+            problems.append(f"EXITj_TAKEN read {res.reg_exit_taken}, expected {want}{where}")
         if res.framing_errors:
             problems.append(f"{res.framing_errors} output frames had TLAST misplaced{where}")
         if res.reg_images_done != b - a:
@@ -359,14 +381,16 @@ def _run_batch(args, net, design_dir, images, make_reference, bounds):
     speed = {"images_per_s": len(images) / wall if wall else float("inf"),
              "cycles_per_s": cycles / wall if wall else float("inf"),
              "seconds": wall, "cycles": cycles, "processes": len(bounds)}
-    extra = {"problems": problems, "waveform": str(trace) if trace else None}
+    extra = {"problems": problems, "waveform": str(trace) if trace else None,
+             "exit_counts": [int(sum(c)) for c in zip(*(r.reg_exit_taken for r in results))]
+             if net.exits else None}
     classes = np.concatenate([r.classes for r in results])
     scores = np.concatenate([r.scores for r in results])
     return refs, (classes, scores, [r.first_in for r in results],
                   [r.first_out for r in results], speed, built.seconds, extra)
 
 
-def _run_cocotb(args, design_dir, images, ref):
+def _run_cocotb(args, net, design_dir, images, ref):
     """The cocotb testbench: ``test_cycles`` (full rate, cycle stamps) or, with
     ``--stall-percent``, ``test_images`` with that much random output backpressure (outputs
     and counters checked, no cycle stamps: ``accept``/``output`` are ``None``)."""
@@ -377,7 +401,8 @@ def _run_cocotb(args, design_dir, images, ref):
     spec = TestbenchSpec(images, ref.golden.classes, ref.golden.scores, args.pixels_per_beat,
                          registers=ref.registers, pred_accept=ref.accept, pred_output=ref.output,
                          idle_prob=0.0, stall_prob=args.stall_percent / 100, seed=args.seed,
-                         layer_outputs=ref.golden.layer_outputs)
+                         layer_outputs=layer_outputs_seen(net, ref.golden),
+                         exit_counts=exit_counts(net, ref.golden.exits) if net.exits else None)
     print(f"running the cocotb testbench on {len(images)} images"
           f"{f' with {args.stall_percent} % output backpressure' if stalled else ''} ...",
           file=sys.stderr)
@@ -404,7 +429,9 @@ def _run_cocotb(args, design_dir, images, ref):
     speed = {"images_per_s": len(images) / seconds if seconds else None,
              "cycles_per_s": cycles / seconds if seconds else None,
              "seconds": seconds, "cycles": cycles}
-    extra = {"problems": problems, "run_dir": str(res.run_dir)}
+    extra = {"problems": problems, "run_dir": str(res.run_dir),
+             # test_images reads the counters (stalled runs); test_cycles does not.
+             "exit_counts": (facts.get("exit_counts") or None) if net.exits else None}
     if args.waves:
         import shutil
         traced = res.run_dir / f"dump.{args.waves}"

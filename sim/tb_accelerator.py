@@ -19,6 +19,9 @@ variable.  Configuration keys:
                       ``<test>_outputs.npz`` (``classes``, ``scores``).
 ``waves``             path of the waveform file, or null (quoted in failures).
 ``timeout_cycles``    per-test cycle budget.
+``exit_counts``       optional (networks with early exits): per exit the images whose
+                      result leaves through it; ``test_images`` compares EXITS and the
+                      EXITj_TAKEN registers with it, and checks that CTRL clears them.
 ``taps``              optional per-layer taps: ``{"layer", "instance", "consumer", "out",
                       "pe", "neuron_folds", "out_features", "acc_width"}``; the
                       monitor records the beats of ``<instance>.o`` (valid/payload)
@@ -33,9 +36,10 @@ Tests (each starts from a reset):
 * ``test_images``: all N images back to back with seeded random input idle
   cycles and output backpressure; every class and score compared exactly;
   every tapped layer's outputs compared with the golden model's per-layer
-  outputs (a mismatch names image, layer and neuron); then IMAGES_DONE == N,
+  outputs of the images that reach the layer (a mismatch names image, layer and neuron); then IMAGES_DONE == N,
   CYCLES within the cycles counted since reset, STATUS
-  clean, and CTRL bit 0 clears the counters.
+  clean, the exit counters (``exit_counts``) exact, and CTRL bit 0 clears the
+  counters.
 * ``test_cycles``: the images with no idle cycles and the output always
   ready; per-image first-input-accept and first-output cycles must equal the
   predictions exactly (when given); outputs compared too.
@@ -72,6 +76,7 @@ __all__ = ["TB", "test_registers", "test_images", "test_cycles", "test_reset_mid
 #: Register addresses (docs/hardware.md, "Register map").
 REG_ID, REG_VERSION, REG_CONFIG, REG_STATUS = 0x00, 0x04, 0x08, 0x0C
 REG_IMAGES_DONE, REG_CYCLES_LO, REG_CYCLES_HI, REG_CTRL = 0x10, 0x14, 0x18, 0x1C
+REG_EXITS, REG_EXIT_BASE = 0xD0, 0xD4        # EXITj_TAKEN at REG_EXIT_BASE + 4j
 STATUS_BUSY, STATUS_FRAMING_ERROR = 1, 2
 ID_VALUE = 0x464E4231
 
@@ -390,6 +395,15 @@ async def test_images(dut):
         errors.append(f"CYCLES is {counted}, expected {before}..{after} cycles since reset")
     if status & (STATUS_BUSY | STATUS_FRAMING_ERROR):
         errors.append(f"STATUS is 0x{status:08X} after all results, expected idle without error")
+    want_exits = cfg.get("exit_counts")
+    taken = []
+    if want_exits is not None:
+        exits = await tb.read(REG_EXITS)
+        if exits != len(want_exits):
+            errors.append(f"EXITS is {exits}, expected {len(want_exits)}")
+        taken = [await tb.read(REG_EXIT_BASE + 4 * j) for j in range(len(want_exits))]
+        if taken != list(want_exits):
+            errors.append(f"EXITj_TAKEN read {taken}, expected {list(want_exits)}")
     await tb.write(REG_CTRL, 1)
     done_after = await tb.read(REG_IMAGES_DONE)
     cycles_after = await tb.read(REG_CYCLES_LO)
@@ -397,7 +411,12 @@ async def test_images(dut):
         errors.append(f"IMAGES_DONE is {done_after} after CTRL clear, expected 0")
     if cycles_after >= counted or cycles_after > 16:
         errors.append(f"CYCLES is {cycles_after} a few cycles after CTRL clear, expected < 16")
-    _report(cfg, "test_images", sim_ns=sim_ns, cycles=counted, errors=errors)
+    if want_exits is not None:
+        cleared = [await tb.read(REG_EXIT_BASE + 4 * j) for j in range(len(want_exits))]
+        if any(cleared):
+            errors.append(f"EXITj_TAKEN read {cleared} after CTRL clear, expected zeros")
+    _report(cfg, "test_images", sim_ns=sim_ns, cycles=counted, exit_counts=taken,
+            errors=errors)
     assert not errors, "; ".join(errors)
 
 

@@ -205,6 +205,7 @@ def compare(args: argparse.Namespace) -> dict:
             print(f"running {n} images on {args.target} ...", file=sys.stderr)
             classes, scores = acc.execute(images)
             run = dict(acc.last_run)
+            target_exits = acc.exit_counts()
 
         same = (classes == ref.classes) & (scores == ref.scores).all(axis=1)
         mismatch = np.flatnonzero(~same)
@@ -217,9 +218,15 @@ def compare(args: argparse.Namespace) -> dict:
                            if run["wall_seconds"] else None,
                            "golden_wall_images_per_s": n / golden_s if golden_s else None},
         }
+        if net.exits:
+            # Per exit: images that left through it (the EXITj_TAKEN registers on sim/pynq).
+            golden_exits = np.bincount(ref.exits, minlength=len(net.exits) + 1)
+            report["exits"] = {"target": target_exits,
+                               "golden": [int(c) for c in golden_exits[:len(net.exits)]]}
         if args.target == "sim":
             from hw.cycle_model import data_independent_ii
-            exact = data_independent_ii(acc.net, acc.pixels_per_beat)
+            exact = (None if acc.net.exits
+                     else data_independent_ii(acc.net, acc.pixels_per_beat))
             out = run["first_out"]
             ii = exact if exact is not None else (
                 float(out[-1] - out[0]) / (n - 1) if n > 1 else float(run["cycles"]))
@@ -246,6 +253,7 @@ def compare(args: argparse.Namespace) -> dict:
         else:
             report["pytorch"] = {"skipped": why}
     ok = report["golden_agreement"] == n and (
+        "exits" not in report or report["exits"]["target"] == report["exits"]["golden"]) and (
         "class_agreement" not in report["pytorch"] or report["pytorch"]["class_agreement"] == n)
     report["agree"] = bool(ok)
     return report
@@ -265,6 +273,10 @@ def _lines(r: dict) -> list[str]:
             lines.append(f"            mismatching images: {pt['mismatching_images'][:20]}")
     else:
         lines.append(f"pytorch     skipped ({pt['skipped']})")
+    if "exits" in r:
+        ex = r["exits"]
+        lines.append(f"exits       images per early exit: target {ex['target']}, golden "
+                     f"{ex['golden']}; no early exit: {n - sum(ex['golden'])}")
     acc = r["accuracy"]
     lines.append("accuracy    " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in acc.items()))
     t = r["throughput"]

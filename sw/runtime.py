@@ -18,7 +18,9 @@ Data path (sim and board share it; see docs/boards.md):
   index, then the ``C`` scores (two's complement).
 * registers (:class:`RegisterDriver`): the documented AXI4-Lite map (docs/hardware.md
   "Register map"): ID and CONFIG are checked against the network before the first run,
-  CTRL clears the counters, STATUS/IMAGES_DONE/CYCLES are checked after every batch.
+  CTRL clears the counters, STATUS/IMAGES_DONE/CYCLES are checked after every batch, and
+  for a network with early exits the per-exit counters EXITj_TAKEN are read
+  (:meth:`Accelerator.exit_counts`).
 
 The ``pynq`` package is imported only by the ``"pynq"`` target (:class:`sw.errors.UserError`
 if it is missing); tests pass a stand-in module with the same ``Overlay`` / ``allocate``
@@ -62,12 +64,12 @@ TARGETS = ("golden", "sim", "pynq")
 #: Register byte addresses (docs/hardware.md "Register map").
 REG = {"ID": 0x00, "VERSION": 0x04, "CONFIG": 0x08, "STATUS": 0x0C, "IMAGES_DONE": 0x10,
        "CYCLES_LO": 0x14, "CYCLES_HI": 0x18, "CTRL": 0x1C, "LAYER_BASE": 0x20,
-       "PARAM_SELECT": 0xF8, "PARAM_DATA": 0xFC}
+       "EXITS": 0xD0, "EXIT_BASE": 0xD4, "PARAM_SELECT": 0xF8, "PARAM_DATA": 0xFC}
 #: PARAM_SELECT read-back bit of designs built with writable parameters.
 PARAM_WRITABLE = 1 << 31
 _SELECT_ADDR_BITS = 20
 REG_ID_VALUE = 0x464E4231        # "FNB1"
-REG_VERSION_VALUE = 0x00010000   # register map 1.0
+REG_VERSION_VALUE = 0x00010001   # register map 1.1 (EXITS, EXITj_TAKEN)
 _STATUS_BUSY, _STATUS_FRAMING = 1, 2
 # Default DMA deadline: a fixed allowance plus 10 ms per image, about 7x the per-image time
 # of the slowest design the flow models (CNV, 14,636 cycles/image, at the 10 MHz minimum
@@ -243,17 +245,18 @@ class RegisterDriver:
         return int(self._mmio.read(REG[name])) & 0xFFFF_FFFF
 
     def identify(self) -> dict:
-        """ID, VERSION and CONFIG decoded."""
+        """ID, VERSION, CONFIG and EXITS decoded."""
         cfg = self.read("CONFIG")
         return {"id": self.read("ID"), "version": self.read("VERSION"), "config": cfg,
                 "layers": cfg & 0xFF, "pixels_per_beat": cfg >> 8 & 0xFF,
-                "classes": cfg >> 16 & 0xFF, "levels": cfg >> 24 & 0xFF}
+                "classes": cfg >> 16 & 0xFF, "levels": cfg >> 24 & 0xFF,
+                "exits": self.read("EXITS")}
 
     def check_design(self, net: CompiledNetwork) -> int:
         """Check that the device is a FracBNN accelerator for ``net``; return pixels per beat.
 
-        Compares ID, VERSION, CONFIG (layers, classes, thermometer levels) and every layer's
-        folding and shape registers.  Raises :class:`DeviceError` on any difference.
+        Compares ID, VERSION, CONFIG (layers, classes, thermometer levels), EXITS (early
+        exits) and every layer's folding and shape registers.  Raises :class:`DeviceError` on any difference.
         """
         info = self.identify()
         if info["id"] != REG_ID_VALUE:
@@ -262,7 +265,8 @@ class RegisterDriver:
         if info["version"] != REG_VERSION_VALUE:
             raise DeviceError(f"register map version 0x{info['version']:08X} is not the "
                               f"supported 0x{REG_VERSION_VALUE:08X}")
-        want = {"layers": len(net.layers), "classes": net.classes, "levels": net.input.levels}
+        want = {"layers": len(net.layers), "classes": net.classes, "levels": net.input.levels,
+                "exits": len(net.exits)}
         for key, value in want.items():
             if info[key] != value:
                 raise DeviceError(f"the design has {info[key]} {key}, the network {value}: "
@@ -304,9 +308,16 @@ class RegisterDriver:
         lo = self.read("CYCLES_LO")        # latches the high half
         return self.read("CYCLES_HI") << 32 | lo
 
-    def check_after(self, images_expected: int) -> dict:
-        """Read STATUS, IMAGES_DONE and CYCLES after a batch; raise :class:`DeviceError` on a
-        framing error, a busy pipeline or a wrong image count."""
+    def exit_counts(self, exits: int) -> list[int]:
+        """EXITj_TAKEN of the ``exits`` early exits: per exit the images whose result left
+        through it since the last clear."""
+        return [int(self._mmio.read(REG["EXIT_BASE"] + 4 * j)) & 0xFFFF_FFFF
+                for j in range(exits)]
+
+    def check_after(self, images_expected: int, exits: int = 0) -> dict:
+        """Read STATUS, IMAGES_DONE and CYCLES after a batch, then the ``exits`` per-exit
+        counters (``exit_counts``); raise :class:`DeviceError` on a framing error, a busy
+        pipeline, a wrong image count or exit counts that do not add up to at most it."""
         status, done = self.read("STATUS"), self.read("IMAGES_DONE")
         if status & _STATUS_FRAMING:
             raise DeviceError("STATUS reports a framing error: an input packet ended inside an "
@@ -315,7 +326,11 @@ class RegisterDriver:
             raise DeviceError("STATUS reports busy after every result arrived")
         if done != images_expected:
             raise DeviceError(f"IMAGES_DONE reads {done}, expected {images_expected}")
-        return {"status": status, "images_done": done, "cycles": self.cycles()}
+        cycles = self.cycles()
+        taken = self.exit_counts(exits)
+        if sum(taken) > done:
+            raise DeviceError(f"EXITj_TAKEN read {taken}, more than the {done} images done")
+        return {"status": status, "images_done": done, "cycles": cycles, "exit_counts": taken}
 
 
 def dma_timeout_for(images: int) -> float:
@@ -385,7 +400,10 @@ class _GoldenBackend:
 
     def run(self, images: np.ndarray):
         result = self.model.run(images)
-        return result.classes.astype(np.int64), result.scores.astype(np.int64), {}
+        exits = len(self.model.net.exits)
+        counts = np.bincount(result.exits, minlength=exits + 1)[:exits]
+        return (result.classes.astype(np.int64), result.scores.astype(np.int64),
+                {"exit_counts": [int(c) for c in counts]})
 
 
 def requested_network(net: CompiledNetwork, fold) -> CompiledNetwork:
@@ -496,7 +514,8 @@ class _SimBackend:
         classes, scores = unpack_results(words.reshape(-1), self._classes)
         cycles = int(res.last_out[-1] - res.first_in[0] + 1) if len(images) else 0
         return classes, scores, {"cycles": cycles, "sim_seconds": res.wall_seconds,
-                                 "first_in": res.first_in, "first_out": res.first_out}
+                                 "first_in": res.first_in, "first_out": res.first_out,
+                                 "exit_counts": list(res.reg_exit_taken)}
 
     def close(self):
         if self._tmp is not None:
@@ -554,9 +573,10 @@ class _PynqBackend:
             classes.append(c)
             scores.append(s)
         seconds = time.perf_counter() - start
-        after = self.regs.check_after(len(images))
+        after = self.regs.check_after(len(images), len(net.exits))
         return (np.concatenate(classes), np.concatenate(scores),
-                {"wall_seconds": seconds, "register_cycles": after["cycles"]})
+                {"wall_seconds": seconds, "register_cycles": after["cycles"],
+                 "exit_counts": after["exit_counts"]})
 
 
 class Accelerator:
@@ -708,6 +728,12 @@ class Accelerator:
         self.last_run = {"images": len(images), "wall_seconds": time.perf_counter() - start,
                          **info}
         return classes, scores
+
+    def exit_counts(self) -> list[int]:
+        """Per early exit ``j`` the images of the last :meth:`execute` whose result left
+        through it (``pynq``/``sim``: the EXITj_TAKEN registers; ``golden``: the golden
+        model's exits); empty for a network without early exits."""
+        return list(self.last_run.get("exit_counts", []))
 
     def throughput_test(self, images=None, *, count: int = 1000, seed: int = 0) -> dict:
         """Run ``images`` (default ``count`` random images) and report throughput.

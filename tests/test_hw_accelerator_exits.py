@@ -1,7 +1,8 @@
 """The accelerator with early exits (Amaranth simulation): every image's class and scores
 equal the golden model's (whichever exit it takes), in image order, under random input idle
-and output backpressure; the exits' later layers see only the images that continue.
-Cycle-exactness is not covered: the cycle model has no early exits yet (docs/hardware.md)."""
+and output backpressure; the exits' later layers see only the images that continue; the
+EXITj_TAKEN registers count the images per exit and CTRL clears them.  The Verilog flow
+(exit memories, ``rom_mode="verilog"``) and cycle-exactness: tests/test_cosim_exits.py."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.accelerator import Accelerator, plan_stages
+from hw.accelerator import Accelerator
+from hw.axi_lite_regs import REG
+from hw.generate import memory_files
 from sw.network_io import load_compiled_network, write_compiled_network
 from sw.errors import UserError
 from sw.golden import GoldenModel
 from tests.netfactory import random_images, random_network
+from tests.test_hw_accelerator import axil_master
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
@@ -25,9 +29,13 @@ def _beats(images, ppb):
             for img in images for b in range(len(img) // ppb)]
 
 
-def simulate(net, init_dir, ppb, images, *, idle=0.0, stall=0.0, seed=0):
-    """Classes, scores, tlast flags and the images each engine saw, from the Amaranth model."""
+def simulate(net, init_dir, ppb, images, *, idle=0.0, stall=0.0, seed=0, registers=None):
+    """Classes, scores, tlast flags and the images each engine saw, from the Amaranth model.
+
+    ``registers`` (a dict) receives, after the last result, EXITS and every EXITj_TAKEN
+    (``"exits"``, ``"taken"``) and the counters after a CTRL clear (``"cleared"``)."""
     acc = Accelerator(net, init_dir=init_dir, pixels_per_beat=ppb)
+    axil_write, axil_read = axil_master(acc)
     n, b, c = len(images), net.input.pixels // ppb, net.classes
     beats = _beats(images, ppb)
     got = []
@@ -63,6 +71,15 @@ def simulate(net, init_dir, ppb, images, *, idle=0.0, stall=0.0, seed=0):
                 engine_beats[i] += bool(tap[2 * i] and tap[2 * i + 1])
             cycle += 1
             assert cycle < 100_000, "accelerator hung"
+        if registers is not None:
+            ctx.set(acc.m_axis_tready, 0)
+            exits = len(net.exits)
+            registers["exits"] = await axil_read(ctx, REG["EXITS"])
+            registers["taken"] = [await axil_read(ctx, REG["EXIT_BASE"] + 4 * j)
+                                  for j in range(exits + 1)]       # one past: reads 0
+            await axil_write(ctx, REG["CTRL"], 1)
+            registers["cleared"] = [await axil_read(ctx, REG["EXIT_BASE"] + 4 * j)
+                                    for j in range(exits)]
 
     sim = Simulator(acc)
     sim.add_clock(1e-8)
@@ -99,8 +116,9 @@ def test_bit_exact_in_order(net_dir, idle, stall):
     images = random_images(net, 14, seed=int(10 * stall))
     gold = GoldenModel(net).run(images)
     assert len(set(gold.exits.tolist())) > 1, "the test net should use several exits"
+    regs = {}
     classes, scores, lasts, seen = simulate(net, d, 8, images, idle=idle, stall=stall,
-                                            seed=int(10 * idle))
+                                            seed=int(10 * idle), registers=regs)
     np.testing.assert_array_equal(classes, gold.classes)
     np.testing.assert_array_equal(scores, gold.scores)
     assert (lasts[:, -1] == 1).all() and (lasts[:, :-1] == 0).all()
@@ -108,11 +126,28 @@ def test_bit_exact_in_order(net_dir, idle, stall):
     stops = np.array([net.exits[j].after if j < len(net.exits) else len(net.layers)
                       for j in gold.exits])
     assert seen == [int(np.sum(stops >= i)) for i in range(len(net.layers))]
+    # The host's per-exit counts.
+    exits = len(net.exits)
+    assert regs["exits"] == exits
+    assert regs["taken"] == np.bincount(gold.exits, minlength=exits + 1)[:exits].tolist() + [0]
+    assert regs["cleared"] == [0] * exits
 
 
-def test_cycle_model_and_verilog_refuse_exits(net_dir):
+def test_writable_parameters_refuse_exits(net_dir):
     net, d = net_dir
-    with pytest.raises(UserError, match="early exit"):
-        plan_stages(net, 8)
-    with pytest.raises(UserError, match="simulation only"):
-        Accelerator(net, init_dir=d, pixels_per_beat=8, rom_mode="verilog")
+    with pytest.raises(UserError, match="writable parameters") as info:
+        Accelerator(net, init_dir=d, pixels_per_beat=8, rom_mode="verilog",
+                    writable_params=True)
+    assert "\n" not in str(info.value)
+
+
+def test_verilog_exit_engines_and_memories(net_dir):
+    """rom_mode "verilog": the exit engines read the X<j> memories, listed in the ROM plan."""
+    net, d = net_dir
+    acc = Accelerator(net, init_dir=d, pixels_per_beat=8, rom_mode="verilog")
+    assert [e.rom_mode for e in acc.exit_engines] == ["verilog"] * len(net.exits)
+    exit_roms = [p for p in acc.rom_plan if p.name.startswith("X")]
+    assert {p.file for p in exit_roms} == {name for name, _, _ in memory_files(net)
+                                           if name.startswith("X")}
+    assert {f"X{j}_weights.mem" for j in range(len(net.exits))} <= {p.file for p in exit_roms}
+    assert all(p.requested == "auto" for p in exit_roms)

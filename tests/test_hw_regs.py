@@ -3,15 +3,20 @@
 import pytest
 from amaranth.sim import Simulator
 
-from hw.axi_lite_regs import REG, REG_ID_VALUE, REG_VERSION_VALUE, AxiLiteRegisterBlock
+from types import SimpleNamespace
+
+from hw.axi_lite_regs import (MAX_EXITS, REG, REG_ID_VALUE, REG_VERSION_VALUE,
+                              AxiLiteRegisterBlock, check_register_map, max_layers)
+from sw.errors import UserError
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
 LAYERS = [(32, 64, 832, 1024), (16, 32, 1024, 1024), (5, 16, 1024, 10)]
 
 
-def make():
-    return AxiLiteRegisterBlock(LAYERS, pixels_per_beat=8, classes=10, thermometer_levels=2)
+def make(**kw):
+    return AxiLiteRegisterBlock(LAYERS, pixels_per_beat=8, classes=10, thermometer_levels=2,
+                                **kw)
 
 
 async def axil_read(ctx, dut, addr, delay_ready=0):
@@ -56,8 +61,8 @@ async def axil_write(ctx, dut, addr, data, *, w_first=False, gap=0):
     assert resp == 0
 
 
-def run(bench):
-    dut = make()
+def run(bench, **kw):
+    dut = make(**kw)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
 
@@ -76,6 +81,8 @@ def test_constant_registers():
             assert await axil_read(ctx, dut, 0x20 + 8 * i) == pe << 16 | simd
             assert await axil_read(ctx, dut, 0x24 + 8 * i) == mw << 16 | mh
         assert await axil_read(ctx, dut, 0x20 + 8 * len(LAYERS)) == 0  # unmapped
+        assert await axil_read(ctx, dut, REG["EXITS"]) == 0             # no early exits
+        assert await axil_read(ctx, dut, REG["EXIT_BASE"]) == 0
         assert await axil_read(ctx, dut, 0xFC) == 0
         # Writes to read-only registers are ignored.
         await axil_write(ctx, dut, REG["ID"], 0)
@@ -164,3 +171,38 @@ def test_rejects_bad_config():
     with pytest.raises(ValueError, match="layers"):
         AxiLiteRegisterBlock([(1, 1, 1, 1)] * 30, pixels_per_beat=1, classes=1,
                              thermometer_levels=1)
+
+
+def test_exit_counters_and_clear():
+    """EXITS reads the number of exits; EXITj_TAKEN counts the pulses of exit_taken bit j;
+    CTRL clears them with the other counters; counters past the last exit read 0."""
+    async def bench(ctx, dut):
+        assert await axil_read(ctx, dut, REG["EXITS"]) == 2
+        for bits in (0b01, 0b10, 0b01, 0b00, 0b01):
+            ctx.set(dut.exit_taken, bits)
+            await ctx.tick()
+        ctx.set(dut.exit_taken, 0)
+        assert await axil_read(ctx, dut, REG["EXIT_BASE"]) == 3
+        assert await axil_read(ctx, dut, REG["EXIT_BASE"] + 4, delay_ready=2) == 1
+        assert await axil_read(ctx, dut, REG["EXIT_BASE"] + 8) == 0
+        assert await axil_read(ctx, dut, REG["IMAGES_DONE"]) == 0    # counted apart
+        await axil_write(ctx, dut, REG["CTRL"], 1)
+        assert await axil_read(ctx, dut, REG["EXIT_BASE"]) == 0
+        assert await axil_read(ctx, dut, REG["EXIT_BASE"] + 4) == 0
+    run(bench, exits=2)
+
+
+def test_register_map_limits():
+    """Layers stop below EXITS, the exit counters below PARAM_SELECT; a network that does
+    not fit is a one-line UserError."""
+    assert REG["LAYER_BASE"] + 8 * max_layers() <= REG["EXITS"]
+    assert REG["EXIT_BASE"] + 4 * MAX_EXITS <= REG["PARAM_SELECT"]
+    fits = SimpleNamespace(name="n", layers=[0] * max_layers(), exits=[0] * MAX_EXITS)
+    check_register_map(fits)
+    for layers, exits, what in ((max_layers() + 1, 0, "layers"), (2, MAX_EXITS + 1, "exits")):
+        with pytest.raises(UserError, match=what) as info:
+            check_register_map(SimpleNamespace(name="n", layers=[0] * layers,
+                                               exits=[0] * exits))
+        assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="exits"):
+        make(exits=MAX_EXITS + 1)

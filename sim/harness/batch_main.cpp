@@ -17,7 +17,8 @@
 //   i32 class, i32 scores[classes], u64 first_in, u64 last_in, u64 first_out, u64 last_out
 // (cycles of the image's first/last input beat and first/last output beat), then a
 // trailer: u64 total_cycles, u32 framing_errors (output frames whose TLAST was not on
-// beat 1+classes), u32 reg_status, u32 reg_images_done, u32 reg_id, u64 reg_cycles
+// beat 1+classes), u32 reg_status, u32 reg_images_done, u32 reg_id, u64 reg_cycles,
+// u32 reg_exits (EXITS, at most 8 counted), u32 reg_exit_taken[reg_exits] (EXITj_TAKEN)
 // (AXI-Lite reads after the last result).  Exit status 0 when every image produced
 // a result, 3 when the design stalled (no transfer for --max-stall-cycles cycles),
 // 2 on bad arguments or files.  While running it prints "done N" lines (every 64
@@ -344,6 +345,11 @@ int main(int argc, char** argv) {
     uint32_t lo = h.axil_read(0x14);
     uint32_t hi = h.axil_read(0x18);
     uint64_t reg_cycles = (uint64_t(hi) << 32) | lo;
+    // Early exits: EXITS, then each EXITj_TAKEN (register map 1.1; 8 exits at most).
+    uint32_t reg_exits = h.axil_read(0xD0);
+    if (reg_exits > 8) reg_exits = 8;
+    std::vector<uint32_t> reg_taken(reg_exits);
+    for (uint32_t j = 0; j < reg_exits; ++j) reg_taken[j] = h.axil_read(uint8_t(0xD4 + 4 * j));
 
     FILE* o = std::fopen(results_path, "wb");
     if (!o) usage("cannot write the results file");
@@ -365,6 +371,8 @@ int main(int argc, char** argv) {
     std::fwrite(&reg_done, 4, 1, o);
     std::fwrite(&reg_id, 4, 1, o);
     std::fwrite(&reg_cycles, 8, 1, o);
+    std::fwrite(&reg_exits, 4, 1, o);
+    if (reg_exits) std::fwrite(reg_taken.data(), 4, reg_exits, o);
     if (std::fclose(o) != 0) usage("cannot write the results file");
     return status;
 }

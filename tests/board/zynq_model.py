@@ -45,7 +45,8 @@ _PS_RESET = {
     **{CRL_APB + 0xC0 + 4 * i: 1 << 24 | 1 << 16 | 15 << 8 for i in range(4)},  # PLi_REF_CTRL
 }
 
-_ID, _VERSION = 0x464E4231, 0x00010000
+_ID, _VERSION = 0x464E4231, 0x00010001     # register map 1.1
+_EXITS, _EXIT_BASE = 0xD0, 0xD4
 
 
 class ShellModel:
@@ -65,6 +66,8 @@ class ShellModel:
         self._inflight = 0                    # images received whose last word has not left
         self._out = deque()                   # (word, last word of its image, TLAST)
         self.images_done, self.framing, self.cycles, self._cycles_hi = 0, False, 0, 0
+        self.exit_taken = [0] * len(self.net.exits)
+        self._exit_of = deque()                # per result in flight: its exit (len: none)
 
     # -- AXI4-Lite --------------------------------------------------------------------------
     def read(self, offset: int) -> int:
@@ -85,8 +88,12 @@ class ShellModel:
             return self.cycles & 0xFFFF_FFFF
         if offset == 0x18:
             return self._cycles_hi
+        if offset == _EXITS:
+            return len(net.exits)
+        if _EXIT_BASE <= offset < _EXIT_BASE + 4 * len(net.exits):
+            return self.exit_taken[(offset - _EXIT_BASE) // 4]
         layer, field = divmod(offset - 0x20, 8)
-        if 0x20 <= offset < 0xF8 and layer < len(net.layers):
+        if 0x20 <= offset < _EXITS and layer < len(net.layers):
             spec = net.layers[layer]
             return (spec.folding.pe << 16 | spec.folding.simd if field == 0
                     else spec.in_features << 16 | spec.out_features)
@@ -95,6 +102,7 @@ class ShellModel:
     def write(self, offset: int, value: int) -> None:
         if offset == 0x1C and value & 1:
             self.images_done, self.cycles, self.framing = 0, 0, False
+            self.exit_taken = [0] * len(self.net.exits)
 
     # -- AXI4-Stream ------------------------------------------------------------------------
     def accepts(self) -> bool:
@@ -116,6 +124,7 @@ class ShellModel:
             return
         result = self._golden.run(image)
         words = [int(result.classes[0])] + [int(v) & 0xFFFF_FFFF for v in result.scores[0]]
+        self._exit_of.append(int(result.exits[0]))
         for k, word in enumerate(words):
             end = k == len(words) - 1
             self._out.append((word, end, end and last))
@@ -128,6 +137,9 @@ class ShellModel:
         if end:
             self._inflight -= 1
             self.images_done += 1
+            j = self._exit_of.popleft()
+            if j < len(self.exit_taken):
+                self.exit_taken[j] += 1
         return word, tlast
 
 
