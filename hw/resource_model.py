@@ -7,7 +7,10 @@ Contract
 from the same facts the generator uses (:func:`hw.accelerator.plan_stages`, the layer engine's
 memories, the window and pool geometry): per part (``fixed`` = thermometer, framing, AXI4-Lite
 registers and output serializer; ``L{i}`` = the width converter, padding stage, window generator,
-engine and max-pool of layer ``i``) its memories and a few structural counts ("features").
+engine and max-pool of layer ``i``; ``X{j}`` = early exit ``j``'s branch, counted roughly like
+a layer: its width converter, classifier engine and memories, serializer, hold buffer and
+FIFOs, with the features of the layer parts; not calibrated on exit designs) its memories and a
+few structural counts ("features").
 :class:`ResourceModel` maps a shape to resources:
 
 * ``bram`` (36 Kb tiles, RAMB18 = 1/2) is counted per memory, the way Yosys ``memory_libmap``
@@ -59,8 +62,8 @@ from .memory_style import DISTRIBUTED_MAX_DEPTH as _DISTRIBUTED_MAX_DEPTH
 
 __all__ = ["DEFAULT_CALIBRATION", "BLOCK_MIN_BITS", "SHALLOW_MAX_DEPTH", "LUT_FEATURES",
            "FF_FEATURES", "Memory", "PartShape", "DesignShape", "bram_geometry", "yosys_bram36",
-           "lutram_luts", "map_memory", "layer_memories", "layer_part", "fixed_part", "describe",
-           "ResourceModel", "load_model", "estimate", "network_fingerprint", "rtl_fingerprint",
+           "lutram_luts", "map_memory", "layer_memories", "layer_part", "exit_part", "fixed_part",
+           "describe", "ResourceModel", "load_model", "estimate", "network_fingerprint", "rtl_fingerprint",
            "calibration_foldings", "calibrate", "import_sweep", "design_hash", "main"]
 
 #: The calibration data shipped with the generator.
@@ -294,13 +297,15 @@ def _lane_words(lane_bits: np.ndarray, pe: int) -> np.ndarray:
     return lane_bits.reshape(mhp // pe, pe * lw)
 
 
-def layer_memories(layer: LayerSpec, requested: dict[str, str] | None = None) -> list[Memory]:
+def layer_memories(layer: LayerSpec, requested: dict[str, str] | None = None, *,
+                   prefix: str = "L") -> list[Memory]:
     """The ROMs and RAMs of ``layer``'s engine (weights, thresholds, gates, input buffer,
     output FIFO, lane accumulator stores), from its folding and contents.
 
     The ROMs are those of :func:`hw.memory_style.layer_rom_plan` (``requested``:
     ``{kind: "auto" | "block" | "distributed"}``, :meth:`hw.memory_style.RamStyle.for_layer`),
-    with the generator's placement resolved (``"block"`` / ``"distributed"``)."""
+    with the generator's placement resolved (``"block"`` / ``"distributed"``).  ``prefix``
+    starts the names (``X`` for an early exit's classifier)."""
     from .memory_style import layer_rom_plan
     from .mvtu import uses_lane_schedule
     from .mvtu_timing import engine_timing
@@ -308,7 +313,7 @@ def layer_memories(layer: LayerSpec, requested: dict[str, str] | None = None) ->
     i, pe, simd = layer.index, layer.folding.pe, layer.folding.simd
     nf, sf = layer.neuron_folds, layer.synapse_folds
     timing = engine_timing(layer)
-    plan = layer_rom_plan(layer, requested)
+    plan = layer_rom_plan(layer, requested, prefix=prefix)
     lane = uses_lane_schedule(layer)
     mems = []
     bits = layer.padded_weight_bits().reshape(nf, pe, sf, simd)
@@ -331,17 +336,17 @@ def layer_memories(layer: LayerSpec, requested: dict[str, str] | None = None) ->
             mems.append(Memory(rom.name, "rom", words.shape[1], nf, *_column_stats(words),
                                rom.style))
     in_w = simd * layer.in_bits
-    mems.append(Memory(f"L{i}.inbuf", "ram", in_w, 2 * sf, in_w, in_w))
+    mems.append(Memory(f"{prefix}{i}.inbuf", "ram", in_w, 2 * sf, in_w, in_w))
     acc_w = signed_bits(layer.acc_min, layer.acc_max)
     out_w = pe * acc_w if layer.out == "scores" else pe * layer.out_bits
     depth = timing["output_depth"]
-    mems.append(Memory(f"L{i}.out_fifo", "ram", out_w, depth, out_w, out_w))
+    mems.append(Memory(f"{prefix}{i}.out_fifo", "ram", out_w, depth, out_w, out_w))
     if lane:
         for p in range(pe):
             # Read asynchronously, one read port with an adder behind it (hw/mvtu.py,
             # stored_m = store - MW): no register can be pulled into a block RAM, so Yosys
             # can only build LUTRAM (its memory_libmap log: "via $__XILINX_LUTRAM_SDP_").
-            mems.append(Memory(f"L{i}.store{p}", "ram", acc_w, 2 * nf, acc_w, acc_w,
+            mems.append(Memory(f"{prefix}{i}.store{p}", "ram", acc_w, 2 * nf, acc_w, acc_w,
                                placement="distributed"))
     return mems
 
@@ -438,15 +443,17 @@ def _converter_features(part: PartShape, planes: int, n_in: int, n_out: int, pad
     part.add("ff", "convert", planes * cap + 2 * cap.bit_length())
 
 
-def layer_part(layer: LayerSpec, stages, requested: dict[str, str] | None = None) -> PartShape:
+def layer_part(layer: LayerSpec, stages, requested: dict[str, str] | None = None, *,
+               prefix: str = "L") -> PartShape:
     """The shape of layer ``layer.index``: its stages from :func:`plan_stages` (``stages``:
     the ones whose ``params['layer']`` is this layer) and its engine, with its memories
-    placed as ``requested`` (:func:`layer_memories`)."""
+    placed as ``requested`` (:func:`layer_memories`); ``prefix`` names the part (``X``: an
+    early exit's classifier)."""
     from .mvtu import popcount_width as engine_popcount_width, uses_lane_schedule
     from .popcount import popcount_width
     from .window import window_geometry
 
-    part = PartShape(f"L{layer.index}", layer_memories(layer, requested))
+    part = PartShape(f"{prefix}{layer.index}", layer_memories(layer, requested, prefix=prefix))
     pe, simd = layer.folding.pe, layer.folding.simd
     two = layer.gated
     for info in stages:
@@ -527,11 +534,50 @@ def fixed_part(net: CompiledNetwork, pixels_per_beat: int) -> PartShape:
     return part
 
 
+#: Buffers of an early exit's branch as :meth:`hw.accelerator.Accelerator._elaborate_exit`
+#: builds them: the hold buffer's images, the result FIFO's results, the order FIFO's depth.
+_EXIT_HOLD_IMAGES, _EXIT_RESULT_IMAGES, _EXIT_ORDER_DEPTH = 8, 8, 32
+
+
+def exit_part(net: CompiledNetwork, j: int) -> PartShape:
+    """The shape of early exit ``j``'s branch (``X{j}``), roughly: the classifier as a layer
+    (:func:`layer_part`, memories by the ``auto`` rule) behind its width converter, its
+    serializer (as the fixed part's) and decision, the hold buffer of layer ``after``'s
+    beats and the order and result FIFOs as RAMs, the fork and merge as stream bits."""
+    from .accelerator import _elem_for
+    from .exit_decision import RESULT_LAYOUT
+    from .width_converter import BIT
+
+    ex = net.exits[j]
+    src, lay = net.layers[ex.after], ex.layer
+    planes = 1 if _elem_for(src) == BIT else 2
+    part = layer_part(lay, [], None, prefix="X")
+    if src.folding.pe != lay.folding.simd:
+        _converter_features(part, planes, src.folding.pe, lay.folding.simd, 0)
+    w = signed_bits(lay.acc_min, lay.acc_max)
+    pe, nf, classes = lay.folding.pe, lay.neuron_folds, net.classes
+    lane_bits = max(pe - 1, 1).bit_length()
+    part.add("lut", "ser", (pe - 1) * (w + lane_bits) + classes * w + 2 * w)   # + decision
+    part.add("ff", "ser", (nf * pe + classes + pe) * w + (pe - 1) * (w + lane_bits + 1)
+             + 3 * w)
+    beat = planes * src.folding.pe
+    beats = src.neuron_folds * src.vectors_per_image
+    result_w = RESULT_LAYOUT.size
+    part.memories += [
+        Memory(f"X{j}.hold", "ram", beat, _EXIT_HOLD_IMAGES * beats, beat, beat),
+        Memory(f"X{j}.result", "ram", result_w, _EXIT_RESULT_IMAGES * (1 + classes),
+               result_w, result_w),
+        Memory(f"X{j}.order", "ram", 1, _EXIT_ORDER_DEPTH, 1, 1)]
+    part.add("lut", "stream", 2 * beat + result_w)          # fork, hold output, merge
+    part.add("ff", "stream", beat + result_w)
+    return part
+
+
 def describe(net: CompiledNetwork, pixels_per_beat: int = 8, ram_style=None) -> DesignShape:
     """The :class:`DesignShape` of the accelerator for ``net`` (its folding), its parameter
     memories placed by ``ram_style`` (a ``--ram-style`` string or
     :class:`hw.memory_style.RamStyle`, checked against ``net``; default ``auto``) exactly as
-    ``hw.generate`` places them."""
+    ``hw.generate`` places them; early exits add their parts ``X{j}`` (:func:`exit_part`)."""
     from .accelerator import plan_stages
     from .memory_style import parse_ram_style
 
@@ -541,6 +587,7 @@ def describe(net: CompiledNetwork, pixels_per_beat: int = 8, ram_style=None) -> 
     for layer in net.layers:
         mine = [s for s in stages if s.kind != "mvtu" and s.params.get("layer") == layer.index]
         parts.append(layer_part(layer, mine, spec.for_layer(layer.index)))
+    parts += [exit_part(net, j) for j in range(len(net.exits))]
     return DesignShape(parts)
 
 

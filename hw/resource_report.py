@@ -60,8 +60,8 @@ def _stage_key(stage: str) -> tuple:
 
 def layer_table(stages: dict | None, parts: dict, memories: list[dict]) -> list[dict]:
     """The per-layer resource table: one row per part of the design (``L0``, ``L1``, ...,
-    then ``fixed`` = thermometer, serializer, AXI4-Lite registers and the top's framing and
-    control) and a ``total`` row.
+    the early exits' branches ``X0``, ``X1``, ..., then ``fixed`` = thermometer, serializer,
+    AXI4-Lite registers and the top's framing and control) and a ``total`` row.
 
     ``stages``: Yosys counts per stage (``yosys_estimate(...)["stages"]``; ``None`` without a
     Yosys run), summed into the part each stage belongs to
@@ -75,7 +75,7 @@ def layer_table(stages: dict | None, parts: dict, memories: list[dict]) -> list[
 
     keys = ("lut", "ff", "bram", "lutram")
     names = [n for n in parts if n != "fixed"]
-    names.sort(key=lambda n: int(n[1:]) if n[1:].isdigit() else 1 << 30)
+    names.sort(key=lambda n: (n[0] != "L", int(n[1:]) if n[1:].isdigit() else 1 << 30))
     by_part: dict[str, dict] = {}
     for stage, counts in (stages or {}).items():
         part = "unattributed" if stage == "unattributed" else part_of_stage(stage)
@@ -89,7 +89,7 @@ def layer_table(stages: dict | None, parts: dict, memories: list[dict]) -> list[
         y = by_part.get(name)
         m = parts.get(name)
         mems = [f"{mem['name'].split('.', 1)[1]} {mem['style']}" for mem in memories
-                if name.startswith("L") and f"L{mem['layer']}" == name]
+                if mem["name"].split(".", 1)[0] == name]
         rows.append({"part": name,
                      "stages": sorted(y["stages"], key=_stage_key) if y else [],
                      "memories": mems,

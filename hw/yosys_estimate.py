@@ -171,11 +171,15 @@ def _stage_name(name: str) -> str | None:
 
 def part_of_stage(stage: str) -> str:
     """The resource-model part (:func:`hw.resource_model.describe`) a stage belongs to:
-    ``L<i>`` for ``convert<i>``, ``pad<i>``, ``window<i>``, ``mvtu<i>``, ``pool<i>``, else
-    ``fixed`` (thermometer, serializer, registers, the top's framing and control)."""
+    ``L<i>`` for ``convert<i>``, ``pad<i>``, ``window<i>``, ``mvtu<i>``, ``pool<i>``; ``X<j>``
+    for early exit ``j``'s branch (``exit<j>_engine``, ``exit<j>_hold``, ``exit<j>_merge``,
+    ...); else ``fixed`` (thermometer, serializer, registers, the top's framing and control)."""
     import re
     m = re.fullmatch(r"(convert|pad|window|mvtu|pool)(\d+)", stage)
-    return f"L{m.group(2)}" if m else "fixed"
+    if m:
+        return f"L{m.group(2)}"
+    m = re.fullmatch(r"exit(\d+)_[a-z]+", stage)
+    return f"X{m.group(1)}" if m else "fixed"
 
 
 def attribute_cells(netlist, top: str = "fracbnn_top") -> dict:

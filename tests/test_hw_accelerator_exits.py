@@ -151,3 +151,29 @@ def test_verilog_exit_engines_and_memories(net_dir):
                                            if name.startswith("X")}
     assert {f"X{j}_weights.mem" for j in range(len(net.exits))} <= {p.file for p in exit_roms}
     assert all(p.requested == "auto" for p in exit_roms)
+
+
+def test_resource_model_and_report_count_the_exits(net_dir):
+    """The analytic model has a part X<j> per exit (its classifier's memories named X<j>.*),
+    Yosys stages of an exit branch belong to it, and the per-layer table lists it."""
+    from hw.resource_model import describe, estimate
+    from hw.resource_report import layer_table
+    from hw.yosys_estimate import part_of_stage
+
+    net, _ = net_dir
+    exits = [f"X{j}" for j in range(len(net.exits))]
+    shape = describe(net)
+    assert [p.name for p in shape.parts][-len(exits):] == exits
+    assert all(m.name.startswith(p.name + ".") for p in shape.parts[-len(exits):]
+               for m in p.memories)
+    est = estimate(net)
+    assert all(est["parts"][x]["lut"] > 0 and est["parts"][x]["ff"] > 0 for x in exits)
+    assert part_of_stage("exit0_engine") == "X0" and part_of_stage("exit1_merge") == "X1"
+    assert part_of_stage("mvtu1") == "L1" and part_of_stage("serializer") == "fixed"
+    mems = [{"name": "X0.weights", "layer": 0, "style": "distributed"},
+            {"name": "L0.weights", "layer": 0, "style": "block"}]
+    rows = {r["part"]: r for r in layer_table(None, est["parts"], mems)}
+    assert rows["X0"]["memories"] == ["weights distributed"]
+    assert rows["L0"]["memories"] == ["weights block"]
+    assert [r["part"] for r in layer_table(None, est["parts"], mems)][-len(exits) - 2:] == \
+        exits + ["fixed", "total"]
