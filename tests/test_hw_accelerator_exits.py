@@ -1,7 +1,8 @@
 """The accelerator with early exits (Amaranth simulation): every image's class and scores
 equal the golden model's (whichever exit it takes), in image order, under random input idle
 and output backpressure; the exits' later layers see only the images that continue.
-Cycle-exactness is not covered: the cycle model has no early exits yet (docs/hardware.md)."""
+With the input back to back and the output always ready, every image's first input beat and
+first and last output beats come at the cycles the cycle model predicts."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from hw.accelerator import Accelerator, plan_stages
+from hw.accelerator import Accelerator
+from hw.cycle_model import simulate_pipeline
 from sw.network_io import load_compiled_network, write_compiled_network
-from sw.errors import UserError
 from sw.golden import GoldenModel
 from tests.netfactory import random_images, random_network
 
@@ -32,6 +33,7 @@ def simulate(net, init_dir, ppb, images, *, idle=0.0, stall=0.0, seed=0):
     beats = _beats(images, ppb)
     got = []
     engine_beats = [0] * len(net.layers)
+    t_in, t_out, t_end = [], [], []
 
     async def feed(ctx):
         rng = random.Random(seed)
@@ -45,24 +47,32 @@ def simulate(net, init_dir, ppb, images, *, idle=0.0, stall=0.0, seed=0):
             while True:
                 _, _, ready = await ctx.tick().sample(acc.s_axis_tready)
                 if ready:
+                    if k % b == 0:
+                        t_in.append(cycle[0])
                     break
         ctx.set(acc.s_axis_tvalid, 0)
 
     taps = [x for e in acc.engines for x in (e.o.valid, e.o.ready)]
 
+    cycle = [0]
+
     async def drain(ctx):
-        rng, cycle = random.Random(seed + 1), 0
+        rng = random.Random(seed + 1)
         while len(got) < n * (1 + c):
             ready = rng.random() >= stall
             ctx.set(acc.m_axis_tready, int(ready))
             _, _, valid, data, last, *tap = await ctx.tick().sample(
                 acc.m_axis_tvalid, acc.m_axis_tdata, acc.m_axis_tlast, *taps)
             if valid and ready:
+                if len(got) % (1 + c) == 0:
+                    t_out.append(cycle[0])
+                if last:
+                    t_end.append(cycle[0])
                 got.append((data, last))
             for i in range(len(net.layers)):
                 engine_beats[i] += bool(tap[2 * i] and tap[2 * i + 1])
-            cycle += 1
-            assert cycle < 100_000, "accelerator hung"
+            cycle[0] += 1
+            assert cycle[0] < 100_000, "accelerator hung"
 
     sim = Simulator(acc)
     sim.add_clock(1e-8)
@@ -73,6 +83,7 @@ def simulate(net, init_dir, ppb, images, *, idle=0.0, stall=0.0, seed=0):
     scores = out[:, 1:, 0]
     scores = np.where(scores >= 1 << 31, scores - (1 << 32), scores)
     seen = [eb // l.neuron_folds for eb, l in zip(engine_beats, net.layers)]
+    simulate.timing = (t_in, t_out, t_end)
     return out[:, 0, 0], scores, out[:, :, 1], seen
 
 
@@ -110,9 +121,23 @@ def test_bit_exact_in_order(net_dir, idle, stall):
     assert seen == [int(np.sum(stops >= i)) for i in range(len(net.layers))]
 
 
-def test_cycle_model_and_verilog_refuse_exits(net_dir):
+def test_cycle_exact(net_dir):
+    """Every image's timing equals the cycle model's, whichever exit it takes."""
     net, d = net_dir
-    with pytest.raises(UserError, match="early exit"):
-        plan_stages(net, 8)
-    with pytest.raises(UserError, match="simulation only"):
-        Accelerator(net, init_dir=d, pixels_per_beat=8, rom_mode="verilog")
+    images = random_images(net, 40, seed=7)
+    gold = GoldenModel(net).run(images)
+    simulate(net, d, 8, images)
+    t_in, t_out, t_end = simulate.timing
+    model = simulate_pipeline(net, len(images), pixels_per_beat=8, gates=gold.gates,
+                              exits=gold.exits, exit_gates=gold.exit_gates)
+    np.testing.assert_array_equal(t_in, model.input_start)
+    np.testing.assert_array_equal(t_out, model.output_start)
+    np.testing.assert_array_equal(t_end, model.output_end)
+
+
+def test_cycle_model_needs_the_exits(net_dir):
+    net, _ = net_dir
+    with pytest.raises(ValueError, match="pass exits="):
+        simulate_pipeline(net, 2)
+    with pytest.raises(ValueError, match="exits must be"):
+        simulate_pipeline(net, 2, gates="open", exits=[0, len(net.exits) + 1])
