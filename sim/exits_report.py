@@ -181,6 +181,9 @@ def cycle_timing(net: CompiledNetwork, images: np.ndarray, pixels_per_beat: int 
                             exit_gates=gold.exit_gates if net.exits else None)
     lat = sim.latency
     out = {"images": n, "latency_mean": float(lat.mean()), "latency_worst": int(lat.max()),
+           "latency_alone": None if net.exits else int(simulate_pipeline(
+               net, 1, pixels_per_beat=pixels_per_beat,
+               gates=[None if g is None else g[:1] for g in gold.gates]).latency[0]),
            "interval_mean": float((sim.output_start[-1] - sim.output_start[0]) / max(n - 1, 1)),
            "total_cycles": int(sim.output_end[-1] + 1)}
     if net.exits:
@@ -274,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     for label in ("without_exits", "with_exits"):
         cm = rep[label]
         print(f"  {label.replace('_', ' ')} (cycle model, {cm['images']} images back to back): "
-              f"latency mean {cm['latency_mean']:.1f}, worst {cm['latency_worst']} cycles; "
+              f"latency mean {cm['latency_mean']:.1f}, worst {cm['latency_worst']} cycles"
+              f"{'' if cm['latency_alone'] is None else ' (one image alone: %d)' % cm['latency_alone']}; "
               f"{cm['interval_mean']:.1f} cycles/image = "
               f"{mhz * 1e6 / cm['interval_mean']:.0f} images/s at {mhz:g} MHz")
         for r in cm.get("per_exit", []):
