@@ -261,6 +261,7 @@ class Accelerator(wiring.Component):
         """Fork layer ``k``'s stream to exit ``j``'s engine and a hold buffer; returns the
         hold buffer's output (the stream to engine ``k + 1``).  The order and result FIFOs
         go to :attr:`_exit_fifos` for the merges."""
+        from .exit_branch import HOLD_IMAGES, ORDER_DEPTH, RESULT_IMAGES
         from .hold_buffer import HoldDropBuffer
         from .stream_fork import StreamFork
         from .width_converter import StreamWidthConverter
@@ -285,20 +286,18 @@ class Accelerator(wiring.Component):
         _connect_stream(m, branch, engine.i)
         _connect_stream(m, engine.o, ser.i)
         _connect_stream(m, ser.o, decide.i)
-        # Layer k's beats per image: the hold buffer keeps eight images (one is the minimum:
-        # docs/hardware.md, deadlock freedom; measured on tfc_exits with the later layers the
-        # bottleneck, 2 / 4 / 8 images give 239 / 216 / 212 cycles per image against the
-        # 208 of the bound), the result FIFO eight results, the order FIFO 32 decisions.
+        # Layer k's beats per image; the buffer sizes are hw.exit_branch's.
         beats = src.neuron_folds * src.vectors_per_image
         m.submodules[f"exit{j}_hold"] = hold = HoldDropBuffer(len(Value.cast(upstream.payload)),
-                                                              beats, 8 * beats)
+                                                              beats, HOLD_IMAGES * beats)
         m.d.comb += [hold.i.payload.eq(Value.cast(fork.o1.payload)),
                      hold.i.valid.eq(fork.o1.valid), fork.o1.ready.eq(hold.i.ready)]
         m.submodules[f"exit{j}_dfork"] = dfork = StreamFork(unsigned(1), 2)
         _connect_stream(m, decide.d, dfork.i)
         _connect_stream(m, dfork.o0, hold.d)                    # 1 = exits here: drop
-        order = _fifo_stream(m, f"exit{j}_order", dfork.o1, 32)
-        result = _fifo_stream(m, f"exit{j}_result", decide.o, 8 * (1 + self._net.classes))
+        order = _fifo_stream(m, f"exit{j}_order", dfork.o1, ORDER_DEPTH)
+        result = _fifo_stream(m, f"exit{j}_result", decide.o,
+                              RESULT_IMAGES * (1 + self._net.classes))
         self._exit_fifos[j] = (order, result)
         out = stream.Signature(shape).create(path=(f"exit{j}_hold", "o"))
         m.d.comb += [Value.cast(out.payload).eq(hold.o.payload), out.valid.eq(hold.o.valid),

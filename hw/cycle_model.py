@@ -36,6 +36,9 @@ import numpy as np
 
 from sw.compiled_net import CompiledNetwork
 
+from .exit_branch import ExitBranchTiming
+from .exit_decision import DecisionTiming
+from .exit_merge import MergeNestTiming
 from .maxpool import MaxPoolTiming
 from .mvtu_timing import (EngineTiming, LaneEngineTiming, engine_timing, fold_gate_fn,
                           lane_compute_cycles, lane_rounds_fn, padded_gates, timing_of,
@@ -166,8 +169,8 @@ def _extrapolate(images: int, period_images: int, period_cycles: int, start: int
 
 
 def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int = 8,
-                      gates=None, engines=None, max_cycles: int | None = None,
-                      periodic: bool = True) -> CycleModelResult:
+                      gates=None, exits=None, exit_gates=None, engines=None,
+                      max_cycles: int | None = None, periodic: bool = True) -> CycleModelResult:
     """Predict the timing of ``images`` images streamed back to back.
 
     Parameters
@@ -182,6 +185,16 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
         Per layer ``(images, MH)`` booleans (``GoldenModel(net).run(imgs).gates``); entries
         for layers with 1-bit inputs are ignored (``None``).  ``"open"``/``"closed"`` assume
         every gate open / closed (worst / best case).
+    exits
+        For a network with early exits (required there): the ``(images,)`` exit each image
+        takes (``GoldenModel(net).run(images).exits``; ``len(net.exits)`` = none).  Each
+        exit's branch (:class:`hw.exit_branch.ExitBranchTiming`) follows its layer's engine,
+        the in-order merges (:class:`hw.exit_merge.MergeNestTiming`) the serializer; the
+        engines after an exit see only the images that continue.
+    exit_gates
+        Per exit its classifier's gate decisions ``(images, classes)`` where its input is
+        2-bit (``GoldenModel(net).run(images).exit_gates``); ``"open"``/``"closed"`` as
+        ``gates`` (the default follows ``gates`` when that is a string).
     engines
         Optional built engines (``Accelerator.engines``) to take the timing constants from;
         by default :func:`engine_timing` derives the same numbers from the folding.
@@ -199,6 +212,7 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
 
     stages = plan_stages(net, pixels_per_beat)
     gates_arg = gates
+    reach = _reach(net, images, exits)
     if gates in ("open", "closed"):
         gates = [np.full((images, l.vectors_per_image * l.out_features), gates == "open")
                  if l.gated else None for l in net.layers]
@@ -209,26 +223,23 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
         if info.kind == "thermometer":
             models.append(ThermometerTiming())
         elif info.kind == "convert":
-            p = info.params
-            models.append(ConverterTiming(p["in_count"], p["out_count"],
-                                          vector_elems=p["vector_elems"],
-                                          pad_elems=p["pad_elems"]))
+            models.append(_converter_timing(info.params))
         elif info.kind in _STREAM_TIMING:
             models.append(_stream_timing(info))
         elif info.kind == "mvtu":
             layer = net.layers[info.params["layer"]]
             timing = (engine_timing(layer) if engines is None
                       else timing_of(engines[layer.index]))
-            if timing["lane"]:
-                models.append(LaneEngineTiming(
-                    layer, lane_rounds_fn(layer, gates[layer.index], images), timing))
-            else:
-                models.append(EngineTiming(
-                    layer, fold_gate_fn(layer, gates[layer.index], images), timing))
+            models.append(_engine_model(layer, gates[layer.index], reach[layer.index], timing))
+            models += [_exit_branch_timing(net, j, exits, exit_gates, gates_arg)
+                       for j, ex in enumerate(net.exits) if ex.after == layer.index]
         else:
             models.append(SerializerTiming(info.params["classes"],
                                            info.params["neuron_folds"],
                                            info.params["argmax_latency"]))
+    if net.exits:
+        models.append(MergeNestTiming(net.classes, [m for m in models
+                                                    if isinstance(m, ExitBranchTiming)]))
 
     beats_in = stages[0].params["beats_per_image"]
     beats_out = 1 + net.classes
@@ -242,14 +253,18 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
     cycle = 0
     # Data-independent timing (1-bit layers, or every gate fixed): once the whole state at an
     # image's first input beat repeats, every later event repeats with the same period.
-    fixed_gates = not any(l.gated for l in net.layers) or isinstance(gates_arg, str)
+    fixed_gates = (not net.exits
+                   and (not any(l.gated for l in net.layers) or isinstance(gates_arg, str)))
     seen: dict = {}
     while received < total_out:
         if cycle > max_cycles:
             raise RuntimeError(f"cycle model made no progress after {max_cycles} cycles "
                                f"({received} of {total_out} output beats)")
         src_valid = sent < total_in
-        valids = [mdl.valid() for mdl in models]
+        valids = []
+        for mdl in models:    # the merges' valid is combinational from the serializer's
+            valids.append(mdl.valid_from(valids[-1]) if hasattr(mdl, "valid_from")
+                          else mdl.valid())
         readies = [False] * n
         down = True                      # the output is always ready
         for k in range(n - 1, -1, -1):
@@ -279,6 +294,70 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
             mdl.step(in_fires[k], out_fires[k], cycle, src_valid if k == 0 else valids[k - 1])
         cycle += 1
     return CycleModelResult(np.array(input_start), np.array(output_start), np.array(output_end))
+
+
+def _reach(net: CompiledNetwork, images: int, exits) -> list:
+    """Per layer: the mask of the images its engine sees (all without exits)."""
+    if not net.exits:
+        if exits is not None:
+            raise ValueError(f"network {net.name!r} has no early exits; do not pass exits")
+        return [np.ones(images, dtype=bool)] * len(net.layers)
+    if exits is None:
+        raise ValueError(f"network {net.name!r} has early exits: pass exits="
+                         f"GoldenModel(net).run(images).exits")
+    exits = np.asarray(exits)
+    if exits.shape != (images,) or exits.min(initial=0) < 0 \
+            or exits.max(initial=0) > len(net.exits):
+        raise ValueError(f"exits must be ({images},) values in 0..{len(net.exits)}")
+    stop = np.array([ex.after for ex in net.exits] + [len(net.layers)])[exits]
+    return [stop >= layer.index for layer in net.layers]
+
+
+def _converter_timing(p: dict) -> ConverterTiming:
+    return ConverterTiming(p["in_count"], p["out_count"], vector_elems=p["vector_elems"],
+                           pad_elems=p["pad_elems"])
+
+
+def _engine_model(layer, gates, seen: np.ndarray, timing: dict):
+    """The timing model of ``layer``'s engine fed the images ``seen`` (a mask)."""
+    n = int(seen.sum())
+    if gates is not None:
+        gates = np.asarray(gates)[seen] if n else np.zeros((1, *np.shape(gates)[1:]), bool)
+    n = max(n, 1)         # an engine that sees no image never asks for its gates
+    if timing["lane"]:
+        return LaneEngineTiming(layer, lane_rounds_fn(layer, gates, n), timing)
+    return EngineTiming(layer, fold_gate_fn(layer, gates, n), timing)
+
+
+def _exit_branch_timing(net: CompiledNetwork, j: int, exits, exit_gates, gates_arg):
+    """The timing model of exit ``j``'s branch (the components
+    :meth:`hw.accelerator.Accelerator._elaborate_exit` builds)."""
+    from .output_serializer import argmax_latency
+    ex = net.exits[j]
+    src, lay = net.layers[ex.after], ex.layer
+    exits = np.asarray(exits)
+    seen = exits >= j
+    branch = []
+    if src.folding.pe != lay.folding.simd:
+        branch.append(ConverterTiming(src.folding.pe, lay.folding.simd))
+    if exit_gates is None and isinstance(gates_arg, str):
+        exit_gates = gates_arg
+    g = None
+    if lay.gated:
+        if isinstance(exit_gates, str):
+            g = np.full((len(exits), lay.out_features), exit_gates == "open")
+        elif exit_gates is None or exit_gates[j] is None:
+            raise ValueError(f"exit {j} classifier has 2-bit inputs: pass exit_gates="
+                             f"GoldenModel(net).run(images).exit_gates")
+        else:
+            g = exit_gates[j]
+    branch.append(_engine_model(lay, g, seen, engine_timing(lay)))
+    branch.append(SerializerTiming(net.classes, lay.neuron_folds,
+                                   argmax_latency(lay.folding.pe, False)))
+    takes = exits[seen] == j
+    decision = DecisionTiming(net.classes, lambda i: bool(takes[min(i, len(takes) - 1)]))
+    beats = src.neuron_folds * src.vectors_per_image
+    return ExitBranchTiming(branch, decision, beats, net.classes)
 
 
 def stage_cycles_per_image(net: CompiledNetwork, pixels_per_beat: int = 8, *,

@@ -13,7 +13,7 @@ from amaranth import Array, Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ExitDecision", "RESULT_LAYOUT"]
+__all__ = ["DecisionTiming", "ExitDecision", "RESULT_LAYOUT"]
 
 #: A result beat: what :class:`hw.output_serializer.OutputSerializer` emits.
 RESULT_LAYOUT = data.StructLayout({"data": 32, "last": 1})
@@ -106,3 +106,54 @@ class ExitDecision(wiring.Component):
                         m.d.sync += count.eq(0)
                         m.next = "COLLECT"
         return m
+
+
+class DecisionTiming:
+    """Cycle-exact timing of :class:`ExitDecision`: its state machine with the decisions
+    taken from ``takes`` (one bool per image reaching this exit, in order: the golden model's
+    ``exits == j``).
+
+    Stage-model conventions of :mod:`hw.cycle_model`: ``i_ready()``, ``d_valid()``,
+    ``o_valid()`` from the present state; :meth:`step` with the three handshakes.
+    """
+
+    __slots__ = ("classes", "takes", "image", "state", "count", "take")
+
+    def __init__(self, classes: int, takes):
+        self.classes, self.takes = classes, takes
+        self.image = 0
+        self.state, self.count, self.take = "COLLECT", 0, False
+
+    def i_ready(self) -> bool:
+        return self.state == "COLLECT"
+
+    def d_valid(self) -> bool:
+        return self.state == "DECIDE"
+
+    def d_payload(self) -> bool:
+        return self.take
+
+    def o_valid(self) -> bool:
+        return self.state == "EMIT"
+
+    def step(self, i_fire: bool, d_fire: bool, o_fire: bool) -> None:
+        c = self.classes
+        if self.state == "COLLECT":
+            if i_fire:
+                self.count += 1
+                if self.count == c + 1:
+                    self.state = "MARGIN"
+        elif self.state == "MARGIN":
+            self.take = bool(self.takes(self.image))
+            self.image += 1
+            self.count, self.state = 0, "DECIDE"
+        elif self.state == "DECIDE":
+            if d_fire:
+                self.state = "EMIT" if self.take else "COLLECT"
+        elif o_fire:
+            self.count += 1
+            if self.count == c + 1:
+                self.count, self.state = 0, "COLLECT"
+
+    def timing_state(self) -> tuple:
+        return (self.image, self.state, self.count, self.take)

@@ -7,7 +7,7 @@ from amaranth import Module, Signal, unsigned
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["HoldDropBuffer"]
+__all__ = ["HoldBufferTiming", "HoldDropBuffer"]
 
 
 class HoldDropBuffer(wiring.Component):
@@ -75,3 +75,43 @@ class HoldDropBuffer(wiring.Component):
         # A decision arriving in the cycle the previous one is released: d.ready is low
         # (have is still set), so it is taken the next cycle.
         return m
+
+
+class HoldBufferTiming:
+    """Cycle-exact timing of :class:`HoldDropBuffer` (its FIFO: :class:`hw.sync_fifo_timing.\
+SyncFifoTiming`).
+
+    ``i_ready()``, ``d_ready()``, ``o_valid()`` from the present state; :meth:`step` with the
+    input handshake, the decision handshake (and its value: drop) and the output's ready.
+    """
+
+    __slots__ = ("beats", "fifo", "have", "drop", "count")
+
+    def __init__(self, beats_per_image: int, depth: int):
+        from .sync_fifo_timing import SyncFifoTiming
+        self.beats = beats_per_image
+        self.fifo = SyncFifoTiming(depth)
+        self.have = self.drop = False
+        self.count = 0
+
+    def i_ready(self) -> bool:
+        return self.fifo.w_rdy()
+
+    def d_ready(self) -> bool:
+        return not self.have
+
+    def o_valid(self) -> bool:
+        return self.have and not self.drop and self.fifo.r_rdy()
+
+    def step(self, i_fire: bool, d_fire: bool, drop: bool, o_ready: bool) -> None:
+        pop = self.have and self.fifo.r_rdy() and (self.drop or o_ready)
+        self.fifo.step(i_fire, pop)
+        if d_fire:
+            self.have, self.drop, self.count = True, bool(drop), 0
+        if pop:
+            self.count += 1
+            if self.count == self.beats:
+                self.have = False
+
+    def timing_state(self) -> tuple:
+        return (self.fifo.timing_state(), self.have, self.drop, self.count)

@@ -534,17 +534,13 @@ def fixed_part(net: CompiledNetwork, pixels_per_beat: int) -> PartShape:
     return part
 
 
-#: Buffers of an early exit's branch as :meth:`hw.accelerator.Accelerator._elaborate_exit`
-#: builds them: the hold buffer's images, the result FIFO's results, the order FIFO's depth.
-_EXIT_HOLD_IMAGES, _EXIT_RESULT_IMAGES, _EXIT_ORDER_DEPTH = 8, 8, 32
-
-
 def exit_part(net: CompiledNetwork, j: int) -> PartShape:
     """The shape of early exit ``j``'s branch (``X{j}``), roughly: the classifier as a layer
     (:func:`layer_part`, memories by the ``auto`` rule) behind its width converter, its
     serializer (as the fixed part's) and decision, the hold buffer of layer ``after``'s
     beats and the order and result FIFOs as RAMs, the fork and merge as stream bits."""
     from .accelerator import _elem_for
+    from .exit_branch import HOLD_IMAGES, ORDER_DEPTH, RESULT_IMAGES
     from .exit_decision import RESULT_LAYOUT
     from .width_converter import BIT
 
@@ -564,10 +560,10 @@ def exit_part(net: CompiledNetwork, j: int) -> PartShape:
     beats = src.neuron_folds * src.vectors_per_image
     result_w = RESULT_LAYOUT.size
     part.memories += [
-        Memory(f"X{j}.hold", "ram", beat, _EXIT_HOLD_IMAGES * beats, beat, beat),
-        Memory(f"X{j}.result", "ram", result_w, _EXIT_RESULT_IMAGES * (1 + classes),
+        Memory(f"X{j}.hold", "ram", beat, HOLD_IMAGES * beats, beat, beat),
+        Memory(f"X{j}.result", "ram", result_w, RESULT_IMAGES * (1 + classes),
                result_w, result_w),
-        Memory(f"X{j}.order", "ram", 1, _EXIT_ORDER_DEPTH, 1, 1)]
+        Memory(f"X{j}.order", "ram", 1, ORDER_DEPTH, 1, 1)]
     part.add("lut", "stream", 2 * beat + result_w)          # fork, hold output, merge
     part.add("ff", "stream", beat + result_w)
     return part

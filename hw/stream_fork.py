@@ -13,7 +13,7 @@ from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["StreamFork"]
+__all__ = ["ForkTiming", "StreamFork"]
 
 
 class StreamFork(wiring.Component):
@@ -60,3 +60,29 @@ class StreamFork(wiring.Component):
             with m.Elif(o.valid & o.ready):
                 m.d.sync += d.eq(1)
         return m
+
+
+class ForkTiming:
+    """Cycle-exact timing of :class:`StreamFork` (one ``done`` flag per output).
+
+    ``out_valid(j, in_valid)``: output ``j`` offers the beat; ``ready(out_readies)``: the
+    input's ready from the outputs' readies of the same cycle; :meth:`step` with the input's
+    valid and each output's ready of that cycle.
+    """
+
+    __slots__ = ("done",)
+
+    def __init__(self, n: int = 2):
+        self.done = [False] * n
+
+    def out_valid(self, j: int, in_valid: bool) -> bool:
+        return in_valid and not self.done[j]
+
+    def ready(self, out_readies) -> bool:
+        return all(d or r for d, r in zip(self.done, out_readies))
+
+    def step(self, in_valid: bool, out_readies) -> None:
+        if in_valid and self.ready(out_readies):
+            self.done = [False] * len(self.done)
+        else:
+            self.done = [d or (in_valid and r) for d, r in zip(self.done, out_readies)]

