@@ -45,7 +45,7 @@ from sw.memfile import write_mem
 
 __all__ = ["generate", "design_summary", "input_mode", "write_memories", "memory_files", "main",
            "TOP_NAME", "WAIVER_FILE", "MAX_PIXELS_PER_BEAT", "pixels_per_beat_choices",
-           "check_pixels_per_beat"]
+           "check_pixels_per_beat", "tap_consumer"]
 
 TOP_NAME = "fracbnn_top"
 WAIVER_FILE = Path(__file__).with_name("verilator_waiver.vlt")
@@ -247,18 +247,28 @@ def _exact_ii(net, ppb, engines) -> dict:
                                                          engines=engines)}
 
 
-def _layer_taps(stages) -> list[str]:
+def tap_consumer(layer: int, next_stage: str, exits) -> str:
+    """The instance that takes layer ``layer``'s engine output: exit ``j``'s
+    ``exit<j>_fork`` where exit ``j`` follows the layer (``exits``: each exit's ``after``),
+    else the next stage of the main chain (``next_stage``, its name)."""
+    return next((f"exit{j}_fork" for j, after in enumerate(exits) if after == layer),
+                next_stage)
+
+
+def _layer_taps(stages, exits=()) -> list[str]:
     """Flattened names of each layer engine's output stream: ``mvtu<i>.o__valid``,
-    ``mvtu<i>.o__payload`` and the next stage's ``i__ready`` (one name per net).
+    ``mvtu<i>.o__payload`` and its consumer's ``i__ready`` (the next stage's, or the fork of
+    the early exit after the layer: :func:`tap_consumer`; one name per net).
 
     Kept through the netlist clean-up so that testbenches can check every layer's outputs
     (sim/reference.py ``layer_taps``) and waveforms show them.
     """
     names = []
-    for stage, consumer in zip(stages, stages[1:]):
+    for k, stage in enumerate(stages[:-1]):
         if stage.kind == "mvtu":
             names += [f"{stage.name}.o__valid", f"{stage.name}.o__payload",
-                      f"{consumer.name}.i__ready"]
+                      f"{tap_consumer(stage.params['layer'], stages[k + 1].name, exits)}"
+                      ".i__ready"]
     return names
 
 
@@ -347,7 +357,8 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
                                 rom_mode="verilog", writable_params=writable_params,
                                 ram_style=ram_style)
             done("elaborate")
-            text = convert_flat(accel, TOP_NAME, keep=_layer_taps(accel.stages))
+            text = convert_flat(accel, TOP_NAME, keep=_layer_taps(
+                accel.stages, [ex.after for ex in net.exits]))
             (tmp / f"{TOP_NAME}.v").write_text(text)
             shutil.copyfile(VERILOG_ROM_SOURCE, tmp / VERILOG_ROM_SOURCE.name)
             shutil.copyfile(WAIVER_FILE, tmp / WAIVER_FILE.name)

@@ -65,18 +65,25 @@ def layer_taps(design: dict) -> list[dict]:
     """Where each layer engine's output stream can be observed in the generated design.
 
     ``design`` is the design's ``design.json``.  Engine ``i`` is the instance named by its
-    ``mvtu`` stage (``mvtu<i>``); its output handshake completes when the next stage's
-    ``i__ready`` is high.  Returns the testbench's ``taps`` entries (sim/tb_accelerator.py).
+    ``mvtu`` stage (``mvtu<i>``); its output handshake completes when its consumer's
+    ``i__ready`` is high (the next stage's, or the fork of the early exit after the layer:
+    :func:`hw.generate.tap_consumer`).  Returns the testbench's ``taps`` entries
+    (sim/tb_accelerator.py).
     """
+    from hw.generate import tap_consumer
+
     stages = design.get("stages") or []
     layers = {l["index"]: l for l in design.get("layers") or []}
+    exits = [ex["after"] for ex in design.get("exits") or []]
     taps = []
     for k, stage in enumerate(stages[:-1]):
         if stage.get("kind") != "mvtu" or stage.get("layer") not in layers:
             continue
         layer = layers[stage["layer"]]
         taps.append({"layer": layer["index"], "instance": stage["name"],
-                     "consumer": stages[k + 1]["name"], "out": layer["out"], "pe": layer["pe"],
+                     "consumer": tap_consumer(layer["index"], stages[k + 1]["name"], exits),
+                     "out": layer["out"],
+                     "pe": layer["pe"],
                      "neuron_folds": layer["neuron_folds"],
                      "out_features": layer["out_features"], "acc_width": layer["acc_width"],
                      "vectors": layer.get("vectors", 1), "conv": layer.get("conv"),

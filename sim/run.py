@@ -197,17 +197,18 @@ def _summary_lines(s: dict) -> list[str]:
     return lines
 
 
-#: Fewer images than this give a data-dependent (gated) network's FPS a warning.
+#: Fewer images than this give a data-dependent (gated or early-exit) network's FPS a warning.
 _MIN_STEADY_IMAGES = 100
 
 
 def _timing_summary(accept, output, ref, clock_mhz: float, disagreements: list[str],
-                    ii_exact: float | None) -> dict:
+                    ii_exact: float | None, depends_on: str = "gating") -> dict:
     """Cycle figures of a run; FPS from the steady-state interval.
 
     ``ii_exact``: the cycle model's exact steady-state cycles per image (data-independent
-    networks), used for FPS; otherwise (gated networks) the mean spacing of the results over
-    the run.  ``warning`` says when the run was too short to show the steady state.
+    networks), used for FPS; otherwise (gated networks, early exits: ``depends_on`` says
+    which) the mean spacing of the results over the run.  ``warning`` says when the run was
+    too short to show the steady state.
     """
     accept, output = np.asarray(accept), np.asarray(output)
     n = len(accept)
@@ -226,9 +227,10 @@ def _timing_summary(accept, output, ref, clock_mhz: float, disagreements: list[s
             warning = (f"{n} image(s) do not reach the steady state (last result interval "
                        f"{ii_steady}, steady-state II {ii_exact:g}): FPS uses the steady-state II")
     else:
-        ii_fps, basis = ii, f"mean result interval over {n} images (data-dependent gating)"
+        ii_fps, basis = ii, f"mean result interval over {n} images (data-dependent {depends_on})"
         if n < _MIN_STEADY_IMAGES:
-            warning = (f"only {n} image(s): the FPS of a gated network is a mean over the run; "
+            warning = (f"only {n} image(s): with data-dependent {depends_on} the FPS is a mean "
+                       f"over the run; "
                        f"use >= {_MIN_STEADY_IMAGES} images for a representative figure")
     return {
         "ii_measured": ii, "ii_modelled": span(ref.output) if n > 1 else float(lat_p[0]),
@@ -314,7 +316,8 @@ def run(args: argparse.Namespace) -> int:
         "clock_mhz": args.clock_mhz, "clock_source": args.clock_source,
         "timing": _timing_summary(accept, output, ref, args.clock_mhz, disagreements,
                                   None if net.exits else
-                                  data_independent_ii(net, args.pixels_per_beat))
+                                  data_independent_ii(net, args.pixels_per_beat),
+                                  "early exits" if net.exits else "gating")
         if timing else None,
         "gating": gating_savings(net, ref.golden.gates),
         "sim_speed": speed, "build_seconds": build_s, **extra,
