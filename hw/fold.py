@@ -36,6 +36,10 @@ II above the target, the search is repeated with a tighter II.
 Frac layers (2-bit inputs, precision gating) take data-dependent cycles: by default the worst
 case (every gate open) is used; ``--gating-stats`` uses the gate decisions of the export's test
 vectors instead (mean cycles per image over them), and says so.
+
+Early exits: the main layers are folded for the worst case, every image taking no exit (the
+cycle model of the main chain, :func:`main_chain`); the exit classifiers keep the export's
+folding, and their resources count in the budget (:func:`hw.resource_model.exit_part`).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from sw.atomic_dir import atomic_write_text
 from sw.errors import UserError, cli_main
 
 __all__ = ["Option", "FoldResult", "layer_options", "converter_stage", "stage_cycles",
-           "solve_chain", "fold_for_ii", "block_lane_choices", "gated_mean_ii", "gate_stats", "fold_for_target", "fold_for_budget", "parse_budget",
+           "solve_chain", "fold_for_ii", "block_lane_choices", "gated_mean_ii", "main_chain", "gate_stats", "fold_for_target", "fold_for_budget", "parse_budget",
            "folding_json", "write_folding", "format_result", "main"]
 
 _RESOURCES = ("lut", "ff", "bram")
@@ -438,19 +442,27 @@ def _check(chain: _Chain, path, gates) -> tuple[CompiledNetwork, float, dict]:
         for entry in gating_savings(net, gates):
             stages[f"mvtu{entry['layer']}"] = entry["cycles_per_image"]
         return net, gated_mean_ii(net, gates, chain.ppb), stages
-    ii = exact_steady_state_ii(net, chain.ppb, gates="open")
+    ii = exact_steady_state_ii(main_chain(net), chain.ppb, gates="open")
     if ii is None:                     # no period within 64 images: the mean interval
-        res = simulate_pipeline(net, 64, pixels_per_beat=chain.ppb, gates="open")
+        res = simulate_pipeline(main_chain(net), 64, pixels_per_beat=chain.ppb, gates="open")
         starts = res.input_start[32:]
         ii = (starts[-1] - starts[0]) / (len(starts) - 1)
     return net, float(ii), stages
 
 
+def main_chain(net: CompiledNetwork) -> CompiledNetwork:
+    """``net`` without its early exits: the timing of the main chain when no image takes an
+    exit (the worst case the folding is chosen for)."""
+    return replace(net, exits=[]) if net.exits else net
+
+
 def gated_mean_ii(net: CompiledNetwork, gates, pixels_per_beat: int = 8) -> float:
     """Mean cycles between images (cycle model) while the recorded gate decisions repeat,
-    measured once the buffers are full."""
+    measured once the buffers are full; with early exits, of the main chain when no image
+    takes an exit (:func:`main_chain`)."""
     from .cycle_model import simulate_pipeline
 
+    net = main_chain(net)
     n = gates_count(gates)
     reps = max(1, -(-64 // n))
     tiled = [None if g is None else np.tile(np.asarray(g), (reps, 1)) for g in gates]
@@ -693,6 +705,12 @@ def format_result(res: FoldResult) -> str:
                      f"{l.neuron_folds:>5} {l.synapse_folds:>5} {_placement(l):>10} {text:>16} "
                      f"{p['lut']:>8,} "
                      f"{p['ff']:>8,} {p['bram']:>7g}")
+    for j, ex in enumerate(res.net.exits):    # early exits: the export's folding, not searched
+        p, l = parts[f"X{j}"], ex.layer
+        lines.append(f"X{j:<5} {f'{l.in_features}x{l.out_features}':>12} "
+                     f"{l.folding.pe:>5} {l.folding.simd:>5} {'':>4} {l.neuron_folds:>5} "
+                     f"{l.synapse_folds:>5} {'auto':>10} {f'exit after L{ex.after}':>16} "
+                     f"{p['lut']:>8,} {p['ff']:>8,} {p['bram']:>7g}")
     f = parts["fixed"]
     lines.append(f"{'fixed':<6} {'thermometer, registers, serializer':>52} "
                  f"{max(res.stages['thermometer'], res.stages['serializer']):>16g} "

@@ -59,11 +59,11 @@ def plan_points(net, count: int, clock_mhz: float, *, pixels_per_beat: int = 8,
     (recorded gate decisions, :func:`hw.fold.gate_stats`): frac layers are folded for their
     mean cycles under them instead of the worst case."""
     from .cycle_model import exact_steady_state_ii
-    from .fold import fold_for_target
+    from .fold import fold_for_target, main_chain
 
     if count < 2:
         raise UserError(f"--points must be at least 2, not {count}")
-    own = exact_steady_state_ii(net, pixels_per_beat, gates="open") or 1.0
+    own = exact_steady_state_ii(main_chain(net), pixels_per_beat, gates="open") or 1.0
     lo = _fastest_ii(net, clock_mhz, pixels_per_beat, budget, gates)
     hi = max(own * 16, lo * 2)
     points, seen = [], set()
@@ -215,7 +215,7 @@ def sweep(export, out, *, points: int = 8, jobs: int = 2, clock_mhz: float, cloc
     from sw.network_io import load_compiled_network
 
     from .cycle_model import exact_steady_state_ii
-    from .fold import gate_stats, gated_mean_ii
+    from .fold import gate_stats, gated_mean_ii, main_chain
 
     export, out = Path(export), Path(out)
     net = load_compiled_network(export)
@@ -254,7 +254,7 @@ def sweep(export, out, *, points: int = 8, jobs: int = 2, clock_mhz: float, cloc
         extra = {}
         if frac:
             # Worst case (every gate open) and the mean under the test vectors' gate decisions.
-            worst = exact_steady_state_ii(res.net, pixels_per_beat, gates="open")
+            worst = exact_steady_state_ii(main_chain(res.net), pixels_per_beat, gates="open")
             gated = gated_mean_ii(res.net, gates, pixels_per_beat)
             extra = {"ii_worst": worst, "ii_gated": gated,
                      "fps_worst": clock_mhz * 1e6 / worst if worst else None,

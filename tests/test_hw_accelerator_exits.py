@@ -212,3 +212,17 @@ def test_cycle_model_needs_the_exits(net_dir):
         simulate_pipeline(net, 2)
     with pytest.raises(ValueError, match="exits must be"):
         simulate_pipeline(net, 2, gates="open", exits=[0, len(net.exits) + 1])
+
+
+def test_fold_search_folds_the_main_chain(net_dir):
+    """hw.fold on an exit network: the main layers folded for the worst case (no image
+    exits), the exit classifiers kept, listed and counted in the resources."""
+    from hw.fold import fold_for_target, format_result, main_chain
+
+    net, _ = net_dir
+    res = fold_for_target(net, 1e5, 100.0, pixels_per_beat=8)
+    assert [ex.layer.folding for ex in res.net.exits] == [ex.layer.folding for ex in net.exits]
+    assert not main_chain(res.net).exits and main_chain(res.net).layers == res.net.layers
+    text = format_result(res)
+    assert all(f"exit after L{ex.after}" in text for ex in net.exits)
+    assert res.resources["lut"] >= sum(p["lut"] for p in res.resources["parts"].values()) - 8
