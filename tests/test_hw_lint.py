@@ -21,6 +21,10 @@ DESIGNS = {
                   seed=2), 4),
     "frac": (dict(image=(1, 4, 4), levels=2, shape=[12, 8, 5], outs=["frac2", "sign"],
                   folding=[(4, 16, True), (2, 1), (1, 8, False)], seed=3), 8),
+    # Early exits: forks, exit engines (X* ROMs), decisions, hold buffers, FIFOs, merges, and
+    # the exit counters of the register block.
+    "exits": (dict(image=(1, 4, 4), levels=2, shape=(12, 10, 8, 4),
+                   folding=[(4, 8), (2, 4), (4, 5), (2, 4)], exits=((0, 3), (1, 2)), seed=3), 8),
     # Convolutions (tests/test_hw_conv_accelerator.py): padding, window generators, max-pool
     # on bits and on 2-bit codes.
     "conv_sign": "sign",
