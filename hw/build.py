@@ -5,8 +5,9 @@ Turns a compiled network into what a user takes to a board, in one build directo
 
 Zynq boards (``ultra96`` = ``ultra96v2``, ``ultra96v1``, ``zcu104``, ``pynq_z2``)::
 
-    rtl/                 fracbnn_top.v + fracbnn_rom.v + L*_*.mem (hw.generate), fracbnn_shell.v
-                         (DMA framing shell, hw.board_shell), design.json
+    rtl/                 fracbnn_top.v + fracbnn_rom.v + L*_*.mem (+ X*_*.mem: early exits;
+                         hw.generate), fracbnn_shell.v (DMA framing shell, hw.board_shell),
+                         design.json
     net/                 the compiled network (the runtime's default for this bitstream)
     constraints.xdc      project constraints; ooc.xdc: clock for out-of-context synthesis
     create_project.tcl   Vivado: PS + DMA + accelerator, synth/impl/bitstream, .bit + .hwh
