@@ -54,11 +54,17 @@ def _rtl_results(rtl: _Device, words: int) -> tuple[list[int], list[int]]:
     return got, lasts
 
 
-@pytest.fixture(scope="module", params=["frac2", "mt3"])
+#: Layer kinds of the shell pairs; "exits": an early exit after layer 0 (EXITS, EXIT0_TAKEN).
+PAIRS = {"frac2": dict(outs=["frac2", "sign"]), "mt3": dict(outs=["mt3", "sign"]),
+         "exits": dict(outs=["sign", "sign"], exits=((0, 2),))}
+
+
+@pytest.fixture(scope="module", params=list(PAIRS))
 def shell_pair(request, tmp_path_factory):
     net_dir = random_compiled_network(tmp_path_factory.mktemp("net") / "net", image=(1, 4, 4),
-                                      levels=2, shape=(8, 6, 4), outs=[request.param, "sign"],
-                                      folding=[(2, 4), (2, 4), (2, 3)], seed=3)
+                                      levels=2, shape=(8, 6, 4),
+                                      folding=[(2, 4), (2, 4), (2, 3)], seed=3,
+                                      **PAIRS[request.param])
     net = load_compiled_network(net_dir)
     rtl = _Device(net, net_dir, PPB, max_cycles=20_000)
     yield net, ShellModel(net, PPB), rtl
@@ -78,7 +84,8 @@ def test_shell_model_registers_results_and_framing_are_the_rtls(shell_pair):
     assert done and sent == len(beats)
     _model_packet(model, beats)
     assert _model_results(model, 3 * per_image) == _rtl_results(rtl, 3 * per_image)
-    for reg in (0x0C, 0x10):         # STATUS, IMAGES_DONE
+    counters = [0x0C, 0x10] + [0xD4 + 4 * j for j in range(len(net.exits))]
+    for reg in counters:             # STATUS, IMAGES_DONE, EXITj_TAKEN
         assert model.read(reg) == rtl.call("read", reg)
 
     # A packet ending inside an image sets the sticky framing error; the image is completed
@@ -91,7 +98,9 @@ def test_shell_model_registers_results_and_framing_are_the_rtls(shell_pair):
         assert model.read(0x0C) == rtl.call("read", 0x0C)
     assert model.read(0x0C) & 2
     assert _model_results(model, 4 * per_image) == _rtl_results(rtl, 4 * per_image)
+    for reg in counters:
+        assert model.read(reg) == rtl.call("read", reg)
     rtl.call("write", 0x1C, 1)
     model.write(0x1C, 1)
-    for reg in (0x0C, 0x10):
+    for reg in counters:
         assert model.read(reg) == rtl.call("read", reg) == 0

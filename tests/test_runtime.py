@@ -236,3 +236,65 @@ def test_dma_timeout_is_checked(net_dir, tmp_path):
                         pynq_module=object())
     from sw.runtime import dma_timeout_for
     assert dma_timeout_for(1000) == pytest.approx(12.0) and dma_timeout_for(0) == 2.0
+
+
+@pytest.fixture(scope="module")
+def exit_net_dir(tmp_path_factory):
+    return random_compiled_network(tmp_path_factory.mktemp("exits") / "net", image=(1, 4, 4),
+                                   levels=2, shape=(12, 10, 8, 4),
+                                   folding=[(4, 8), (2, 4), (4, 5), (2, 4)],
+                                   exits=((0, 3), (1, 2)), seed=3)
+
+
+def _exit_counts(net, images):
+    exits = GoldenModel(net).run(images).exits
+    return np.bincount(exits, minlength=len(net.exits) + 1)[:len(net.exits)].tolist()
+
+
+def test_exit_counts_on_every_target(exit_net_dir, tmp_path):
+    """Accelerator.exit_counts(): the golden model's exits, the EXITj_TAKEN registers of the
+    simulated board (pynq target: EXITS checked with the design, counters read after the
+    batch) and of the Verilated design (sim target)."""
+    net = load_compiled_network(exit_net_dir)
+    images = random_images(net, 12, seed=6)
+    want = _exit_counts(net, images)
+    assert len(want) == 2 and all(want) and sum(want) <= len(images)
+    golden = Accelerator("golden", net=exit_net_dir)
+    ref = golden.execute(images)
+    assert golden.exit_counts() == want
+    fake = SimulatedPynq(net, exit_net_dir, pixels_per_beat=8)
+    bit = tmp_path / "fracbnn.bit"
+    bit.write_bytes(b"bitstream")
+    try:
+        acc = Accelerator("pynq", bitfile=bit, net=exit_net_dir, pynq_module=fake,
+                          batch_size=5)
+        classes, scores = acc.execute(images)
+        assert np.array_equal(classes, ref[0]) and np.array_equal(scores, ref[1])
+        assert acc.exit_counts() == want
+        reads = [op[1] for op in fake.device.log if op[0] == "read"]
+        assert REG["EXITS"] in reads and REG["EXIT_BASE"] + 4 in reads
+    finally:
+        fake.close()
+    with Accelerator("sim", net=exit_net_dir) as sim:
+        classes, scores = sim.execute(images)
+        assert np.array_equal(classes, ref[0]) and np.array_equal(scores, ref[1])
+        assert sim.exit_counts() == want
+
+
+def test_check_design_compares_the_exits(exit_net_dir):
+    """A design whose EXITS register differs from the network's exits is refused."""
+    from sim.reference import expected_registers
+
+    net = load_compiled_network(exit_net_dir)
+
+    class Mmio:
+        def __init__(self, regs):
+            self.regs = regs
+
+        def read(self, offset):
+            return self.regs.get(offset, 0)
+
+    regs = expected_registers(net, 8)
+    assert RegisterDriver(Mmio(regs)).check_design(net) == 8
+    with pytest.raises(DeviceError, match="the design has 0 exits, the network 2"):
+        RegisterDriver(Mmio({**regs, REG["EXITS"]: 0})).check_design(net)
