@@ -192,7 +192,7 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
     check_rom_files(rtl, roms)    # an empty ROM would not stop Vivado
 
     report = {"design": {k: design[k] for k in ("pixels_per_beat", "classes", "cycle_model",
-                                                "ram_style", "memories", "stages")}}
+                                                "ram_style", "memories", "stages", "exits")}}
     analytic = _model_estimate(net, args)
     report["estimate"] = {"analytic": analytic}
     if not args.no_estimate:
@@ -480,9 +480,12 @@ def _summary_lines(r: dict) -> list[str]:
                  for l in r["folding"])]
     cm = r["design"]["cycle_model"]
     ii = cm["ii"]["worst"]
+    exits = len(r["design"].get("exits") or [])
     lines.append(f"cycles    II {cm['ii']['best']}..{ii} cycles/image, latency "
                  f"{cm['latency']['best']}..{cm['latency']['worst']} cycles -> "
-                 f"{r['clock_mhz'] * 1e6 / ii:,.0f} images/s at {r['clock_mhz']:g} MHz (worst case)")
+                 f"{r['clock_mhz'] * 1e6 / ii:,.0f} images/s at {r['clock_mhz']:g} MHz (worst case"
+                 + (f"; {exits} early exit(s): no image exiting, faster as images leave early"
+                    if exits else "") + ")")
     est = r.get("estimate", {})
     if "yosys" in est:
         y = est["yosys"]

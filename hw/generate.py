@@ -147,9 +147,9 @@ def design_summary(accel, files: list[str]) -> dict:
 
     ``exits`` lists the early exits (empty without): ``index``, the layer it follows
     (``after``), its ``margin`` and its classifier engine's folding and cycles per vector.
-    With exits the latency is best with the image taking exit 0 and every gate closed,
-    worst with the image taking no exit and every gate open; the steady-state interval
-    depends on the images (``ii_exact`` is ``None``; measure it, ``python -m sim.run``).
+    With exits the latency's best / worst are over every path an image can take (each exit,
+    or none; ``latency_per_path`` lists them), and the steady-state interval depends on the
+    images (``ii_exact`` is ``None``; measure it, ``python -m sim.run``).
     """
     from .axi_lite_regs import REG, REG_ID_VALUE, REG_VERSION_VALUE
     from .cycle_model import bottleneck_notes, simulate_pipeline, stage_cycles_per_image
@@ -193,14 +193,12 @@ def design_summary(accel, files: list[str]) -> dict:
                 None if not lay.gated else [False] * lay.out_features),
                 "max": engine.compute_cycles()},
         })
-    # With exits: the best case leaves at exit 0, the worst takes none.
-    path = ({} if not net.exits else
-            {"best": {"exits": np.zeros(1, dtype=np.int64)},
-             "worst": {"exits": np.full(1, len(net.exits), dtype=np.int64)}})
-    best = simulate_pipeline(net, 1, pixels_per_beat=ppb, gates="closed", engines=accel.engines,
-                             **path.get("best", {}))
-    worst = simulate_pipeline(net, 1, pixels_per_beat=ppb, gates="open", engines=accel.engines,
-                              **path.get("worst", {}))
+    # One image through the empty pipeline, on every path (with exits: each exit, and none).
+    paths = [{}] if not net.exits else [{"exits": np.full(1, j, dtype=np.int64)}
+                                        for j in range(len(net.exits) + 1)]
+    latency = {gates: [int(simulate_pipeline(net, 1, pixels_per_beat=ppb, gates=gates,
+                                             engines=accel.engines, **path).latency[0])
+                       for path in paths] for gates in ("closed", "open")}
     best_stages = stage_cycles_per_image(net, ppb, worst=False)
     worst_stages = stage_cycles_per_image(net, ppb, worst=True)
     return {
@@ -230,7 +228,11 @@ def design_summary(accel, files: list[str]) -> dict:
             # period of the cycle model with every gate closed / open.
             "ii_exact": (_exact_ii(net, ppb, accel.engines) if not net.exits
                          else {"best": None, "worst": None}),
-            "latency": {"best": int(best.latency[0]), "worst": int(worst.latency[0])},
+            "latency": {"best": min(latency["closed"]), "worst": max(latency["open"])},
+            **({} if not net.exits else {"latency_per_path": [
+                {"path": f"exit{j}" if j < len(net.exits) else "no exit",
+                 "best": latency["closed"][j], "worst": latency["open"][j]}
+                for j in range(len(paths))]}),
         },
         "bottleneck_notes": bottleneck_notes(net, ppb),
     }
@@ -407,6 +409,9 @@ def main(argv=None) -> int:
     exact = model["ii_exact"]
     ii = (f"II {exact['best']:g}..{exact['worst']:g} cycles/image" if None not in exact.values()
           else f"II >= {model['ii']['best']}..{model['ii']['worst']} cycles/image")
+    if summary["exits"]:
+        ii = (f"slowest stage {model['ii']['worst']} cycles/image (the II when no image exits; "
+              f"less as images leave early: measure it with python -m sim.run)")
     print(f"wrote {out}: {len(summary['layers'])} layers, {ii}, "
           f"latency {model['latency']['best']}..{model['latency']['worst']} cycles")
     for layer in summary["layers"]:
