@@ -59,8 +59,11 @@ def test_generate_writes_and_lists_the_exit_memories(design):
     assert [(e["after"], e["margin"], e["pe"], e["simd"]) for e in doc["exits"]] == \
         [(ex.after, ex.margin, ex.layer.folding.pe, ex.layer.folding.simd) for ex in net.exits]
     assert doc["registers"]["addresses"]["exits"] == REGISTER_EXITS
-    lat = doc["cycle_model"]["latency"]
-    assert 0 < lat["best"] <= lat["worst"]
+    lat, per_path = doc["cycle_model"]["latency"], doc["cycle_model"]["latency_per_path"]
+    assert [p["path"] for p in per_path] == [f"exit{j}" for j in range(len(net.exits))] + \
+        ["no exit"]
+    assert 0 < lat["best"] == min(p["best"] for p in per_path)
+    assert lat["worst"] == max(p["worst"] for p in per_path)
     assert doc["cycle_model"]["ii_exact"] == {"best": None, "worst": None}
 
 
