@@ -282,9 +282,10 @@ def quantize_multipliers(values, adds=None, *, name: str = "constant",
     ``mult = round(v * 2**shift)`` and ``add = round(a * 2**shift)`` (round half up, in exact
     rational arithmetic of the float64 inputs) with the largest ``shift`` in
     ``0..max_shift`` for which every ``|mult| <= 2**(mult_bits-1) - 1`` and every
-    ``|add| <= 2**(add_bits-1) - 1``; so ``mult / 2**shift`` approximates ``v`` with a
-    relative error below ``2**-(mult_bits-2)`` for the largest ``|v|`` (unless ``shift``
-    hits ``max_shift``).  ``adds`` default to zeros.
+    ``|add| <= 2**(add_bits-1) - 1``.  When the multipliers bound the shift (the usual case:
+    an additive term is at most the output range times ``2**shift``), the largest ``|v|``
+    gets ``mult_bits - 1`` significant bits (relative error at most ``2**-(mult_bits-2)``);
+    a huge additive term or ``max_shift`` can bound it first.  ``adds`` default to zeros.
 
     Raises a one-line ``ValueError`` naming ``name`` and the channel if a constant does not
     fit its width even with shift 0.
@@ -296,7 +297,7 @@ def quantize_multipliers(values, adds=None, *, name: str = "constant",
     for label, arr in (("multiplier", v), ("additive term", a)):
         bad = np.flatnonzero(~np.isfinite(arr))
         if bad.size:
-            raise ValueError(f"{name} {label} of channel {int(bad[0])} is {arr[bad[0]]!r}, "
+            raise ValueError(f"{name} {label} of channel {int(bad[0])} is {float(arr[bad[0]])!r}, "
                              f"not a finite number")
     m_max, a_max = (1 << (mult_bits - 1)) - 1, (1 << (add_bits - 1)) - 1
     fv = [Fraction(float(x)) for x in v]
