@@ -163,7 +163,7 @@ def round_shift(v, shift) -> np.ndarray:
     v = _ints(v, "value")
     s = _shifts(shift)
     half = (np.int64(1) << s) >> 1
-    _check_int64(_amax(v) + (1 << int(s.max()) if s.size else 0), "the rounding sum")
+    _check_int64(_amax(v) + ((1 << int(s.max())) if s.size else 0), "the rounding sum")
     return (v + half) >> s
 
 
