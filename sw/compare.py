@@ -244,8 +244,13 @@ def compare(args: argparse.Namespace) -> dict:
             _source_checkpoint(net, args.checkpoint)
         if checkpoint is not None:
             torch_classes = pytorch_classes(checkpoint, images)
-            agree = torch_classes == classes
+            # The PyTorch model's output is its last layer's: with early exits it is compared
+            # with the golden model's classes without exits (the target's are checked
+            # against the golden model's with exits above).
+            agree = torch_classes == (ref.final_classes if net.exits else classes)
             report["pytorch"] = {"checkpoint": str(checkpoint),
+                                 "compared_with": ("golden model without exits" if net.exits
+                                                   else "target"),
                                  "class_agreement": int(agree.sum()),
                                  "mismatching_images": np.flatnonzero(~agree).tolist(),
                                  "accuracy": float(np.mean(torch_classes == labels))}
@@ -268,7 +273,9 @@ def _lines(r: dict) -> list[str]:
                      + (" ..." if len(r["mismatching_images"]) > 20 else ""))
     pt = r["pytorch"]
     if "class_agreement" in pt:
-        lines.append(f"pytorch     {pt['class_agreement']}/{n} predicted classes identical")
+        lines.append(f"pytorch     {pt['class_agreement']}/{n} predicted classes identical"
+                     + (f" (with the {pt['compared_with']})"
+                        if pt.get("compared_with", "target") != "target" else ""))
         if pt["mismatching_images"]:
             lines.append(f"            mismatching images: {pt['mismatching_images'][:20]}")
     else:

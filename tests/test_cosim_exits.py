@@ -119,3 +119,26 @@ def test_sim_run_exit_network(tmp_path):
     assert s["timing"]["disagreements"] == []
     [ex] = s["exits"]
     assert ex["images"] == ex["measured"] and 0 < ex["images"] < 200
+
+
+def test_compare_reports_the_exits(tmp_path):
+    """sw.compare on the shipped tfc_exits: images per exit on the target (golden here) equal
+    the golden model's, and PyTorch's last layer is compared with the golden model without
+    exits, so an exit network can AGREE."""
+    import subprocess
+    import sys
+
+    from sim.build import REPO_ROOT
+    from sw.compare import main as compare_main
+
+    ckpt = REPO_ROOT / "models" / "checkpoints" / "tfc_exits.pt"
+    proc = subprocess.run([sys.executable, "-m", "models.export", str(ckpt),
+                           str(tmp_path / "net"), "--check", "20"], cwd=REPO_ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert compare_main(["--net", str(tmp_path / "net"), "--target", "golden", "--images", "100",
+                         "--json", str(tmp_path / "r.json")]) == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["agree"] and r["exits"]["target"] == r["exits"]["golden"]
+    assert sum(r["exits"]["golden"]) > 0
+    assert r["pytorch"]["compared_with"] == "golden model without exits"
