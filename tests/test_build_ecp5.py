@@ -195,3 +195,18 @@ def test_failed_tool_step_keeps_its_logs_and_tries_every_lut_mapper(sign_net_dir
     kept = out.with_name("ulx3s.failed-logs") / "ecp5" / "yosys_ecp5.log"
     assert str(exc.value).endswith(f"see {kept}") and kept.read_text() == "log of try 3\n"
     assert not out.exists()
+
+
+def test_selftest_passes_with_early_exits(tmp_path):
+    """The ULX3S self-test of an exit network: the embedded expected results are the golden
+    model's with exits, and the accelerator's results and registers match them."""
+    net_dir = random_compiled_network(tmp_path / "net", image=(1, 4, 4), levels=2,
+                                      shape=(12, 10, 8, 4),
+                                      folding=[(4, 8), (2, 4), (4, 5), (2, 4)],
+                                      exits=((0, 3), (1, 2)), seed=3)
+    net = load_compiled_network(net_dir)
+    images = random_images(net, 6, seed=4)
+    assert len(set(GoldenModel(net).run(images).exits.tolist())) > 1
+    seen = _run_selftest(net, images, net_dir, cycles=20_000)
+    assert seen["done"] == 1 and seen["passed"] == 1 and seen["reg_ok"] == 1
+    assert seen["bad_images"] == 0
