@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from .compiled_net import (FORMAT, InputSpec, LayerSpec, OutputSpec, _check_layer_folding,
-                           _layer_json, _is_int)
+from .compiled_net import (FORMAT, MAX_LAYER_WEIGHTS, MAX_MAP_VALUES, InputSpec, LayerSpec,
+                           OutputSpec, _check_layer_folding, _is_int, _layer_json)
 from .errors import UserError
 from .fixed_point import ADD_BITS, MAX_SHIFT, MULT_BITS, FixedPointFormat
 
@@ -48,6 +48,7 @@ __all__ = [
     "ResidualNetwork",
     "BIAS_BITS",
     "MAX_NODES",
+    "MAX_CHANNELS",
     "node_memories",
     "node_from_memories",
     "pack_fields",
@@ -78,6 +79,8 @@ _INPUT_COUNT = {op: 2 if op == "add" else 1 for op in NODE_OPS}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 #: Most nodes (and tensors) a graph may have.
 MAX_NODES = 4096
+#: Most channels (last dimension) of a tensor: bounds every per-channel constant array.
+MAX_CHANNELS = 1 << 16
 
 
 def _shape_str(shape) -> str:
@@ -105,6 +108,9 @@ class TensorSpec:
             raise UserError(f"{where}: shape must be [H, W, C] or [N] of positive ints, "
                             f"not {self.shape!r}")
         object.__setattr__(self, "shape", tuple(int(d) for d in shape))
+        if self.shape[-1] > MAX_CHANNELS or math.prod(self.shape) > MAX_MAP_VALUES:
+            raise UserError(f"{where}: a {_shape_str(self.shape)} tensor is beyond the format's "
+                            f"bounds ({MAX_CHANNELS} channels, {MAX_MAP_VALUES} values)")
         if self.type not in TENSOR_TYPES:
             raise UserError(f"{where}: type must be one of {list(TENSOR_TYPES)}, not {self.type!r}")
         if self.type == "fixed":
@@ -364,7 +370,7 @@ def _check_graph(net: ResidualNetwork) -> None:
         if (k == 0) != (node.op == "thermometer"):
             raise UserError(f"{where}: the first node (and only it) is the thermometer")
         _check_node(net, node, [tensors[t] for t in node.inputs], tensors[out], where,
-                    producers)
+                    producers, tensors)
         if node.op == "conv":
             layer_nodes.append(node.attrs["layer"])
         written.add(out)
@@ -409,7 +415,7 @@ def _check_graph(net: ResidualNetwork) -> None:
 
 
 def _check_node(net: ResidualNetwork, node: Node, ins: list[TensorSpec], out: TensorSpec,
-                where: str, producers: dict) -> None:
+                where: str, producers: dict, net_tensors: dict) -> None:
     """Check one node's inputs, constants and output tensor (one-line UserError)."""
     op, a, c = node.op, node.attrs, node.constants
     x = ins[0]
@@ -519,6 +525,11 @@ def _check_node(net: ResidualNetwork, node: Node, ins: list[TensorSpec], out: Te
         _check_width(where, "weight", w, *_signed_range(wb), f"a signed {wb}-bit weight")
         _check_width(where, "bias", b, *_signed_range(BIAS_BITS), f"a signed {BIAS_BITS}-bit field")
         need(classes == w.shape[0], f"writes {classes} scores but has {w.shape[0]} weight rows")
+        pooled = net_tensors[src.inputs[0]]
+        bound = ((1 << (pooled.bits - 1)) * pooled.shape[0] * pooled.shape[1]
+                 * (1 << (wb - 1)) * x.shape[0] + (1 << (BIAS_BITS - 1)))
+        need(bound < 1 << 63, f"scores of {pooled.describe()} sums with {wb}-bit weights can "
+                              f"overflow 64 bits; use fewer bits or channels")
         expect((w.shape[0],), "int")
 
 

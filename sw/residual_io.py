@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic_dir import atomic_directory
-from .compiled_net import _NETWORK_JSON, _TEST_VECTORS_JSON, memory_widths, memory_words
+from .compiled_net import (_NETWORK_JSON, _TEST_VECTORS_JSON, MAX_LAYER_WEIGHTS, memory_widths,
+                           memory_words)
 from .errors import UserError
 from .memfile import write_coe, write_mem
 from .network_io import _Doc, _load_input_output, _load_layer, _read_document, _read_memory, \
@@ -227,6 +228,9 @@ def _node_with_memories(directory: Path, nd: _Doc, name: str, op: str, ins: list
     if op == "linear" and len(y.shape) != 1:
         nd.fail(f"node {name} (linear) writes {y.name} ({y.describe()}); it needs an int [classes]")
     c = x.channels
+    if op == "linear" and c * y.shape[0] > MAX_LAYER_WEIGHTS:
+        nd.fail(f"node {name} (linear) has {y.shape[0]}x{c} weights, more than the format "
+                f"allows ({MAX_LAYER_WEIGHTS})")
     count = {"sign": 1, "frac2": 3}.get(attrs.get("activation"), 1)
     zeros = {"binarize": {"thresholds": np.zeros((c, count), np.int64)},
              "affine": {"mult": np.zeros(c, np.int64), "add": np.zeros(c, np.int64)},

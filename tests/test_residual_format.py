@@ -336,11 +336,23 @@ def test_tensor_read_before_written(exported, tmp_path):
     (lambda d: _node(d, "b0_conv").__setitem__("stride", 2), "stride"),
     (lambda d: d["output"].__setitem__("scale", 1.0), "logit_scale"),
     (lambda d: _node(d, "b0_bn2").__setitem__("outputs", ["b0_add"]), "already written"),
+    (lambda d: _tensor(d, "stem_bn").__setitem__("shape", [16, 16, 1 << 17]), "bounds"),
+    (lambda d: _tensor(d, "b0_bn1").__setitem__("shape", [1 << 14, 1 << 14, 2]), "bounds"),
+    (lambda d: _node(d, "b0_bn1").__setitem__("shift", 31), "shift 31 is outside 0..30"),
 ])
 def test_other_graph_refusals(exported, tmp_path, edit, match):
     out = _copy(exported, tmp_path)
     _edit(out, edit)
     assert match in one_line_error(load_network, out)
+
+
+def test_memory_file_names_do_not_clash(exported):
+    net = exported[1]
+    nodes = [Node("L0" if n.name == "classifier" else n.name, n.op, n.inputs, n.outputs, n.attrs,
+                  n.constants) for n in net.nodes]
+    msg = one_line_error(ResidualNetwork, net.name, net.input, net.layers, net.tensors, nodes,
+                         net.output)
+    assert "L0_weights.mem clashes" in msg
 
 
 def test_chain_reader_refuses_a_residual_network(exported, tmp_path):
