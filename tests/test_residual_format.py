@@ -184,6 +184,27 @@ def test_export_cli_path_dispatches_a_resnet(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "out" / "network.json").read_text())["version"] == 4
 
 
+def test_evaluate_runs_a_residual_network(exported, tmp_path, monkeypatch, capsys):
+    import models.checkpoint
+    import sw.evaluate as ev
+    model, net, images, out = exported
+    labels = GoldenModel(net).run(images).classes.copy()
+    labels[:4] = (labels[:4] + 1) % net.classes
+    monkeypatch.setattr(ev, "load_images", lambda split, shape, data=None: (images, labels))
+    monkeypatch.setattr(models.checkpoint, "load_checkpoint", lambda path: (model, {}))
+    report = tmp_path / "r.json"
+    assert ev.main([str(out), "--checkpoint", str(tmp_path / "x.pt"), "--json", str(report)]) == 0
+    text = capsys.readouterr().out
+    assert "golden model accuracy 83.33% (20/24)" in text and "taps identical" in text
+    doc = json.loads(report.read_text())
+    assert doc["agreement"]["identical"] and doc["correct"] == 20
+    if any(l.gated for l in net.layers):
+        g = GoldenModel(net).run(images)
+        gates = [x for x in g.gates if x is not None]
+        assert doc["lsb_fraction"] == pytest.approx(
+            sum(int(x.sum()) for x in gates) / sum(x.size for x in gates))
+
+
 def test_export_refuses_a_mismatch_and_writes_nothing(tmp_path, monkeypatch):
     model = _trained("sign", steps=2)
     images = _images(model, 8)
