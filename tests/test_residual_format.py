@@ -169,7 +169,7 @@ def test_resnet20_random_init_round_trips(tmp_path):
     assert g.tensors["b8_bn2"].shape == (3, 8, 8, 64)
 
 
-def test_export_cli_path_dispatches_a_resnet(tmp_path, monkeypatch):
+def test_export_cli_path_dispatches_a_resnet(tmp_path, monkeypatch, capsys):
     """`python -m models.export` (models.export.export) writes a ResNet checkpoint as version 4."""
     model = _trained("sign", steps=2)
     ckpt = tmp_path / "tiny.pt"
@@ -182,6 +182,11 @@ def test_export_cli_path_dispatches_a_resnet(tmp_path, monkeypatch):
     assert isinstance(net, ResidualNetwork) and net.source["checked_images"] == 10
     assert net.source["net"] == "tiny_res"
     assert json.loads((tmp_path / "out" / "network.json").read_text())["version"] == 4
+    assert export_mod.main([str(ckpt), str(tmp_path / "cli"), "--vectors", "1",
+                            "--check", "6"]) == 0
+    text = capsys.readouterr().out
+    assert "golden == PyTorch on 6 test images, 1 test vectors" in text
+    assert load_residual_vectors(tmp_path / "cli").images.shape == (1, 256)
 
 
 def test_evaluate_runs_a_residual_network(exported, tmp_path, monkeypatch, capsys):
