@@ -269,8 +269,10 @@ def _check_width(where: str, name: str, values: np.ndarray, lo: int, hi: int, wh
     bad = np.flatnonzero((values < lo) | (values > hi))
     if bad.size:
         i = int(bad[0])
-        raise UserError(f"{where}: {name} of entry {i} is {int(values.reshape(-1)[i])}, which "
-                        f"overflows {what} ([{lo}, {hi}]); re-export the network")
+        at = np.unravel_index(i, values.shape)
+        entry = f"channel {at[0]}" if values.ndim == 1 else f"entry {tuple(map(int, at))}"
+        raise UserError(f"{where}: {name} of {entry} is {int(values.reshape(-1)[i])}, which "
+                        f"overflows {what} ([{lo}, {hi}])")
 
 
 @dataclass(eq=False)
