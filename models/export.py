@@ -2,6 +2,10 @@
 
 ``python -m models.export CHECKPOINT OUTDIR [--fold FOLD.json] [--vectors 8] [--check 1000] [--data DIR]``
 
+A :class:`models.residual.ResNet` checkpoint is exported as a residual network (format
+version 4) by :mod:`models.export_residual` (every tap checked); the steps below are the
+chain networks' (BinaryNet).
+
 Steps: load the checkpoint; fold every layer's batch norm + activation into integer
 thresholds by exhaustive evaluation (:mod:`models.fold`); fold gating thresholds and the
 output norm; run the integer golden model (:mod:`sw.golden`) and the PyTorch eval model
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -284,6 +289,11 @@ def export(checkpoint: str | Path, outdir: str | Path, *, fold: str | Path | dic
     model, meta = load_checkpoint(checkpoint)
     check_apart(outdir, [checkpoint, fold if isinstance(fold, (str, Path)) else None],
                 "output directory")
+    from .residual import ResNet
+    if isinstance(model, ResNet):
+        return _export_resnet_checkpoint(model, meta, checkpoint, outdir, fold=fold,
+                                         vectors=vectors, check=check, data=data,
+                                         progress=progress)
     shapes = [_fold_shape(l) for l in model.layers]
     folding = (fold_config_from_json(fold, len(shapes), shapes) if fold is not None else None)
     name = str(meta.get("net") or checkpoint.stem)
@@ -322,6 +332,28 @@ def export(checkpoint: str | Path, outdir: str | Path, *, fold: str | Path | dic
                           golden.classes[:k].copy())
     write_compiled_network(net, outdir, vec)
     return net
+
+
+def _export_resnet_checkpoint(model, meta: dict, checkpoint: Path, outdir, *, fold, vectors: int,
+                              check: int, data, progress: bool):
+    """:func:`export` for a :class:`models.residual.ResNet` checkpoint: a residual compiled
+    network (format version 4, :func:`models.export_residual.export_resnet`), checked on every
+    tap of the first ``max(vectors, check)`` test images."""
+    from sw.datasets import load_images
+
+    from .export_residual import export_resnet
+    shapes = [_fold_shape(c) for c in model.binary_convs()]
+    folding = fold_config_from_json(fold, len(shapes), shapes) if fold is not None else None
+    name = str(meta.get("net") or checkpoint.stem)
+    source = {"checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint), "net": name}
+    if "test_accuracy" in meta:
+        source["test_accuracy"] = meta["test_accuracy"]
+    n_check = max(vectors, check)
+    images = np.zeros((0, math.prod(model.input_shape)), dtype=np.uint8)
+    if n_check:
+        images = load_images("test", model.input_shape, data)[0][:n_check]
+    return export_resnet(model, outdir, images, name=name, source=source, vectors=vectors,
+                         folding=folding, progress=progress)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,10 @@ gates; the exit status is 1 on any disagreement.  ``--json`` writes every number
 test-set order: ``{"image": i, "label": y, "class": c, "scores": [s_0, ..., s_{C-1}]}``
 (integer scores of the last layer; ``class`` is the smallest index among the maximal scores),
 so other tools can compare with the golden model without its Python API.
+
+A residual network (format version 4) runs its graph (:mod:`sw.residual_golden`, no taps
+kept); with ``--checkpoint`` (a :class:`models.residual.ResNet`) every tap of every image is
+compared (:func:`models.export_residual.compare_resnet_with_model`).
 """
 
 from __future__ import annotations
@@ -24,16 +28,25 @@ from pathlib import Path
 
 import numpy as np
 
-from .network_io import load_compiled_network
+from .network_io import load_network
 from .errors import UserError, cli_main
 from .golden import GoldenModel, GoldenResult
+from .residual_graph import ResidualNetwork
 from .datasets import load_images
 
 __all__ = ["overall_lsb_fraction", "main"]
 
 
-def overall_lsb_fraction(result: GoldenResult) -> float | None:
-    """Fraction of (image, neuron) pairs over all gated layers whose gate fired."""
+def overall_lsb_fraction(result: GoldenResult, net=None) -> float | None:
+    """Fraction of (image, neuron) pairs over all gated layers whose gate fired.
+
+    A residual network's result run without taps has no gate arrays: pass ``net`` and the
+    per-layer fractions are weighted by each layer's gate count instead."""
+    if net is not None and not result.gates:
+        pairs = [(f, l.vectors_per_image * l.out_features)
+                 for f, l in zip(result.lsb_fraction, net.layers) if f is not None]
+        total = sum(w for _, w in pairs)
+        return float(sum(f * w for f, w in pairs) / total) if total else None
     gates = [g for g in result.gates if g is not None]
     total = sum(g.size for g in gates)
     return float(sum(int(g.sum()) for g in gates) / total) if total else None
@@ -81,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run this PyTorch checkpoint and require identical activations")
     args = parser.parse_args(argv)
 
-    net = load_compiled_network(args.exportdir)
+    net = load_network(args.exportdir)    # a chain, or a residual network (version 4)
+    residual = isinstance(net, ResidualNetwork)
     inp = net.input
     images, labels = load_images("test", (inp.channels, inp.height, inp.width), args.data)
     if args.images is not None:
@@ -93,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"{images.shape[1]}")
 
     start = time.perf_counter()
-    result = GoldenModel(net).run(images, progress=True)
+    result = GoldenModel(net).run(images, progress=True, taps=False)
     seconds = time.perf_counter() - start
     n = len(labels)
     correct = int(np.count_nonzero(result.classes == labels))
-    lsb = overall_lsb_fraction(result)
+    lsb = overall_lsb_fraction(result, net)
     report: dict = {"network": net.name, "exportdir": str(args.exportdir), "images": n,
                     "correct": correct, "accuracy": correct / n, "golden_seconds": seconds,
                     "golden_images_per_s": n / seconds if seconds > 0 else None,
@@ -118,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  overall LSB fraction {100 * lsb:.2f}%")
 
     status = 0
-    if args.checkpoint is not None:
+    if args.checkpoint is not None and residual:
+        status = _check_residual(args, net, images, report)
+    elif args.checkpoint is not None:
         import torch  # only the agreement check needs PyTorch
 
         from models.checkpoint import load_checkpoint
@@ -154,6 +170,33 @@ def main(argv: list[str] | None = None) -> int:
                         "scores": result.scores[i].tolist()}) for i in range(n)))
         print(f"  per-image results: {args.per_image}")
     return status
+
+
+def _check_residual(args, net, images: np.ndarray, report: dict) -> int:
+    """``--checkpoint`` for a residual network: golden == PyTorch on every tap
+    (:func:`models.export_residual.compare_resnet_with_model`); exit status 1 on a difference."""
+    import torch
+
+    from models.checkpoint import load_checkpoint
+    from models.export_residual import compare_resnet_with_model
+    from models.residual import ResNet
+
+    torch.set_num_threads(2)
+    model, _ = load_checkpoint(args.checkpoint)
+    if not isinstance(model, ResNet) or [tuple(c.weight.shape) for c in model.binary_convs()] \
+            != [l.weights.shape for l in net.layers]:
+        raise UserError(f"checkpoint {args.checkpoint} is not the ResNet of the compiled network "
+                        f"{args.exportdir}; pass the matching checkpoint")
+    agreement = compare_resnet_with_model(model, net, images, progress=True)
+    report["agreement"] = agreement
+    n = agreement["images"]
+    print(f"  PyTorch agreement: predictions {agreement['predictions_agree']}/{n}")
+    bad = {k: v["mismatches"] for k, v in agreement["tensors"].items() if v["mismatches"]}
+    bad.update({f"gates of layer {k}": v["mismatches"]
+                for k, v in agreement["gates"].items() if v["mismatches"]})
+    print(f"  all {len(agreement['tensors'])} taps identical" if agreement["identical"]
+          else f"  MISMATCH: {bad}")
+    return 0 if agreement["identical"] else 1
 
 
 if __name__ == "__main__":

@@ -84,6 +84,10 @@ class GoldenResult:
     exit_gates
         Per early exit its classifier's gates ``bool (N, classes)`` (after a frac2 layer) or
         ``None``.
+    tensors
+        Residual networks (format version 4, :mod:`sw.residual_golden`): every graph tensor
+        but the image by name, ``(N, *shape)`` (the per-node taps); empty for chains.  There
+        ``layer_outputs``/``gates`` are the binary convolutions' accumulators and gates.
     """
 
     classes: np.ndarray
@@ -95,6 +99,7 @@ class GoldenResult:
     exit_scores: list[np.ndarray] = field(default_factory=list)
     final_classes: np.ndarray | None = None
     exit_gates: list[np.ndarray | None] = field(default_factory=list)
+    tensors: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.exits is None:
@@ -401,6 +406,11 @@ class GoldenModel:
 
     def __init__(self, net: CompiledNetwork):
         self._net = net
+        self._graph = None
+        if not isinstance(net, CompiledNetwork):    # a residual network (version 4)
+            from .residual_golden import ResidualGolden
+            self._graph = ResidualGolden(net)
+            return
         self._layers = [_Layer(layer) for layer in net.layers]
         self._exits = [_Layer(ex.layer) for ex in net.exits]
 
@@ -421,11 +431,16 @@ class GoldenModel:
                             f"{images.shape} {images.dtype}")
         return images
 
-    def run(self, images: np.ndarray, *, progress: bool = False) -> GoldenResult:
+    def run(self, images: np.ndarray, *, progress: bool = False,
+            taps: bool = True) -> GoldenResult:
         """Run ``images`` ``(N, P)`` uint8 through the network.
 
+        A residual network runs its graph (:class:`sw.residual_golden.ResidualGolden`);
+        ``taps=False`` keeps only classes, scores and LSB fractions there (chains ignore it).
         Raises :class:`~sw.errors.UserError` on a wrong shape or dtype.
         """
+        if self._graph is not None:
+            return self._graph.run(self._check_images(images), taps=taps, progress=progress)
         return self._run(images, progress=progress, reference=False)
 
     def _run(self, images: np.ndarray, *, progress: bool, reference: bool) -> GoldenResult:

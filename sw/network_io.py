@@ -31,7 +31,7 @@ from .errors import UserError
 from .memfile import read_mem, write_coe, write_mem
 from .memory_layout import unpack_gate_words, unpack_threshold_words, unpack_weight_words
 
-__all__ = ["write_compiled_network", "load_compiled_network", "load_test_vectors"]
+__all__ = ["write_compiled_network", "load_compiled_network", "load_network", "load_test_vectors"]
 
 def _same_network(a: CompiledNetwork, b: CompiledNetwork) -> bool:
     if network_to_json(a) != network_to_json(b):
@@ -62,6 +62,9 @@ def write_compiled_network(net: CompiledNetwork, outdir: str | Path,
 
     Returns the path of the written directory.
     """
+    if not isinstance(net, CompiledNetwork):     # a residual network (version 4)
+        from .residual_io import write_residual_network
+        return write_residual_network(net, outdir, vectors, coe=coe)
     outdir = Path(outdir)
     if vectors is not None:
         net = replace(net, test_vectors=_TEST_VECTORS_JSON)
@@ -264,18 +267,11 @@ def _load_layer(directory: Path, doc: _Doc, index: int, version: int = VERSION,
         doc.fail(str(exc))
 
 
-def load_compiled_network(directory: str | Path) -> CompiledNetwork:
-    """Read and check a compiled-network directory (``network.json`` + memory files).
+def _read_document(directory: str | Path) -> tuple[Path, "_Doc", int]:
+    """``(directory, network.json as a _Doc, version)`` with format and version checked
+    (versions 1-3 and the residual version 4)."""
+    from .residual_graph import RESIDUAL_VERSION
 
-    Raises
-    ------
-    sw.errors.UserError
-        One line naming the problem: missing directory or file, unknown format/version,
-        JSON nested too deeply, missing or mistyped field, sizes beyond the format's bounds,
-        a folding that does not fit its layer, memory depth/width mismatch, a memory file
-        whose SHA-256 differs from ``network.json``, corrupt memory words, bad padding,
-        thresholds out of range or out of order, inconsistent layer chain.
-    """
     directory = Path(directory)
     path = directory / _NETWORK_JSON
     if not directory.is_dir():
@@ -293,10 +289,16 @@ def load_compiled_network(directory: str | Path) -> CompiledNetwork:
     fmt, version = doc.get("format", str), doc.get("version", int)
     if fmt != FORMAT:
         raise UserError(f"{path}: format {fmt!r} is not {FORMAT!r}; this is not a compiled network")
-    if version not in READ_VERSIONS:
+    if version not in READ_VERSIONS + (RESIDUAL_VERSION,):
         raise UserError(f"{path}: format version {version} is not supported (this reader knows "
-                        f"versions {', '.join(map(str, READ_VERSIONS))}); re-export with this "
-                        f"version of the tools")
+                        f"versions {', '.join(map(str, READ_VERSIONS + (RESIDUAL_VERSION,)))}); "
+                        f"re-export with this version of the tools")
+    return directory, doc, version
+
+
+def _load_input_output(doc: "_Doc") -> tuple[InputSpec, OutputSpec]:
+    """The ``input`` and ``output`` objects of a network document (one-line errors)."""
+    path = doc.path
     inp = doc.sub("input")
     therm = inp.sub("thermometer")
     thresholds = therm.get("thresholds", list)
@@ -316,6 +318,53 @@ def load_compiled_network(directory: str | Path) -> CompiledNetwork:
         if str(exc).startswith(str(path)):
             raise
         doc.fail(str(exc))
+    return input_spec, output
+
+
+def load_network(directory: str | Path):
+    """Read and check any compiled-network directory: a chain (versions 1-3,
+    :class:`~sw.compiled_net.CompiledNetwork`, :func:`load_compiled_network`) or a residual
+    network (version 4, :class:`~sw.residual_graph.ResidualNetwork`,
+    :func:`sw.residual_io.load_residual_network`).  One-line :class:`UserError` on any
+    inconsistency."""
+    from .residual_graph import RESIDUAL_VERSION
+    from .residual_io import load_residual_document
+
+    directory, doc, version = _read_document(directory)
+    if version == RESIDUAL_VERSION:
+        return load_residual_document(directory, doc)
+    return _load_chain(directory, doc, version)
+
+
+def load_compiled_network(directory: str | Path) -> CompiledNetwork:
+    """Read and check a compiled-network directory (``network.json`` + memory files).
+
+    Raises
+    ------
+    sw.errors.UserError
+        One line naming the problem: missing directory or file, unknown format/version,
+        JSON nested too deeply, missing or mistyped field, sizes beyond the format's bounds,
+        a folding that does not fit its layer, memory depth/width mismatch, a memory file
+        whose SHA-256 differs from ``network.json``, corrupt memory words, bad padding,
+        thresholds out of range or out of order, inconsistent layer chain; a residual
+        network (version 4), which this chain reader does not run (:func:`load_network`
+        reads both).
+    """
+    from .residual_graph import RESIDUAL_VERSION
+
+    directory, doc, version = _read_document(directory)
+    if version == RESIDUAL_VERSION:
+        raise UserError(f"{doc.path}: a residual network (format version {RESIDUAL_VERSION}); "
+                        f"this tool runs layer chains (versions 1-3) only; read it with "
+                        f"sw.network_io.load_network")
+    return _load_chain(directory, doc, version)
+
+
+def _load_chain(directory: Path, doc: "_Doc", version: int) -> CompiledNetwork:
+    """A version 1-3 document (chain of layers, optional early exits)."""
+    path = doc.path
+    input_spec, output = _load_input_output(doc)
+    inp = doc.sub("input")
     layer_docs = doc.get("layers", list)
     if not layer_docs:
         doc.fail("a network needs at least one layer")

@@ -283,7 +283,8 @@ def without_digests(d):
 
 
 @pytest.mark.parametrize("corrupt,match", [
-    (lambda d: edit_json(d, lambda j: j.update(version=4)), "version 4 is not supported"),
+    (lambda d: edit_json(d, lambda j: j.update(version=5)), "version 5 is not supported"),
+    (lambda d: edit_json(d, lambda j: j.update(version=4)), "a residual network"),
     (lambda d: edit_json(d, lambda j: j["graph"]["nodes"].pop()), "graph does not match"),
     (lambda d: edit_json(d, lambda j: j["input"].update(order="CHW")), "input.order must be"),
     (lambda d: edit_json(d, lambda j: j.update(format="other")), "format 'other'"),
