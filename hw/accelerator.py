@@ -177,6 +177,13 @@ class Accelerator(wiring.Component):
     ``s_axil_*`` (AXI4-Lite, :mod:`hw.axi_lite_regs`).  Clock ``clk`` and active-high
     synchronous reset ``rst`` come from the ``sync`` domain.
 
+    Early exits (``net.exits``, after dense layers): each exit's branch (its classifier
+    engine on the ``X<j>_*.mem`` memories, in ``rom_mode`` like the layers, placed by the
+    ``auto`` rule) and the in-order merges (docs/hardware.md "Early exits"); the register
+    block counts the results per exit (EXITS, EXITj_TAKEN).  Refused in one line: writable
+    parameters with exits, an exit after a convolution, a network beyond the register map
+    (:func:`hw.axi_lite_regs.check_register_map`).
+
     Framing: the input is counted in images of ``P/PPB`` beats regardless of ``tlast``; a
     ``tlast`` on any other beat, or missing on the last one, sets the sticky STATUS framing
     error.  Output: ``1 + C`` beats per image (class index, then the C scores
