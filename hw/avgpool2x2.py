@@ -12,7 +12,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .fixed_stream import check_bits, fixed_layout, round_shift
+from .fixed_stream import check_bits, fixed_layout, keep_unused, round_shift
 from .maxpool import MaxPoolTiming
 from .pixel_stream import check_positive
 
@@ -137,13 +137,15 @@ class AvgPool2x2(wiring.Component):
             rport.addr.eq(xo * g_n + g),
             rport.en.eq(advance),
         ]
+        unused = []
         for j in range(n):
             total = Signal(signed(self._bits + 2), name=f"sum{j}")
             m.d.comb += [
                 total.eq(Mux(first1, beat1[j], rport.data[j] + beat1[j])),
                 wport.data[j].eq(total),
-                self.o.payload[j].eq(round_shift(total, 2)),
+                self.o.payload[j].eq(round_shift(m, total, 2, f"r{j}", unused)),
             ]
+        keep_unused(m, unused)
 
         xodd = x[0]
         with m.If(advance):

@@ -17,7 +17,8 @@ from amaranth.lib.wiring import In, Out
 from sw.fixed_point import ADD_BITS, MAX_SHIFT, MULT_BITS
 
 from .fixed_stream import (MAX_IN_BITS, ConstTable, PipeTiming, check_bits, check_constants,
-                           check_int, fixed_layout, round_shift, saturate, stall_pipeline)
+                           check_int, fixed_layout, keep_unused, round_shift, saturate,
+                           stall_pipeline)
 from .pixel_stream import check_positive
 
 __all__ = ["FixedAffine", "FixedRPReLU", "AFFINE_LATENCY", "RPRELU_LATENCY"]
@@ -141,6 +142,9 @@ class FixedAffine(_ChannelStage):
         x1 = [Signal(signed(self._in_bits), name=f"x1_{j}") for j in range(n)]
         p2 = [Signal(signed(self._in_bits + MULT_BITS), name=f"p2_{j}") for j in range(n)]
         a2 = [Signal(signed(ADD_BITS), name=f"a2_{j}") for j in range(n)]
+        unused = []
+        rounded = [round_shift(m, p2[j] + a2[j], self._shift, f"r{j}", unused) for j in range(n)]
+        keep_unused(m, unused)
         with m.If(advance):
             for j in range(n):
                 mult, add = consts[j]
@@ -148,8 +152,7 @@ class FixedAffine(_ChannelStage):
                     x1[j].eq(self.i.payload[j]),
                     p2[j].eq(x1[j] * mult),
                     a2[j].eq(add),
-                    self.o.payload[j].eq(saturate(round_shift(p2[j] + a2[j], self._shift),
-                                                  self._out_bits)),
+                    self.o.payload[j].eq(saturate(rounded[j], self._out_bits)),
                 ]
         return m
 
@@ -221,6 +224,7 @@ class FixedRPReLU(_ChannelStage):
         addr, en, consts = table.read(m, "constants")
         m.d.comb += [addr.eq(g), en.eq(advance)]
 
+        unused = []
         with m.If(advance):
             for j in range(n):
                 gamma, mult, zeta = consts[j]
@@ -231,11 +235,12 @@ class FixedRPReLU(_ChannelStage):
                 d3 = Signal(signed(bits + 1), name=f"d3_{j}")
                 p3 = Signal(signed(bits + 1 + MULT_BITS), name=f"p3_{j}")
                 z3 = Signal(signed(bits), name=f"z3_{j}")
-                y = Mux(d3 >= 0, d3, round_shift(p3, self._shift))
+                y = Mux(d3 >= 0, d3, round_shift(m, p3, self._shift, f"r{j}", unused))
                 m.d.sync += [
                     x1.eq(self.i.payload[j]),
                     d2.eq(x1 - gamma), m2.eq(mult), z2.eq(zeta),
                     d3.eq(d2), p3.eq(d2 * m2), z3.eq(z2),
                     self.o.payload[j].eq(saturate(y + z3, bits)),
                 ]
+        keep_unused(m, unused)
         return m

@@ -20,11 +20,11 @@ edge):
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory
 
 __all__ = ["fixed_layout", "check_int", "check_bits", "check_constants", "saturate",
-           "round_shift", "ConstTable", "stall_pipeline", "PipeTiming", "EmitTiming",
+           "round_shift", "keep_unused", "ConstTable", "stall_pipeline", "PipeTiming", "EmitTiming",
            "MAX_IN_BITS"]
 
 #: Widest input element (an accumulator or a fixed-point code) the units accept.
@@ -78,12 +78,28 @@ def saturate(v: Value, bits: int) -> Value:
     return Mux(v > hi, hi, Mux(v < lo, lo, v))
 
 
-def round_shift(v: Value, shift: int) -> Value:
+def round_shift(m: Module, v: Value, shift: int, name: str, unused: list) -> Value:
     """``(v + 2**(shift-1)) >> shift`` with an arithmetic shift (``shift = 0``: ``v``):
-    round half up, as :func:`sw.fixed_point.round_shift`.  ``v`` must be signed."""
+    round half up, as :func:`sw.fixed_point.round_shift`.  ``v`` must be signed.
+
+    The rounding sum is the comb signal ``name`` (one bit wider than ``v``); its low
+    ``shift`` bits, which only carry into the result, are appended to ``unused`` for
+    :func:`keep_unused` (Verilator would flag them as unused bits otherwise)."""
     if shift == 0:
         return v
-    return (v + (1 << (shift - 1))) >> shift
+    t = Signal(signed(len(v) + 1), name=name)
+    m.d.comb += t.eq(v + (1 << (shift - 1)))
+    unused.append(t[:shift])
+    return t[shift:].as_signed()
+
+
+def keep_unused(m: Module, bits: list, name: str = "unused_round_bits") -> None:
+    """Mark ``bits`` as deliberately unused: one ``keep`` wire named ``unused_*`` (Verilator's
+    idiom, its default ``-unused-regexp``) reading their OR, as :mod:`hw.axi_lite_regs` does;
+    synthesis removes it (nothing reads it)."""
+    if bits:
+        sink = Signal(name=name, attrs={"keep": 1})
+        m.d.comb += sink.eq(Cat(*bits).any())
 
 
 class ConstTable:

@@ -289,3 +289,51 @@ def test_spatial_rejects():
                  thresholds=[[0], [129]])
     with pytest.raises(ValueError, match="activation"):
         Binarize(channels=2, elems_per_beat=1, bits=8, activation="tanh", thresholds=[[0]] * 2)
+
+
+# --------------------------------------------------------------------------- Verilog lint
+
+
+def _lint_units():
+    from hw.avgpool2x2 import AvgPool2x2
+    from hw.binarize import Binarize
+    from hw.dup_channels import DupChannels
+    from hw.fixed_add import FixedAdd
+    from hw.fixed_affine import FixedAffine, FixedRPReLU
+    from hw.global_sumpool import GlobalSumPool
+    c = 8
+    return {
+        "affine": lambda: FixedAffine(channels=c, elems_per_beat=4, in_bits=18, out_bits=16,
+                                      mult=list(range(-4, 4)), add=[1 << 20] * c, shift=8),
+        "rprelu": lambda: FixedRPReLU(channels=c, elems_per_beat=4, bits=16,
+                                      gamma=[3] * c, mult=[100] * c, zeta=[-2] * c, shift=7),
+        "add": lambda: FixedAdd(bits=16, elems_per_beat=4),
+        "avgpool": lambda: AvgPool2x2(channels=c, height=4, width=4, elems_per_beat=4,
+                                      bits=16),
+        "dup": lambda: DupChannels(channels=c, elems_per_beat=4, bits=16, factor=2),
+        "sumpool": lambda: GlobalSumPool(channels=c, height=4, width=4, elems_per_beat=4,
+                                         bits=16),
+        "sign": lambda: Binarize(channels=c, elems_per_beat=4, bits=16, activation="sign",
+                                 thresholds=[[k] for k in range(c)]),
+        "frac2": lambda: Binarize(channels=c, elems_per_beat=4, bits=16, activation="frac2",
+                                  thresholds=[[-k, 0, k] for k in range(c)]),
+    }
+
+
+@pytest.mark.parametrize("name", list(_lint_units()))
+def test_lint_clean(tmp_path, name):
+    """Each unit as one flat module is lint clean (`verilator --lint-only -Wall`, only
+    Amaranth's width casts waived, as the accelerator)."""
+    import shutil
+    import subprocess
+
+    from hw.generate import TOP_NAME, WAIVER_FILE
+    from hw.netlist import convert_flat
+    from sim.toolchain import verilator_env
+    text = convert_flat(_lint_units()[name](), TOP_NAME)
+    (tmp_path / f"{TOP_NAME}.v").write_text(text)
+    shutil.copy(WAIVER_FILE, tmp_path / "verilator_waiver.vlt")
+    result = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", TOP_NAME,
+                             "verilator_waiver.vlt", f"{TOP_NAME}.v"], cwd=tmp_path,
+                            env=verilator_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
