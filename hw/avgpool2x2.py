@@ -109,7 +109,7 @@ class AvgPool2x2(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n, g_n, w, h = self._n, self.folds, self._width, self._height
+        n, g_n, w = self._n, self.folds, self._width
         sum_shape = signed(self._bits + 2)
         m.submodules.rowbuf = rowbuf = memory.Memory(
             shape=data.ArrayLayout(sum_shape, n), depth=self.buffer_words, init=[])

@@ -12,8 +12,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .fixed_stream import (ConstTable, PipeTiming, check_bits, check_int, fixed_layout,
-                           stall_pipeline)
+from .fixed_stream import ConstTable, PipeTiming, check_bits, fixed_layout, stall_pipeline
 from .pixel_stream import check_positive
 from .width_converter import BIT, ML_PAIR, beat_layout
 

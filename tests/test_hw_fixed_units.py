@@ -300,6 +300,7 @@ def _lint_units():
     from hw.dup_channels import DupChannels
     from hw.fixed_add import FixedAdd
     from hw.fixed_affine import FixedAffine, FixedRPReLU
+    from hw.fixed_linear import FixedLinear
     from hw.global_sumpool import GlobalSumPool
     c = 8
     return {
@@ -315,6 +316,9 @@ def _lint_units():
                                          bits=16),
         "sign": lambda: Binarize(channels=c, elems_per_beat=4, bits=16, activation="sign",
                                  thresholds=[[k] for k in range(c)]),
+        "linear": lambda: FixedLinear(
+            channels=c, elems_per_beat=4, in_bits=22, classes=3, weight_bits=8,
+            weight=[[k - j for k in range(c)] for j in range(3)], bias=[5, -6, 7]),
         "frac2": lambda: Binarize(channels=c, elems_per_beat=4, bits=16, activation="frac2",
                                   thresholds=[[-k, 0, k] for k in range(c)]),
     }
@@ -337,3 +341,51 @@ def test_lint_clean(tmp_path, name):
                              "verilator_waiver.vlt", f"{TOP_NAME}.v"], cwd=tmp_path,
                             env=verilator_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+@pytest.mark.parametrize("channels,n,in_bits,classes,wb",
+                         [(1, 1, 4, 2, 2), (4, 2, 10, 3, 8), (6, 3, 22, 10, 16),
+                          (8, 8, 20, 4, 5), (8, 1, 36, 2, 16)])
+@pytest.mark.parametrize("flow", range(len(FLOW)))
+def test_linear(channels, n, in_bits, classes, wb, flow):
+    from hw.fixed_linear import FixedLinear
+    rng = np.random.default_rng(channels + in_bits + classes + flow)
+    x = corner_codes(rng, (5, channels), in_bits, 0.3)
+    x[0] = -(1 << (in_bits - 1))
+    w = corner_codes(rng, (classes, channels), wb, 0.3)
+    w[0] = -(1 << (wb - 1))
+    bias = corner_codes(rng, (classes,), 32, 0.3)
+    bias[0] = -(1 << 31)
+    want = x @ w.T + bias
+    dut = FixedLinear(channels=channels, elems_per_beat=n, in_bits=in_bits, classes=classes,
+                      weight_bits=wb, weight=w, bias=bias)
+    idle, stall = FLOW[flow]
+    got = run_stage(dut, pack(x, in_bits, n), want.size, idle=idle, stall=stall, seed=flow)
+    np.testing.assert_array_equal(unpack(got, dut.out_bits, 1), want.reshape(-1))
+
+
+def test_linear_rate():
+    """With ``o`` always ready and the input always offering: ``G + K*G`` cycles per image."""
+    from hw.fixed_linear import FixedLinear
+    c, n, k = 8, 2, 3
+    dut = FixedLinear(channels=c, elems_per_beat=n, in_bits=8, classes=k, weight_bits=4,
+                      weight=np.ones((k, c), dtype=np.int64), bias=[0] * k)
+    got, t_in, t_out, _ = simulate_stage(dut, pack(np.ones((4, c)), 8, n), 4 * k)
+    firsts = t_in[::c // n]
+    assert np.diff(firsts).tolist() == [dut.cycles_per_image] * 3
+    assert t_out[0] - t_in[c // n - 1] == c // n + 3
+
+
+def test_linear_rejects():
+    from hw.fixed_linear import FixedLinear
+    ok = dict(channels=4, elems_per_beat=2, in_bits=10, classes=2, weight_bits=4,
+              weight=[[1] * 4] * 2, bias=[0, 0])
+    FixedLinear(**ok)
+    for key, bad, msg in [("weight", [[1] * 4], "2 rows"), ("weight", [[1, 2, 3, 8]] * 2,
+                          "weight row 0 of channel 3"), ("bias", [0, 1 << 31], "bias of channel 1"),
+                          ("weight_bits", 17, "weight_bits"), ("elems_per_beat", 3, "divide")]:
+        with pytest.raises(ValueError, match=msg):
+            FixedLinear(**{**ok, key: bad})
