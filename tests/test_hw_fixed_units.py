@@ -389,3 +389,79 @@ def test_linear_rejects():
                           ("weight_bits", 17, "weight_bits"), ("elems_per_beat", 3, "divide")]:
         with pytest.raises(ValueError, match=msg):
             FixedLinear(**{**ok, key: bad})
+
+
+# --------------------------------------------------------------------------- a real network
+
+
+def _send_two(dut, wa, wb, n_out, seed):
+    """Stream ``wa``/``wb`` into the join's ``a``/``b`` with independent random idle cycles
+    and drain ``o`` with random stalls."""
+    from tests.stream_bench import stream_recv, stream_send
+    got = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def feed_a(ctx):
+        await stream_send(ctx, dut.a, wa, rng=random.Random(seed), idle=0.3)
+
+    async def feed_b(ctx):
+        await stream_send(ctx, dut.b, wb, rng=random.Random(seed + 1), idle=0.3)
+
+    async def drain(ctx):
+        got.extend(await stream_recv(ctx, dut.o, n_out, rng=random.Random(seed + 2),
+                                     stall=0.3))
+
+    for bench in (feed_a, feed_b, drain):
+        sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+@pytest.fixture(scope="module", params=["sign", "frac2"])
+def resnet(request):
+    import torch
+
+    from models import residual as rs
+    from models.export_residual import compile_resnet
+    from sw.golden import GoldenModel
+    from tests.test_residual import _randomise
+    torch.manual_seed(3)
+    model = rs.tiny_resnet(request.param)
+    rng = np.random.default_rng(4)
+    _randomise(model, rng)          # non-trivial batch norms, slopes, thresholds, gates
+    net = compile_resnet(model.eval())
+    images = rng.integers(0, 256, size=(2, int(np.prod(model.input_shape))), dtype=np.uint8)
+    return net, GoldenModel(net).run(images).tensors
+
+
+def test_every_fixed_node_of_a_resnet(resnet):
+    """Every fixed-point node of a compiled tiny ResNet, built by hw.residual_units.node_unit
+    from the network, reproduces the golden model's tap of two images (random flow)."""
+    from hw.residual_units import FIXED_OPS, node_unit, tensor_bits
+    from tests.stream_bench import from_beats
+    net, taps = resnet
+    done = set()
+    for k, node in enumerate(net.nodes):
+        if node.op not in FIXED_OPS:
+            continue
+        x = taps[node.inputs[0]]
+        want = taps[node.output]
+        n = 4 if x.shape[-1] % 4 == 0 else 1
+        dut = node_unit(net, node, n)
+        xb = tensor_bits(net, node.inputs[0])
+        if node.op == "add":
+            got = _send_two(dut, pack(x, xb, n), pack(taps[node.inputs[1]], xb, n),
+                            want.size // n, seed=k)
+        else:
+            n_out = want.size if node.op == "linear" else want.size // n
+            got = run_stage(dut, pack(x, xb, n), n_out, idle=0.2, stall=0.3, seed=k)
+        if node.op == "binarize":
+            planes = 1 if node.attrs["activation"] == "sign" else 2
+            got = from_beats(got, n, planes, want.shape)
+        else:
+            width = dut.o.payload.shape().elem_shape.width
+            got = unpack(got, width, 1 if node.op == "linear" else n).reshape(want.shape)
+        np.testing.assert_array_equal(got, want, err_msg=f"node {node.name} ({node.op})")
+        done.add(node.op)
+    assert done == set(FIXED_OPS)
