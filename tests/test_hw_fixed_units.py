@@ -465,3 +465,43 @@ def test_every_fixed_node_of_a_resnet(resnet):
         np.testing.assert_array_equal(got, want, err_msg=f"node {node.name} ({node.op})")
         done.add(node.op)
     assert done == set(FIXED_OPS)
+
+
+# --------------------------------------------------------------------------- documented rates
+
+
+def test_documented_latency_and_rate():
+    """With the input always offering and ``o`` always ready: one input beat per cycle and
+    the documented latency (affine 3, rprelu 4, binarize 2, avgpool / sumpool 1 after the
+    window's last beat); dup_channels one output beat per cycle."""
+    from hw.avgpool2x2 import AvgPool2x2
+    from hw.binarize import Binarize
+    from hw.dup_channels import DupChannels
+    from hw.fixed_affine import FixedAffine, FixedRPReLU
+    from hw.global_sumpool import GlobalSumPool
+    c, n = 4, 2
+    beats = pack(np.arange(4 * 4 * c) % 50, 16, n)
+    for dut, lat in [
+        (FixedAffine(channels=c, elems_per_beat=n, in_bits=16, out_bits=16, mult=[1] * c,
+                     add=[0] * c, shift=0), 3),
+        (FixedRPReLU(channels=c, elems_per_beat=n, bits=16, gamma=[0] * c, mult=[1] * c,
+                     zeta=[0] * c, shift=0), 4),
+        (Binarize(channels=c, elems_per_beat=n, bits=16, activation="sign",
+                  thresholds=[[0]] * c), 2),
+    ]:
+        assert dut.latency == lat
+        _, t_in, t_out, _ = simulate_stage(dut, beats, len(beats))
+        assert t_in == list(range(len(beats)))
+        assert t_out == [t + lat for t in t_in]
+    pool = AvgPool2x2(channels=c, height=4, width=4, elems_per_beat=n, bits=16)
+    _, t_in, t_out, _ = simulate_stage(pool, beats, len(beats) // 4)
+    assert t_in == list(range(len(beats)))
+    g = c // n      # window (y, x) = (1, 1) ends with input beat (1*4 + 1)*G + G - 1
+    assert t_out[:g] == [(5 * g + j) + 1 for j in range(g)]
+    spool = GlobalSumPool(channels=c, height=4, width=4, elems_per_beat=n, bits=16)
+    _, t_in, t_out, _ = simulate_stage(spool, beats, g)
+    assert t_in == list(range(len(beats))) and t_out == [len(beats) - g + j + 1
+                                                         for j in range(g)]
+    dup = DupChannels(channels=c, elems_per_beat=n, bits=16, factor=3)
+    _, t_in, t_out, _ = simulate_stage(dup, beats, 3 * len(beats))
+    assert t_out == list(range(1, 3 * len(beats) + 1))
