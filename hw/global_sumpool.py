@@ -1,0 +1,160 @@
+"""Global sum pooling of a fixed-point pixel stream (``global_sumpool`` node of
+docs/compiled-network.md, "Residual networks (version 4)"), bit exact with
+:func:`sw.fixed_point.global_sum_pool`: per image and channel the exact sum over the ``H*W``
+pixels (``bits + ceil(log2(H*W))`` bits; the average's ``1/(H*W)`` is in the logit scale)."""
+
+# The structure is hw/maxpool.py's MaxPoolUnit with one window covering the whole image and
+# the maximum replaced by an exact sum.
+
+from __future__ import annotations
+
+import math
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .fixed_stream import EmitTiming, check_bits, fixed_layout
+from .pixel_stream import check_positive
+
+__all__ = ["GlobalSumPool", "SumPoolTiming", "sum_bits"]
+
+
+def sum_bits(bits: int, pixels: int) -> int:
+    """Width of an exact sum of ``pixels`` signed ``bits``-bit codes:
+    ``bits + ceil(log2(pixels))``."""
+    return bits + math.ceil(math.log2(pixels)) if pixels > 1 else bits
+
+
+class GlobalSumPool(wiring.Component):
+    """Per-channel sum over all ``H x W`` pixels of each image.
+
+    Parameters
+    ----------
+    channels : int
+        ``C``.
+    height, width : int
+        ``H x W`` pixels per image.
+    elems_per_beat : int
+        ``E``, divides ``C`` (``G = C/E`` beats per pixel and per output vector).
+    bits : int
+        Input format ``bits`` (2..32).
+
+    Interface
+    ---------
+    i : In(stream.Signature(ArrayLayout(signed(bits), E)))
+    o : Out(stream.Signature(ArrayLayout(signed(S), E)))
+        ``S = sum_bits(bits, H*W)``.  Per image ``G`` beats: beat ``g`` element ``j`` is the
+        sum of channel ``g*E + j`` (the ``int [C]`` tensor in channel order).
+
+    Storage
+    -------
+    An accumulator ``lib.memory.Memory`` of ``G`` words of ``E`` sums of ``S`` bits (one
+    synchronous read port, transparent for its write port) and one pipeline register of one
+    beat.  The image's first pixel overwrites word ``g``, the others add to it, and the last
+    pixel's beats leave as ``word + beat`` instead of being written back.  ``E`` adders of
+    ``S`` bits; no DSPs.
+
+    Timing (cycle exact, :class:`SumPoolTiming`)
+    --------------------------------------------
+    ``o.valid = pending`` (a register: the held beat belongs to the image's last pixel);
+    ``i.ready = ~pending | o.ready``.  A sum is offered the cycle after the last pixel's beat
+    of its group is accepted (``latency = 1``); with ``o`` ready one input beat per cycle,
+    ``H*W*G`` cycles per image, the ``G`` output beats during the last pixel.
+    """
+
+    def __init__(self, *, channels: int, height: int, width: int, elems_per_beat: int,
+                 bits: int):
+        check_positive(channels=channels, height=height, width=width,
+                       elems_per_beat=elems_per_beat)
+        check_bits("bits", bits)
+        if channels % elems_per_beat:
+            raise ValueError(f"elems_per_beat must divide channels {channels}, "
+                             f"not {elems_per_beat!r}")
+        self._channels, self._height, self._width = channels, height, width
+        self._n, self._bits = elems_per_beat, bits
+        self._sum_bits = sum_bits(bits, height * width)
+        super().__init__({
+            "i": In(stream.Signature(fixed_layout(bits, elems_per_beat))),
+            "o": Out(stream.Signature(fixed_layout(self._sum_bits, elems_per_beat)))})
+
+    channels = property(lambda self: self._channels)
+    elems_per_beat = property(lambda self: self._n)
+    bits = property(lambda self: self._bits)
+    out_bits = property(lambda self: self._sum_bits)
+
+    @property
+    def folds(self) -> int:
+        return self._channels // self._n
+
+    @property
+    def beats_in_per_image(self) -> int:
+        return self._height * self._width * self.folds
+
+    @property
+    def beats_out_per_image(self) -> int:
+        return self.folds
+
+    @property
+    def latency(self) -> int:
+        return 1
+
+    def timing_model(self) -> "SumPoolTiming":
+        return SumPoolTiming(channels=self._channels, height=self._height, width=self._width,
+                             elems_per_beat=self._n)
+
+    def elaborate(self, platform):
+        m = Module()
+        n, g_n, pixels = self._n, self.folds, self._height * self._width
+        m.submodules.acc = acc = memory.Memory(
+            shape=data.ArrayLayout(signed(self._sum_bits), n), depth=g_n, init=[])
+        wport = acc.write_port()
+        rport = acc.read_port(domain="sync", transparent_for=(wport,))
+
+        g = Signal(range(g_n), name="g")
+        p = Signal(range(pixels), name="p")
+        v1, first1, last1 = Signal(), Signal(), Signal()
+        addr1 = Signal(range(g_n))
+        beat1 = Signal(fixed_layout(self._bits, n))
+
+        pending, advance, i_fire = Signal(), Signal(), Signal()
+        m.d.comb += [
+            pending.eq(v1 & last1),
+            advance.eq(~pending | self.o.ready),
+            self.i.ready.eq(advance),
+            i_fire.eq(self.i.valid & advance),
+            self.o.valid.eq(pending),
+            wport.addr.eq(addr1),
+            wport.en.eq(v1 & ~last1),
+            rport.addr.eq(g),
+            rport.en.eq(advance),
+        ]
+        for j in range(n):
+            total = Signal(signed(self._sum_bits), name=f"sum{j}")
+            m.d.comb += [total.eq(Mux(first1, beat1[j], rport.data[j] + beat1[j])),
+                         wport.data[j].eq(total), self.o.payload[j].eq(total)]
+
+        with m.If(advance):
+            m.d.sync += v1.eq(i_fire)
+            with m.If(i_fire):
+                m.d.sync += [first1.eq(p == 0), last1.eq(p == pixels - 1), addr1.eq(g),
+                             beat1.eq(self.i.payload)]
+        with m.If(i_fire):
+            with m.If(g == g_n - 1):
+                m.d.sync += [g.eq(0), p.eq(Mux(p == pixels - 1, 0, p + 1))]
+            with m.Else():
+                m.d.sync += g.eq(g + 1)
+        return m
+
+
+class SumPoolTiming(EmitTiming):
+    """Cycle-exact timing of :class:`GlobalSumPool` (an :class:`hw.fixed_stream.EmitTiming`
+    whose emitting beats are the last pixel's ``G``)."""
+
+    __slots__ = ()
+
+    def __init__(self, *, channels: int, height: int, width: int, elems_per_beat: int):
+        check_positive(channels=channels, height=height, width=width,
+                       elems_per_beat=elems_per_beat)
+        g_n = channels // elems_per_beat
+        super().__init__([0] * ((height * width - 1) * g_n) + [1] * g_n)
