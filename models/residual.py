@@ -641,12 +641,6 @@ class ResNet(nn.Module):
         """Pixels per image, ``P = C*H*W``."""
         return math.prod(self.input_shape)
 
-    @property
-    def layers(self) -> list[BinaryConv2d]:
-        """The binary convolutions in order (:meth:`binary_convs`): what
-        :func:`models.evaluate.evaluate` counts gates over."""
-        return self.binary_convs()
-
     def binary_convs(self) -> list[BinaryConv2d]:
         """The stem and every block's convolution."""
         return [self.stem, *(b.conv for b in self.blocks)]
