@@ -27,6 +27,10 @@ in float, eval folds the running statistics and the affine parameters into the i
 every eval forward, so eval is always exactly the integer network of the current parameters).
 Activation biases, RPReLU shifts and the classifier's weights are fake-quantised in training
 exactly as eval quantises them; the RPReLU slope is quantised (16-bit multiplier) only in eval.
+The running statistics that training leaves are not what eval needs (a channel's constant MNIST
+background flips across an activation threshold from batch to batch, which batch statistics hide);
+:meth:`ResNet.recalibrate_batch_norm` sets them in eval-shaped passes after training (the
+trainer's ``recalibrate_images``; docs/models.md, "Residual networks (fixed point)").
 
 Values between blocks are float32 tensors of real values in both modes (exactly on the grid in
 eval; formats of at most 24 bits so float32 holds every code); :meth:`ResidualBlock.forward_int`
