@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--threads and --repeat must be >= 1 and --images in 1..10000")
     torch.set_num_threads(args.threads)
     shipped = [(n, zoo.default_checkpoint(n)) for n in zoo.names()
-               if zoo.default_checkpoint(n).is_file()]
+               if zoo.default_checkpoint(n).is_file()
+               and zoo.ZOO[n].kind == "binary"]    # residual nets have no golden model yet
     if not shipped:
         raise UserError(f"no shipped checkpoints in {zoo.CHECKPOINT_DIR}; train them with "
                         "`python -m models.train --net NAME`")

@@ -4,6 +4,8 @@ File format (``torch.save`` of a plain dict, loadable with ``weights_only=True``
 
     {"format": "fracbnn-checkpoint", "version": 1,
      "config": BinaryNet.config(),            # rebuilds the architecture
+     "kind": "resnet",                        # only for a models.residual.ResNet (config =
+                                              # ResNet.config()); absent: a BinaryNet
      "meta": {...},                           # JSON-serialisable (net name, recipe, accuracy, ...)
      "binary_weights": {"layers.0.weight": {"shape": [out, in], "bits": uint8 tensor}, ...},
      "tensors": {name: tensor}}               # every other parameter and buffer
@@ -42,6 +44,7 @@ from sw.compiled_net import MAX_LAYER_WEIGHTS, MAX_LAYERS, MAX_MAP_VALUES
 from sw.errors import UserError
 
 from .layers import BinaryConv2d, BinaryDense, BinaryNet
+from .residual import ResNet
 
 __all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint"]
 
@@ -88,6 +91,8 @@ def save_checkpoint(model: BinaryNet, path: str | Path, meta: dict[str, Any] | N
             tensors[name] = value.detach().cpu().clone()
     payload = {"format": FORMAT, "version": VERSION, "config": model.config(), "meta": meta,
                "binary_weights": binary, "tensors": tensors}
+    if isinstance(model, ResNet):
+        payload["kind"] = "resnet"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -218,6 +223,41 @@ def _build_meta(path: Path, config: dict) -> BinaryNet:
     return model
 
 
+def _build_meta_resnet(path: Path, config: dict) -> ResNet:
+    """:func:`_build_meta` for a residual network's config (the same bounds: sizes, input
+    bits, weights per convolution, values per feature map)."""
+    levels = config.get("thermometer_levels")
+    if isinstance(levels, int) and not isinstance(levels, bool) and not 1 <= levels <= 255:
+        raise _bad(path, f"bad config: thermometer_levels {levels} is not in 1..255")
+    for key in ("input_shape", "widths", "blocks"):
+        value = config.get(key)
+        for i, v in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(v, int) and not isinstance(v, bool) and v > MAX_LAYER_WEIGHTS:
+                raise _bad(path, f"bad config: {key}[{i}] is {v}, more than the format "
+                           f"allows ({MAX_LAYER_WEIGHTS})")
+    blocks, widths = config.get("blocks"), config.get("widths")
+    if isinstance(blocks, int) and isinstance(widths, (list, tuple)):
+        blocks = [blocks] * len(widths)
+    if isinstance(blocks, (list, tuple)) and all(isinstance(b, int) for b in blocks) \
+            and sum(blocks) + 2 > MAX_LAYERS:
+        raise _bad(path, f"bad config: more than {MAX_LAYERS} layers")
+    try:
+        with torch.device("meta"):
+            model = ResNet(**config)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise _bad(path, f"bad config: {_one_line(exc)}") from None
+    c, h, w = model.input_shape
+    if c * h * w * model.thermometer.levels > MAX_MAP_VALUES:
+        raise _bad(path, f"bad config: a {c}x{h}x{w} input with {model.thermometer.levels} "
+                   f"thermometer levels has more than {MAX_MAP_VALUES} input bits")
+    for i, conv in enumerate(model.binary_convs()):
+        if conv.in_features * conv.out_features > MAX_LAYER_WEIGHTS \
+                or conv.out_height * conv.out_width * conv.out_features > MAX_MAP_VALUES:
+            raise _bad(path, f"bad config: convolution {i} has more weights or outputs than "
+                       f"the format allows")
+    return model
+
+
 def _check_finite(path: Path, name: str, value: torch.Tensor) -> None:
     if not value.is_floating_point():
         return
@@ -242,7 +282,7 @@ def load_checkpoint(path: str | Path) -> tuple[BinaryNet, dict[str, Any]]:
 
     Returns
     -------
-    model : BinaryNet
+    model : BinaryNet or models.residual.ResNet
         In eval mode, latent binary weights exactly ±1.0.
     meta : dict
         The stored metadata.
@@ -273,9 +313,13 @@ def load_checkpoint(path: str | Path) -> tuple[BinaryNet, dict[str, Any]]:
     if not (isinstance(config, dict) and isinstance(meta, dict)
             and isinstance(binary, dict) and isinstance(tensors, dict)):
         raise _bad(path, "missing config/meta/binary_weights/tensors")
+    kind = payload.get("kind", "binary")
+    if kind not in ("binary", "resnet"):
+        raise _bad(path, f"unknown network kind {kind!r}")
     # Shapes come from the architecture on the meta device: nothing is allocated until the
     # file's tensors are known to match it.
-    expected = _build_meta(path, config).state_dict()
+    build_meta = _build_meta_resnet if kind == "resnet" else _build_meta
+    expected = build_meta(path, config).state_dict()
     state = {}
     for name, ref in expected.items():
         if name in binary:
@@ -299,7 +343,7 @@ def load_checkpoint(path: str | Path) -> tuple[BinaryNet, dict[str, Any]]:
     extra = (set(binary) | set(tensors)) - set(expected)
     if extra:
         raise _bad(path, f"unexpected tensors {sorted(extra)[:3]}")
-    model = BinaryNet(**config)
+    model = (ResNet if kind == "resnet" else BinaryNet)(**config)
     model.load_state_dict(state)
     model.eval()
     return model, meta

@@ -20,12 +20,13 @@ from sw.errors import UserError, cli_main
 from .checkpoint import load_checkpoint
 from .data import iterate_batches, mnist_tensors
 from .layers import BinaryNet
+from .residual import ResNet
 
 __all__ = ["evaluate", "main"]
 
 
 @torch.no_grad()
-def evaluate(model: BinaryNet, images: torch.Tensor, labels: torch.Tensor,
+def evaluate(model: BinaryNet | ResNet, images: torch.Tensor, labels: torch.Tensor,
              batch_size: int = 1000, progress: bool = False) -> dict:
     """Eval-mode accuracy over ``images`` (uint8 (N, P)) and ``labels`` (N,).
 
@@ -38,19 +39,21 @@ def evaluate(model: BinaryNet, images: torch.Tensor, labels: torch.Tensor,
         ``accuracy`` (fraction), ``correct``, ``total``, ``lsb_fraction``
         (fraction of (image, neuron) pairs of gated layers whose gate fired; ``None``
         for nets without gating) and ``layer_lsb_fraction`` (per layer, ``None`` for
-        layers with 1-bit inputs).
+        layers with 1-bit inputs; a :class:`~models.residual.ResNet`: per binary
+        convolution, the stem first).
     """
     was_training = model.training
     model.eval()
     correct = 0
-    fired = [0] * len(model.layers)
-    gated = [0] * len(model.layers)
+    layers = model.binary_convs() if isinstance(model, ResNet) else model.layers
+    fired = [0] * len(layers)
+    gated = [0] * len(layers)
     batches = iterate_batches(len(labels), batch_size, shuffle=False)
     for idx in progress_bar(batches, total=-(-len(labels) // batch_size), desc="eval",
                             disable=not progress):
         logits = model(images[idx])
         correct += int((logits.argmax(dim=1) == labels[idx]).sum())
-        for i, layer in enumerate(model.layers):
+        for i, layer in enumerate(layers):
             if layer.last_gate is not None:
                 fired[i] += int(layer.last_gate.sum())
                 gated[i] += layer.last_gate.numel()

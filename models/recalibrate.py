@@ -32,6 +32,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import mnist_tensors
 from .evaluate import evaluate
 from .layers import BinaryNet
+from .residual import ResNet
 
 __all__ = ["recalibrate_batch_norm", "main"]
 
@@ -40,10 +41,16 @@ _BATCH = 500
 
 
 @torch.no_grad()
-def recalibrate_batch_norm(model: BinaryNet, images: torch.Tensor, batch: int = _BATCH) -> None:
+def recalibrate_batch_norm(model: BinaryNet | ResNet, images: torch.Tensor,
+                           batch: int = _BATCH) -> None:
     """Set every ``BatchNorm1d``'s running statistics to their average over ``images``
     (uint8 ``(N, P)``), batch by batch in train mode; parameters are not changed.  The model
-    is left in eval mode."""
+    is left in eval mode.  A residual network is recalibrated in eval-shaped passes instead
+    (:meth:`models.residual.ResNet.recalibrate_batch_norm`: each batch norm sees what the
+    layers before it compute with their new statistics)."""
+    if isinstance(model, ResNet):
+        model.recalibrate_batch_norm(images, batch)
+        return
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
     saved = [m.momentum for m in norms]
     for m in norms:

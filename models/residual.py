@@ -27,6 +27,10 @@ in float, eval folds the running statistics and the affine parameters into the i
 every eval forward, so eval is always exactly the integer network of the current parameters).
 Activation biases, RPReLU shifts and the classifier's weights are fake-quantised in training
 exactly as eval quantises them; the RPReLU slope is quantised (16-bit multiplier) only in eval.
+The running statistics that training leaves are not what eval needs (a channel's constant MNIST
+background flips across an activation threshold from batch to batch, which batch statistics hide);
+:meth:`ResNet.recalibrate_batch_norm` sets them in eval-shaped passes after training (the
+trainer's ``recalibrate_images``; docs/models.md, "Residual networks (fixed point)").
 
 Values between blocks are float32 tensors of real values in both modes (exactly on the grid in
 eval; formats of at most 24 bits so float32 holds every code); :meth:`ResidualBlock.forward_int`
@@ -199,7 +203,8 @@ class QuantBatchNorm(nn.Module):
     and as int64 ``n`` to :meth:`forward_int`.  Channels are the last axis.
 
     * training: ``F.batch_norm`` with batch statistics (running statistics updated), then
-      :func:`fake_quantize` to ``fmt``;
+      :func:`fake_quantize` to ``fmt``; with :attr:`frozen`, with the running statistics
+      (not updated): the float twin of eval;
     * eval: :func:`sw.fixed_point.affine` with :meth:`constants` = the running statistics
       and ``weight``/``bias`` folded (``scale = weight / sqrt(running_var + eps)``,
       ``bias - running_mean * scale``) by :func:`sw.fixed_point.fold_affine`.
@@ -214,6 +219,8 @@ class QuantBatchNorm(nn.Module):
             raise ValueError(f"in_frac must be an int in 0..32, not {in_frac!r}")
         self.in_frac = in_frac
         self.bn = nn.BatchNorm1d(channels, eps=eps)
+        #: Training forward with the running statistics (see :meth:`ResNet.freeze_batch_norm`).
+        self.frozen = False
 
     def constants(self) -> dict:
         """Folded ``{"mult", "shift", "add"}`` of :func:`sw.fixed_point.affine` (numpy ints)."""
@@ -236,7 +243,7 @@ class QuantBatchNorm(nn.Module):
         bn = self.bn
         rows = x.reshape(-1, x.shape[-1])
         z = F.batch_norm(rows, bn.running_mean, bn.running_var, bn.weight, bn.bias,
-                         training=True, momentum=bn.momentum, eps=bn.eps)
+                         training=not self.frozen, momentum=bn.momentum, eps=bn.eps)
         return fake_quantize(z, self.fmt).reshape(x.shape)
 
 
@@ -630,9 +637,32 @@ class ResNet(nn.Module):
             x = block(x)
         return self.head(x.sum(dim=(1, 2)))
 
+    #: No early exits (the trainer's interface of :class:`models.layers.BinaryNet`).
+    exit_heads: tuple = ()
+
+    @property
+    def pixels(self) -> int:
+        """Pixels per image, ``P = C*H*W``."""
+        return math.prod(self.input_shape)
+
     def binary_convs(self) -> list[BinaryConv2d]:
         """The stem and every block's convolution."""
         return [self.stem, *(b.conv for b in self.blocks)]
+
+    def gated_layers(self) -> list[BinaryConv2d]:
+        """The convolutions with 2-bit inputs (frac2 blocks), which have a precision gate."""
+        return [c for c in self.binary_convs() if c.in_bits == 2]
+
+    def batch_norms(self) -> list[QuantBatchNorm]:
+        """Every :class:`QuantBatchNorm` (stem, then each block's two), in order."""
+        return [m for m in self.modules() if isinstance(m, QuantBatchNorm)]
+
+    def freeze_batch_norm(self, frozen: bool = True) -> None:
+        """Training forward with the running statistics instead of the batch's (and without
+        updating them): training then computes, in float, the network that eval folds into
+        integers, so the affine parameters are trained for the statistics eval uses."""
+        for m in self.batch_norms():
+            m.frozen = bool(frozen)
 
     def set_surrogate(self, slope: float | None, exact: bool = False) -> None:
         """Training-mode binarisation of weights and block activations, as
@@ -649,6 +679,47 @@ class ResNet(nn.Module):
                  if c.in_bits == 2 and c.last_soft_gate is not None]
         return torch.stack(rates).mean() if rates else torch.zeros(())
 
+    @torch.no_grad()
+    def recalibrate_batch_norm(self, pixels: torch.Tensor, batch: int = 500) -> None:
+        """Set every batch norm's running statistics from ``pixels`` (uint8 ``(N, P)``) in
+        *eval-shaped* passes: layer by layer, each batch norm's statistics are measured on the
+        inputs that the layers before it produce with their *new running* statistics (what
+        eval computes), averaged over batches of ``batch`` images (mean of the batch means and
+        of the batch variances, as :func:`models.recalibrate.recalibrate_batch_norm`).
+
+        Why not train-mode passes: with batch statistics a channel whose constant background
+        value sits near a block's activation threshold lands on either side depending on the
+        batch, and the next batch norm removes that flip (a constant shift of its
+        accumulators); averaged train-mode statistics fit neither side and eval collapses (a
+        16/32/64 MNIST net: 88 % in train mode, 16 % with averaged train-mode statistics,
+        88 % with these).  Parameters are not changed; the model is left in eval mode.
+        """
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive int, not {batch!r}")
+        if len(pixels) < 1:
+            raise ValueError("recalibration needs at least one image")
+        norms = self.batch_norms()
+        self.train()
+        self.freeze_batch_norm(True)
+        try:
+            c, h, w = self.input_shape
+            chunks = [pixels[i:i + batch] for i in range(0, len(pixels), batch)]
+            acc = [self.stem.accumulate(self.encode(p))[0] for p in chunks]
+            _set_statistics(self.stem_bn, acc)
+            xs = [self.stem_bn(a).reshape(a.shape[0] // (h * w), h, w, self.widths[0])
+                  for a in acc]
+            for block in self.blocks:
+                accs = [block.conv.accumulate(block.act(x))[0] for x in xs]
+                _set_statistics(block.bn1, accs)
+                sums = [fake_quantize(block.rprelu(block.bn1(a)).reshape(x.shape[0], *block.out_map)
+                                      + block._shortcut_train(x), block.fmt)
+                        for a, x in zip(accs, xs)]
+                _set_statistics(block.bn2, sums)
+                xs = [block.bn2(s) for s in sums]
+        finally:
+            self.freeze_batch_norm(False)
+            self.eval()
+
     def config(self) -> dict:
         """Constructor arguments that rebuild this architecture (JSON-serialisable)."""
         return {"input_shape": list(self.input_shape),
@@ -658,6 +729,19 @@ class ResNet(nn.Module):
                 "activation": self.activation, "classes": self.classes,
                 "weight_bits": self.weight_bits,
                 "fmt_bits": self.fmt.bits, "fmt_frac": self.fmt.frac}
+
+
+def _set_statistics(norm: QuantBatchNorm, inputs: list[torch.Tensor]) -> None:
+    """Running mean and (unbiased) variance of ``norm`` = the averages over ``inputs`` (a list
+    of batches, channels last) of each batch's statistics."""
+    means, variances = [], []
+    for x in inputs:
+        rows = x.reshape(-1, x.shape[-1]).to(torch.float64)
+        means.append(rows.mean(0))
+        variances.append(rows.var(0, unbiased=rows.shape[0] > 1))
+    bn = norm.bn
+    bn.running_mean.copy_(torch.stack(means).mean(0).to(bn.running_mean.dtype))
+    bn.running_var.copy_(torch.stack(variances).mean(0).to(bn.running_var.dtype))
 
 
 def tiny_resnet(activation: str = "sign", input_shape: Sequence[int] = (1, 16, 16),

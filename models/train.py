@@ -1,8 +1,8 @@
 """Train a network on the MNIST (or CIFAR-10) training split; save its checkpoint and curve.
 
 ``python -m models.train --net NAME|FILE.toml [--method bp|dfa|drtp|selfbin] [--epochs N]
-[--seed S] [--out PATH] [--data DIR] [--lr LR] [--batch-size B] [--max-shift S] [--limit N]
-[--threads K] [--device cpu|cuda|auto]``
+[--seed S] [--out PATH] [--data DIR] [--lr LR] [--batch-size B] [--max-shift S]
+[--recalibrate-images N] [--limit N] [--threads K] [--device cpu|cuda|auto]``
 
 ``--net`` is a zoo name or a network description file (:mod:`models.zoo`: TOML or JSON with
 ``[network]`` and ``[recipe]``). Defaults come from its recipe. The run is deterministic
@@ -23,7 +23,11 @@ Recipe: Adam (no weight decay) with a cosine decay from ``lr`` to ``lr_final``
 over all steps (optional linear warm-up), cross-entropy plus ``gate_lambda *
 gate_penalty()`` for gated nets, latent weights clipped to [-1, 1] after every
 step, optional random translation of the training images by up to ``max_shift``
-pixels.  The gradients come from the recipe's ``method`` (:mod:`models.methods`):
+pixels; with ``recalibrate_images`` N > 0, after every epoch the batch-norm running
+statistics are recomputed from the first N training images before the test set is scored
+(:func:`recalibrate`; residual networks, ``[network] kind = "resnet"``
+(:class:`models.residual.ResNet`), in eval-shaped passes).  The gradients come from the
+recipe's ``method`` (:mod:`models.methods`):
 backpropagation with the straight-through estimator (``bp``, default), direct feedback
 alignment (``dfa``), direct random target projection (``drtp``) or self-binarizing
 training (``selfbin``); every method's checkpoint is an ordinary binary network. The checkpoint (default ``models/checkpoints/<net>.pt`` for a zoo name in a source
@@ -52,10 +56,12 @@ from .checkpoint import save_checkpoint
 from .data import iterate_batches, mnist_tensors, random_shift
 from .evaluate import evaluate
 from .layers import BinaryNet, clip_latent_weights
+from .recalibrate import recalibrate_batch_norm
+from .residual import ResNet
 from .methods import METHODS, backward_step, check_recipe, feedback_matrices, selfbin_surrogate
 from sw.progress import progress_bar, progress_write
 
-__all__ = ["train", "save_trained", "lr_at", "plot_history", "main"]
+__all__ = ["train", "save_trained", "recalibrate", "lr_at", "plot_history", "main"]
 
 
 def lr_at(step: int, total_steps: int, lr: float, lr_final: float, warmup_steps: int = 0) -> float:
@@ -80,7 +86,17 @@ def _optimizer(model: BinaryNet, lr: float, gate_lr_scale: float) -> torch.optim
     return torch.optim.Adam(groups, lr=lr)
 
 
-def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = None,
+def recalibrate(model: BinaryNet | ResNet, images: torch.Tensor) -> None:
+    """Recompute ``model``'s batch-norm running statistics from ``images`` (uint8 ``(N, P)``):
+    a :class:`ResNet` in eval-shaped passes (:meth:`ResNet.recalibrate_batch_norm`), a
+    :class:`BinaryNet` as :func:`models.recalibrate.recalibrate_batch_norm`.  The model's
+    train/eval mode is restored."""
+    was_training = model.training
+    recalibrate_batch_norm(model, images)
+    model.train(was_training)
+
+
+def train(net: str | Path | zoo.ZooEntry | BinaryNet | ResNet, *, data: Path | None = None,
           limit: int | None = None, progress: bool = True, name: str | None = None,
           device: str | torch.device = "cpu",
           phase_hook: Callable[[str, int], None] | None = None,
@@ -126,7 +142,7 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
     unknown = set(recipe) - set(zoo.RECIPE_KEYS)
     if unknown:
         raise TypeError(f"unknown recipe keys {sorted(unknown)}; allowed: {', '.join(zoo.RECIPE_KEYS)}")
-    if isinstance(net, BinaryNet):
+    if isinstance(net, (BinaryNet, ResNet)):
         rec = {**zoo.DEFAULT_RECIPE, **recipe}
         label = name or "net"
     else:
@@ -141,7 +157,12 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
     exit_weight = rec.get("exit_weight", 1.0)
     device = torch.device(device)
     torch.manual_seed(seed)  # seeds the CPU and every CUDA device
-    model = net if isinstance(net, BinaryNet) else entry.build()
+    if isinstance(net, ResNet) or (not isinstance(net, BinaryNet) and entry.kind == "resnet"):
+        if method not in ("bp", "selfbin"):
+            raise UserError(f"method {method!r} cannot train a residual network; use bp or "
+                            "selfbin")
+    recalibrate_images = rec.get("recalibrate_images", 0)
+    model = net if isinstance(net, (BinaryNet, ResNet)) else entry.build()
     model.to(device)
     # The data sets are small (MNIST: 55 MB as uint8): moved to the device once.
     train_x, train_y = (t.to(device) for t in mnist_tensors("train", data, limit, model.input_shape))
@@ -194,6 +215,10 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet, *, data: Path | None = Non
             if on_cpu:
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}",
                                 refresh=False)
+        if recalibrate_images:
+            # Batch-norm statistics for eval from the first training images (no augmentation):
+            # what the checkpoint's eval uses, before the test set is scored.
+            recalibrate(model, train_x[:recalibrate_images])
         if phase_hook is not None:
             phase_hook("eval", epoch)
         result = evaluate(model, test_x, test_y)
@@ -254,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="batch size (default: recipe)")
     parser.add_argument("--max-shift", type=int, help="random translation of training images in pixels "
                         "(default: recipe)")
+    parser.add_argument("--recalibrate-images", type=int,
+                        help="after every epoch, recompute the batch-norm statistics from the "
+                             "first N training images before scoring (residual nets: "
+                             "eval-shaped passes; 0: off; default: recipe)")
     parser.add_argument("--limit", type=int, help="train on the first N training images only (tests)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
@@ -265,11 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     rec = dict(entry.recipe)
     for key, value in (("epochs", args.epochs), ("seed", args.seed), ("lr", args.lr),
                        ("batch_size", args.batch_size), ("max_shift", args.max_shift),
-                       ("method", args.method)):
+                       ("method", args.method), ("recalibrate_images", args.recalibrate_images)):
         if value is not None:
             rec[key] = value
     # The overrides are checked as the description file's values are, named as options.
     zoo.check_recipe_values(rec, "--", spell=lambda key: key.replace("_", "-"))
+    if entry.kind == "resnet" and rec["method"] not in ("bp", "selfbin"):
+        raise UserError(f"--method {rec['method']} cannot train a residual network "
+                        f"({entry.name}); use bp or selfbin")
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, not {args.threads}")
     if args.out is not None:
@@ -327,7 +359,7 @@ def _device_name(device: torch.device) -> str:
     return device.type
 
 
-def save_trained(model: BinaryNet, history: dict, out: Path, *, name: str, recipe: dict,
+def save_trained(model: BinaryNet | ResNet, history: dict, out: Path, *, name: str, recipe: dict,
                  description: dict | None, limit: int | None, threads: int, command: str,
                  wall: float | None = None, device: str = "cpu") -> dict:
     """Save a trained model as a checkpoint with its metadata (name, recipe, description,

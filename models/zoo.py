@@ -19,6 +19,18 @@ A *network description* is a small TOML (or JSON) file::
     pad = 1                   # stride = 1, pad = 0, pool = 0 (2 = 2x2 max-pool) by default
     pool = 2
 
+A residual network (:class:`models.residual.ResNet`, fixed-point shortcut path) says
+``kind = "resnet"`` in ``[network]``, whose other keys are then the ``ResNet`` arguments::
+
+    [network]
+    kind = "resnet"
+    input_shape = [1, 32, 32] # MNIST centred in 32x32
+    thermometer_levels = 2
+    widths = [16, 32, 64]     # channels per stage (each the previous one or twice it)
+    blocks = 3                # blocks per stage (one int, or one per stage)
+    activation = "frac2"      # "sign" or "frac2" in every block
+    classes = 10              # optional: weight_bits (classifier), fmt_bits, fmt_frac
+
     [recipe]                  # training defaults (see RECIPE_KEYS); missing keys take DEFAULT_RECIPE
     epochs = 5
     lr = 0.003
@@ -46,9 +58,10 @@ from sw.errors import UserError
 
 from .layers import BinaryNet
 from .methods import EXACT_FRACTION, SLOPE_FINAL, check_recipe
+from .residual import ResNet
 
 __all__ = ["ZooEntry", "ZOO", "DEFAULT_RECIPE", "RECIPE_KEYS", "NETS_DIR", "CHECKPOINT_DIR",
-           "SOURCE_CHECKOUT",
+           "SOURCE_CHECKOUT", "KINDS",
            "names", "build", "recipe", "default_checkpoint", "load_description", "check_recipe_values",
            "parse_description", "resolve"]
 
@@ -85,20 +98,27 @@ class ZooEntry:
         with the exact sign).
     name
         The zoo name or the description file's stem.
+    kind
+        ``"binary"`` (:class:`BinaryNet`) or ``"resnet"`` (:class:`models.residual.ResNet`,
+        ``[network] kind = "resnet"``); ``arch`` holds the constructor's arguments only.
     """
 
     description: str
     arch: Mapping[str, Any]
     recipe: Mapping[str, Any] = field(default_factory=dict)
     name: str = ""
+    kind: str = "binary"
 
-    def build(self) -> BinaryNet:
+    def build(self) -> BinaryNet | ResNet:
         """A freshly initialised (untrained) model of this architecture."""
-        return BinaryNet(**self.arch)
+        return (ResNet if self.kind == "resnet" else BinaryNet)(**self.arch)
 
     def to_dict(self) -> dict:
         """Plain containers (what a checkpoint stores; :func:`parse_description` reads it back)."""
-        return {"description": self.description, "network": _plain(self.arch),
+        network = _plain(self.arch)
+        if self.kind != "binary":
+            network = {"kind": self.kind, **network}
+        return {"description": self.description, "network": network,
                 "recipe": dict(self.recipe)}
 
 
@@ -107,14 +127,21 @@ DEFAULT_RECIPE = MappingProxyType({
     "epochs": 10, "lr": 3e-3, "lr_final": 3e-5, "batch_size": 128, "seed": 0,
     "gate_lambda": 0.0, "gate_lr_scale": 1.0, "warmup_epochs": 0, "max_shift": 0,
     "exit_weight": 1.0, "method": "bp", "slope_final": SLOPE_FINAL,
-    "exact_fraction": EXACT_FRACTION})
+    "exact_fraction": EXACT_FRACTION, "recalibrate_images": 0})
 #: Recipe keys and their types.
 RECIPE_KEYS = MappingProxyType({
     "epochs": int, "lr": float, "lr_final": float, "batch_size": int, "seed": int,
     "gate_lambda": float, "gate_lr_scale": float, "warmup_epochs": int, "max_shift": int,
-    "exit_weight": float, "method": str, "slope_final": float, "exact_fraction": float})
+    "exit_weight": float, "method": str, "slope_final": float, "exact_fraction": float,
+    "recalibrate_images": int})
+#: Network kinds of ``[network] kind`` (default ``"binary"``).
+KINDS = ("binary", "resnet")
 _NETWORK_KEYS = ("input_shape", "thermometer_levels", "hidden", "activation", "classes",
                  "dropout", "thermometer_thresholds", "convs", "exits", "batch_norm")
+_RESNET_KEYS = ("input_shape", "thermometer_levels", "thermometer_thresholds", "widths",
+                "blocks", "activation", "classes", "weight_bits", "fmt_bits", "fmt_frac")
+#: Methods a residual network trains with (dfa/drtp need a layer chain).
+_RESNET_METHODS = ("bp", "selfbin")
 
 
 def _plain(value):
@@ -145,10 +172,20 @@ def parse_description(data: Any, source: str, name: str) -> ZooEntry:
     network = data.get("network")
     if not isinstance(network, dict):
         raise bad("missing [network] table (the BinaryNet arguments)")
-    unknown = set(network) - set(_NETWORK_KEYS)
+    network = dict(network)
+    net_kind = network.pop("kind", "binary")
+    if net_kind not in KINDS:
+        raise bad(f"network.kind must be one of {', '.join(repr(k) for k in KINDS)}, "
+                  f"not {net_kind!r}")
+    allowed = _RESNET_KEYS if net_kind == "resnet" else _NETWORK_KEYS
+    unknown = set(network) - set(allowed)
     if unknown:
-        raise bad(f"unknown [network] key(s) {sorted(unknown)} (allowed: {', '.join(_NETWORK_KEYS)})")
-    if "input_shape" not in network or ("hidden" not in network and "convs" not in network):
+        raise bad(f"unknown [network] key(s) {sorted(unknown)} for kind {net_kind!r} "
+                  f"(allowed: kind, {', '.join(allowed)})")
+    if net_kind == "resnet":
+        if "input_shape" not in network or "widths" not in network:
+            raise bad("[network] of kind \"resnet\" needs input_shape and widths")
+    elif "input_shape" not in network or ("hidden" not in network and "convs" not in network):
         raise bad("[network] needs input_shape and hidden (or convs)")
     rec = data.get("recipe", {})
     if not isinstance(rec, dict):
@@ -173,10 +210,14 @@ def parse_description(data: Any, source: str, name: str) -> ZooEntry:
         check_recipe_values(merged)
     except UserError as exc:
         raise bad(str(exc)) from None
+    if net_kind == "resnet" and merged["method"] not in _RESNET_METHODS:
+        raise bad(f"recipe.method {merged['method']!r} cannot train a residual network; "
+                  f"choose one of {', '.join(_RESNET_METHODS)}")
     description = data.get("description", "")
     if not isinstance(description, str):
         raise bad(f"description must be a string, not {description!r}")
-    entry = ZooEntry(description, MappingProxyType(dict(network)), MappingProxyType(merged), name)
+    entry = ZooEntry(description, MappingProxyType(network), MappingProxyType(merged), name,
+                     net_kind)
     try:
         with torch.device("meta"):      # checks the architecture; allocates nothing
             entry.build()
@@ -202,6 +243,9 @@ def check_recipe_values(recipe: Mapping[str, Any], prefix: str = "recipe.",
         raise UserError(f"{name('lr_final')} must be >= 0, not {recipe['lr_final']}")
     if not 0 <= recipe["max_shift"] <= 8:
         raise UserError(f"{name('max_shift')} must be in 0..8 pixels, not {recipe['max_shift']}")
+    if recipe.get("recalibrate_images", 0) < 0:
+        raise UserError(f"{name('recalibrate_images')} must be >= 0 (0: off), not "
+                        f"{recipe['recalibrate_images']}")
     check_recipe(recipe, prefix)
 
 
@@ -257,9 +301,9 @@ def _get(name: str) -> ZooEntry:
                         f"or pass a network description file (.toml)") from None
 
 
-def build(name: str) -> BinaryNet:
+def build(name: str) -> BinaryNet | ResNet:
     """A freshly initialised (untrained) model of zoo entry ``name``."""
-    return BinaryNet(**_get(name).arch)
+    return _get(name).build()
 
 
 def recipe(name: str) -> dict[str, Any]:
