@@ -156,7 +156,7 @@ def resnet_taps(model: ResNet, pixels) -> tuple[dict[str, np.ndarray], dict[int,
     name ``(B, *shape)`` int64 (bits 0/1, frac2 codes ``q``, accumulators, codes, sums,
     scores) and ``gates`` by conv layer index ``(B, V*MH)`` bool (gated convolutions)."""
     model.eval()
-    pixels = torch.as_tensor(np.asarray(pixels))
+    pixels = torch.as_tensor(np.array(pixels))   # a copy: the loaders' arrays are read-only
     b = pixels.shape[0]
     fmt = model.fmt
     taps: dict[str, np.ndarray] = {}
