@@ -70,3 +70,27 @@ def test_cifar_network_without_data_is_one_line_error(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "cifar-10-batches-py" in p.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_cifar_resnet_train_export_evaluate(cifar, tmp_path):
+    """The residual network's CIFAR-10 route (``resnet_frac_cifar10``'s input: 32 thermometer
+    levels per colour, 96 planes) on the fixture: a narrow description of the same kind
+    trains, exports (golden == PyTorch on every tap) and evaluates from the same files."""
+    desc = tmp_path / "res_cifar.toml"
+    desc.write_text('[network]\nkind = "resnet"\ninput_shape = [3, 32, 32]\n'
+                    'thermometer_levels = 32\nwidths = [4, 8]\nblocks = 1\n'
+                    'activation = "frac2"\nclasses = 10\n\n'
+                    '[recipe]\nepochs = 1\nbatch_size = 32\nrecalibrate_images = 64\n')
+    ckpt = tmp_path / "r.pt"
+    p = run("models.train", "--net", desc, "--data", cifar, "--out", ckpt, "--threads", "1")
+    assert p.returncode == 0, p.stderr[-2000:]
+    exp = tmp_path / "exp"
+    p = run("models.export", ckpt, exp, "--data", cifar, "--check", "24", "--vectors", "2")
+    assert p.returncode == 0, p.stderr[-2000:]
+    doc = json.loads((exp / "network.json").read_text())
+    assert doc["version"] == 4 and doc["input"]["channels"] == 3
+    p = run("sw.evaluate", exp, "--data", cifar, "--checkpoint", ckpt, "--json",
+            tmp_path / "e.json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    rep = json.loads((tmp_path / "e.json").read_text())
+    assert rep["images"] == 24 and rep["agreement"]["identical"]
