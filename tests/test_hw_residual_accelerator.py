@@ -1,0 +1,234 @@
+"""The residual-network accelerator (hw/residual_accelerator.py) in the Amaranth simulator:
+a tiny ResNet (8x8 input, widths 4/8, one block per stage, sign and frac2 activations, a few
+Adam steps from a random init, exported with export_resnet and uniform PE) gives every
+image's class and scores exactly as the golden model, in order, under random input idle and
+output backpressure; with the input back to back and the output always ready every image's
+first input beat and first and last output beats come at the cycles the residual cycle model
+predicts; the skip FIFO depths come from the cycle model and are enough (no deadlock, nothing
+lost, even with deliberately shallow FIFOs the pipeline only slows)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from amaranth.sim import Simulator
+
+from hw.residual_accelerator import (ResidualAccelerator, plan_residual, simulate_residual,
+                                     skip_fifo_depths, uniform_folding)
+from sw.errors import UserError
+from sw.golden import GoldenModel
+from sw.network_io import load_network
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+torch.set_num_threads(1)
+
+PPB = 1
+
+
+def _tiny(activation: str, steps: int = 4, seed: int = 0):
+    """An 8x8 ResNet (widths 4/8, one block per stage, 4 classes) after a few Adam steps."""
+    from models import residual as rs
+    from models.layers import clip_latent_weights
+    from tests.test_residual_format import _images
+    torch.manual_seed(seed)
+    model = rs.ResNet(input_shape=(1, 8, 8), thermometer_levels=2, widths=(4, 8), blocks=1,
+                      activation=activation, classes=4)
+    images = torch.as_tensor(_images(model, 64, seed))
+    labels = (images[:, :32].float().mean(1) > images[:, 32:].float().mean(1)).long()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for step in range(steps):
+        idx = torch.arange(step * 16, step * 16 + 16) % 64
+        loss = torch.nn.functional.cross_entropy(model(images[idx]), labels[idx])
+        if activation == "frac2":
+            loss = loss + 0.05 * model.gate_penalty()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        clip_latent_weights(model)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=["sign", "frac2"])
+def exported(request, tmp_path_factory):
+    from models.export_residual import compile_resnet, export_resnet
+    from tests.test_residual_format import _images
+    model = _tiny(request.param)
+    images = _images(model, 16, seed=5)
+    out = tmp_path_factory.mktemp("resacc") / request.param
+    fold = uniform_folding(compile_resnet(model))
+    export_resnet(model, out, images, name=f"tiny_{request.param}", vectors=0, folding=fold)
+    net = load_network(out)
+    return net, out, images
+
+
+def simulate(acc, images, *, idle=0.0, stall=0.0, seed=0, limit=200_000):
+    """Classes, scores, tlast flags of ``images`` through ``acc``; timing in
+    ``simulate.timing`` = (first input beats, first output beats, last output beats)."""
+    net = acc.net
+    n, c = len(images), net.classes
+    beats = [int(v) for img in images for v in img]           # PPB = 1
+    b = net.input.pixels
+    got, t_in, t_out, t_end = [], [], [], []
+    cycle = [0]
+
+    async def feed(ctx):
+        rng = random.Random(seed)
+        for k, word in enumerate(beats):
+            while rng.random() < idle:
+                ctx.set(acc.s_axis_tvalid, 0)
+                await ctx.tick()
+            ctx.set(acc.s_axis_tdata, word)
+            ctx.set(acc.s_axis_tlast, int(k % b == b - 1))
+            ctx.set(acc.s_axis_tvalid, 1)
+            while True:
+                _, _, ready = await ctx.tick().sample(acc.s_axis_tready)
+                if ready:
+                    if k % b == 0:
+                        t_in.append(cycle[0])
+                    break
+        ctx.set(acc.s_axis_tvalid, 0)
+
+    async def drain(ctx):
+        rng = random.Random(seed + 1)
+        while len(got) < n * (1 + c):
+            ready = rng.random() >= stall
+            ctx.set(acc.m_axis_tready, int(ready))
+            _, _, valid, data, last = await ctx.tick().sample(
+                acc.m_axis_tvalid, acc.m_axis_tdata, acc.m_axis_tlast)
+            if valid and ready:
+                if len(got) % (1 + c) == 0:
+                    t_out.append(cycle[0])
+                if last:
+                    t_end.append(cycle[0])
+                got.append((data, last))
+            cycle[0] += 1
+            assert cycle[0] < limit, f"accelerator hung ({len(got)} output beats)"
+
+    sim = Simulator(acc)
+    sim.add_clock(1e-8)
+    sim.add_testbench(feed)
+    sim.add_testbench(drain)
+    sim.run()
+    out = np.array(got, dtype=np.int64).reshape(n, 1 + c, 2)
+    scores = out[:, 1:, 0]
+    scores = np.where(scores >= 1 << 31, scores - (1 << 32), scores)
+    simulate.timing = (t_in, t_out, t_end)
+    return out[:, 0, 0], scores, out[:, :, 1]
+
+
+def _accelerator(net, d, **kwargs):
+    return ResidualAccelerator(net, init_dir=d, pixels_per_beat=PPB, **kwargs)
+
+
+def _check(net, images, got):
+    gold = GoldenModel(net).run(images)
+    classes, scores, lasts = got
+    np.testing.assert_array_equal(classes, gold.classes)
+    np.testing.assert_array_equal(scores, gold.scores)
+    assert (lasts[:, -1] == 1).all() and (lasts[:, :-1] == 0).all()
+    return gold
+
+
+@pytest.mark.parametrize("idle,stall", [(0.0, 0.0), (0.3, 0.5), (0.1, 0.9)])
+def test_bit_exact_in_order(exported, idle, stall):
+    """Every class and score equals the golden model's, in order, under random flow."""
+    net, d, images = exported
+    imgs = images[:6] if idle or stall else images[:10]
+    gold = _check(net, imgs, simulate(_accelerator(net, d), imgs, idle=idle, stall=stall,
+                                      seed=int(10 * stall)))
+    assert len({tuple(r) for r in gold.scores.tolist()}) > len(imgs) // 2, "images should differ"
+
+
+def test_cycle_exact(exported):
+    """Back to back, output always ready: every image's first input beat and first and last
+    output beats at the cycles of simulate_residual (gates from the golden model)."""
+    net, d, images = exported
+    imgs = images[:8]
+    acc = _accelerator(net, d)
+    gold = _check(net, imgs, simulate(acc, imgs))
+    t_in, t_out, t_end = simulate.timing
+    model = simulate_residual(net, len(imgs), pixels_per_beat=PPB, gates=gold.gates,
+                              skip_depths=acc.skip_depths)
+    np.testing.assert_array_equal(t_in, model.timing.input_start)
+    np.testing.assert_array_equal(t_out, model.timing.output_start)
+    np.testing.assert_array_equal(t_end, model.timing.output_end)
+
+
+def test_skip_depths_from_the_model(exported):
+    """The depths are max inner occupancy + 2 of the unbounded model (gates all open / all
+    closed), so with them the model runs exactly as unbounded there; on real images (gates
+    from the data) the unbounded occupancy stays within them too."""
+    net, _, images = exported
+    depths = skip_fifo_depths(net, PPB)
+    assert set(depths) == {b.name for b in plan_residual(net, PPB).blocks} == \
+        {"b0_add", "b1_add"}
+    gated = any(l.gated for l in net.layers)
+    for case in (["open", "closed"] if gated else ["open"]):
+        free = simulate_residual(net, 4, pixels_per_beat=PPB, gates=case, skip_depths=None)
+        sized = simulate_residual(net, 4, pixels_per_beat=PPB, gates=case)
+        np.testing.assert_array_equal(free.timing.output_end, sized.timing.output_end)
+        assert all(free.skip_inner[b] + 2 <= depths[b] for b in depths)
+    gold = GoldenModel(net).run(images)
+    free = simulate_residual(net, len(images), pixels_per_beat=PPB, gates=gold.gates,
+                             skip_depths=None)
+    assert all(free.skip_inner[b] + 2 <= depths[b] for b in depths), (free.skip_inner, depths)
+
+
+def _min_depth(net, name, depths, gates="open"):
+    """The smallest depth of block ``name``'s skip FIFO with which the model finishes."""
+    for depth in range(2, depths[name] + 1):
+        try:
+            simulate_residual(net, 3, pixels_per_beat=PPB, gates=gates,
+                              skip_depths={**depths, name: depth}, max_cycles=30_000)
+            return depth
+        except RuntimeError:
+            continue
+    raise AssertionError(f"{name}: no depth up to {depths[name]} works")
+
+
+def test_shallow_skip_fifo(exported):
+    """The depth matters and the models know why: the first block's 3x3 window needs about
+    a row of look-ahead past the fork, so a skip FIFO below it deadlocks (the model stalls,
+    and so does the RTL: no output), while the smallest depth that works only slows the
+    pipeline (RTL == model, every result exact, random flow too)."""
+    net, d, images = exported
+    depths = skip_fifo_depths(net, PPB)
+    k = _min_depth(net, "b0_add", depths)
+    assert 2 < k < depths["b0_add"]
+    imgs = images[:3]
+    gold = GoldenModel(net).run(imgs)
+    acc = _accelerator(net, d, skip_depths={**depths, "b0_add": k})
+    _check(net, imgs, simulate(acc, imgs))
+    t_in, t_out, t_end = simulate.timing
+    model = simulate_residual(net, len(imgs), pixels_per_beat=PPB, gates=gold.gates,
+                              skip_depths=acc.skip_depths)
+    np.testing.assert_array_equal(t_end, model.timing.output_end)
+    full = simulate_residual(net, len(imgs), pixels_per_beat=PPB, gates=gold.gates)
+    assert (model.timing.output_end > full.timing.output_end).all()
+    _check(net, imgs, simulate(acc, imgs, idle=0.2, stall=0.5, seed=3))
+    stuck = _accelerator(net, d, skip_depths={**depths, "b0_add": k - 1})
+    with pytest.raises(AssertionError, match="hung"):
+        simulate(stuck, imgs[:1], limit=8_000)
+
+
+def test_refusals(exported):
+    """One-line errors: convolutions with different PEs; scores wider than the output beat."""
+    import copy
+    from dataclasses import replace
+    net, d, _ = exported
+    mixed = copy.deepcopy(net)
+    mixed.layers[-1] = replace(mixed.layers[-1],
+                               folding=replace(mixed.layers[-1].folding, pe=8))
+    with pytest.raises(UserError, match="uniform_folding") as info:
+        plan_residual(mixed, PPB)
+    assert "\n" not in str(info.value)
+    wide = copy.deepcopy(net)
+    lin = wide.producer("scores")
+    lin.constants["bias"] = np.full_like(lin.constants["bias"], (1 << 31) - 1)
+    with pytest.raises(UserError, match="scores need 3[3-9] bits") as info:
+        plan_residual(wide, PPB)
+    assert "\n" not in str(info.value)
