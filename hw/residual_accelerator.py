@@ -57,7 +57,7 @@ from .sync_fifo_timing import SyncFifoTiming
 from .width_converter import BIT, ML_PAIR
 
 __all__ = ["ResidualAccelerator", "ResidualPlan", "PlanStage", "PlanBlock", "plan_residual",
-           "uniform_folding", "score_range_bits", "BlockTiming", "ResidualCycleResult", "simulate_residual",
+           "uniform_folding", "score_range_bits", "value_ranges", "BlockTiming", "ResidualCycleResult", "simulate_residual",
            "skip_fifo_depths", "SKIP_SIZING_IMAGES"]
 
 #: Images streamed back to back when sizing the skip FIFOs (the first image meets the empty
@@ -114,22 +114,59 @@ def uniform_folding(net: ResidualNetwork, max_pe: int = 16) -> list[Folding]:
     return [Folding(pe=pe, simd=l.folding.simd) for l in net.layers]
 
 
+def value_ranges(net: ResidualNetwork) -> dict:
+    """Per tensor (but the image and binary maps) the per-channel ``(lo, hi)`` int64 arrays
+    its values can take, from the constants by interval arithmetic (sound: every unit is
+    monotone on each piece, so the extremes are at the pieces' ends): ``conv``
+    ``[acc_min, acc_max]``; ``affine`` its two ends (saturated); ``rprelu`` its ends and
+    ``d = 0, -1``; ``add`` the sums (saturated); ``avgpool2x2`` the input's; ``dup_channels``
+    tiled; ``global_sumpool`` ``H*W`` times; ``linear`` ``bias + sum`` over the box."""
+    from sw import fixed_point as fp
+    rng: dict = {}
+    for node in net.nodes:
+        out = net.tensor(node.output)
+        c = node.constants
+        if node.op == "conv":
+            lay = net.layers[node.attrs["layer"]]
+            rng[node.output] = (np.full(out.channels, lay.acc_min, np.int64),
+                                np.full(out.channels, lay.acc_max, np.int64))
+            continue
+        if node.op in ("thermometer", "binarize"):
+            continue
+        lo, hi = rng[node.inputs[0]]
+        if node.op == "affine":
+            y = fp.affine(np.stack([lo, hi]), c["mult"], node.attrs["shift"], c["add"], out.fmt)
+        elif node.op == "rprelu":
+            g = np.asarray(c["gamma"], np.int64)
+            pts = np.stack([lo, hi, np.clip(g, lo, hi), np.clip(g - 1, lo, hi)])
+            y = fp.rprelu(pts, g, c["mult"], node.attrs["shift"], c["zeta"], out.fmt)
+        elif node.op == "add":
+            lo2, hi2 = rng[node.inputs[1]]
+            y = out.fmt.saturate(np.stack([lo + lo2, hi + hi2]))
+        elif node.op == "avgpool2x2":
+            y = np.stack([lo, hi])
+        elif node.op == "dup_channels":
+            y = np.stack([np.tile(lo, node.attrs["factor"]), np.tile(hi, node.attrs["factor"])])
+        elif node.op == "global_sumpool":
+            x = net.tensor(node.inputs[0])
+            y = np.stack([lo, hi]) * (x.shape[0] * x.shape[1])
+        else:   # linear
+            w = np.asarray(c["weight"], dtype=object)
+            b = np.asarray(c["bias"], dtype=object)
+            lo_o, hi_o = lo.astype(object), hi.astype(object)
+            y = np.stack([b + np.where(w > 0, w * lo_o, w * hi_o).sum(axis=1),
+                          b + np.where(w > 0, w * hi_o, w * lo_o).sum(axis=1)])
+        rng[node.output] = (y.min(axis=0), y.max(axis=0))
+    return rng
+
+
 def score_range_bits(net: ResidualNetwork) -> int:
-    """Signed width of the classifier's scores from its constants: the pooled sums lie in
-    ``H*W*[lo, hi]`` of the pooled format, so score ``k`` lies in ``bias[k] + sum_c
-    weight[k, c] * x_c`` over that box (the exact range, narrower than the linear unit's
-    ``score_bits`` bound, which assumes any 32-bit bias)."""
+    """Signed width of the classifier's scores over every input (:func:`value_ranges`):
+    usually far narrower than the linear unit's ``score_bits`` bound (any code at every
+    pixel, any 32-bit bias); the output beat carries their low bits."""
     from sw.compiled_net import signed_bits
-    lin = net.producer("scores")
-    pool = net.producer(lin.inputs[0])
-    x = net.tensor(pool.inputs[0])
-    px = x.shape[0] * x.shape[1]
-    xlo, xhi = px * x.fmt.lo, px * x.fmt.hi
-    w = np.asarray(lin.constants["weight"], dtype=object)
-    b = np.asarray(lin.constants["bias"], dtype=object)
-    lo = b + np.where(w > 0, w * xlo, w * xhi).sum(axis=1)
-    hi = b + np.where(w > 0, w * xhi, w * xlo).sum(axis=1)
-    return max(2, signed_bits(int(lo.min()), int(hi.max())))
+    lo, hi = value_ranges(net)["scores"]
+    return max(2, signed_bits(int(min(lo)), int(max(hi))))
 
 
 def _consumers(net: ResidualNetwork) -> dict:

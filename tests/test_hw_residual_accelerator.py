@@ -232,3 +232,23 @@ def test_refusals(exported):
     with pytest.raises(UserError, match="scores need 3[3-9] bits") as info:
         plan_residual(wide, PPB)
     assert "\n" not in str(info.value)
+
+
+def test_value_ranges_hold_every_tap(exported):
+    """The interval bounds behind the output width contain every golden tap of the test
+    images, and the scores' width is narrower than the linear unit's generic bound."""
+    from hw.fixed_linear import score_bits
+    from hw.residual_accelerator import score_range_bits, value_ranges
+    from hw.residual_units import tensor_bits
+    net, _, images = exported
+    taps = GoldenModel(net).run(images).tensors
+    ranges = value_ranges(net)
+    assert set(ranges) >= {n.output for n in net.nodes if n.op not in ("thermometer",
+                                                                        "binarize")}
+    for name, (lo, hi) in ranges.items():
+        x = taps[name].reshape(len(images), -1, len(lo))
+        assert (x >= lo).all() and (x <= hi).all(), name
+    lin = net.producer("scores")
+    assert score_range_bits(net) < score_bits(net.tensor(lin.inputs[0]).shape[0],
+                                              tensor_bits(net, lin.inputs[0]),
+                                              lin.attrs["weight_bits"])
