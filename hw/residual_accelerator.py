@@ -177,9 +177,12 @@ def _consumers(net: ResidualNetwork) -> dict:
     return out
 
 
-def plan_residual(net: ResidualNetwork, pixels_per_beat: int) -> ResidualPlan:
+def plan_residual(net: ResidualNetwork, pixels_per_beat: int, *,
+                  check_scores: bool = True) -> ResidualPlan:
     """The stage plan of :class:`ResidualAccelerator` for ``net`` (no hardware built).
-    One-line :class:`UserError` for what the composition does not support."""
+    One-line :class:`UserError` for what the composition does not support (with
+    ``check_scores``, the default, also scores wider than the 32-bit output beat; the timing
+    does not depend on it)."""
     if not isinstance(net, ResidualNetwork):
         raise UserError(f"the residual accelerator needs a version 4 network, not "
                         f"{type(net).__name__}")
@@ -276,7 +279,7 @@ def plan_residual(net: ResidualNetwork, pixels_per_beat: int) -> ResidualPlan:
         t = add.output
     lin = net.producer("scores")
     width = score_range_bits(net)
-    if width > SCORE_BEAT_BITS:
+    if check_scores and width > SCORE_BEAT_BITS:
         raise UserError(f"classifier {lin.name}'s scores need {width} bits, more than the "
                         f"{SCORE_BEAT_BITS}-bit output beat")
     items.append(PlanStage("serializer", "serializer"))
@@ -504,7 +507,7 @@ def simulate_residual(net: ResidualNetwork, images: int, *, pixels_per_beat: int
     (``GoldenModel(net).run(imgs).gates``), or ``"open"`` / ``"closed"`` (worst / best case);
     required when a layer has 2-bit inputs.  ``skip_depths``: per block the skip FIFO depth
     (default: :func:`skip_fifo_depths`, the accelerator's), ``None`` for unbounded FIFOs."""
-    plan = plan_residual(net, pixels_per_beat)
+    plan = plan_residual(net, pixels_per_beat, check_scores=False)
     if isinstance(skip_depths, str):
         skip_depths = skip_fifo_depths(net, pixels_per_beat)
     if gates in ("open", "closed"):
