@@ -39,8 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from amaranth import Module, Signal
-from amaranth.hdl import Value
+from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -49,6 +48,7 @@ from sw.errors import UserError
 from sw.residual_graph import Node, ResidualNetwork
 
 from .accelerator import StageInfo, _connect_stream, _fifo_stream, build_stage
+from .axi_lite_regs import AxiLiteRegisterBlock, check_register_map
 from .cycle_model import CycleModelResult
 from .output_serializer import SCORE_BEAT_BITS, OutputSerializer, SerializerTiming, argmax_latency
 from .residual_units import node_unit, tensor_bits
@@ -305,10 +305,12 @@ class ResidualAccelerator(wiring.Component):
     skip_depths : dict, optional
         Skip FIFO depth per block (add node name); default :func:`skip_fifo_depths`.
 
-    Ports: ``s_axis_tdata[8*PPB-1:0]``, ``s_axis_tvalid``, ``s_axis_tready``, ``s_axis_tlast``
-    (ignored: images are counted in beats), ``m_axis_tdata[31:0]``, ``m_axis_tvalid``,
-    ``m_axis_tready``, ``m_axis_tlast``: as :class:`hw.accelerator.Accelerator` without the
-    AXI4-Lite registers.  Output per image: the class, then the ``K`` scores sign-extended.
+    Ports: those of :class:`hw.accelerator.Accelerator`: ``s_axis_*`` (images counted in
+    beats, ``tlast`` checked: the sticky STATUS framing error), ``m_axis_*`` and the
+    AXI4-Lite registers (:class:`hw.axi_lite_regs.AxiLiteRegisterBlock`: ID, CONFIG with the
+    convolutions as layers, STATUS, IMAGES_DONE, CYCLES, LAYERi_FOLD/SHAPE of the
+    convolutions; no exits, no writable parameters).  Output per image: the class, then the
+    ``K`` scores sign-extended.
     """
 
     def __init__(self, net: ResidualNetwork, *, init_dir, pixels_per_beat: int = 1,
@@ -328,11 +330,24 @@ class ResidualAccelerator(wiring.Component):
                 raise AssertionError(f"engine {l.index} emits {w}-bit scores, its affine takes "
                                      f"{tensor_bits(net, node.output)}")
         self._serializer = OutputSerializer(net.classes, 1, net.classes, self._plan.score_bits)
+        for blk in self._plan.blocks:
+            depth = self._skip_depths.get(blk.name)
+            if not isinstance(depth, int) or depth < 2:
+                raise UserError(f"block {blk.name}: skip FIFO depth must be an int >= 2, "
+                                f"not {depth!r}")
+        check_register_map(net)
+        self._regs = AxiLiteRegisterBlock(
+            [(l.folding.pe, l.folding.simd, l.in_features, l.out_features) for l in net.layers],
+            pixels_per_beat=pixels_per_beat, classes=net.classes,
+            thermometer_levels=net.input.levels)
+        self._beats_per_image = net.input.pixels // pixels_per_beat
         super().__init__({
             "s_axis_tdata": In(8 * pixels_per_beat), "s_axis_tvalid": In(1),
             "s_axis_tready": Out(1), "s_axis_tlast": In(1),
             "m_axis_tdata": Out(SCORE_BEAT_BITS), "m_axis_tvalid": Out(1),
-            "m_axis_tready": In(1), "m_axis_tlast": Out(1)})
+            "m_axis_tready": In(1), "m_axis_tlast": Out(1),
+            **{name: member for name, member in self._regs.signature.members.items()
+               if name.startswith("s_axil_")}})
 
     net = property(lambda self: self._net)
     plan = property(lambda self: self._plan)
@@ -345,17 +360,48 @@ class ResidualAccelerator(wiring.Component):
         m = Module()
         net = self._net
         m.submodules.thermometer = therm = ThermometerEncoder(self._ppb, net.input.thresholds)
+        m.submodules.regs = regs = self._regs
+        s_fire = Signal()
         m.d.comb += [therm.i.payload.eq(self.s_axis_tdata),
                      therm.i.valid.eq(self.s_axis_tvalid),
-                     self.s_axis_tready.eq(therm.i.ready)]
+                     self.s_axis_tready.eq(therm.i.ready),
+                     s_fire.eq(self.s_axis_tvalid & therm.i.ready)]
+        # Framing check as Accelerator's: images are counted in beats, tlast only checked.
+        beat = Signal(range(max(self._beats_per_image, 2)))
+        last_beat = beat == self._beats_per_image - 1
+        with m.If(s_fire):
+            m.d.sync += beat.eq(Mux(last_beat, 0, beat + 1))
+        m.d.comb += regs.frame_error.eq(s_fire & (self.s_axis_tlast != last_beat))
+
         m.submodules.serializer = ser = self._serializer
         out = self._build(m, self._plan.items[1:-1], therm.o)
         # The linear unit's scores are score_bits wide; their range fits plan.score_bits.
         m.d.comb += [ser.i.payload[0].eq(out.payload[0]), ser.i.valid.eq(out.valid),
                      out.ready.eq(ser.i.ready)]
+        m_fire = Signal()
         m.d.comb += [self.m_axis_tdata.eq(ser.o.payload.data),
                      self.m_axis_tlast.eq(ser.o.payload.last),
-                     self.m_axis_tvalid.eq(ser.o.valid), ser.o.ready.eq(self.m_axis_tready)]
+                     self.m_axis_tvalid.eq(ser.o.valid), ser.o.ready.eq(self.m_axis_tready),
+                     m_fire.eq(ser.o.valid & self.m_axis_tready)]
+
+        # Busy / IMAGES_DONE exactly as Accelerator (registered handshakes into the counter).
+        in_flight, in_flight_nz = Signal(16), Signal()
+        started = s_fire & (beat == 0)
+        finished = m_fire & ser.o.payload.last
+        started_q, finished_q = Signal(), Signal()
+        m.d.sync += [started_q.eq(started), finished_q.eq(finished)]
+        with m.If(started_q & ~finished_q):
+            m.d.sync += [in_flight.eq(in_flight + 1), in_flight_nz.eq(in_flight != 0xFFFF)]
+        with m.Elif(finished_q & ~started_q):
+            m.d.sync += [in_flight.eq(in_flight - 1), in_flight_nz.eq(in_flight != 1)]
+        m.d.comb += [regs.busy.eq(in_flight_nz | (beat != 0) | started_q),
+                     regs.image_done.eq(finished)]
+        for name, member in self._regs.signature.members.items():
+            if name.startswith("s_axil_"):
+                if member.flow == In:
+                    m.d.comb += getattr(regs, name).eq(getattr(self, name))
+                else:
+                    m.d.comb += getattr(self, name).eq(getattr(regs, name))
         return m
 
     def _build(self, m: Module, items: list, upstream):

@@ -65,9 +65,13 @@ def exported(request, tmp_path_factory):
     return net, out, images
 
 
-def simulate(acc, images, *, idle=0.0, stall=0.0, seed=0, limit=200_000):
+def simulate(acc, images, *, idle=0.0, stall=0.0, seed=0, limit=200_000, registers=None,
+             bad_tlast=None):
     """Classes, scores, tlast flags of ``images`` through ``acc``; timing in
-    ``simulate.timing`` = (first input beats, first output beats, last output beats)."""
+    ``simulate.timing`` = (first input beats, first output beats, last output beats).
+    ``registers`` (a dict) receives, after the last result, register values by name (and
+    ``"cleared"``: IMAGES_DONE and STATUS after a CTRL clear); ``bad_tlast``: an input beat
+    index whose tlast is inverted."""
     net = acc.net
     n, c = len(images), net.classes
     beats = [int(v) for img in images for v in img]           # PPB = 1
@@ -82,7 +86,7 @@ def simulate(acc, images, *, idle=0.0, stall=0.0, seed=0, limit=200_000):
                 ctx.set(acc.s_axis_tvalid, 0)
                 await ctx.tick()
             ctx.set(acc.s_axis_tdata, word)
-            ctx.set(acc.s_axis_tlast, int(k % b == b - 1))
+            ctx.set(acc.s_axis_tlast, int(k % b == b - 1) ^ int(k == bad_tlast))
             ctx.set(acc.s_axis_tvalid, 1)
             while True:
                 _, _, ready = await ctx.tick().sample(acc.s_axis_tready)
@@ -107,6 +111,16 @@ def simulate(acc, images, *, idle=0.0, stall=0.0, seed=0, limit=200_000):
                 got.append((data, last))
             cycle[0] += 1
             assert cycle[0] < limit, f"accelerator hung ({len(got)} output beats)"
+        if registers is not None:
+            from hw.axi_lite_regs import REG
+            from tests.test_hw_accelerator import axil_master
+            write, read = axil_master(acc)
+            ctx.set(acc.m_axis_tready, 0)
+            for name in ("ID", "CONFIG", "STATUS", "IMAGES_DONE", "LAYER_BASE"):
+                registers[name] = await read(ctx, REG[name])
+            await write(ctx, REG["CTRL"], 1)
+            registers["cleared"] = (await read(ctx, REG["IMAGES_DONE"]),
+                                    await read(ctx, REG["STATUS"]))
 
     sim = Simulator(acc)
     sim.add_clock(1e-8)
@@ -252,3 +266,23 @@ def test_value_ranges_hold_every_tap(exported):
     assert score_range_bits(net) < score_bits(net.tensor(lin.inputs[0]).shape[0],
                                               tensor_bits(net, lin.inputs[0]),
                                               lin.attrs["weight_bits"])
+
+
+def test_registers_and_framing(exported):
+    """The AXI4-Lite block of the chain accelerator: ID, CONFIG (the convolutions as layers),
+    LAYER0_FOLD, IMAGES_DONE and STATUS after a run; CTRL clears; a wrong tlast sets the
+    sticky framing error without disturbing the results."""
+    from hw.axi_lite_regs import REG_ID_VALUE
+    net, d, images = exported
+    imgs = images[:2]
+    regs = {}
+    _check(net, imgs, simulate(_accelerator(net, d), imgs, registers=regs))
+    assert regs["ID"] == REG_ID_VALUE
+    assert regs["CONFIG"] == (len(net.layers) | PPB << 8 | net.classes << 16
+                              | net.input.levels << 24)
+    assert regs["LAYER_BASE"] == net.layers[0].folding.pe << 16 | net.layers[0].folding.simd
+    assert regs["IMAGES_DONE"] == 2 and regs["STATUS"] == 0
+    assert regs["cleared"] == (0, 0)
+    regs = {}
+    _check(net, imgs, simulate(_accelerator(net, d), imgs, registers=regs, bad_tlast=5))
+    assert regs["STATUS"] == 2 and regs["cleared"] == (0, 0)
