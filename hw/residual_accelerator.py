@@ -620,3 +620,44 @@ def skip_fifo_depths(net: ResidualNetwork, pixels_per_beat: int = 1) -> dict:
             depth[name] = max(depth.get(name, 2), inner + 2)
     _DEPTH_CACHE[key] = (net, depth)
     return dict(depth)
+
+
+# ----------------------------------------------------------------------------- Verilog
+
+
+def generate_residual(export_dir, outdir, *, pixels_per_beat: int = 1) -> Path:
+    """Write a design directory for a version 4 export, laid out like ``hw.generate``'s (so
+    the Verilator harnesses of :mod:`sim` take it): ``fracbnn_top.v`` (the flat
+    :class:`ResidualAccelerator` with ``rom_mode="verilog"``), ``fracbnn_rom.v``, the waiver,
+    the engines' ``L*.mem`` files and a ``design.json`` with ``pixels_per_beat``, ``classes``,
+    the skip FIFO depths and the cycle model's numbers.  The fixed-point units' constants are
+    initialised memories inside ``fracbnn_top.v`` (not ``.mem`` files yet)."""
+    import json
+    import shutil
+
+    from sw.atomic_dir import atomic_directory
+    from sw.network_io import load_network
+
+    from .generate import TOP_NAME, WAIVER_FILE
+    from .rom import VERILOG_ROM_SOURCE
+    from .netlist import convert_flat
+
+    export_dir, outdir = Path(export_dir), Path(outdir)
+    net = load_network(export_dir)
+    if not isinstance(net, ResidualNetwork):
+        raise UserError(f"{export_dir} is not a residual (version 4) network; use hw.generate")
+    with atomic_directory(outdir, marker="design.json", what="generated design") as tmp:
+        mems = sorted(p.name for p in export_dir.glob("L*_*.mem"))
+        for name in mems:
+            shutil.copyfile(export_dir / name, tmp / name)
+        acc = ResidualAccelerator(net, init_dir=tmp, pixels_per_beat=pixels_per_beat,
+                                  rom_mode="verilog")
+        (tmp / f"{TOP_NAME}.v").write_text(convert_flat(acc, TOP_NAME))
+        shutil.copyfile(VERILOG_ROM_SOURCE, tmp / VERILOG_ROM_SOURCE.name)
+        shutil.copyfile(WAIVER_FILE, tmp / WAIVER_FILE.name)
+        doc = {"top": TOP_NAME, "network": net.name, "pixels_per_beat": pixels_per_beat,
+               "classes": net.classes, "elems_per_beat": acc.elems_per_beat,
+               "score_bits": acc.plan.score_bits, "skip_fifo_depths": acc.skip_depths,
+               "files": [f"{TOP_NAME}.v", VERILOG_ROM_SOURCE.name, WAIVER_FILE.name, *mems]}
+        (tmp / "design.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return outdir
