@@ -192,6 +192,35 @@ def test_skip_depths_from_the_model(exported):
     free = simulate_residual(net, len(images), pixels_per_beat=PPB, gates=gold.gates,
                              skip_depths=None)
     assert all(free.skip_inner[b] + 2 <= depths[b] for b in depths), (free.skip_inner, depths)
+    if gated:   # random gate patterns (per image a different share open): within them too
+        rng = np.random.default_rng(11)
+        n = 6
+        for trial in range(3):
+            p = rng.random((n, 1))
+            gates = [None if g is None else rng.random((n, g.shape[1])) < p
+                     for g in gold.gates]
+            free = simulate_residual(net, n, pixels_per_beat=PPB, gates=gates,
+                                     skip_depths=None)
+            assert all(free.skip_inner[b] + 2 <= depths[b] for b in depths), \
+                (trial, free.skip_inner, depths)
+
+
+def test_plan_either_reader_order(exported):
+    """The block's main path is the one holding the convolution, whichever of the fork's
+    readers comes first in the node list."""
+    import copy
+    net, _, _ = exported
+    plan = plan_residual(net, PPB)
+    swapped = copy.deepcopy(net)
+    nodes = swapped.nodes
+    i = next(k for k, n in enumerate(nodes) if n.name == "b1_act")
+    j = next(k for k, n in enumerate(nodes) if n.name == "b1_pool")
+    pool = nodes.pop(j)
+    nodes.insert(i, pool)           # the shortcut's pool before the block's binarize
+    again = plan_residual(swapped, PPB)
+    for a, b in zip(plan.blocks, again.blocks):
+        assert [s.name for s in a.main] == [s.name for s in b.main]
+        assert [s.name for s in a.skip] == [s.name for s in b.skip]
 
 
 def _min_depth(net, name, depths, gates="open"):
