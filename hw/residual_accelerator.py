@@ -27,9 +27,10 @@ have the same ``E``.  Binary streams are re-packed to each engine's SIMD by
 :class:`hw.width_converter.StreamWidthConverter`.
 
 Skip FIFO depths: computed from the timing models (:func:`skip_fifo_depths`): the cycle model
-(:func:`simulate_residual`) with unbounded skip FIFOs, every gate open and every gate closed,
-gives each FIFO's largest occupancy; the depth makes the FIFO never refuse a write in those
-runs (see docs/hardware.md for why that suffices for every image and every flow).
+(:func:`simulate_residual`) with unbounded skip FIFOs, every gate open, every gate closed and
+mixed gate sequences (:func:`sizing_gate_patterns`), gives each FIFO's largest occupancy; the
+depth makes the FIFO never refuse a write in those runs (docs/hardware.md: why no depth that
+large can deadlock, and what is only measured).
 """
 
 from __future__ import annotations
