@@ -60,7 +60,7 @@ from .width_converter import BIT, ML_PAIR
 __all__ = ["ResidualAccelerator", "ResidualPlan", "PlanStage", "PlanBlock", "plan_residual",
            "uniform_folding", "score_range_bits", "value_ranges", "BlockTiming",
            "ResidualCycleResult", "simulate_residual", "skip_fifo_depths",
-           "sizing_gate_patterns", "generate_residual", "SKIP_SIZING_IMAGES"]
+           "sizing_gate_patterns", "generate_residual", "cycle_summary", "SKIP_SIZING_IMAGES"]
 
 #: Images streamed back to back when sizing the skip FIFOs (the first image meets the empty
 #: pipeline, later ones the steady state; the occupancy pattern repeats from the second).
@@ -674,6 +674,7 @@ def generate_residual(export_dir, outdir, *, pixels_per_beat: int = 1) -> Path:
     net = load_network(export_dir)
     if not isinstance(net, ResidualNetwork):
         raise UserError(f"{export_dir} is not a residual (version 4) network; use hw.generate")
+    plan_residual(net, pixels_per_beat)         # every refusal before anything is built
     with atomic_directory(outdir, marker="design.json", what="generated design") as tmp:
         mems = sorted(p.name for p in export_dir.glob("L*_*.mem"))
         for name in mems:
@@ -683,9 +684,53 @@ def generate_residual(export_dir, outdir, *, pixels_per_beat: int = 1) -> Path:
         (tmp / f"{TOP_NAME}.v").write_text(convert_flat(acc, TOP_NAME))
         shutil.copyfile(VERILOG_ROM_SOURCE, tmp / VERILOG_ROM_SOURCE.name)
         shutil.copyfile(WAIVER_FILE, tmp / WAIVER_FILE.name)
-        doc = {"top": TOP_NAME, "network": net.name, "pixels_per_beat": pixels_per_beat,
-               "classes": net.classes, "elems_per_beat": acc.elems_per_beat,
-               "score_bits": acc.plan.score_bits, "skip_fifo_depths": acc.skip_depths,
+        doc = {"top": TOP_NAME, "network": net.name, "kind": "residual",
+               "pixels_per_beat": pixels_per_beat, "classes": net.classes,
+               "elems_per_beat": acc.elems_per_beat, "score_bits": acc.plan.score_bits,
+               "skip_fifo_depths": acc.skip_depths,
+               "cycle_model": cycle_summary(net, pixels_per_beat),
                "files": [f"{TOP_NAME}.v", VERILOG_ROM_SOURCE.name, WAIVER_FILE.name, *mems]}
         (tmp / "design.json").write_text(json.dumps(doc, indent=2) + "\n")
     return outdir
+
+
+def cycle_summary(net: ResidualNetwork, pixels_per_beat: int = 1, images: int = 4) -> dict:
+    """Per gate case (``open``; gated networks also ``closed``) the first image's latency
+    and the steady interval (the last two images' last output beats) of ``images`` images
+    back to back, from :func:`simulate_residual` with the default skip FIFO depths."""
+    out = {}
+    cases = ["open", "closed"] if any(l.gated for l in net.layers) else ["open"]
+    for case in cases:
+        t = simulate_residual(net, images, pixels_per_beat=pixels_per_beat, gates=case).timing
+        out[case] = {"latency": int(t.latency[0]),
+                     "ii": int(t.output_end[-1] - t.output_end[-2])}
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m hw.residual_accelerator EXPORTDIR OUTDIR [--pixels-per-beat N]``."""
+    import argparse
+    import json
+    parser = argparse.ArgumentParser(
+        prog="python -m hw.residual_accelerator",
+        description="Generate the Verilog design of a residual (version 4) network.")
+    parser.add_argument("export_dir", metavar="EXPORTDIR")
+    parser.add_argument("outdir", metavar="OUTDIR")
+    parser.add_argument("--pixels-per-beat", type=int, default=1, metavar="N")
+    args = parser.parse_args(argv)
+    try:
+        out = generate_residual(args.export_dir, args.outdir,
+                                pixels_per_beat=args.pixels_per_beat)
+    except UserError as exc:
+        print(f"error: {exc}")
+        return 2
+    doc = json.loads((out / "design.json").read_text())
+    cm = ", ".join(f"{k}: latency {v['latency']}, II {v['ii']} cycles/image"
+                   for k, v in doc["cycle_model"].items())
+    print(f"wrote {out}: E = {doc['elems_per_beat']}, {doc['score_bits']}-bit scores, "
+          f"skip FIFO depths {doc['skip_fifo_depths']}; {cm}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -383,3 +383,21 @@ def test_verilator_batch(exported, tmp_path):
     rough = run_batch(built, images, stall_percent=40, idle_percent=30, seed=5)
     np.testing.assert_array_equal(rough.classes, gold.classes)
     np.testing.assert_array_equal(rough.scores, gold.scores)
+
+
+def test_cli(exported, tmp_path, capsys):
+    """``python -m hw.residual_accelerator EXPORTDIR OUTDIR``: the design directory and a
+    one-line summary (depths, cycle model); a bad beat size is a one-line error."""
+    import json
+
+    from hw.residual_accelerator import cycle_summary, main
+    net, d, _ = exported
+    assert main([str(d), str(tmp_path / "out")]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and "skip FIFO depths" in line and "II" in line
+    doc = json.loads((tmp_path / "out" / "design.json").read_text())
+    assert doc["cycle_model"] == cycle_summary(net, PPB)
+    assert doc["cycle_model"]["open"]["ii"] == (576 if not net.layers[-1].gated else 1152)
+    assert main([str(d), str(tmp_path / "bad"), "--pixels-per-beat", "5"]) == 2
+    assert "not a multiple of 5" in capsys.readouterr().out
+    assert not (tmp_path / "bad").exists()
