@@ -51,16 +51,35 @@ from sw.residual_graph import Node, ResidualNetwork
 from .accelerator import StageInfo, _connect_stream, _fifo_stream, build_stage
 from .axi_lite_regs import AxiLiteRegisterBlock, check_register_map
 from .cycle_model import CycleModelResult
-from .output_serializer import SCORE_BEAT_BITS, OutputSerializer, SerializerTiming, argmax_latency
+from .output_serializer import (
+    SCORE_BEAT_BITS,
+    OutputSerializer,
+    SerializerTiming,
+    argmax_latency,
+)
 from .residual_units import node_unit, tensor_bits
 from .stream_fork import ForkTiming, StreamFork
 from .sync_fifo_timing import SyncFifoTiming
 from .width_converter import BIT, ML_PAIR
 
-__all__ = ["ResidualAccelerator", "ResidualPlan", "PlanStage", "PlanBlock", "plan_residual",
-           "uniform_folding", "score_range_bits", "value_ranges", "BlockTiming",
-           "ResidualCycleResult", "simulate_residual", "skip_fifo_depths",
-           "sizing_gate_patterns", "generate_residual", "cycle_summary", "SKIP_SIZING_IMAGES"]
+__all__ = [
+    "SKIP_SIZING_IMAGES",
+    "BlockTiming",
+    "PlanBlock",
+    "PlanStage",
+    "ResidualAccelerator",
+    "ResidualCycleResult",
+    "ResidualPlan",
+    "cycle_summary",
+    "generate_residual",
+    "plan_residual",
+    "score_range_bits",
+    "simulate_residual",
+    "sizing_gate_patterns",
+    "skip_fifo_depths",
+    "uniform_folding",
+    "value_ranges",
+]
 
 #: Images streamed back to back when sizing the skip FIFOs (the first image meets the empty
 #: pipeline, later ones the steady state; the occupancy pattern repeats from the second).
@@ -667,8 +686,8 @@ def generate_residual(export_dir, outdir, *, pixels_per_beat: int = 1) -> Path:
     from sw.network_io import load_network
 
     from .generate import TOP_NAME, WAIVER_FILE
-    from .rom import VERILOG_ROM_SOURCE
     from .netlist import convert_flat
+    from .rom import VERILOG_ROM_SOURCE
 
     export_dir, outdir = Path(export_dir), Path(outdir)
     net = load_network(export_dir)
