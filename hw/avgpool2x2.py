@@ -140,11 +140,15 @@ class AvgPool2x2(wiring.Component):
         unused = []
         for j in range(n):
             total = Signal(signed(self._bits + 2), name=f"sum{j}")
+            mean = round_shift(m, total, 2, f"r{j}", unused)
             m.d.comb += [
                 total.eq(Mux(first1, beat1[j], rport.data[j] + beat1[j])),
                 wport.data[j].eq(total),
-                self.o.payload[j].eq(round_shift(m, total, 2, f"r{j}", unused)),
+                self.o.payload[j].eq(mean),
             ]
+            # The mean always fits `bits` (no saturation): the assignment drops the rounding
+            # sum's top bit, which a flattened netlist would otherwise flag as unused.
+            unused.append(mean[self._bits:])
         keep_unused(m, unused)
 
         xodd = x[0]

@@ -1,0 +1,755 @@
+"""The accelerator of a residual network (compiled-network version 4): AXI-Stream pixels in,
+class + scores out, the stream pipeline built from the network's graph.
+
+Dataflow (docs/hardware.md "Residual accelerator")::
+
+    s_axis -> ThermometerEncoder -> [convert] -> [pad] -> window -> MVTU (scores) -> affine
+           -> block 0 -> block 1 -> ... -> global_sumpool -> linear -> OutputSerializer
+    block:   fork -+-> binarize -> [convert] -> [pad] -> window -> MVTU -> affine -> rprelu -+-> add -> affine
+                   |                                                                        |
+                   +-> [avgpool2x2] -> [dup_channels] -> skip FIFO --------------------------+
+
+Each node of the graph becomes one stage: ``thermometer`` the encoder; ``conv`` a width
+converter where the element counts differ, the padding stage (``pad > 0``), the sliding window
+generator and a layer engine (:class:`hw.mvtu.MatrixVectorThresholdUnit`) with ``out =
+"scores"`` (raw accumulators, ``PE`` per beat); every fixed-point node its unit
+(:func:`hw.residual_units.node_unit`); a tensor read by two nodes (the block input) a
+:class:`hw.stream_fork.StreamFork` whose first output feeds the block's main path and whose
+second output goes through the shortcut's units (``avgpool2x2``, ``dup_channels``) and a skip
+FIFO (:class:`amaranth.lib.fifo.SyncFIFOBuffered`) into the ``add`` (:class:`hw.fixed_add.
+FixedAdd`); the classifier's scores (``K`` beats of one score) go through the
+:class:`hw.output_serializer.OutputSerializer` (``PE = 1``, ``NF = K``).
+
+Folding: every fixed-point stream carries ``E`` channels per beat, ``E`` = the PE of the
+convolutions, which must all be equal (:func:`uniform_folding` makes such a folding); the
+engines' score beats then feed the affine units as they are and both inputs of every join
+have the same ``E``.  Binary streams are re-packed to each engine's SIMD by
+:class:`hw.width_converter.StreamWidthConverter`.
+
+Skip FIFO depths: computed from the timing models (:func:`skip_fifo_depths`): the cycle model
+(:func:`simulate_residual`) with unbounded skip FIFOs, every gate open, every gate closed and
+mixed gate sequences (:func:`sizing_gate_patterns`), gives each FIFO's largest occupancy; the
+depth makes the FIFO never refuse a write in those runs (docs/hardware.md: why no depth that
+large can deadlock, and what is only measured).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from amaranth import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from sw.compiled_net import Folding
+from sw.errors import UserError
+from sw.residual_graph import Node, ResidualNetwork
+
+from .accelerator import StageInfo, _connect_stream, _fifo_stream, build_stage
+from .axi_lite_regs import AxiLiteRegisterBlock, check_register_map
+from .cycle_model import CycleModelResult
+from .output_serializer import (
+    SCORE_BEAT_BITS,
+    OutputSerializer,
+    SerializerTiming,
+    argmax_latency,
+)
+from .residual_units import node_unit, tensor_bits
+from .stream_fork import ForkTiming, StreamFork
+from .sync_fifo_timing import SyncFifoTiming
+from .width_converter import BIT, ML_PAIR
+
+__all__ = [
+    "SKIP_SIZING_IMAGES",
+    "BlockTiming",
+    "PlanBlock",
+    "PlanStage",
+    "ResidualAccelerator",
+    "ResidualCycleResult",
+    "ResidualPlan",
+    "cycle_summary",
+    "generate_residual",
+    "plan_residual",
+    "score_range_bits",
+    "simulate_residual",
+    "sizing_gate_patterns",
+    "skip_fifo_depths",
+    "uniform_folding",
+    "value_ranges",
+]
+
+#: Images streamed back to back when sizing the skip FIFOs (the first image meets the empty
+#: pipeline, later ones the steady state; the occupancy pattern repeats from the second).
+SKIP_SIZING_IMAGES = 6
+#: Random gate patterns in the sizing runs of gated networks, and their seed.
+SKIP_SIZING_RANDOM = 4
+SKIP_SIZING_SEED = 2026
+#: Depth of an "unbounded" skip FIFO model (sizing runs).
+_UNBOUNDED = 1 << 40
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class PlanStage:
+    """One stream stage: ``kind`` ``thermometer``, ``convert``, ``pad``, ``window``, ``mvtu``,
+    ``fixed`` (a fixed-point node's unit, ``node``), or ``serializer``."""
+
+    kind: str
+    name: str
+    info: StageInfo | None = None
+    node: Node | None = None
+    layer: object = None
+
+
+@dataclass
+class PlanBlock:
+    """A fork/join: ``fork`` (the tensor read by two nodes) into ``main`` (the stages up to the
+    ``add``'s input with a convolution) and ``skip`` (the shortcut's stages), joined by
+    ``add``; the skip FIFO sits between the last skip stage and the add."""
+
+    name: str
+    fork: str
+    main: list
+    skip: list
+    add: Node
+
+
+@dataclass
+class ResidualPlan:
+    items: list
+    elems_per_beat: int
+    score_bits: int
+    blocks: list = field(default_factory=list)
+
+
+def uniform_folding(net: ResidualNetwork, max_pe: int = 16) -> list[Folding]:
+    """The network's foldings with one PE for every convolution: the largest divisor of the
+    greatest common divisor of their output channels that is at most ``max_pe``; SIMD kept.
+    Pass it to :func:`models.export_residual.export_resnet` (``folding=``)."""
+    g = 0
+    for layer in net.layers:
+        g = math.gcd(g, layer.out_features)
+    pe = max(d for d in range(1, min(g, max_pe) + 1) if g % d == 0)
+    return [Folding(pe=pe, simd=l.folding.simd) for l in net.layers]
+
+
+def value_ranges(net: ResidualNetwork) -> dict:
+    """Per tensor (but the image and binary maps) the per-channel ``(lo, hi)`` int64 arrays
+    its values can take, from the constants by interval arithmetic (sound: every unit is
+    monotone on each piece, so the extremes are at the pieces' ends): ``conv``
+    ``[acc_min, acc_max]``; ``affine`` its two ends (saturated); ``rprelu`` its ends and
+    ``d = 0, -1``; ``add`` the sums (saturated); ``avgpool2x2`` the input's; ``dup_channels``
+    tiled; ``global_sumpool`` ``H*W`` times; ``linear`` ``bias + sum`` over the box."""
+    from sw import fixed_point as fp
+    rng: dict = {}
+    for node in net.nodes:
+        out = net.tensor(node.output)
+        c = node.constants
+        if node.op == "conv":
+            lay = net.layers[node.attrs["layer"]]
+            rng[node.output] = (np.full(out.channels, lay.acc_min, np.int64),
+                                np.full(out.channels, lay.acc_max, np.int64))
+            continue
+        if node.op in ("thermometer", "binarize"):
+            continue
+        lo, hi = rng[node.inputs[0]]
+        if node.op == "affine":
+            y = fp.affine(np.stack([lo, hi]), c["mult"], node.attrs["shift"], c["add"], out.fmt)
+        elif node.op == "rprelu":
+            g = np.asarray(c["gamma"], np.int64)
+            pts = np.stack([lo, hi, np.clip(g, lo, hi), np.clip(g - 1, lo, hi)])
+            y = fp.rprelu(pts, g, c["mult"], node.attrs["shift"], c["zeta"], out.fmt)
+        elif node.op == "add":
+            lo2, hi2 = rng[node.inputs[1]]
+            y = out.fmt.saturate(np.stack([lo + lo2, hi + hi2]))
+        elif node.op == "avgpool2x2":
+            y = np.stack([lo, hi])
+        elif node.op == "dup_channels":
+            y = np.stack([np.tile(lo, node.attrs["factor"]), np.tile(hi, node.attrs["factor"])])
+        elif node.op == "global_sumpool":
+            x = net.tensor(node.inputs[0])
+            y = np.stack([lo, hi]) * (x.shape[0] * x.shape[1])
+        else:   # linear
+            w = np.asarray(c["weight"], dtype=object)
+            b = np.asarray(c["bias"], dtype=object)
+            lo_o, hi_o = lo.astype(object), hi.astype(object)
+            y = np.stack([b + np.where(w > 0, w * lo_o, w * hi_o).sum(axis=1),
+                          b + np.where(w > 0, w * hi_o, w * lo_o).sum(axis=1)])
+        rng[node.output] = (y.min(axis=0), y.max(axis=0))
+    return rng
+
+
+def score_range_bits(net: ResidualNetwork) -> int:
+    """Signed width of the classifier's scores over every input (:func:`value_ranges`):
+    usually far narrower than the linear unit's ``score_bits`` bound (any code at every
+    pixel, any 32-bit bias); the output beat carries their low bits."""
+    from sw.compiled_net import signed_bits
+    lo, hi = value_ranges(net)["scores"]
+    return max(2, signed_bits(int(min(lo)), int(max(hi))))
+
+
+def _consumers(net: ResidualNetwork) -> dict:
+    out: dict = {}
+    for node in net.nodes:
+        for t in node.inputs:
+            out.setdefault(t, []).append(node)
+    return out
+
+
+def plan_residual(net: ResidualNetwork, pixels_per_beat: int, *,
+                  check_scores: bool = True) -> ResidualPlan:
+    """The stage plan of :class:`ResidualAccelerator` for ``net`` (no hardware built).
+    One-line :class:`UserError` for what the composition does not support (with
+    ``check_scores``, the default, also scores wider than the 32-bit output beat; the timing
+    does not depend on it)."""
+    if not isinstance(net, ResidualNetwork):
+        raise UserError(f"the residual accelerator needs a version 4 network, not "
+                        f"{type(net).__name__}")
+    if not isinstance(pixels_per_beat, int) or isinstance(pixels_per_beat, bool) \
+            or pixels_per_beat < 1 or net.input.pixels % pixels_per_beat:
+        raise UserError(f"the image has {net.input.pixels} values, not a multiple of "
+                        f"{pixels_per_beat!r} pixels per beat")
+    pes = [l.folding.pe for l in net.layers]
+    if len(set(pes)) != 1:
+        raise UserError(f"the convolutions have PE {', '.join(map(str, pes))}: the fixed-point "
+                        f"streams need one PE for every convolution; refold with "
+                        f"hw.residual_accelerator.uniform_folding")
+    e = pes[0]
+    cons = _consumers(net)
+    state = {"count": pixels_per_beat * net.input.levels, "elem": BIT,
+             "size": net.input.bits}
+    blocks: list = []
+
+    def stages_of(node: Node) -> list:
+        if node.op == "thermometer":
+            return [PlanStage("thermometer", "thermometer")]
+        if node.op == "conv":
+            layer = net.layers[node.attrs["layer"]]
+            i, simd, c = layer.index, layer.folding.simd, layer.conv
+            planes = 1 if state["elem"] == BIT else 2
+            out = []
+            if state["count"] != simd:
+                out.append(PlanStage("convert", f"convert{i}", StageInfo(
+                    "convert", f"convert{i}", layer=i, planes=planes, in_count=state["count"],
+                    out_count=simd, vector_elems=None, pad_elems=0,
+                    elems_per_image=state["size"])))
+            if c.pad:
+                out.append(PlanStage("pad", f"pad{i}", StageInfo(
+                    "pad", f"pad{i}", layer=i, planes=planes, channels=c.in_channels,
+                    height=c.in_height, width=c.in_width, pad=c.pad, elems_per_beat=simd)))
+            out.append(PlanStage("window", f"window{i}", StageInfo(
+                "window", f"window{i}", layer=i, planes=planes, channels=c.in_channels,
+                height=c.padded_height, width=c.padded_width, kernel=c.kernel,
+                stride=c.stride, simd=simd)))
+            out.append(PlanStage("mvtu", f"mvtu{i}", layer=layer))
+            return out
+        x = net.tensor(node.inputs[0])
+        if x.shape[-1] % e:
+            raise UserError(f"node {node.name}: {x.shape[-1]} channels are not a multiple of "
+                            f"the {e} elements per beat")
+        if node.op == "binarize":
+            t = net.tensor(node.output)
+            state.update(count=e, elem=BIT if t.type == "bit" else ML_PAIR,
+                         size=math.prod(t.shape))
+        return [PlanStage("fixed", node.name, node=node)]
+
+    def branch(first: Node, fork: str):
+        """Stages from ``first`` up to (not including) the add it reaches, and that add."""
+        out, node = [], first
+        while node.op != "add":
+            out += stages_of(node)
+            nxt = cons.get(node.output, [])
+            if len(nxt) != 1:
+                raise UserError(f"tensor {node.output} inside the block from {fork} is read by "
+                                f"{len(nxt)} nodes; nested forks are not supported")
+            node = nxt[0]
+        return out, node
+
+    items: list = []
+    t = "image"
+    while t != "scores":
+        readers = cons.get(t, [])
+        if len(readers) == 1:
+            node = readers[0]
+            if node.op == "add":
+                raise UserError(f"node {node.name}: an add outside a fork/join block")
+            items += stages_of(node)
+            t = node.output
+            continue
+        if len(readers) != 2:
+            raise UserError(f"tensor {t} is read by {len(readers)} nodes; the residual "
+                            f"accelerator supports forks of two")
+        paths = [([], r) if r.op == "add" else branch(r, t) for r in readers]
+        # The main path is the one with the convolution (either reader may come first).
+        if not any(s.kind == "mvtu" for s in paths[0][0]):
+            paths.reverse()
+        (main, add), (skip, add2) = paths
+        if add is not add2:
+            raise UserError(f"the two paths from fork {t} end in different adds "
+                            f"({add.name}, {add2.name})")
+        if not any(s.kind == "mvtu" for s in main) or any(
+                s.kind != "fixed" or s.node.op not in ("avgpool2x2", "dup_channels")
+                for s in skip):
+            raise UserError(f"block {add.name}: the shortcut from {t} must be avgpool2x2 / "
+                            f"dup_channels only and the main path hold the convolution")
+        blk = PlanBlock(add.name, t, main, skip, add)
+        items.append(blk)
+        blocks.append(blk)
+        t = add.output
+    lin = net.producer("scores")
+    width = score_range_bits(net)
+    if check_scores and width > SCORE_BEAT_BITS:
+        raise UserError(f"classifier {lin.name}'s scores need {width} bits, more than the "
+                        f"{SCORE_BEAT_BITS}-bit output beat")
+    items.append(PlanStage("serializer", "serializer"))
+    return ResidualPlan(items, e, width, blocks)
+
+
+# ----------------------------------------------------------------------------- hardware
+
+
+class ResidualAccelerator(wiring.Component):
+    """The streaming accelerator of a residual network (module docstring).
+
+    Parameters
+    ----------
+    net : ResidualNetwork
+        With one PE for every convolution (:func:`uniform_folding`).
+    init_dir : path
+        The export directory (the engines' ``L{i}_*.mem`` files; the fixed-point units' constants
+        come from ``net``'s nodes, read from the same directory by the loader).
+    pixels_per_beat : int
+    rom_mode : {"sim", "verilog"}
+        The engines' ROMs (the fixed-point units' tables are initialised memories either way).
+    skip_depths : dict, optional
+        Skip FIFO depth per block (add node name); default :func:`skip_fifo_depths`.
+
+    Ports: those of :class:`hw.accelerator.Accelerator`: ``s_axis_*`` (images counted in
+    beats, ``tlast`` checked: the sticky STATUS framing error), ``m_axis_*`` and the
+    AXI4-Lite registers (:class:`hw.axi_lite_regs.AxiLiteRegisterBlock`: ID, CONFIG with the
+    convolutions as layers, STATUS, IMAGES_DONE, CYCLES, LAYERi_FOLD/SHAPE of the
+    convolutions; no exits, no writable parameters).  Output per image: the class, then the
+    ``K`` scores sign-extended.
+    """
+
+    def __init__(self, net: ResidualNetwork, *, init_dir, pixels_per_beat: int = 1,
+                 rom_mode: str = "sim", skip_depths: dict | None = None):
+        from .mvtu import MatrixVectorThresholdUnit
+        self._net, self._ppb, self._rom_mode = net, pixels_per_beat, rom_mode
+        self._init_dir = Path(init_dir)
+        self._plan = plan_residual(net, pixels_per_beat)
+        self._skip_depths = dict(skip_depths) if skip_depths is not None else \
+            skip_fifo_depths(net, pixels_per_beat)
+        self._engines = [MatrixVectorThresholdUnit(l, init_dir=self._init_dir, rom_mode=rom_mode)
+                         for l in net.layers]
+        for l, eng in zip(net.layers, self._engines):
+            w = eng.o.payload.shape().elem_shape.width
+            node = net.conv_node(l.index)
+            if w != tensor_bits(net, node.output):
+                raise AssertionError(f"engine {l.index} emits {w}-bit scores, its affine takes "
+                                     f"{tensor_bits(net, node.output)}")
+        self._serializer = OutputSerializer(net.classes, 1, net.classes, self._plan.score_bits)
+        for blk in self._plan.blocks:
+            depth = self._skip_depths.get(blk.name)
+            if not isinstance(depth, int) or depth < 2:
+                raise UserError(f"block {blk.name}: skip FIFO depth must be an int >= 2, "
+                                f"not {depth!r}")
+        check_register_map(net)
+        self._regs = AxiLiteRegisterBlock(
+            [(l.folding.pe, l.folding.simd, l.in_features, l.out_features) for l in net.layers],
+            pixels_per_beat=pixels_per_beat, classes=net.classes,
+            thermometer_levels=net.input.levels)
+        self._beats_per_image = net.input.pixels // pixels_per_beat
+        super().__init__({
+            "s_axis_tdata": In(8 * pixels_per_beat), "s_axis_tvalid": In(1),
+            "s_axis_tready": Out(1), "s_axis_tlast": In(1),
+            "m_axis_tdata": Out(SCORE_BEAT_BITS), "m_axis_tvalid": Out(1),
+            "m_axis_tready": In(1), "m_axis_tlast": Out(1),
+            **{name: member for name, member in self._regs.signature.members.items()
+               if name.startswith("s_axil_")}})
+
+    net = property(lambda self: self._net)
+    plan = property(lambda self: self._plan)
+    skip_depths = property(lambda self: dict(self._skip_depths))
+    engines = property(lambda self: list(self._engines))
+    elems_per_beat = property(lambda self: self._plan.elems_per_beat)
+
+    def elaborate(self, platform):
+        from .thermometer import ThermometerEncoder
+        m = Module()
+        net = self._net
+        m.submodules.thermometer = therm = ThermometerEncoder(self._ppb, net.input.thresholds)
+        m.submodules.regs = regs = self._regs
+        s_fire = Signal()
+        m.d.comb += [therm.i.payload.eq(self.s_axis_tdata),
+                     therm.i.valid.eq(self.s_axis_tvalid),
+                     self.s_axis_tready.eq(therm.i.ready),
+                     s_fire.eq(self.s_axis_tvalid & therm.i.ready)]
+        # Framing check as Accelerator's: images are counted in beats, tlast only checked.
+        beat = Signal(range(max(self._beats_per_image, 2)))
+        last_beat = beat == self._beats_per_image - 1
+        with m.If(s_fire):
+            m.d.sync += beat.eq(Mux(last_beat, 0, beat + 1))
+        m.d.comb += regs.frame_error.eq(s_fire & (self.s_axis_tlast != last_beat))
+
+        m.submodules.serializer = ser = self._serializer
+        out = self._build(m, self._plan.items[1:-1], therm.o)
+        # The linear unit's scores are score_bits wide; their range fits plan.score_bits.
+        m.d.comb += [ser.i.payload[0].eq(out.payload[0]), ser.i.valid.eq(out.valid),
+                     out.ready.eq(ser.i.ready)]
+        m_fire = Signal()
+        m.d.comb += [self.m_axis_tdata.eq(ser.o.payload.data),
+                     self.m_axis_tlast.eq(ser.o.payload.last),
+                     self.m_axis_tvalid.eq(ser.o.valid), ser.o.ready.eq(self.m_axis_tready),
+                     m_fire.eq(ser.o.valid & self.m_axis_tready)]
+
+        # Busy / IMAGES_DONE exactly as Accelerator (registered handshakes into the counter).
+        in_flight, in_flight_nz = Signal(16), Signal()
+        started = s_fire & (beat == 0)
+        finished = m_fire & ser.o.payload.last
+        started_q, finished_q = Signal(), Signal()
+        m.d.sync += [started_q.eq(started), finished_q.eq(finished)]
+        with m.If(started_q & ~finished_q):
+            m.d.sync += [in_flight.eq(in_flight + 1), in_flight_nz.eq(in_flight != 0xFFFF)]
+        with m.Elif(finished_q & ~started_q):
+            m.d.sync += [in_flight.eq(in_flight - 1), in_flight_nz.eq(in_flight != 1)]
+        m.d.comb += [regs.busy.eq(in_flight_nz | (beat != 0) | started_q),
+                     regs.image_done.eq(finished)]
+        for name, member in self._regs.signature.members.items():
+            if name.startswith("s_axil_"):
+                if member.flow == In:
+                    m.d.comb += getattr(regs, name).eq(getattr(self, name))
+                else:
+                    m.d.comb += getattr(self, name).eq(getattr(regs, name))
+        return m
+
+    def _build(self, m: Module, items: list, upstream):
+        e = self._plan.elems_per_beat
+        for item in items:
+            if isinstance(item, PlanBlock):
+                m.submodules[f"{item.name}_fork"] = fork = StreamFork(upstream.payload.shape(), 2)
+                _connect_stream(m, upstream, fork.i)
+                a = self._build(m, item.main, fork.o0)
+                b = self._build(m, item.skip, fork.o1)
+                b = _fifo_stream(m, f"{item.name}_skip", b, self._skip_depths[item.name])
+                m.submodules[item.name] = add = node_unit(self._net, item.add, e)
+                _connect_stream(m, a, add.a)
+                _connect_stream(m, b, add.b)
+                upstream = add.o
+                continue
+            if item.kind == "mvtu":
+                comp = self._engines[item.layer.index]
+            elif item.kind == "fixed":
+                comp = node_unit(self._net, item.node, e)
+            else:
+                comp = build_stage(item.info)
+            m.submodules[item.name] = comp
+            _connect_stream(m, upstream, comp.i)
+            upstream = comp.o
+        return upstream
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+class BlockTiming:
+    """Cycle-exact timing of one fork/join block as one stage of the main chain (the pattern
+    of :class:`hw.exit_branch.ExitBranchTiming`): the fork (:class:`ForkTiming`), the main
+    path's and the shortcut's stage models, the skip FIFO (:class:`SyncFifoTiming`, depth
+    ``depth``; ``None``: unbounded) and the join (:class:`hw.fixed_add.AddTiming`).
+    ``max_fill`` is the skip FIFO's largest occupancy (entries, output register included) and
+    ``max_inner`` the largest of its inner FIFO."""
+
+    def __init__(self, main: list, skip: list, depth: int | None):
+        from .fixed_add import AddTiming
+        if not main:
+            raise ValueError("a block's main path has at least one stage")
+        self.main, self.skip = main, skip
+        self.fork = ForkTiming(2)
+        self.fifo = SyncFifoTiming(_UNBOUNDED if depth is None else depth)
+        self.add = AddTiming()
+        self.max_fill = self.max_inner = 0
+
+    def valid(self) -> bool:
+        return self.add.valid()
+
+    def ready(self, down_ready: bool) -> bool:
+        self._pair = self.add.port_ready(down_ready, self.main[-1].valid(), self.fifo.r_rdy())
+        self._mr = _chain_readies(self.main, self._pair)
+        self._sr = _chain_readies(self.skip, self.fifo.w_rdy())
+        self._first = [self._mr[0], self._sr[0] if self.skip else self.fifo.w_rdy()]
+        return self.fork.ready(self._first)
+
+    def step(self, in_fire, out_fire, cycle=0, in_valid=True):
+        v0 = self.fork.out_valid(0, in_valid)
+        v1 = self.fork.out_valid(1, in_valid)
+        _chain_step(self.main, self._mr, v0, self._pair, cycle)
+        if self.skip:
+            w = self.skip[-1].valid() and self.fifo.w_rdy()
+            _chain_step(self.skip, self._sr, v1, w, cycle)
+        else:
+            w = v1 and self.fifo.w_rdy()
+        self.fifo.step(w, self._pair)
+        self.add.step(self._pair, out_fire, cycle)
+        self.fork.step(in_valid, self._first)
+        self.max_inner = max(self.max_inner, len(self.fifo.inner))
+        self.max_fill = max(self.max_fill, len(self.fifo.inner) + int(self.fifo.has_out))
+
+
+def _chain_readies(models: list, down: bool) -> list:
+    readies = [False] * len(models)
+    for k in range(len(models) - 1, -1, -1):
+        readies[k] = models[k].ready(down)
+        down = readies[k]
+    return readies
+
+
+def _chain_step(models: list, readies: list, in_valid: bool, out_fire_last: bool,
+                cycle: int) -> None:
+    """Step a chain whose readies were computed this cycle; ``in_valid`` the valid into the
+    first stage, ``out_fire_last`` whether the last stage's output is taken."""
+    valids = [mdl.valid() for mdl in models]
+    in_fires = [in_valid and readies[0]] + [valids[k - 1] and readies[k]
+                                             for k in range(1, len(models))]
+    out_fires = in_fires[1:] + [out_fire_last]
+    for k, mdl in enumerate(models):
+        mdl.step(in_fires[k], out_fires[k], cycle, in_valid if k == 0 else valids[k - 1])
+
+
+@dataclass(frozen=True)
+class ResidualCycleResult:
+    """:func:`simulate_residual`'s result: per-image ``timing`` (as
+    :class:`hw.cycle_model.CycleModelResult`), per block (add node name) the skip FIFO's
+    largest occupancy ``skip_fill`` and largest inner-FIFO occupancy ``skip_inner``."""
+
+    timing: CycleModelResult
+    skip_fill: dict
+    skip_inner: dict
+
+
+def _timing_of_unit(unit):
+    """The unit's timing model; the unit itself (built only for that) is never elaborated."""
+    unit._MustUse__silence = True       # Amaranth's "created but never used" warning
+    return unit.timing_model()
+
+
+def _models(net, plan, items, gates, n, depths):
+    from .cycle_model import _converter_timing, _engine_model, _stream_timing
+    from .mvtu_timing import engine_timing
+    from .thermometer import ThermometerTiming
+    out, blocks = [], []
+    for item in items:
+        if isinstance(item, PlanBlock):
+            main, bm = _models(net, plan, item.main, gates, n, depths)
+            skip, bs = _models(net, plan, item.skip, gates, n, depths)
+            blk = BlockTiming(main, skip, None if depths is None else depths[item.name])
+            blocks += bm + bs + [(item.name, blk)]
+            out.append(blk)
+        elif item.kind == "thermometer":
+            out.append(ThermometerTiming())
+        elif item.kind == "convert":
+            out.append(_converter_timing(item.info.params))
+        elif item.kind in ("pad", "window"):
+            out.append(_stream_timing(item.info))
+        elif item.kind == "mvtu":
+            layer = item.layer
+            out.append(_engine_model(layer, gates[layer.index], np.ones(n, dtype=bool),
+                                     engine_timing(layer)))
+        elif item.kind == "fixed":
+            out.append(_timing_of_unit(node_unit(net, item.node, plan.elems_per_beat)))
+        else:
+            out.append(SerializerTiming(net.classes, net.classes, argmax_latency(1, False)))
+    return out, blocks
+
+
+def simulate_residual(net: ResidualNetwork, images: int, *, pixels_per_beat: int = 1,
+                      gates=None, skip_depths="default",
+                      max_cycles: int | None = None) -> ResidualCycleResult:
+    """Predict, cycle for cycle, ``images`` images streamed back to back into
+    :class:`ResidualAccelerator` with ``m_axis_tready`` always high.
+
+    ``gates``: per conv layer ``(images, V*MH)`` booleans or ``None``
+    (``GoldenModel(net).run(imgs).gates``), or ``"open"`` / ``"closed"`` (worst / best case);
+    required when a layer has 2-bit inputs.  ``skip_depths``: per block the skip FIFO depth
+    (default: :func:`skip_fifo_depths`, the accelerator's), ``None`` for unbounded FIFOs."""
+    plan = plan_residual(net, pixels_per_beat, check_scores=False)
+    if isinstance(skip_depths, str):
+        skip_depths = skip_fifo_depths(net, pixels_per_beat)
+    if gates in ("open", "closed"):
+        gates = [np.full((images, l.vectors_per_image * l.out_features), gates == "open")
+                 if l.gated else None for l in net.layers]
+    elif gates is None:
+        if any(l.gated for l in net.layers):
+            raise ValueError("the network has gated layers: pass gates=GoldenModel(net)"
+                             ".run(images).gates, 'open' or 'closed'")
+        gates = [None] * len(net.layers)
+    models, blocks = _models(net, plan, plan.items, gates, images, skip_depths)
+    beats_in = net.input.pixels // pixels_per_beat
+    beats_out = 1 + net.classes
+    total_in, total_out = images * beats_in, images * beats_out
+    if max_cycles is None:
+        max_cycles = 10_000 + 200 * beats_in * (images + 4) + \
+            sum(4 * l.synapse_folds * l.neuron_folds * l.vectors_per_image
+                for l in net.layers) * (images + 4)
+    sent = received = cycle = 0
+    t_in, t_out, t_end = [], [], []
+    while received < total_out:
+        if cycle > max_cycles:
+            raise RuntimeError(f"residual cycle model made no progress after {max_cycles} "
+                               f"cycles ({received} of {total_out} output beats)")
+        src_valid = sent < total_in
+        valids = [mdl.valid() for mdl in models]
+        readies = _chain_readies(models, True)
+        if src_valid and readies[0]:
+            if sent % beats_in == 0:
+                t_in.append(cycle)
+            sent += 1
+        if valids[-1]:
+            if received % beats_out == 0:
+                t_out.append(cycle)
+            if received % beats_out == beats_out - 1:
+                t_end.append(cycle)
+            received += 1
+        _chain_step(models, readies, src_valid, valids[-1], cycle)
+        cycle += 1
+    timing = CycleModelResult(np.array(t_in), np.array(t_out), np.array(t_end))
+    return ResidualCycleResult(timing, {name: b.max_fill for name, b in blocks},
+                               {name: b.max_inner for name, b in blocks})
+
+
+_DEPTH_CACHE: dict = {}
+
+
+def sizing_gate_patterns(net: ResidualNetwork, images: int = SKIP_SIZING_IMAGES) -> list:
+    """The gate cases :func:`skip_fifo_depths` runs: every gate open, every gate closed, and
+    for gated networks images alternating between all open and all closed (both phases) and
+    :data:`SKIP_SIZING_RANDOM` seeded random patterns (per image a random share of open
+    gates), since a slow image followed by a fast one lets the shortcut run further ahead
+    than either alone (measured: the test net's stride-2 block needs 5 entries there, 3 with
+    every image alike)."""
+    if not any(l.gated for l in net.layers):
+        return ["open"]
+    shapes = [(images, l.vectors_per_image * l.out_features) if l.gated else None
+              for l in net.layers]
+    cases: list = ["open", "closed"]
+    for phase in (0, 1):
+        on = (np.arange(images) + phase) % 2 == 0
+        cases.append([None if sh is None else np.repeat(on[:, None], sh[1], axis=1)
+                      for sh in shapes])
+    rng = np.random.default_rng(SKIP_SIZING_SEED)
+    for _ in range(SKIP_SIZING_RANDOM):
+        share = rng.random((images, 1))
+        cases.append([None if sh is None else rng.random(sh) < share for sh in shapes])
+    return cases
+
+
+def skip_fifo_depths(net: ResidualNetwork, pixels_per_beat: int = 1) -> dict:
+    """Per block (add node name) the skip FIFO depth: ``max_inner + 2`` over the cycle model
+    with unbounded skip FIFOs, :data:`SKIP_SIZING_IMAGES` images back to back, for each gate
+    case of :func:`sizing_gate_patterns`.  A ``SyncFIFOBuffered`` of that depth never
+    refuses a write in those runs (its inner FIFO of ``depth - 1`` entries never fills), so
+    the pipeline runs exactly as with an unbounded FIFO there (docs/hardware.md "Residual
+    accelerator": why the depth is safe for every image and every flow, and what is only
+    measured)."""
+    key = (id(net), pixels_per_beat)
+    if key in _DEPTH_CACHE and _DEPTH_CACHE[key][0] is net:
+        return dict(_DEPTH_CACHE[key][1])
+    depth: dict = {}
+    for case in sizing_gate_patterns(net):
+        res = simulate_residual(net, SKIP_SIZING_IMAGES, pixels_per_beat=pixels_per_beat,
+                                gates=case, skip_depths=None)
+        for name, inner in res.skip_inner.items():
+            depth[name] = max(depth.get(name, 2), inner + 2)
+    _DEPTH_CACHE[key] = (net, depth)
+    return dict(depth)
+
+
+# ----------------------------------------------------------------------------- Verilog
+
+
+def generate_residual(export_dir, outdir, *, pixels_per_beat: int = 1) -> Path:
+    """Write a design directory for a version 4 export, laid out like ``hw.generate``'s (so
+    the Verilator harnesses of :mod:`sim` take it): ``fracbnn_top.v`` (the flat
+    :class:`ResidualAccelerator` with ``rom_mode="verilog"``), ``fracbnn_rom.v``, the waiver,
+    the engines' ``L*.mem`` files and a ``design.json`` with ``pixels_per_beat``, ``classes``,
+    the skip FIFO depths and the cycle model's numbers.  The fixed-point units' constants are
+    initialised memories inside ``fracbnn_top.v`` (not ``.mem`` files yet)."""
+    import json
+    import shutil
+
+    from sw.atomic_dir import atomic_directory
+    from sw.network_io import load_network
+
+    from .generate import TOP_NAME, WAIVER_FILE
+    from .netlist import convert_flat
+    from .rom import VERILOG_ROM_SOURCE
+
+    export_dir, outdir = Path(export_dir), Path(outdir)
+    net = load_network(export_dir)
+    if not isinstance(net, ResidualNetwork):
+        raise UserError(f"{export_dir} is not a residual (version 4) network; use hw.generate")
+    plan_residual(net, pixels_per_beat)         # every refusal before anything is built
+    with atomic_directory(outdir, marker="design.json", what="generated design") as tmp:
+        mems = sorted(p.name for p in export_dir.glob("L*_*.mem"))
+        for name in mems:
+            shutil.copyfile(export_dir / name, tmp / name)
+        acc = ResidualAccelerator(net, init_dir=tmp, pixels_per_beat=pixels_per_beat,
+                                  rom_mode="verilog")
+        (tmp / f"{TOP_NAME}.v").write_text(convert_flat(acc, TOP_NAME))
+        shutil.copyfile(VERILOG_ROM_SOURCE, tmp / VERILOG_ROM_SOURCE.name)
+        shutil.copyfile(WAIVER_FILE, tmp / WAIVER_FILE.name)
+        doc = {"top": TOP_NAME, "network": net.name, "kind": "residual",
+               "pixels_per_beat": pixels_per_beat, "classes": net.classes,
+               "elems_per_beat": acc.elems_per_beat, "score_bits": acc.plan.score_bits,
+               "skip_fifo_depths": acc.skip_depths,
+               "cycle_model": cycle_summary(net, pixels_per_beat),
+               "files": [f"{TOP_NAME}.v", VERILOG_ROM_SOURCE.name, WAIVER_FILE.name, *mems]}
+        (tmp / "design.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return outdir
+
+
+def cycle_summary(net: ResidualNetwork, pixels_per_beat: int = 1, images: int = 4) -> dict:
+    """Per gate case (``open``; gated networks also ``closed``) the first image's latency
+    and the steady interval (the last two images' last output beats) of ``images`` images
+    back to back, from :func:`simulate_residual` with the default skip FIFO depths."""
+    out = {}
+    cases = ["open", "closed"] if any(l.gated for l in net.layers) else ["open"]
+    for case in cases:
+        t = simulate_residual(net, images, pixels_per_beat=pixels_per_beat, gates=case).timing
+        out[case] = {"latency": int(t.latency[0]),
+                     "ii": int(t.output_end[-1] - t.output_end[-2])}
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m hw.residual_accelerator EXPORTDIR OUTDIR [--pixels-per-beat N]``."""
+    import argparse
+    import json
+    parser = argparse.ArgumentParser(
+        prog="python -m hw.residual_accelerator",
+        description="Generate the Verilog design of a residual (version 4) network.")
+    parser.add_argument("export_dir", metavar="EXPORTDIR")
+    parser.add_argument("outdir", metavar="OUTDIR")
+    parser.add_argument("--pixels-per-beat", type=int, default=1, metavar="N")
+    args = parser.parse_args(argv)
+    try:
+        out = generate_residual(args.export_dir, args.outdir,
+                                pixels_per_beat=args.pixels_per_beat)
+    except UserError as exc:
+        print(f"error: {exc}")
+        return 2
+    doc = json.loads((out / "design.json").read_text())
+    cm = ", ".join(f"{k}: latency {v['latency']}, II {v['ii']} cycles/image"
+                   for k, v in doc["cycle_model"].items())
+    print(f"wrote {out}: E = {doc['elems_per_beat']}, {doc['score_bits']}-bit scores, "
+          f"skip FIFO depths {doc['skip_fifo_depths']}; {cm}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
