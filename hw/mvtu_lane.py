@@ -24,6 +24,7 @@ def elaborate_lane(unit) -> Module:
     accw = unit.acc_width
     sf_range, nf_range = range(max(sf_n, 2)), range(max(nf_n, 2))
     base_range = range(max(nf_n * sf_n, 2))
+    fold_base_range = range(max((nf_n - 1) * sf_n + 1, 2))   # fold * SF, fold < NF
 
     # ---------------------------------------------------------- input buffer (2 banks)
     rport, full, clr_full = unit._input_buffer(m, 2 * simd, sf_n, sf_range)
@@ -79,11 +80,11 @@ def elaborate_lane(unit) -> Module:
     # there is one, else the arriving gate's fold: the gate's carry chain meets no encoder.
     gate_set = Signal(pe)           # a set gate (registered from stage A) joins lane p
     gate_nf = Signal(nf_range)      # ... of this neuron fold
-    gate_base = Signal(base_range)  # its weight base, gate_nf * SF
+    gate_base = Signal(fold_base_range)  # its weight base, gate_nf * SF
     pend_gate = [Signal(max(nf_n, 1), name=f"pend_gate{p}") for p in range(pe)]
     pend_round = [Signal(max(nf_n, 1), name=f"pend_round{p}") for p in range(pe)]
     pick_nf = [Signal(nf_range, name=f"pick_nf{p}") for p in range(pe)]
-    pick_base = [Signal(base_range, name=f"pick_base{p}") for p in range(pe)]
+    pick_base = [Signal(fold_base_range, name=f"pick_base{p}") for p in range(pe)]
     pick_on = Signal(pe)
     pick_any = Signal()
 
@@ -92,7 +93,7 @@ def elaborate_lane(unit) -> Module:
         (log2(NF) levels of 2:1 selects, not a chain of NF), the base a table of the
         fold (no multiplier)."""
         nf_s = Signal(nf_range, name=f"{name}_nf")
-        base_s = Signal(base_range, name=f"{name}_base")
+        base_s = Signal(fold_base_range, name=f"{name}_base")
 
         def encode(lo, hi):                 # bits [lo, hi) -> (any, index - lo)
             if hi - lo == 1:
