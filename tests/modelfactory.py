@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["randomise_model"]
+__all__ = ["randomise_model", "resnet_images", "train_resnet_briefly"]
 
 
 def randomise_model(model, seed: int = 0, *, mean_spread: str = "fixed"):
@@ -32,4 +32,39 @@ def randomise_model(model, seed: int = 0, *, mean_spread: str = "fixed"):
                 layer.act_bias.normal_(0, 0.2)
             if layer.in_bits == 2:
                 layer.gate_delta.normal_(0, scale if scale else 6)
+    return model.eval()
+
+
+def resnet_images(model, n: int, seed: int = 0) -> np.ndarray:
+    """Random 8-bit images for ``model``'s input shape with smooth structure (so binarised
+    maps are not pure noise), ``(n, P)`` HWC-flattened."""
+    rng = np.random.default_rng(seed)
+    c, h, w = model.input_shape
+    base = rng.integers(0, 256, size=(n, 1, 1, c))
+    ramp = (np.arange(h)[None, :, None, None] * rng.integers(-12, 13, size=(n, 1, 1, 1))
+            + np.arange(w)[None, None, :, None] * rng.integers(-12, 13, size=(n, 1, 1, 1)))
+    noise = rng.integers(-40, 41, size=(n, h, w, c))
+    img = np.clip(base + ramp + noise, 0, 255)
+    return img.reshape(n, -1).astype(np.uint8)
+
+
+def train_resnet_briefly(model, images, steps: int, split: int):
+    """A few Adam steps (batch 16, lr 1e-2) of a ResNet on a synthetic task (label: is the
+    mean of the first ``split`` pixels above that of the rest), so batch-norm statistics and
+    RPReLU parameters move off their initial values.  Returns the model in eval mode."""
+    from models.layers import clip_latent_weights
+    images = torch.as_tensor(images)
+    n = images.shape[0]
+    labels = (images[:, :split].float().mean(1) > images[:, split:].float().mean(1)).long()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for step in range(steps):
+        idx = torch.arange(step * 16, step * 16 + 16) % n
+        loss = torch.nn.functional.cross_entropy(model(images[idx]), labels[idx])
+        if model.activation == "frac2":
+            loss = loss + 0.05 * model.gate_penalty()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        clip_latent_weights(model)
     return model.eval()

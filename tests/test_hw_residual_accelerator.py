@@ -27,6 +27,7 @@ from hw.residual_accelerator import (
 from sw.errors import UserError
 from sw.golden import GoldenModel
 from sw.network_io import load_network
+from tests.modelfactory import resnet_images, train_resnet_briefly
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 torch.set_num_threads(1)
@@ -37,33 +38,17 @@ PPB = 1
 def _tiny(activation: str, steps: int = 4, seed: int = 0):
     """An 8x8 ResNet (widths 4/8, one block per stage, 4 classes) after a few Adam steps."""
     from models import residual as rs
-    from models.layers import clip_latent_weights
-    from tests.test_residual_format import _images
     torch.manual_seed(seed)
     model = rs.ResNet(input_shape=(1, 8, 8), thermometer_levels=2, widths=(4, 8), blocks=1,
                       activation=activation, classes=4)
-    images = torch.as_tensor(_images(model, 64, seed))
-    labels = (images[:, :32].float().mean(1) > images[:, 32:].float().mean(1)).long()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for step in range(steps):
-        idx = torch.arange(step * 16, step * 16 + 16) % 64
-        loss = torch.nn.functional.cross_entropy(model(images[idx]), labels[idx])
-        if activation == "frac2":
-            loss = loss + 0.05 * model.gate_penalty()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        clip_latent_weights(model)
-    return model.eval()
+    return train_resnet_briefly(model, resnet_images(model, 64, seed), steps, split=32)
 
 
 @pytest.fixture(scope="module", params=["sign", "frac2"])
 def exported(request, tmp_path_factory):
     from models.export_residual import compile_resnet, export_resnet
-    from tests.test_residual_format import _images
     model = _tiny(request.param)
-    images = _images(model, 16, seed=5)
+    images = resnet_images(model, 16, seed=5)
     out = tmp_path_factory.mktemp("resacc") / request.param
     fold = uniform_folding(compile_resnet(model))
     export_resnet(model, out, images, name=f"tiny_{request.param}", vectors=0, folding=fold)

@@ -15,18 +15,18 @@ import torch
 import models.export as export_mod
 import sw.residual_io as residual_io
 from models import residual as rs
-from models.export_residual import (block_names, compare_resnet_with_model, compile_resnet,
-                                    export_resnet, resnet_taps)
+from models.export_residual import (compare_resnet_with_model, compile_resnet, export_resnet,
+                                    resnet_taps)
 from models.fold import ExportError
-from models.layers import clip_latent_weights
 from sw.compiled_net import CompiledNetwork
 from sw.errors import UserError
 from sw.golden import GoldenModel, _Layer
 from sw.memfile import write_mem
 from sw.network_io import load_compiled_network, load_network, write_compiled_network
-from sw.residual_graph import (RESIDUAL_VERSION, Node, ResidualNetwork, TensorSpec, pack_fields,
+from sw.residual_graph import (RESIDUAL_VERSION, Node, ResidualNetwork, pack_fields,
                                unpack_fields)
 from sw.residual_io import load_residual_network, load_residual_vectors
+from tests.modelfactory import resnet_images, train_resnet_briefly
 from tests.netfactory import random_compiled_network, random_images, random_network
 
 torch.set_num_threads(1)
@@ -40,16 +40,7 @@ def one_line_error(fn, *args, **kwargs) -> str:
     return msg
 
 
-def _images(model, n, seed=0):
-    """Random 8-bit images with smooth structure (so binarised maps are not pure noise)."""
-    rng = np.random.default_rng(seed)
-    c, h, w = model.input_shape
-    base = rng.integers(0, 256, size=(n, 1, 1, c))
-    ramp = (np.arange(h)[None, :, None, None] * rng.integers(-12, 13, size=(n, 1, 1, 1))
-            + np.arange(w)[None, None, :, None] * rng.integers(-12, 13, size=(n, 1, 1, 1)))
-    noise = rng.integers(-40, 41, size=(n, h, w, c))
-    img = np.clip(base + ramp + noise, 0, 255)
-    return img.reshape(n, -1).astype(np.uint8)
+_images = resnet_images
 
 
 def _trained(activation, steps=8, seed=0):
@@ -57,20 +48,7 @@ def _trained(activation, steps=8, seed=0):
     parameters moved off their initial values)."""
     torch.manual_seed(seed)
     model = rs.tiny_resnet(activation)
-    images = torch.as_tensor(_images(model, 128, seed))
-    labels = (images[:, :128].float().mean(1) > images[:, 128:].float().mean(1)).long()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for step in range(steps):
-        idx = torch.arange(step * 16, step * 16 + 16) % 128
-        loss = torch.nn.functional.cross_entropy(model(images[idx]), labels[idx])
-        if activation == "frac2":
-            loss = loss + 0.05 * model.gate_penalty()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        clip_latent_weights(model)
-    return model.eval()
+    return train_resnet_briefly(model, _images(model, 128, seed), steps, split=128)
 
 
 @pytest.fixture(scope="module", params=["sign", "frac2"])
