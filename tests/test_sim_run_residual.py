@@ -103,7 +103,32 @@ def test_hw_generate_dispatch(resnet_export, tmp_path, capsys):
     assert "residual" in out and "skip FIFO depths" in out
     doc = json.loads((tmp_path / "d" / "design.json").read_text())
     assert doc["kind"] == "residual" and doc["pixels_per_beat"] == 1
+    # --fold: one entry per convolution, here PE 2 everywhere.
+    from sw.network_io import load_network
+    net = load_network(resnet_export)
+    fold = tmp_path / "fold.json"
+    fold.write_text(json.dumps({"layers": [{"pe": 2, "simd": l.folding.simd}
+                                           for l in net.layers]}))
+    assert main([str(resnet_export), str(tmp_path / "f"), "--fold", str(fold),
+                 "--pixels-per-beat", "1"]) == 0
+    doc = json.loads((tmp_path / "f" / "design.json").read_text())
+    assert [f["pe"] for f in doc["folding"]] == [2] * len(net.layers)
     with pytest.raises(UserError, match="--writable-params"):
         main([str(resnet_export), str(tmp_path / "w"), "--writable-params"])
     with pytest.raises(UserError, match="--ram-style"):
         main([str(resnet_export), str(tmp_path / "r"), "--ram-style", "block"])
+
+
+def test_hw_build_residual_refusals(resnet_export, tmp_path):
+    """``python -m hw.build`` of a residual network is the Yosys estimate on a Zynq board:
+    an ECP5 board, ``--no-estimate`` and chain-only options are one-line errors (before any
+    slow step; the Yosys run itself: docs/simulation.md, measured by hand)."""
+    from hw.build import build, parse_args
+    base = ["--net", str(resnet_export), "--no-vivado", "--quiet"]
+    for extra, match in ((["--board", "ulx3s"], "self-test top"),
+                         (["--board", "ultra96", "--no-estimate"], "drop --no-estimate"),
+                         (["--board", "ultra96", "--writable-params"], "--writable-params"),
+                         (["--board", "ultra96", "--pixels-per-beat", "3"], "power of two")):
+        with pytest.raises(UserError, match=match):
+            build(parse_args(base + extra + ["--out", str(tmp_path / "b")]))
+        assert not (tmp_path / "b").exists()
