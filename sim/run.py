@@ -8,7 +8,12 @@ images (``--full``: all 10,000) through the Verilated design with the C++ batch 
 every class and every score with the golden model and every image's input-accept and
 first-output cycle with the cycle model (:mod:`hw.cycle_model`).  A network with early
 exits (``net.exits``) is compared with the exit each image takes, and the per-exit counters
-(EXITj_TAKEN) with the golden model's exit counts.
+(EXITj_TAKEN) with the golden model's exit counts.  A residual (version 4) network
+(``sw.network_io.load_network``) gets the residual accelerator
+(:func:`hw.residual_accelerator.generate_residual`, refolded to one PE if the export's PEs
+differ) on the batch engine, its outputs compared for every image and its cycle stamps with
+:func:`hw.residual_accelerator.simulate_residual` for the first ``--model-images`` of each
+shard (docs/simulation.md "Residual networks").
 
 Prints images, mismatches, accuracy, cycles per image and latency (measured vs
 modelled), frames per second at ``--clock`` (default: the default clock of ``--board``, whose
