@@ -314,6 +314,8 @@ def build(args: argparse.Namespace) -> dict:
     check_replaceable(out, _REPORT, "build directory")  # before any slow step
     check_writable_dir(out, "build directory (--out)")
 
+    if args.net is not None and _is_residual(args.net):
+        return _build_residual(board, args, out)
     steps = (["export default network"] if args.net is None else []) + (
         ["generate RTL"] + ([] if args.no_estimate else ["Yosys"]) + ["Vivado project script"]
         if board.kind == "zynq" else
@@ -356,6 +358,80 @@ def build(args: argparse.Namespace) -> dict:
     report["out"] = str(out)
     if board.kind == "zynq":
         _maybe_run_vivado(out, report, args)
+    return report
+
+
+def _is_residual(net_dir) -> bool:
+    from .generate import _is_residual as is_residual
+    return is_residual(net_dir)
+
+
+def _build_residual(board, args, out: Path) -> dict:
+    """``hw.build`` of a residual (version 4) network: the residual accelerator's RTL
+    (:func:`hw.residual_accelerator.generate_residual`) and its Yosys estimate.  There is no
+    board shell (DMA framing) nor analytic resource model for it yet: no Vivado project is
+    written, and ECP5 boards are refused."""
+    from sw.network_io import load_network
+
+    from .residual_accelerator import generate_residual, resolve_folding
+    from .yosys_estimate import yosys_estimate
+
+    if board.kind != "zynq":
+        raise UserError(f"{args.net} is a residual network: the {board.title} build needs a "
+                        f"self-test top the residual accelerator does not have yet; use a Zynq "
+                        f"board (e.g. --board ultra96 --no-vivado) for its Yosys estimate")
+    if args.no_estimate:
+        raise UserError("a residual network's build is its Yosys estimate (no board shell or "
+                        "Vivado project yet): drop --no-estimate")
+    if args.writable_params or getattr(args, "ram_style", "auto") != "auto":
+        raise UserError("--writable-params / --ram-style: the residual accelerator has ROM "
+                        "parameters placed by the auto rule only; drop them")
+    if args.pixels_per_beat & (args.pixels_per_beat - 1) or \
+            not 1 <= args.pixels_per_beat <= ZYNQ_MAX_PIXELS_PER_BEAT:
+        raise UserError(f"--pixels-per-beat must be a power of two up to "
+                        f"{ZYNQ_MAX_PIXELS_PER_BEAT} (the {board.title}'s AXI DMA), not "
+                        f"{args.pixels_per_beat}")
+    net, note = resolve_folding(load_network(args.net), args.fold)
+    steps = ["generate RTL", "Yosys"]
+    step = _Steps(steps, args.quiet)
+    start = time.monotonic()
+    try:
+        with atomic_directory(out, marker=_REPORT, what="build directory") as work:
+            shutil.copytree(args.net, work / "net")
+            step("generate RTL")
+            rtl = work / "rtl"
+            generate_residual(work / "net", rtl, pixels_per_beat=args.pixels_per_beat,
+                              fold=args.fold)
+            design = json.loads((rtl / "design.json").read_text())
+            step(f"Yosys synth_xilinx -family {board.yosys_family}")
+            try:
+                est = yosys_estimate(rtl, family=board.yosys_family, log_dir=work / "yosys",
+                                     per_stage=False)
+            except UserError as exc:
+                raise _with_kept_logs(exc, work, out) from None
+            _check_fit(board, est, "the Yosys estimate")
+            report = {"board": board.name, "title": board.title, "part": board.part,
+                      "kind": "residual", "clock_mhz": args.clock,
+                      "clock_source": args.clock_source, "network": net.name,
+                      "folding": _fold_summary(net), "folding_note": note,
+                      "design": {k: design[k] for k in ("pixels_per_beat", "classes",
+                                                        "cycle_model", "skip_fifo_depths")},
+                      "estimate": {"yosys": est}}
+            if est.get("timing_proxy"):
+                from .logic_depth import proxy_clock_mhz
+                supported, why = proxy_clock_mhz(est["timing_proxy"])
+                report["timing_proxy"] = {"supported_clock_mhz": supported, "basis": why}
+                if args.clock_source != "given with --clock":
+                    report["clock_mhz"], report["clock_source"] = supported, why
+            add_resource_tables(report, board)
+            report["seconds"] = round(time.monotonic() - start, 1)
+            report = _final_paths(report, work, out)
+            (work / _REPORT).write_text(json.dumps(json_safe(report), indent=1,
+                                                   allow_nan=False) + "\n")
+            (work / _REPORT_MD).write_text(resource_markdown(report))
+    finally:
+        step.close()
+    report["out"] = str(out)
     return report
 
 
@@ -479,13 +555,24 @@ def _summary_lines(r: dict) -> list[str]:
                  f"{l['shape'][0]}->{l['shape'][1]} PE {l['pe']} SIMD {l['simd']}"
                  for l in r["folding"])]
     cm = r["design"]["cycle_model"]
-    ii = cm["ii"]["worst"]
+    if r.get("kind") == "residual":
+        worst = max(v["ii"] for v in cm.values())
+        lines.append("cycles    residual cycle model: " + ", ".join(
+            f"gates {k}: II {v['ii']} cycles/image, latency {v['latency']}"
+            for k, v in cm.items()) + f" -> {r['clock_mhz'] * 1e6 / worst:,.0f} images/s at "
+            f"{r['clock_mhz']:g} MHz (worst case); skip FIFO depths "
+            f"{r['design']['skip_fifo_depths']}")
+        if r.get("folding_note"):
+            lines.append(f"folding   {r['folding_note']}")
+    ii = None if r.get("kind") == "residual" else cm["ii"]["worst"]
     exits = len(r["design"].get("exits") or [])
-    lines.append(f"cycles    II {cm['ii']['best']}..{ii} cycles/image, latency "
-                 f"{cm['latency']['best']}..{cm['latency']['worst']} cycles -> "
-                 f"{r['clock_mhz'] * 1e6 / ii:,.0f} images/s at {r['clock_mhz']:g} MHz (worst case"
-                 + (f"; {exits} early exit(s): no image exiting, faster as images leave early"
-                    if exits else "") + ")")
+    if ii is not None:
+        lines.append(f"cycles    II {cm['ii']['best']}..{ii} cycles/image, latency "
+                     f"{cm['latency']['best']}..{cm['latency']['worst']} cycles -> "
+                     f"{r['clock_mhz'] * 1e6 / ii:,.0f} images/s at {r['clock_mhz']:g} MHz "
+                     f"(worst case"
+                     + (f"; {exits} early exit(s): no image exiting, faster as images leave "
+                        f"early" if exits else "") + ")")
     est = r.get("estimate", {})
     if "yosys" in est:
         y = est["yosys"]
@@ -532,6 +619,9 @@ def _summary_lines(r: dict) -> list[str]:
                          f"{p.get('whs_ns')} ns at the PS's {p.get('pl_clock_mhz')} MHz")
         elif not v["ran"]:
             lines.append(f"vivado    not on PATH; to build the bitstream run:\n          {v['command']}")
+    if r.get("kind") == "residual":
+        lines.append("vivado    no board shell for the residual accelerator yet: no Vivado "
+                     "project written (this build is the Yosys estimate)")
     if r.get("resources"):
         lines.append("which estimate to trust for what: see report.md (Yosys: cells after "
                      "synthesis, LUT an upper estimate; model: for folding; Vivado's "

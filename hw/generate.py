@@ -381,6 +381,45 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
     return outdir
 
 
+def _is_residual(export_dir) -> bool:
+    """Whether ``export_dir`` holds a residual (version 4) network (any other problem is
+    left to the loader's one-line error)."""
+    from sw.network_io import _read_document
+    from sw.residual_graph import RESIDUAL_VERSION
+    try:
+        return _read_document(export_dir)[2] == RESIDUAL_VERSION
+    except UserError:
+        return False
+
+
+def _main_residual(args) -> int:
+    """``python -m hw.generate`` on a version 4 export: the residual accelerator
+    (:func:`hw.residual_accelerator.generate_residual`), one summary line."""
+    from sw.network_io import load_network
+
+    from .residual_accelerator import generate_residual, resolve_folding
+
+    if args.writable_params:
+        raise UserError("--writable-params: the residual accelerator has ROM parameters only; "
+                        "drop --writable-params")
+    if args.ram_style != "auto":
+        raise UserError("--ram-style: the residual accelerator places its memories itself "
+                        "(the auto rule); drop --ram-style")
+    _, note = resolve_folding(load_network(args.export_dir), args.fold)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    out = generate_residual(args.export_dir, args.outdir, pixels_per_beat=args.pixels_per_beat,
+                            fold=args.fold)
+    doc = json.loads((out / _DESIGN_JSON).read_text())
+    cm = ", ".join(f"{k}: latency {v['latency']}, II {v['ii']} cycles/image"
+                   for k, v in doc["cycle_model"].items())
+    pes = sorted({f["pe"] for f in doc["folding"]})
+    print(f"wrote {out}: residual network {doc['network']}, PE {pes[0]}, "
+          f"{doc['pixels_per_beat']} pixels/beat, skip FIFO depths {doc['skip_fifo_depths']}; "
+          f"cycle model (gates {cm})")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hw.generate",
@@ -401,6 +440,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from sw.atomic_dir import check_writable_dir
     check_writable_dir(args.outdir, "output directory")   # before the network is even read
+    if _is_residual(args.export_dir):
+        return _main_residual(args)
     out = generate(args.export_dir, args.outdir, fold=args.fold,
                    pixels_per_beat=args.pixels_per_beat, progress=True,
                    writable_params=args.writable_params, ram_style=args.ram_style)

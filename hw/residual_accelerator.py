@@ -138,6 +138,47 @@ def uniform_folding(net: ResidualNetwork, max_pe: int = 16) -> list[Folding]:
     return [Folding(pe=pe, simd=l.folding.simd) for l in net.layers]
 
 
+def refold_residual(net: ResidualNetwork, folding: list[Folding]) -> ResidualNetwork:
+    """The same network with another folding (one :class:`Folding` per convolution; the
+    memories are laid out anew when written)."""
+    from dataclasses import replace
+
+    from sw.compiled_net import validate_folding
+    if len(folding) != len(net.layers):
+        raise UserError(f"the folding has {len(folding)} entries, the network has "
+                        f"{len(net.layers)} convolutions")
+    validate_folding(folding, [l.fold_shape for l in net.layers])
+    return replace(net, layers=[replace(l, folding=f) for l, f in zip(net.layers, folding)])
+
+
+def resolve_folding(net: ResidualNetwork, fold=None) -> tuple[ResidualNetwork, str | None]:
+    """The network with the folding the accelerator is generated with, and a note saying
+    where it came from when it is not the export's own: ``fold`` a folding JSON path or dict
+    (``{"layers": [{"pe", "simd"}, ...]}``, one entry per convolution), a list of
+    :class:`Folding`, ``"uniform"`` (:func:`uniform_folding`) or ``None``: the export's own
+    folding when every convolution has the same PE, else :func:`uniform_folding` (the
+    fixed-point streams need one PE for every convolution; the exporter's default folding
+    gives wider layers more PEs)."""
+    if fold is None:
+        if len({l.folding.pe for l in net.layers}) <= 1:
+            return net, None
+        folding = uniform_folding(net)
+        pes = ", ".join(str(l.folding.pe) for l in net.layers)
+        return refold_residual(net, folding), (
+            f"the export's convolutions have PE {pes}; the residual accelerator needs one PE "
+            f"for every convolution: refolded to PE {folding[0].pe} (SIMD kept; --fold "
+            f"FOLD.json chooses another)")
+    if isinstance(fold, str) and fold == "uniform":
+        folding = uniform_folding(net)
+        return refold_residual(net, folding), f"uniform folding, PE {folding[0].pe}"
+    if isinstance(fold, (str, Path, dict)):
+        from sw.compiled_net import fold_config_from_json
+        folding = fold_config_from_json(fold, len(net.layers),
+                                        [l.fold_shape for l in net.layers])
+        return refold_residual(net, folding), f"folding from {fold if not isinstance(fold, dict) else 'the given dict'}"
+    return refold_residual(net, list(fold)), "the given folding"
+
+
 def value_ranges(net: ResidualNetwork) -> dict:
     """Per tensor (but the image and binary maps) the per-channel ``(lo, hi)`` int64 arrays
     its values can take, from the constants by interval arithmetic (sound: every unit is
@@ -672,32 +713,41 @@ def skip_fifo_depths(net: ResidualNetwork, pixels_per_beat: int = 1) -> dict:
 # ----------------------------------------------------------------------------- Verilog
 
 
-def generate_residual(export_dir, outdir, *, pixels_per_beat: int = 1) -> Path:
+def generate_residual(export_dir, outdir, *, pixels_per_beat: int = 1, fold=None) -> Path:
     """Write a design directory for a version 4 export, laid out like ``hw.generate``'s (so
     the Verilator harnesses of :mod:`sim` take it): ``fracbnn_top.v`` (the flat
     :class:`ResidualAccelerator` with ``rom_mode="verilog"``), ``fracbnn_rom.v``, the waiver,
-    the engines' ``L*.mem`` files and a ``design.json`` with ``pixels_per_beat``, ``classes``,
-    the skip FIFO depths and the cycle model's numbers.  The fixed-point units' constants are
+    the engines' ``L*.mem`` files (laid out for the folding used) and a ``design.json`` with
+    ``pixels_per_beat``, ``classes``, the folding, the skip FIFO depths and the cycle model's
+    numbers.  ``fold``: as :func:`resolve_folding` (default: the export's folding, refolded
+    to one PE when its convolutions' PEs differ).  The fixed-point units' constants are
     initialised memories inside ``fracbnn_top.v`` (not ``.mem`` files yet)."""
     import json
     import shutil
 
-    from sw.atomic_dir import atomic_directory
+    from sw.atomic_dir import atomic_directory, check_apart
+    from sw.compiled_net import memory_widths, memory_words
+    from sw.memfile import write_mem
     from sw.network_io import load_network
 
     from .generate import TOP_NAME, WAIVER_FILE
     from .netlist import convert_flat
     from .rom import VERILOG_ROM_SOURCE
 
-    export_dir, outdir = Path(export_dir), Path(outdir)
+    export_dir, outdir = Path(export_dir).resolve(), Path(outdir).resolve()
+    check_apart(outdir, [export_dir, fold if isinstance(fold, (str, Path)) and fold != "uniform"
+                         else None], "output directory")
     net = load_network(export_dir)
     if not isinstance(net, ResidualNetwork):
         raise UserError(f"{export_dir} is not a residual (version 4) network; use hw.generate")
+    net, _ = resolve_folding(net, fold)
     plan_residual(net, pixels_per_beat)         # every refusal before anything is built
     with atomic_directory(outdir, marker="design.json", what="generated design") as tmp:
-        mems = sorted(p.name for p in export_dir.glob("L*_*.mem"))
-        for name in mems:
-            shutil.copyfile(export_dir / name, tmp / name)
+        mems = []
+        for layer in net.layers:                # the engines' memories for this folding
+            for kind, width in memory_widths(layer).items():
+                mems.append(f"L{layer.index}_{kind}.mem")
+                write_mem(tmp / mems[-1], memory_words(layer, kind), width)
         acc = ResidualAccelerator(net, init_dir=tmp, pixels_per_beat=pixels_per_beat,
                                   rom_mode="verilog")
         (tmp / f"{TOP_NAME}.v").write_text(convert_flat(acc, TOP_NAME))
@@ -706,6 +756,7 @@ def generate_residual(export_dir, outdir, *, pixels_per_beat: int = 1) -> Path:
         doc = {"top": TOP_NAME, "network": net.name, "kind": "residual",
                "pixels_per_beat": pixels_per_beat, "classes": net.classes,
                "elems_per_beat": acc.elems_per_beat, "score_bits": acc.plan.score_bits,
+               "folding": [l.folding.to_json() for l in net.layers],
                "skip_fifo_depths": acc.skip_depths,
                "cycle_model": cycle_summary(net, pixels_per_beat),
                "files": [f"{TOP_NAME}.v", VERILOG_ROM_SOURCE.name, WAIVER_FILE.name, *mems]}
@@ -736,10 +787,13 @@ def main(argv=None) -> int:
     parser.add_argument("export_dir", metavar="EXPORTDIR")
     parser.add_argument("outdir", metavar="OUTDIR")
     parser.add_argument("--pixels-per-beat", type=int, default=1, metavar="N")
+    parser.add_argument("--fold", metavar="FOLD.json",
+                        help="folding file, one entry per convolution (default: the export's, "
+                             "refolded to one PE if its PEs differ)")
     args = parser.parse_args(argv)
     try:
         out = generate_residual(args.export_dir, args.outdir,
-                                pixels_per_beat=args.pixels_per_beat)
+                                pixels_per_beat=args.pixels_per_beat, fold=args.fold)
     except UserError as exc:
         print(f"error: {exc}")
         return 2
