@@ -14,6 +14,8 @@ its component and follows the component's documented timing contract:
 | ``mvtu`` | :class:`hw.mvtu_timing.EngineTiming` / ``LaneEngineTiming`` | ``MatrixVectorThresholdUnit`` |
 | ``pool`` | :class:`hw.maxpool.MaxPoolTiming` | ``MaxPoolUnit`` |
 | ``serializer`` | :class:`hw.output_serializer.SerializerTiming` | ``OutputSerializer`` |
+| (early exit ``j``) | :class:`hw.exit_branch.ExitBranchTiming` | fork, exit path, hold buffer, FIFOs |
+| (exit merges) | :class:`hw.exit_merge.MergeNestTiming` | ``InOrderMerge`` s |
 
 Cycle ``c`` is the ``c``-th rising clock edge after reset; a handshake "at cycle c" fires on
 that edge.  The input offers the images' beats back to back from cycle 0 and the output is
