@@ -184,15 +184,34 @@ def _int_sizes(config: dict):
                     yield from ints(f"convs[{i}].{k}", v)
 
 
+def _check_levels(path: Path, config: dict) -> None:
+    levels = config.get("thermometer_levels")
+    if isinstance(levels, int) and not isinstance(levels, bool) and not 1 <= levels <= 255:
+        raise _bad(path, f"bad config: thermometer_levels {levels} is not in 1..255")
+
+
+def _meta_model(path: Path, cls, config: dict):
+    """``cls(**config)`` on the meta device (its own errors as one line), its input bits
+    within ``MAX_MAP_VALUES``."""
+    try:
+        with torch.device("meta"):
+            model = cls(**config)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise _bad(path, f"bad config: {_one_line(exc)}") from None
+    c, h, w = model.input_shape
+    if c * h * w * model.thermometer.levels > MAX_MAP_VALUES:
+        raise _bad(path, f"bad config: a {c}x{h}x{w} input with {model.thermometer.levels} "
+                   f"thermometer levels has more than {MAX_MAP_VALUES} input bits")
+    return model
+
+
 def _build_meta(path: Path, config: dict) -> BinaryNet:
     """The architecture of ``config`` on the meta device (nothing allocated), size-checked.
 
     Bounds (sw.compiled_net): at most ``MAX_LAYERS`` layers, ``MAX_LAYER_WEIGHTS`` weights per
     layer and ``MAX_MAP_VALUES`` values per feature map, checked before any real tensor exists.
     """
-    levels = config.get("thermometer_levels")
-    if isinstance(levels, int) and not isinstance(levels, bool) and not 1 <= levels <= 255:
-        raise _bad(path, f"bad config: thermometer_levels {levels} is not in 1..255")
+    _check_levels(path, config)
     for name, value in _int_sizes(config):
         if value > MAX_LAYER_WEIGHTS:
             raise _bad(path, f"bad config: {name} is {value}, more than the format allows "
@@ -201,15 +220,7 @@ def _build_meta(path: Path, config: dict) -> BinaryNet:
                 if isinstance(config.get(k), (list, tuple))) + 1
     if depth > MAX_LAYERS:
         raise _bad(path, f"bad config: {depth} layers, more than the format allows ({MAX_LAYERS})")
-    try:
-        with torch.device("meta"):
-            model = BinaryNet(**config)
-    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-        raise _bad(path, f"bad config: {_one_line(exc)}") from None
-    c, h, w = model.input_shape
-    if c * h * w * model.thermometer.levels > MAX_MAP_VALUES:
-        raise _bad(path, f"bad config: a {c}x{h}x{w} input with {model.thermometer.levels} "
-                   f"thermometer levels has more than {MAX_MAP_VALUES} input bits")
+    model = _meta_model(path, BinaryNet, config)
     for i, layer in enumerate(model.layers):
         if layer.in_features * layer.out_features > MAX_LAYER_WEIGHTS:
             raise _bad(path, f"bad config: layer {i} has {layer.out_features}x"
@@ -226,9 +237,7 @@ def _build_meta(path: Path, config: dict) -> BinaryNet:
 def _build_meta_resnet(path: Path, config: dict) -> ResNet:
     """:func:`_build_meta` for a residual network's config (the same bounds: sizes, input
     bits, weights per convolution, values per feature map)."""
-    levels = config.get("thermometer_levels")
-    if isinstance(levels, int) and not isinstance(levels, bool) and not 1 <= levels <= 255:
-        raise _bad(path, f"bad config: thermometer_levels {levels} is not in 1..255")
+    _check_levels(path, config)
     for key in ("input_shape", "widths", "blocks"):
         value = config.get(key)
         for i, v in enumerate(value if isinstance(value, (list, tuple)) else [value]):
@@ -241,15 +250,7 @@ def _build_meta_resnet(path: Path, config: dict) -> ResNet:
     if isinstance(blocks, (list, tuple)) and all(isinstance(b, int) for b in blocks) \
             and sum(blocks) + 2 > MAX_LAYERS:
         raise _bad(path, f"bad config: more than {MAX_LAYERS} layers")
-    try:
-        with torch.device("meta"):
-            model = ResNet(**config)
-    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-        raise _bad(path, f"bad config: {_one_line(exc)}") from None
-    c, h, w = model.input_shape
-    if c * h * w * model.thermometer.levels > MAX_MAP_VALUES:
-        raise _bad(path, f"bad config: a {c}x{h}x{w} input with {model.thermometer.levels} "
-                   f"thermometer levels has more than {MAX_MAP_VALUES} input bits")
+    model = _meta_model(path, ResNet, config)
     for i, conv in enumerate(model.binary_convs()):
         if conv.in_features * conv.out_features > MAX_LAYER_WEIGHTS \
                 or conv.out_height * conv.out_width * conv.out_features > MAX_MAP_VALUES:

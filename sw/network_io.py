@@ -49,6 +49,18 @@ def _sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _write_memories(directory: Path, memories, coe: bool) -> dict[str, str]:
+    """Write each ``(stem, words, width)`` as ``stem.mem`` (and ``stem.coe`` with ``coe``) in
+    ``directory``; returns the SHA-256 of every ``.mem`` file by file name."""
+    digests = {}
+    for stem, words, width in memories:
+        write_mem(directory / f"{stem}.mem", words, width)
+        digests[f"{stem}.mem"] = _sha256_file(directory / f"{stem}.mem")
+        if coe:
+            write_coe(directory / f"{stem}.coe", words, width)
+    return digests
+
+
 def write_compiled_network(net: CompiledNetwork, outdir: str | Path,
                            vectors: TestVectors | None = None, *, coe: bool = True) -> Path:
     """Write ``net`` (and optionally its test vectors) to ``outdir`` atomically.
@@ -69,12 +81,7 @@ def write_compiled_network(net: CompiledNetwork, outdir: str | Path,
     if vectors is not None:
         net = replace(net, test_vectors=_TEST_VECTORS_JSON)
     with atomic_directory(outdir, marker=_NETWORK_JSON, what="compiled network") as tmp:
-        digests = {}
-        for stem, words, width in _all_memories(net):
-            write_mem(tmp / f"{stem}.mem", words, width)
-            digests[f"{stem}.mem"] = _sha256_file(tmp / f"{stem}.mem")
-            if coe:
-                write_coe(tmp / f"{stem}.coe", words, width)
+        digests = _write_memories(tmp, _all_memories(net), coe)
         if vectors is not None:
             _check_vectors(vectors, net, "test vectors")
             (tmp / _TEST_VECTORS_JSON).write_text(json.dumps(vectors.to_json()) + "\n")

@@ -20,9 +20,8 @@ from .atomic_dir import atomic_directory
 from .compiled_net import (_NETWORK_JSON, _TEST_VECTORS_JSON, MAX_LAYER_WEIGHTS, memory_widths,
                            memory_words)
 from .errors import UserError
-from .memfile import write_coe, write_mem
-from .network_io import _Doc, _load_input_output, _load_layer, _read_document, _read_memory, \
-    _sha256_file
+from .network_io import (_Doc, _load_input_output, _load_layer, _read_document, _read_memory,
+                         _write_memories)
 from .residual_graph import (MAX_NODES, NODE_OPS, RESIDUAL_VERSION, Node, ResidualNetwork,
                              TensorSpec, node_from_memories, node_memories, residual_to_json,
                              unpack_fields)
@@ -102,12 +101,7 @@ def write_residual_network(net: ResidualNetwork, outdir: str | Path,
         net = replace(net, test_vectors=_TEST_VECTORS_JSON)
         _check_vectors(vectors, net, "test vectors")
     with atomic_directory(outdir, marker=_NETWORK_JSON, what="compiled network") as tmp:
-        digests = {}
-        for stem, words, width in _memories(net):
-            write_mem(tmp / f"{stem}.mem", words, width)
-            digests[f"{stem}.mem"] = _sha256_file(tmp / f"{stem}.mem")
-            if coe:
-                write_coe(tmp / f"{stem}.coe", words, width)
+        digests = _write_memories(tmp, _memories(net), coe)
         if vectors is not None:
             (tmp / _TEST_VECTORS_JSON).write_text(json.dumps(vectors.to_json()) + "\n")
         doc = residual_to_json(net)

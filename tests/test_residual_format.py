@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import models.export as export_mod
-import sw.residual_io as residual_io
+import sw.network_io as network_io
 from models import residual as rs
 from models.export_residual import (compare_resnet_with_model, compile_resnet, export_resnet,
                                     resnet_taps)
@@ -220,7 +220,7 @@ def test_write_is_atomic(tmp_path, monkeypatch, exported):
     def failing(path, words, width):
         raise OSError("disk full")
 
-    monkeypatch.setattr(residual_io, "write_coe", failing)
+    monkeypatch.setattr(network_io, "write_coe", failing)    # the shared memory writer
     with pytest.raises(OSError):
         write_compiled_network(net, tmp_path / "out")
     assert not (tmp_path / "out").exists()
