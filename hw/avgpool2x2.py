@@ -8,11 +8,11 @@ x[2i+1,2j+1], 2)``, round half up, always in range (no saturation)."""
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth import Module, Signal, signed
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .fixed_stream import check_bits, fixed_layout, keep_unused, round_shift
+from .fixed_stream import accumulate_stage, check_bits, fixed_layout, keep_unused, round_shift
 from .maxpool import MaxPoolTiming
 from .pixel_stream import check_positive
 
@@ -110,57 +110,25 @@ class AvgPool2x2(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n, g_n, w = self._n, self.folds, self._width
-        sum_shape = signed(self._bits + 2)
-        m.submodules.rowbuf = rowbuf = memory.Memory(
-            shape=data.ArrayLayout(sum_shape, n), depth=self.buffer_words, init=[])
-        wport = rowbuf.write_port()
-        rport = rowbuf.read_port(domain="sync", transparent_for=(wport,))
-
         g = Signal(range(g_n), name="g")
         x = Signal(range(w), name="x")
         yodd = Signal(name="yodd")
         xo = Signal(range(w // 2), name="xo")
-
-        v1, first1, last1 = Signal(), Signal(), Signal()
-        addr1 = Signal(range(self.buffer_words))
-        beat1 = Signal(fixed_layout(self._bits, n))
-
-        pending, advance, i_fire = Signal(), Signal(), Signal()
-        m.d.comb += [
-            pending.eq(v1 & last1),
-            advance.eq(~pending | self.o.ready),
-            self.i.ready.eq(advance),
-            i_fire.eq(self.i.valid & advance),
-            self.o.valid.eq(pending),
-            wport.addr.eq(addr1),
-            wport.en.eq(v1 & ~last1),
-            rport.addr.eq(xo * g_n + g),
-            rport.en.eq(advance),
-        ]
+        xodd = x[0]
+        # The row buffer holds the pixel pair sums of an even row for its odd row.
+        i_fire, totals = accumulate_stage(
+            m, self.i, self.o, name="rowbuf", sum_shape=signed(self._bits + 2), elems=n,
+            depth=self.buffer_words, addr=xo * g_n + g, first=~yodd & ~xodd,
+            last=yodd & xodd)
         unused = []
-        for j in range(n):
-            total = Signal(signed(self._bits + 2), name=f"sum{j}")
+        for j, total in enumerate(totals):
             mean = round_shift(m, total, 2, f"r{j}", unused)
-            m.d.comb += [
-                total.eq(Mux(first1, beat1[j], rport.data[j] + beat1[j])),
-                wport.data[j].eq(total),
-                self.o.payload[j].eq(mean),
-            ]
+            m.d.comb += self.o.payload[j].eq(mean)
             # The mean always fits `bits` (no saturation): the assignment drops the rounding
             # sum's top bit, which a flattened netlist would otherwise flag as unused.
             unused.append(mean[self._bits:])
         keep_unused(m, unused)
 
-        xodd = x[0]
-        with m.If(advance):
-            m.d.sync += v1.eq(i_fire)
-            with m.If(i_fire):
-                m.d.sync += [
-                    first1.eq(~yodd & ~xodd),
-                    last1.eq(yodd & xodd),
-                    addr1.eq(xo * g_n + g),
-                    beat1.eq(self.i.payload),
-                ]
         with m.If(i_fire):
             with m.If(g == g_n - 1):
                 m.d.sync += g.eq(0)

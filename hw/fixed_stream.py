@@ -24,8 +24,8 @@ from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory
 
 __all__ = ["fixed_layout", "check_int", "check_bits", "check_constants", "saturate",
-           "round_shift", "keep_unused", "ConstTable", "stall_pipeline", "PipeTiming", "EmitTiming",
-           "MAX_IN_BITS"]
+           "round_shift", "keep_unused", "ConstTable", "stall_pipeline", "accumulate_stage",
+           "PipeTiming", "EmitTiming", "MAX_IN_BITS"]
 
 #: Widest input element (an accumulator or a fixed-point code) the units accept.
 MAX_IN_BITS = 48
@@ -163,6 +163,52 @@ def stall_pipeline(m: Module, i, o, stages: int):
         for k in range(1, stages):
             m.d.sync += valids[k].eq(valids[k - 1])
     return advance, i_fire, valids
+
+
+def accumulate_stage(m: Module, i, o, *, name: str, sum_shape, elems: int, depth: int,
+                     addr: Value, first: Value, last: Value) -> list:
+    """A streaming accumulator's read-modify-write stage: a memory of ``depth`` words of
+    ``elems`` partial sums, read at ``addr`` as a beat arrives and written back one cycle
+    later with the beat added (``first``: the beat starts the sum instead); a beat with
+    ``last`` set is not written back but offered on ``o`` (its sums, the returned totals)
+    until taken.  ``addr``, ``first`` and ``last`` are the arriving beat's (from the caller's
+    counters before they step on ``i``'s handshake).
+
+    Handshake: ``i.ready = ~pending | o.ready`` (``pending``: a last beat waits), ``o.valid =
+    pending``; one beat per cycle; latency 1.  Returns ``(i_fire, totals)``: ``totals[j]``,
+    of ``sum_shape``, is lane ``j``'s sum of the beat in the stage (the caller maps it to
+    ``o.payload``)."""
+    m.submodules[name] = mem = memory.Memory(shape=data.ArrayLayout(sum_shape, elems),
+                                             depth=depth, init=[])
+    wport = mem.write_port()
+    rport = mem.read_port(domain="sync", transparent_for=(wport,))
+    v1, first1, last1 = Signal(), Signal(), Signal()
+    addr1 = Signal(range(depth))
+    beat1 = Signal(i.payload.shape())
+    pending, advance, i_fire = Signal(), Signal(), Signal()
+    m.d.comb += [
+        pending.eq(v1 & last1),
+        advance.eq(~pending | o.ready),
+        i.ready.eq(advance),
+        i_fire.eq(i.valid & advance),
+        o.valid.eq(pending),
+        wport.addr.eq(addr1),
+        wport.en.eq(v1 & ~last1),
+        rport.addr.eq(addr),
+        rport.en.eq(advance),
+    ]
+    totals = []
+    for j in range(elems):
+        total = Signal(sum_shape, name=f"sum{j}")
+        m.d.comb += [total.eq(Mux(first1, beat1[j], rport.data[j] + beat1[j])),
+                     wport.data[j].eq(total)]
+        totals.append(total)
+    with m.If(advance):
+        m.d.sync += v1.eq(i_fire)
+        with m.If(i_fire):
+            m.d.sync += [first1.eq(first), last1.eq(last), addr1.eq(addr),
+                         beat1.eq(i.payload)]
+    return i_fire, totals
 
 
 class PipeTiming:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 
 from amaranth import Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .fixed_stream import EmitTiming, check_bits, fixed_layout
+from .fixed_stream import EmitTiming, accumulate_stage, check_bits, fixed_layout
 from .pixel_stream import check_positive
 
 __all__ = ["GlobalSumPool", "SumPoolTiming", "sum_bits"]
@@ -106,39 +106,12 @@ class GlobalSumPool(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n, g_n, pixels = self._n, self.folds, self._height * self._width
-        m.submodules.acc = acc = memory.Memory(
-            shape=data.ArrayLayout(signed(self._sum_bits), n), depth=g_n, init=[])
-        wport = acc.write_port()
-        rport = acc.read_port(domain="sync", transparent_for=(wport,))
-
         g = Signal(range(g_n), name="g")
         p = Signal(range(pixels), name="p")
-        v1, first1, last1 = Signal(), Signal(), Signal()
-        addr1 = Signal(range(g_n))
-        beat1 = Signal(fixed_layout(self._bits, n))
-
-        pending, advance, i_fire = Signal(), Signal(), Signal()
-        m.d.comb += [
-            pending.eq(v1 & last1),
-            advance.eq(~pending | self.o.ready),
-            self.i.ready.eq(advance),
-            i_fire.eq(self.i.valid & advance),
-            self.o.valid.eq(pending),
-            wport.addr.eq(addr1),
-            wport.en.eq(v1 & ~last1),
-            rport.addr.eq(g),
-            rport.en.eq(advance),
-        ]
-        for j in range(n):
-            total = Signal(signed(self._sum_bits), name=f"sum{j}")
-            m.d.comb += [total.eq(Mux(first1, beat1[j], rport.data[j] + beat1[j])),
-                         wport.data[j].eq(total), self.o.payload[j].eq(total)]
-
-        with m.If(advance):
-            m.d.sync += v1.eq(i_fire)
-            with m.If(i_fire):
-                m.d.sync += [first1.eq(p == 0), last1.eq(p == pixels - 1), addr1.eq(g),
-                             beat1.eq(self.i.payload)]
+        i_fire, totals = accumulate_stage(
+            m, self.i, self.o, name="acc", sum_shape=signed(self._sum_bits), elems=n,
+            depth=g_n, addr=g, first=p == 0, last=p == pixels - 1)
+        m.d.comb += [self.o.payload[j].eq(total) for j, total in enumerate(totals)]
         with m.If(i_fire):
             with m.If(g == g_n - 1):
                 m.d.sync += [g.eq(0), p.eq(Mux(p == pixels - 1, 0, p + 1))]
