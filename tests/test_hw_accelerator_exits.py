@@ -8,11 +8,9 @@ first and last output beats come at the cycles the cycle model predicts.  The Ve
 
 from __future__ import annotations
 
-import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from hw.accelerator import Accelerator
 from hw.axi_lite_regs import REG
@@ -21,89 +19,44 @@ from hw.generate import memory_files
 from sw.errors import UserError
 from sw.golden import GoldenModel
 from sw.network_io import load_compiled_network, write_compiled_network
+from tests.accelerator_bench import AcceleratorTB
 from tests.netfactory import random_images, random_network
 from tests.test_hw_accelerator import axil_master
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
 
-def _beats(images, ppb):
-    return [sum(int(v) << (8 * j) for j, v in enumerate(img[b * ppb:(b + 1) * ppb]))
-            for img in images for b in range(len(img) // ppb)]
-
-
 def simulate(net, init_dir, ppb, images, *, idle=0.0, stall=0.0, seed=0, registers=None):
-    """Classes, scores, tlast flags and the images each engine saw, from the Amaranth model.
+    """Classes, scores, tlast flags and the images each engine saw, from the Amaranth model;
+    timing in ``simulate.timing`` (:attr:`tests.accelerator_bench.AcceleratorTB.timing`).
 
     ``registers`` (a dict) receives, after the last result, EXITS and every EXITj_TAKEN
     (``"exits"``, ``"taken"``) and the counters after a CTRL clear (``"cleared"``)."""
     acc = Accelerator(net, init_dir=init_dir, pixels_per_beat=ppb)
     axil_write, axil_read = axil_master(acc)
-    n, b, c = len(images), net.input.pixels // ppb, net.classes
-    beats = _beats(images, ppb)
-    got = []
     engine_beats = [0] * len(net.layers)
-    t_in, t_out, t_end = [], [], []
-
-    async def feed(ctx):
-        rng = random.Random(seed)
-        for k, word in enumerate(beats):
-            while rng.random() < idle:
-                ctx.set(acc.s_axis_tvalid, 0)
-                await ctx.tick()
-            ctx.set(acc.s_axis_tdata, word)
-            ctx.set(acc.s_axis_tlast, int(k % b == b - 1))
-            ctx.set(acc.s_axis_tvalid, 1)
-            while True:
-                _, _, ready = await ctx.tick().sample(acc.s_axis_tready)
-                if ready:
-                    if k % b == 0:
-                        t_in.append(cycle[0])
-                    break
-        ctx.set(acc.s_axis_tvalid, 0)
-
     taps = [x for e in acc.engines for x in (e.o.valid, e.o.ready)]
 
-    cycle = [0]
+    def count(tap):
+        for i in range(len(net.layers)):
+            engine_beats[i] += bool(tap[2 * i] and tap[2 * i + 1])
 
-    async def drain(ctx):
-        rng = random.Random(seed + 1)
-        while len(got) < n * (1 + c):
-            ready = rng.random() >= stall
-            ctx.set(acc.m_axis_tready, int(ready))
-            _, _, valid, data, last, *tap = await ctx.tick().sample(
-                acc.m_axis_tvalid, acc.m_axis_tdata, acc.m_axis_tlast, *taps)
-            if valid and ready:
-                if len(got) % (1 + c) == 0:
-                    t_out.append(cycle[0])
-                if last:
-                    t_end.append(cycle[0])
-                got.append((data, last))
-            for i in range(len(net.layers)):
-                engine_beats[i] += bool(tap[2 * i] and tap[2 * i + 1])
-            cycle[0] += 1
-            assert cycle[0] < 100_000, "accelerator hung"
-        if registers is not None:
-            ctx.set(acc.m_axis_tready, 0)
-            exits = len(net.exits)
-            registers["exits"] = await axil_read(ctx, REG["EXITS"])
-            registers["taken"] = [await axil_read(ctx, REG["EXIT_BASE"] + 4 * j)
-                                  for j in range(exits + 1)]       # one past: reads 0
-            await axil_write(ctx, REG["CTRL"], 1)
-            registers["cleared"] = [await axil_read(ctx, REG["EXIT_BASE"] + 4 * j)
-                                    for j in range(exits)]
+    async def read_counters(ctx):
+        exits = len(net.exits)
+        registers["exits"] = await axil_read(ctx, REG["EXITS"])
+        registers["taken"] = [await axil_read(ctx, REG["EXIT_BASE"] + 4 * j)
+                              for j in range(exits + 1)]       # one past: reads 0
+        await axil_write(ctx, REG["CTRL"], 1)
+        registers["cleared"] = [await axil_read(ctx, REG["EXIT_BASE"] + 4 * j)
+                                for j in range(exits)]
 
-    sim = Simulator(acc)
-    sim.add_clock(1e-8)
-    sim.add_testbench(feed)
-    sim.add_testbench(drain)
-    sim.run()
-    out = np.array(got, dtype=np.int64).reshape(n, 1 + c, 2)
-    scores = out[:, 1:, 0]
-    scores = np.where(scores >= 1 << 31, scores - (1 << 32), scores)
+    tb = AcceleratorTB(acc, ppb)
+    classes, scores, lasts = tb.run(images, idle=idle, stall=stall, seed=seed, taps=taps,
+                                    on_cycle=count,
+                                    after=read_counters if registers is not None else None)
+    simulate.timing = tb.timing
     seen = [eb // l.neuron_folds for eb, l in zip(engine_beats, net.layers)]
-    simulate.timing = (t_in, t_out, t_end)
-    return out[:, 0, 0], scores, out[:, :, 1], seen
+    return classes, scores, lasts, seen
 
 
 NETS = {

@@ -9,13 +9,11 @@ lost, even with deliberately shallow FIFOs the pipeline only slows)."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from amaranth.sim import Simulator
 
 from hw.residual_accelerator import (
     ResidualAccelerator,
@@ -27,6 +25,7 @@ from hw.residual_accelerator import (
 from sw.errors import UserError
 from sw.golden import GoldenModel
 from sw.network_io import load_network
+from tests.accelerator_bench import AcceleratorTB
 from tests.modelfactory import resnet_images, train_resnet_briefly
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -63,66 +62,22 @@ def simulate(acc, images, *, idle=0.0, stall=0.0, seed=0, limit=200_000, registe
     ``registers`` (a dict) receives, after the last result, register values by name (and
     ``"cleared"``: IMAGES_DONE and STATUS after a CTRL clear); ``bad_tlast``: an input beat
     index whose tlast is inverted."""
-    net = acc.net
-    n, c = len(images), net.classes
-    beats = [int(v) for img in images for v in img]           # PPB = 1
-    b = net.input.pixels
-    got, t_in, t_out, t_end = [], [], [], []
-    cycle = [0]
 
-    async def feed(ctx):
-        rng = random.Random(seed)
-        for k, word in enumerate(beats):
-            while rng.random() < idle:
-                ctx.set(acc.s_axis_tvalid, 0)
-                await ctx.tick()
-            ctx.set(acc.s_axis_tdata, word)
-            ctx.set(acc.s_axis_tlast, int(k % b == b - 1) ^ int(k == bad_tlast))
-            ctx.set(acc.s_axis_tvalid, 1)
-            while True:
-                _, _, ready = await ctx.tick().sample(acc.s_axis_tready)
-                if ready:
-                    if k % b == 0:
-                        t_in.append(cycle[0])
-                    break
-        ctx.set(acc.s_axis_tvalid, 0)
+    async def read_registers(ctx):
+        from hw.axi_lite_regs import REG
+        from tests.test_hw_accelerator import axil_master
+        write, read = axil_master(acc)
+        for name in ("ID", "CONFIG", "STATUS", "IMAGES_DONE", "LAYER_BASE"):
+            registers[name] = await read(ctx, REG[name])
+        await write(ctx, REG["CTRL"], 1)
+        registers["cleared"] = (await read(ctx, REG["IMAGES_DONE"]),
+                                await read(ctx, REG["STATUS"]))
 
-    async def drain(ctx):
-        rng = random.Random(seed + 1)
-        while len(got) < n * (1 + c):
-            ready = rng.random() >= stall
-            ctx.set(acc.m_axis_tready, int(ready))
-            _, _, valid, data, last = await ctx.tick().sample(
-                acc.m_axis_tvalid, acc.m_axis_tdata, acc.m_axis_tlast)
-            if valid and ready:
-                if len(got) % (1 + c) == 0:
-                    t_out.append(cycle[0])
-                if last:
-                    t_end.append(cycle[0])
-                got.append((data, last))
-            cycle[0] += 1
-            assert cycle[0] < limit, f"accelerator hung ({len(got)} output beats)"
-        if registers is not None:
-            from hw.axi_lite_regs import REG
-            from tests.test_hw_accelerator import axil_master
-            write, read = axil_master(acc)
-            ctx.set(acc.m_axis_tready, 0)
-            for name in ("ID", "CONFIG", "STATUS", "IMAGES_DONE", "LAYER_BASE"):
-                registers[name] = await read(ctx, REG[name])
-            await write(ctx, REG["CTRL"], 1)
-            registers["cleared"] = (await read(ctx, REG["IMAGES_DONE"]),
-                                    await read(ctx, REG["STATUS"]))
-
-    sim = Simulator(acc)
-    sim.add_clock(1e-8)
-    sim.add_testbench(feed)
-    sim.add_testbench(drain)
-    sim.run()
-    out = np.array(got, dtype=np.int64).reshape(n, 1 + c, 2)
-    scores = out[:, 1:, 0]
-    scores = np.where(scores >= 1 << 31, scores - (1 << 32), scores)
-    simulate.timing = (t_in, t_out, t_end)
-    return out[:, 0, 0], scores, out[:, :, 1]
+    tb = AcceleratorTB(acc, PPB)
+    result = tb.run(images, idle=idle, stall=stall, seed=seed, limit=limit, bad_tlast=bad_tlast,
+                    after=read_registers if registers is not None else None)
+    simulate.timing = tb.timing
+    return result
 
 
 def _accelerator(net, d, **kwargs):
