@@ -345,14 +345,7 @@ def build(args: argparse.Namespace) -> dict:
             report = {"board": board.name, "title": board.title, "part": board.part,
                       "clock_mhz": args.clock, "clock_source": args.clock_source,
                       "network": net.name, "folding": _fold_summary(net), **built}
-            add_resource_tables(report, board)
-            report["seconds"] = round(time.monotonic() - start, 1)
-            # Paths inside the temporary directory become the final ones (relative to the
-            # build directory where a value is a path), as it is renamed into place.
-            report = _final_paths(report, work, out)
-            (work / _REPORT).write_text(json.dumps(json_safe(report), indent=1,
-                                                   allow_nan=False) + "\n")
-            (work / _REPORT_MD).write_text(resource_markdown(report))
+            report = _write_report(report, board, work, out, start)
     finally:
         step.close()
     report["out"] = str(out)
@@ -423,12 +416,7 @@ def _build_residual(board, args, out: Path) -> dict:
                 report["timing_proxy"] = {"supported_clock_mhz": supported, "basis": why}
                 if args.clock_source != "given with --clock":
                     report["clock_mhz"], report["clock_source"] = supported, why
-            add_resource_tables(report, board)
-            report["seconds"] = round(time.monotonic() - start, 1)
-            report = _final_paths(report, work, out)
-            (work / _REPORT).write_text(json.dumps(json_safe(report), indent=1,
-                                                   allow_nan=False) + "\n")
-            (work / _REPORT_MD).write_text(resource_markdown(report))
+            report = _write_report(report, board, work, out, start)
     finally:
         step.close()
     report["out"] = str(out)
@@ -487,6 +475,19 @@ def _with_kept_logs(exc: UserError, work: Path, out: Path) -> UserError:
     for b in bases:
         msg = msg.replace(b, str(kept))
     return UserError(msg)
+
+
+def _write_report(report: dict, board, work: Path, out: Path, start: float) -> dict:
+    """Finish ``report`` (resource tables, seconds) and write report.json and report.md into
+    the temporary build directory ``work``; returns it with the final paths."""
+    add_resource_tables(report, board)
+    report["seconds"] = round(time.monotonic() - start, 1)
+    # Paths inside the temporary directory become the final ones (relative to the build
+    # directory where a value is a path), as it is renamed into place.
+    report = _final_paths(report, work, out)
+    (work / _REPORT).write_text(json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
+    (work / _REPORT_MD).write_text(resource_markdown(report))
+    return report
 
 
 def _final_paths(obj, tmp: Path, final: Path):
