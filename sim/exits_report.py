@@ -83,7 +83,7 @@ def throughput_bound(net: CompiledNetwork, taken: np.ndarray, pixels_per_beat: i
     # Each stage belongs to the layer of the next engine (the serializer: every image).
     stops = np.array([net.exits[j].after if j < len(net.exits) else len(net.layers)
                       for j in taken.tolist()])
-    reach, layer, rows = {}, 0, []
+    layer, rows = 0, []
     for info in plan_stages(plain, pixels_per_beat):
         if info.kind == "mvtu":
             layer = info.params["layer"]

@@ -12,7 +12,7 @@ exits (``net.exits``) is compared with the exit each image takes, and the per-ex
 (``sw.network_io.load_network``) gets the residual accelerator
 (:func:`hw.residual_accelerator.generate_residual`, refolded to one PE if the export's PEs
 differ) on the batch engine, its outputs compared for every image and its cycle stamps with
-:func:`hw.residual_accelerator.simulate_residual` for the first ``--model-images`` of each
+:func:`hw.residual_timing.simulate_residual` for the first ``--model-images`` of each
 shard (docs/simulation.md "Residual networks").
 
 Prints images, mismatches, accuracy, cycles per image and latency (measured vs
@@ -295,10 +295,10 @@ def _residual_reference(net, images, *, pixels_per_beat: int, cycle_model: bool 
                         start: int = 0, stop: int | None = None, golden=None,
                         model_images: int | None = None):
     """:func:`sim.reference.reference` for a residual network: golden results, and cycle
-    stamps from :func:`hw.residual_accelerator.simulate_residual` (with the golden model's
+    stamps from :func:`hw.residual_timing.simulate_residual` (with the golden model's
     gates) for the first ``model_images`` images of ``start..stop-1`` streamed from reset
     (``None``: all of them)."""
-    from hw.residual_accelerator import simulate_residual
+    from hw.residual_timing import simulate_residual
     from sw.golden import GoldenModel
 
     from .reference import Reference

@@ -15,13 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from hw.residual_accelerator import (
-    ResidualAccelerator,
-    plan_residual,
-    simulate_residual,
-    skip_fifo_depths,
-    uniform_folding,
-)
+from hw.residual_accelerator import ResidualAccelerator, plan_residual, uniform_folding
+from hw.residual_timing import simulate_residual, skip_fifo_depths
 from sw.errors import UserError
 from sw.golden import GoldenModel
 from sw.network_io import load_network
@@ -324,7 +319,8 @@ def test_cli(exported, tmp_path, capsys):
     one-line summary (depths, cycle model); a bad beat size is a one-line error."""
     import json
 
-    from hw.residual_accelerator import cycle_summary, main
+    from hw.residual_accelerator import main
+    from hw.residual_timing import cycle_summary
     net, d, _ = exported
     assert main([str(d), str(tmp_path / "out")]) == 0
     line = capsys.readouterr().out.strip()
