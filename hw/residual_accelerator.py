@@ -165,7 +165,7 @@ def value_ranges(net: ResidualNetwork) -> dict:
     monotone on each piece, so the extremes are at the pieces' ends): ``conv``
     ``[acc_min, acc_max]``; ``affine`` its two ends (saturated); ``rprelu`` its ends and
     ``d = 0, -1``; ``add`` the sums (saturated); ``avgpool2x2`` the input's; ``dup_channels``
-    tiled; ``global_sumpool`` ``H*W`` times; ``linear`` ``bias + sum`` over the box."""
+    tiled; ``global_sumpool`` ``H*W`` times, shifted; ``linear`` ``bias + sum`` over the box."""
     from sw import fixed_point as fp
     rng: dict = {}
     for node in net.nodes:
@@ -194,7 +194,8 @@ def value_ranges(net: ResidualNetwork) -> dict:
             y = np.stack([np.tile(lo, node.attrs["factor"]), np.tile(hi, node.attrs["factor"])])
         elif node.op == "global_sumpool":
             x = net.tensor(node.inputs[0])
-            y = np.stack([lo, hi]) * (x.shape[0] * x.shape[1])
+            y = fp.round_shift(np.stack([lo, hi]) * (x.shape[0] * x.shape[1]),
+                               node.attrs["shift"])
         else:   # linear
             w = np.asarray(c["weight"], dtype=object)
             b = np.asarray(c["bias"], dtype=object)

@@ -14,7 +14,7 @@ networks (version 4)"), its widths and constants taken from the network.
   ``affine``): ``signed_bits(acc_min, acc_max)`` of its layer, the layer engine's
   ``acc_width`` (:attr:`hw.mvtu.MatrixVectorThresholdUnit.acc_width`) for ``"scores"``
   layers, so the engine's score beats of ``PE = E`` lanes feed the unit as they are;
-* the ``int`` tensor of ``global_sumpool``: :func:`hw.global_sumpool.sum_bits`.
+* the ``int`` tensor of ``global_sumpool``: :func:`hw.global_sumpool.sum_bits` (with its shift).
 
 It builds no pipeline (the composition with forks, skip FIFOs and the conv engines is
 elsewhere).
@@ -52,7 +52,7 @@ def tensor_bits(net: ResidualNetwork, name: str) -> int:
         src = net.producer(name)
         if src is not None and src.op == "global_sumpool":
             x = net.tensor(src.inputs[0])
-            return sum_bits(x.bits, x.shape[0] * x.shape[1])
+            return sum_bits(x.bits, x.shape[0] * x.shape[1], src.attrs["shift"])
     raise ValueError(f"tensor {name} ({t.type}) is not carried by a fixed-point unit")
 
 
@@ -84,7 +84,8 @@ def node_unit(net: ResidualNetwork, node: Node, elems_per_beat: int):
                            factor=a["factor"])
     if node.op == "global_sumpool":
         h, w, ch = x.shape
-        return GlobalSumPool(channels=ch, height=h, width=w, elems_per_beat=n, bits=x.bits)
+        return GlobalSumPool(channels=ch, height=h, width=w, elems_per_beat=n, bits=x.bits,
+                             shift=a["shift"])
     if node.op == "binarize":
         return Binarize(channels=x.channels, elems_per_beat=n, bits=x.bits,
                         activation=a["activation"], thresholds=c["thresholds"].tolist())

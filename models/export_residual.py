@@ -136,7 +136,8 @@ def compile_resnet(model: ResNet, name: str = "resnet", source: dict | None = No
         s = add(nm["add"], "add", [y, r], (oh, ow, cout), "fixed")
         q = affine(nm["bn2"], s, (oh, ow, cout), block.bn2)
     channels = tensors[-1].shape[-1]
-    pooled = add("pool", "global_sumpool", [q], (channels,), "int")
+    pooled = add("pool", "global_sumpool", [q], (channels,), "int",
+                 {"shift": model.head.input_shift})
     k = _constants(model.head.constants, "node classifier")
     add("classifier", "linear", [pooled], (model.classes,), "int",
         {"weight_bits": model.head.weight_bits, "logit_scale": float(k["logit_scale"])},
@@ -194,7 +195,7 @@ def resnet_taps(model: ResNet, pixels) -> tuple[dict[str, np.ndarray], dict[int,
         taps[nm["add"]] = _ints(s)
         q = block.bn2.forward_int(s)
         taps[nm["bn2"]] = _ints(q)
-    sums = global_sum_pool_int(q)
+    sums = global_sum_pool_int(q, model.head.input_shift)
     taps["pool"] = _ints(sums)
     taps["scores"] = _ints(model.head.forward_int(sums))
     return taps, gates

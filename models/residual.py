@@ -122,9 +122,10 @@ def duplicate_channels(x: torch.Tensor, factor: int) -> torch.Tensor:
     return x if factor == 1 else torch.cat([x] * factor, dim=-1)
 
 
-def global_sum_pool_int(x: torch.Tensor) -> torch.Tensor:
-    """NHWC int64 -> ``(B, C)`` exact sums over H and W (the 1/(H*W) goes into the logit scale)."""
-    return x.sum(dim=(1, 2))
+def global_sum_pool_int(x: torch.Tensor, shift: int = 0) -> torch.Tensor:
+    """NHWC int64 -> ``(B, C)`` sums over H and W, ``round_shift(sum, shift)`` (the rest of
+    the ``1/(H*W)`` goes into the logit scale), as :func:`sw.fixed_point.global_sum_pool`."""
+    return round_shift_int(x.sum(dim=(1, 2)), shift)
 
 
 def threshold_levels_int(x: torch.Tensor, thresholds) -> torch.Tensor:
@@ -452,8 +453,9 @@ class ResidualBlock(nn.Module):
 class FixedPointLinear(nn.Module):
     """The classifier on the global sum pool: integer scores with a positive float logit scale.
 
-    Input: the ``(B, C)`` sums over ``pool_size`` positions of residual codes (real sums in
-    training).  Weights are quantised per tensor to ``weight_bits``-bit signed integers,
+    Input: the ``(B, C)`` sums over ``pool_size`` positions of residual codes, each divided by
+    ``2**input_shift`` with round half up by the pool (:func:`global_sum_pool_int`; real sums
+    in training).  Weights are quantised per tensor to ``weight_bits``-bit signed integers,
     ``w_int = clamp(floor(w / s + 1/2), -Q, Q)``, ``Q = 2**(weight_bits-1) - 1``,
     ``s = max|w| / Q`` (fake-quantised with a straight-through gradient in training).
 
@@ -461,19 +463,26 @@ class FixedPointLinear(nn.Module):
     floor(bias / lsb + 1/2)`` (a signed :data:`sw.fixed_point.ADD_BITS`-bit integer, else a
     one-line error) and ``logits = scores * lsb`` with ``lsb = s / (pool_size * 2**frac)``
     (:meth:`logit_scale`, > 0: the argmax of the scores is the argmax of the logits).
-    Training computes ``logits = (sums / pool_size) @ (w_int * s).T + bias``, the same map.
+    Training computes ``logits = (sums / pool_size) @ (w_int * s).T + bias``, the same map
+    (but for the pool's rounding).  ``input_shift`` keeps the scores narrow: a ResNet-20's
+    exact sums over 8x8 positions need 35-bit scores, its averages (shift 6) 30 bits.
     """
 
     def __init__(self, in_features: int, classes: int, pool_size: int,
-                 fmt: FixedPointFormat = RESIDUAL_FORMAT, weight_bits: int = 8):
+                 fmt: FixedPointFormat = RESIDUAL_FORMAT, weight_bits: int = 8,
+                 input_shift: int = 0):
         super().__init__()
         _check_channels(in_features, "in_features")
         _check_channels(classes, "classes")
         _check_channels(pool_size, "pool_size")
         if not isinstance(weight_bits, int) or not 2 <= weight_bits <= 16:
             raise ValueError(f"weight_bits must be an int in 2..16, not {weight_bits!r}")
+        if not isinstance(input_shift, int) or isinstance(input_shift, bool) \
+                or not 0 <= input_shift <= max(0, math.ceil(math.log2(pool_size))):
+            raise ValueError(f"input_shift must be an int in 0..ceil(log2(pool_size = "
+                             f"{pool_size})), not {input_shift!r}")
         self.fmt = _check_format(fmt)
-        self.pool_size, self.weight_bits = pool_size, weight_bits
+        self.pool_size, self.weight_bits, self.input_shift = pool_size, weight_bits, input_shift
         bound = 1.0 / math.sqrt(in_features)
         self.weight = nn.Parameter(torch.empty(classes, in_features).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.zeros(classes))
@@ -488,8 +497,8 @@ class FixedPointLinear(nn.Module):
         return m / self.qmax if m > 0 else 1.0
 
     def logit_scale(self) -> float:
-        """``lsb = s / (pool_size * 2**frac)``: logits = scores * lsb."""
-        return self.weight_step() / (self.pool_size * self.fmt.scale)
+        """``lsb = s * 2**input_shift / (pool_size * 2**frac)``: logits = scores * lsb."""
+        return self.weight_step() * (1 << self.input_shift) / (self.pool_size * self.fmt.scale)
 
     def constants(self) -> dict:
         """``{"weight": (classes, C) int64, "bias": (classes,) int64, "logit_scale": float}``."""
@@ -505,7 +514,8 @@ class FixedPointLinear(nn.Module):
         return {"weight": w.astype(np.int64), "bias": bias.astype(np.int64), "logit_scale": lsb}
 
     def forward_int(self, sums: torch.Tensor) -> torch.Tensor:
-        """int64 ``(B, C)`` sums of codes -> int64 ``(B, classes)`` scores."""
+        """int64 ``(B, C)`` pooled codes (sums shifted by ``input_shift``) -> int64
+        ``(B, classes)`` scores."""
         k = self.constants()
         return sums @ _i64(k["weight"], sums).t() + _i64(k["bias"], sums)
 
@@ -544,6 +554,10 @@ class ResNet(nn.Module):
         thermometer.
     classes, weight_bits
         The classifier (:class:`FixedPointLinear`).
+    pool_shift
+        The global pool divides its sums by ``2**pool_shift`` (round half up) before the
+        classifier (0: exact sums; ``log2(H*W)`` of the last map: the average, which keeps a
+        ResNet-20's scores within the 32-bit output beat).
     fmt_bits, fmt_frac
         The residual :class:`sw.fixed_point.FixedPointFormat` (at most 24 bits).
 
@@ -556,7 +570,8 @@ class ResNet(nn.Module):
                  widths: Sequence[int] = (16, 32, 64), blocks: int | Sequence[int] = 3,
                  activation: str = "sign", classes: int = 10,
                  thermometer_thresholds: Sequence[int] | None = None, weight_bits: int = 8,
-                 fmt_bits: int = RESIDUAL_FORMAT.bits, fmt_frac: int = RESIDUAL_FORMAT.frac):
+                 fmt_bits: int = RESIDUAL_FORMAT.bits, fmt_frac: int = RESIDUAL_FORMAT.frac,
+                 pool_shift: int = 0):
         super().__init__()
         if len(input_shape) != 3 or any(not isinstance(d, int) or d < 1 for d in input_shape):
             raise ValueError(f"input_shape must be three positive ints (C, H, W), not {input_shape!r}")
@@ -594,7 +609,8 @@ class ResNet(nn.Module):
                 layers.append(block)
                 h, w, channels = block.out_map
         self.blocks = nn.ModuleList(layers)
-        self.head = FixedPointLinear(channels, self.classes, h * w, self.fmt, weight_bits)
+        self.head = FixedPointLinear(channels, self.classes, h * w, self.fmt, weight_bits,
+                                     pool_shift)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, P) pixels -> the stem's input ``(B, H, W, C*T)`` of ±1 thermometer bits."""
@@ -622,7 +638,7 @@ class ResNet(nn.Module):
     def scores(self, pixels: torch.Tensor) -> torch.Tensor:
         """Eval: (B, P) pixels -> int64 ``(B, classes)`` scores (logits = scores * logit scale)."""
         q = self.residual_codes(pixels)[-1]
-        return self.head.forward_int(global_sum_pool_int(q))
+        return self.head.forward_int(global_sum_pool_int(q, self.head.input_shift))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, P) pixels in 0..255 (HWC order) -> (B, classes) float32 logits."""
@@ -728,7 +744,8 @@ class ResNet(nn.Module):
                 "widths": list(self.widths), "blocks": list(self.stage_blocks),
                 "activation": self.activation, "classes": self.classes,
                 "weight_bits": self.weight_bits,
-                "fmt_bits": self.fmt.bits, "fmt_frac": self.fmt.frac}
+                "fmt_bits": self.fmt.bits, "fmt_frac": self.fmt.frac,
+                "pool_shift": self.head.input_shift}
 
 
 def _set_statistics(norm: QuantBatchNorm, inputs: list[torch.Tensor]) -> None:
@@ -745,14 +762,16 @@ def _set_statistics(norm: QuantBatchNorm, inputs: list[torch.Tensor]) -> None:
 
 
 def tiny_resnet(activation: str = "sign", input_shape: Sequence[int] = (1, 16, 16),
-                thermometer_levels: int = 2, classes: int = 10) -> ResNet:
+                thermometer_levels: int = 2, classes: int = 10, pool_shift: int = 0) -> ResNet:
     """A small test network: widths 8/16, one block per stage (16x16 -> 8x8)."""
     return ResNet(input_shape=input_shape, thermometer_levels=thermometer_levels,
-                  widths=(8, 16), blocks=1, activation=activation, classes=classes)
+                  widths=(8, 16), blocks=1, activation=activation, classes=classes,
+                  pool_shift=pool_shift)
 
 
 def resnet20(activation: str = "frac2", classes: int = 10) -> ResNet:
     """FracBNN's CIFAR-10 ResNet-20 topology: 32x32x3 input, 32 thermometer levels per channel
-    (96 binary input channels), widths 16/32/64 with 3 blocks per stage."""
+    (96 binary input channels), widths 16/32/64 with 3 blocks per stage, global average pool
+    (``pool_shift`` 6 over the 8x8 map)."""
     return ResNet(input_shape=(3, 32, 32), thermometer_levels=32, widths=(16, 32, 64),
-                  blocks=3, activation=activation, classes=classes)
+                  blocks=3, activation=activation, classes=classes, pool_shift=6)

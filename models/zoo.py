@@ -30,6 +30,7 @@ A residual network (:class:`models.residual.ResNet`, fixed-point shortcut path) 
     blocks = 3                # blocks per stage (one int, or one per stage)
     activation = "frac2"      # "sign" or "frac2" in every block
     classes = 10              # optional: weight_bits (classifier), fmt_bits, fmt_frac
+    pool_shift = 6            # optional: the global pool's sums / 2**pool_shift (6: 8x8 average)
 
     [recipe]                  # training defaults (see RECIPE_KEYS); missing keys take DEFAULT_RECIPE
     epochs = 5
@@ -139,7 +140,8 @@ KINDS = ("binary", "resnet")
 _NETWORK_KEYS = ("input_shape", "thermometer_levels", "hidden", "activation", "classes",
                  "dropout", "thermometer_thresholds", "convs", "exits", "batch_norm")
 _RESNET_KEYS = ("input_shape", "thermometer_levels", "thermometer_thresholds", "widths",
-                "blocks", "activation", "classes", "weight_bits", "fmt_bits", "fmt_frac")
+                "blocks", "activation", "classes", "weight_bits", "fmt_bits", "fmt_frac",
+                "pool_shift")
 #: Methods a residual network trains with (dfa/drtp need a layer chain).
 _RESNET_METHODS = ("bp", "selfbin")
 

@@ -69,6 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stall-percent", type=int, default=0,
                    help="random output backpressure, 0..99 %% of the cycles (both engines; "
                         "cycle stamps are then not compared; cocotb runs its test_images)")
+    p.add_argument("--gating", choices=("on", "off"), default="on",
+                   help="off: open every gate of the gated (frac2-input) layers, so each "
+                        "computes both planes of every output (FracBNN without gating; the "
+                        "golden model follows: sw.gating); default on")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--model-images", type=int, default=None, metavar="N",
                    help="residual networks: compare the cycle stamps of the first N images of "
@@ -168,7 +172,8 @@ def _export(checkpoint: Path, out_dir: Path) -> Path:
 
 
 def _summary_lines(s: dict) -> list[str]:
-    lines = [f"network          {s['network']}  ({s['engine']} engine, {s['pixels_per_beat']} pixels/beat)",
+    lines = [f"network          {s['network']}  ({s['engine']} engine, {s['pixels_per_beat']} pixels/beat"
+             + (", gating off: every gate open" if s.get("gating_mode") == "off" else "") + ")",
              f"images           {s['images']}" + (
                  f" in {s['shards']} shards (each streamed from reset; timing lines: shard 0)"
                  if s.get("shards", 1) > 1 else ""),
@@ -277,6 +282,23 @@ def _generate_residual(args, net, net_dir: Path, design_dir: Path):
     return net
 
 
+def _gates_opened(net, out_dir: Path):
+    """``--gating off``: the network with every gate open (:func:`sw.gating.open_gates`),
+    written to ``out_dir``; returns ``(out_dir, network)``."""
+    from sw.compiled_net import CompiledNetwork
+    from sw.gating import open_gates
+    from sw.network_io import write_compiled_network
+    from sw.residual_io import write_residual_network
+
+    gated = sum(l.gated for l in net.layers)
+    print(f"note: --gating off: the {gated} gated layer(s) compute both planes of every "
+          f"output (every gate open); results are the ungated network's", file=sys.stderr)
+    net = open_gates(net)
+    write = write_compiled_network if isinstance(net, CompiledNetwork) else write_residual_network
+    write(net, out_dir)
+    return out_dir, net
+
+
 def _design_ii(design_dir: Path) -> dict:
     """The residual design's ``cycle_model`` entry of ``design.json``."""
     import json
@@ -327,6 +349,8 @@ def run(args: argparse.Namespace) -> int:
         net_dir = args.net or _export(args.checkpoint or DEFAULT_CHECKPOINT, tmp / "net")
         net = load_network(net_dir)
         residual = not isinstance(net, CompiledNetwork)
+        if args.gating == "off":
+            net_dir, net = _gates_opened(net, tmp / "net-gates-open")
         design_dir = args.design_dir or tmp / "design"
         if residual:
             net = _generate_residual(args, net, net_dir, design_dir)
@@ -406,7 +430,7 @@ def run(args: argparse.Namespace) -> int:
                                   "early exits" if net.exits else "gating")
         if timing else None,
         "kind": "residual" if residual else "chain",
-        "gating": gating_savings(net, ref.golden.gates),
+        "gating": gating_savings(net, ref.golden.gates), "gating_mode": args.gating,
         "sim_speed": speed, "build_seconds": build_s, **extra,
     }
     if summary["timing"]:

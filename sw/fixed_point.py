@@ -224,17 +224,18 @@ def duplicate_channels(x, factor: int) -> np.ndarray:
     return np.concatenate([x] * factor, axis=-1)
 
 
-def global_sum_pool(x) -> np.ndarray:
-    """Global pool of NHWC codes: the exact int64 sum over H and W, ``(B, C)``.
+def global_sum_pool(x, shift: int = 0) -> np.ndarray:
+    """Global pool of NHWC codes: ``round_shift(sum over H and W, shift)``, int64 ``(B, C)``.
 
-    The average's ``1 / (H*W)`` is not applied here: the classifier folds it into its
-    positive float logit scale, so the pool needs no division and rounds nothing.  The sum
-    needs ``bits + ceil(log2(H*W))`` bits.
+    The sum is exact (``bits + ceil(log2(H*W))`` bits); ``shift`` divides it by
+    ``2**shift``, rounding half up (``log2(H*W)`` for a power-of-2 map: the average; 0: the
+    sum).  The rest of the average's ``1 / (H*W)`` is in the classifier's positive float
+    logit scale, so the pool needs no other division.
     """
     x = _ints(x, "x")
     if x.ndim != 4:
         raise ValueError(f"global_sum_pool needs an NHWC tensor, not shape {x.shape}")
-    return x.sum(axis=(1, 2))
+    return round_shift(x.sum(axis=(1, 2)), shift)
 
 
 def step_thresholds(bias, steps, fmt: FixedPointFormat) -> np.ndarray:

@@ -52,7 +52,7 @@ def run_node(net: ResidualNetwork, node: Node, ins: list[np.ndarray], convs: dic
     if op == "dup_channels":
         return fx.duplicate_channels(x, a["factor"]), None
     if op == "global_sumpool":
-        return fx.global_sum_pool(x), None
+        return fx.global_sum_pool(x, a["shift"]), None
     if op == "linear":
         return x @ c["weight"].T + c["bias"], None
     raise AssertionError(f"unknown op {op}")   # the data model refuses it

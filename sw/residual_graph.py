@@ -70,7 +70,7 @@ BIAS_BITS = ADD_BITS
 #: Scalar attributes each op has in JSON (besides name, op, inputs, outputs, memories).
 _ATTRS = {"thermometer": (), "conv": ("layer", "kernel", "stride", "pad"),
           "binarize": ("activation",), "affine": ("shift",), "rprelu": ("shift",), "add": (),
-          "avgpool2x2": (), "dup_channels": ("factor",), "global_sumpool": (),
+          "avgpool2x2": (), "dup_channels": ("factor",), "global_sumpool": ("shift",),
           "linear": ("weight_bits", "logit_scale")}
 #: Constant arrays each op holds.
 _CONSTANTS = {"binarize": ("thresholds",), "affine": ("mult", "add"),
@@ -511,6 +511,10 @@ def _check_node(net: ResidualNetwork, node: Node, ins: list[TensorSpec], out: Te
         expect((x.shape[0], x.shape[1], x.channels * a["factor"]), "fixed", x.fmt)
     elif op == "global_sumpool":
         spatial(x, ("fixed",))
+        pixels = x.shape[0] * x.shape[1]
+        most = math.ceil(math.log2(pixels)) if pixels > 1 else 0
+        need(a["shift"] <= most, f"shift {a['shift']} divides a sum of {pixels} values by more "
+                                 f"than their count; use a shift in 0..{most}")
         expect((x.channels,), "int")
     elif op == "linear":
         src = producers.get(x.name)

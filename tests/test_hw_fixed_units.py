@@ -218,20 +218,29 @@ def test_avgpool_extremes():
     np.testing.assert_array_equal(unpack(got, bits, 1), want.reshape(-1))
 
 
-@pytest.mark.parametrize("channels,n,h,w,bits",
-                         [(1, 1, 1, 1, 4), (4, 2, 3, 5, 8), (6, 3, 4, 4, 16), (8, 8, 2, 3, 16),
-                          (4, 1, 8, 8, 32)])
+@pytest.mark.parametrize("channels,n,h,w,bits,shift",
+                         [(1, 1, 1, 1, 4, 0), (4, 2, 3, 5, 8, 0), (6, 3, 4, 4, 16, 0),
+                          (8, 8, 2, 3, 16, 0), (4, 1, 8, 8, 32, 0), (4, 2, 3, 5, 8, 3),
+                          (4, 2, 3, 5, 8, 4), (6, 3, 4, 4, 16, 4), (4, 1, 8, 8, 16, 6),
+                          (2, 2, 2, 2, 4, 1)])
 @pytest.mark.parametrize("flow", range(len(FLOW)))
-def test_global_sumpool(channels, n, h, w, bits, flow):
+def test_global_sumpool(channels, n, h, w, bits, shift, flow):
     from hw.global_sumpool import GlobalSumPool
-    rng = np.random.default_rng(channels + h * w + bits + flow)
-    x = corner_codes(rng, (3, h, w, channels), bits, 0.3)
+    rng = np.random.default_rng(channels + h * w + bits + flow + 7 * shift)
+    x = corner_codes(rng, (4, h, w, channels), bits, 0.3)
     x[0] = -(1 << (bits - 1))          # the most negative sum
-    x[1, ..., 0] = (1 << (bits - 1)) - 1
-    want = fp.global_sum_pool(x)
-    dut = GlobalSumPool(channels=channels, height=h, width=w, elems_per_beat=n, bits=bits)
+    x[1] = (1 << (bits - 1)) - 1       # the most positive
+    if shift:                          # ties of the rounding: sums of +-2**(shift-1) (mod 2**shift)
+        x[2] = 0
+        x[2, 0, 0] = 1 << (shift - 1) if bits > shift else 1
+        x[2, 0, 0, 0] = -(1 << (shift - 1)) if bits > shift else -1
+    want = fp.global_sum_pool(x, shift)
+    dut = GlobalSumPool(channels=channels, height=h, width=w, elems_per_beat=n, bits=bits,
+                        shift=shift)
     s = dut.out_bits
+    # The width holds the extremes and is the narrowest that does.
     assert -(1 << (s - 1)) <= want.min() and want.max() < (1 << (s - 1))
+    assert s == 2 or want.min() < -(1 << (s - 2)) or want.max() >= (1 << (s - 2))
     idle, stall = FLOW[flow]
     got = run_stage(dut, pack(x, bits, n), want.size // n, idle=idle, stall=stall, seed=flow)
     np.testing.assert_array_equal(unpack(got, dut.out_bits, n), want.reshape(-1))

@@ -195,6 +195,10 @@ def test_torch_ops_equal_numpy_ops(seed):
     assert torch.equal(rs.avg_pool_2x2_int(_t(q)), _t(fx.avg_pool_2x2(q)))
     assert torch.equal(rs.duplicate_channels(_t(q), 2), _t(fx.duplicate_channels(q, 2)))
     assert torch.equal(rs.global_sum_pool_int(_t(q)), _t(fx.global_sum_pool(q)))
+    for shift in (1, 3):
+        assert torch.equal(rs.global_sum_pool_int(_t(q), shift), _t(fx.global_sum_pool(q, shift)))
+        assert np.array_equal(fx.global_sum_pool(q, shift),
+                              np.floor(q.sum(axis=(1, 2)) / 2 ** shift + 0.5).astype(np.int64))
     thr = np.sort(_codes(rng, (c, 3), fmt), axis=1)
     assert torch.equal(rs.threshold_levels_int(_t(q), thr), _t(fx.threshold_levels(q, thr)))
     assert fmt.contains(fx.affine(acc, mult, shift, add, fmt))
@@ -293,7 +297,7 @@ def _np_resnet_scores(model, pixels):
         q = _np_block(q, block.integer_constants(), block)
         codes.append(q)
     head = model.head.constants()
-    return codes, fx.global_sum_pool(q) @ head["weight"].T + head["bias"]
+    return codes, fx.global_sum_pool(q, model.head.input_shift) @ head["weight"].T + head["bias"]
 
 
 def _randomise(module, rng):

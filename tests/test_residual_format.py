@@ -47,7 +47,8 @@ def _trained(activation, steps=8, seed=0):
     """A tiny ResNet after a few training steps (non-trivial batch-norm statistics, RPReLU
     parameters moved off their initial values)."""
     torch.manual_seed(seed)
-    model = rs.tiny_resnet(activation)
+    # frac2 with an averaging pool (shift 3 of the 8x8 map's 6), sign with the exact sum.
+    model = rs.tiny_resnet(activation, pool_shift=3 if activation == "frac2" else 0)
     return train_resnet_briefly(model, _images(model, 128, seed), steps, split=128)
 
 
