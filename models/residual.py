@@ -714,7 +714,6 @@ class ResNet(nn.Module):
             raise ValueError(f"batch must be a positive int, not {batch!r}")
         if len(pixels) < 1:
             raise ValueError("recalibration needs at least one image")
-        norms = self.batch_norms()
         self.train()
         self.freeze_batch_norm(True)
         try:

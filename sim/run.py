@@ -271,9 +271,6 @@ def _generate_residual(args, net, net_dir: Path, design_dir: Path):
     and return the network with the folding it was generated with."""
     from hw.residual_accelerator import generate_residual, resolve_folding
 
-    if args.engine != "batch":
-        raise UserError(f"{net.name} is a residual network: the cocotb testbench runs layer "
-                        f"chains only; use --engine batch")
     net, note = resolve_folding(net, args.fold)
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -323,7 +320,7 @@ def _residual_reference(net, images, *, pixels_per_beat: int, cycle_model: bool 
     from hw.residual_timing import simulate_residual
     from sw.golden import GoldenModel
 
-    from .reference import Reference
+    from .reference import Reference, expected_registers
 
     golden = golden if golden is not None else GoldenModel(net).run(
         np.asarray(images, dtype=np.uint8))
@@ -334,7 +331,7 @@ def _residual_reference(net, images, *, pixels_per_beat: int, cycle_model: bool 
         gates = [None if g is None else g[start:start + n] for g in golden.gates]
         t = simulate_residual(net, n, pixels_per_beat=pixels_per_beat, gates=gates).timing
         accept, output = np.asarray(t.input_start), np.asarray(t.output_start)
-    return Reference(golden, accept, output, {})
+    return Reference(golden, accept, output, expected_registers(net, pixels_per_beat))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -514,6 +511,8 @@ def _run_cocotb(args, net, design_dir, images, ref):
     """The cocotb testbench: ``test_cycles`` (full rate, cycle stamps) or, with
     ``--stall-percent``, ``test_images`` with that much random output backpressure (outputs
     and counters checked, no cycle stamps: ``accept``/``output`` are ``None``)."""
+    from sw.compiled_net import CompiledNetwork
+
     from .cosim import TestbenchSpec, run_testbench
 
     stalled = args.stall_percent > 0
@@ -521,7 +520,8 @@ def _run_cocotb(args, net, design_dir, images, ref):
     spec = TestbenchSpec(images, ref.golden.classes, ref.golden.scores, args.pixels_per_beat,
                          registers=ref.registers, pred_accept=ref.accept, pred_output=ref.output,
                          idle_prob=0.0, stall_prob=args.stall_percent / 100, seed=args.seed,
-                         layer_outputs=layer_outputs_seen(net, ref.golden),
+                         layer_outputs=layer_outputs_seen(net, ref.golden)
+                         if isinstance(net, CompiledNetwork) else None,   # no residual taps yet
                          exit_counts=exit_counts(net, ref.golden.exits) if net.exits else None)
     print(f"running the cocotb testbench on {len(images)} images"
           f"{f' with {args.stall_percent} % output backpressure' if stalled else ''} ...",

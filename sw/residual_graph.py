@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .compiled_net import (FORMAT, MAX_LAYER_WEIGHTS, MAX_MAP_VALUES, InputSpec, LayerSpec,
+from .compiled_net import (FORMAT, MAX_MAP_VALUES, InputSpec, LayerSpec,
                            OutputSpec, _check_layer_folding, _is_int, _layer_json)
 from .errors import UserError
 from .fixed_point import ADD_BITS, MAX_SHIFT, MULT_BITS, FixedPointFormat

@@ -85,11 +85,23 @@ def test_sim_run_residual(resnet_export, random_images, tmp_path, capsys):
     assert status == 0 and "first 5 images of each shard" in out and "PASS" in out
 
 
-def test_sim_run_residual_refusals(resnet_export, random_images, tmp_path, capsys):
-    """The cocotb engine and a pixels-per-beat the stream cannot take are one-line errors."""
+def test_sim_run_residual_cocotb(resnet_export, random_images, tmp_path, capsys):
+    """``--engine cocotb``: registers, every output and every cycle stamp at full rate; with
+    ``--stall-percent`` every output under backpressure."""
     import sim.run as simrun
-    with pytest.raises(UserError, match="cocotb testbench runs layer chains only"):
-        simrun.main(["--net", str(resnet_export), "--images", "2", "--engine", "cocotb"])
+    for extra in ([], ["--stall-percent", "40"]):
+        status = simrun.main(["--net", str(resnet_export), "--images", "6", "--engine", "cocotb",
+                              "--model-images", "0", "--build-root", str(tmp_path / "build"),
+                              *extra])
+        out = capsys.readouterr().out
+        assert status == 0, out
+        assert "mismatches       0" in out and "PASS: every output bit-exact" in out
+        assert ("cycle model      agrees exactly" in out) == (not extra)
+
+
+def test_sim_run_residual_refusals(resnet_export, random_images, tmp_path, capsys):
+    """A pixels-per-beat the stream cannot take is a one-line error."""
+    import sim.run as simrun
     with pytest.raises(UserError, match="not a multiple of 5"):
         simrun.main(["--net", str(resnet_export), "--images", "2", "--pixels-per-beat", "5"])
 

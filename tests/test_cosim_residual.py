@@ -1,0 +1,70 @@
+"""cocotb (sim/tb_accelerator.py) on the emitted Verilog of a residual accelerator: the fork,
+skip FIFO and add of every block, the fixed-point units (affine, RPReLU, 2x2 average pool,
+channel duplication, global pool with its shift, classifier) and the gated engines, with
+random input idle and output backpressure: registers, every class and score exact, and at full
+rate every image's first input and output cycle equal to the residual cycle model; and
+``python -m sim.run --engine cocotb`` on a residual network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sim.cosim import TestbenchSpec, run_testbench
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+torch.set_num_threads(1)
+PPB = 8
+
+
+@pytest.fixture(scope="module")
+def design(tmp_path_factory):
+    """A tiny frac2 ResNet (8x8, widths 4/8: a stride-2 block with pool and duplication; the
+    global pool averages with shift 2) and its generated design."""
+    from hw.residual_accelerator import generate_residual
+    from models import residual as rs
+    from models.export_residual import export_resnet
+    from sim.run import _residual_reference
+    from sw.network_io import load_network
+    from tests.modelfactory import resnet_images, train_resnet_briefly
+
+    torch.manual_seed(0)
+    model = rs.ResNet(input_shape=(1, 8, 8), thermometer_levels=2, widths=(4, 8), blocks=1,
+                      activation="frac2", classes=4, pool_shift=2)
+    model = train_resnet_briefly(model, resnet_images(model, 64, 0), 4, split=32)
+    root = tmp_path_factory.mktemp("cosim_res")
+    images = resnet_images(model, 10, seed=9)
+    export_resnet(model, root / "net", images, name="tiny_frac2_avg", vectors=0)
+    generate_residual(root / "net", root / "design", pixels_per_beat=PPB)
+    net = load_network(root / "net")
+    from hw.residual_accelerator import resolve_folding
+    net, _ = resolve_folding(net)
+    ref = _residual_reference(net, images, pixels_per_beat=PPB)
+    return net, root, images, ref
+
+
+def test_cocotb_residual_exact_under_traffic_and_cycle_exact(design):
+    net, root, images, ref = design
+    assert any(n.op == "global_sumpool" and n.attrs["shift"] == 2 for n in net.nodes)
+    assert {"add", "avgpool2x2", "dup_channels", "rprelu"} <= {n.op for n in net.nodes}
+    assert any(l.gated for l in net.layers)
+    spec = TestbenchSpec(images, ref.golden.classes, ref.golden.scores, PPB,
+                         registers=ref.registers, pred_accept=ref.accept, pred_output=ref.output,
+                         idle_prob=0.3, stall_prob=0.4, seed=5)
+    tests = ("test_registers", "test_images", "test_cycles")
+    result = run_testbench(root / "design", spec, tests=tests, run_dir=root / "run")
+    assert result.tests == len(tests) and result.ok, result.failure_summary()
+    assert result.report["test_cycles"]["output"] == (ref.output - ref.accept[0]).tolist()
+
+
+def test_cocotb_residual_catches_a_wrong_score(design):
+    """The same run with one expected score off by one fails (the check can fail)."""
+    net, root, images, ref = design
+    scores = ref.golden.scores.copy()
+    scores[3, 1] += 1
+    spec = TestbenchSpec(images, ref.golden.classes, scores, PPB, registers=ref.registers,
+                         idle_prob=0.3, stall_prob=0.4, seed=5)
+    result = run_testbench(root / "design", spec, tests=("test_images",),
+                           run_dir=root / "run_bad")
+    assert not result.ok
