@@ -124,8 +124,11 @@ class BoardShell(wiring.Component):
 
     Parameters
     ----------
-    net : CompiledNetwork
-        The network (with the folding the design is generated for).
+    net : CompiledNetwork or ResidualNetwork
+        The network (with the folding the design is generated for): a layer chain
+        (:class:`hw.accelerator.Accelerator`) or a residual network
+        (:class:`hw.residual_accelerator.ResidualAccelerator`, one PE for every convolution);
+        both have the same ports, registers and framing.
     init_dir : path
         Directory of the ``.mem`` files (only read in ``rom_mode="sim"``).
     pixels_per_beat : int
@@ -145,7 +148,12 @@ class BoardShell(wiring.Component):
 
         if rom_mode not in ("sim", "verilog"):
             raise ValueError(f"rom_mode must be 'sim' or 'verilog', not {rom_mode!r}")
-        plan_stages(net, pixels_per_beat)   # validates pixels_per_beat
+        from sw.compiled_net import CompiledNetwork
+        if isinstance(net, CompiledNetwork):
+            plan_stages(net, pixels_per_beat)   # validates pixels_per_beat
+        else:                                   # a residual (version 4) network
+            from .residual_accelerator import plan_residual
+            plan_residual(net, pixels_per_beat)
         self._net, self._ppb, self._rom_mode = net, pixels_per_beat, rom_mode
         self._init_dir = init_dir
         self._adapter = DmaFramingAdapter(
@@ -181,9 +189,13 @@ class BoardShell(wiring.Component):
         axil = {name: getattr(self, name) for name in self.signature.members
                 if name.startswith("s_axil_")}
         if self._rom_mode == "sim":
+            from sw.compiled_net import CompiledNetwork
+
             from .accelerator import Accelerator
-            m.submodules.accel = core = Accelerator(self._net, init_dir=self._init_dir,
-                                                    pixels_per_beat=self._ppb, rom_mode="sim")
+            from .residual_accelerator import ResidualAccelerator
+            kind = Accelerator if isinstance(self._net, CompiledNetwork) else ResidualAccelerator
+            m.submodules.accel = core = kind(self._net, init_dir=self._init_dir,
+                                             pixels_per_beat=self._ppb, rom_mode="sim")
             for name, member in core.signature.members.items():
                 outer = acc.get(name, axil.get(name))
                 if member.flow == In:

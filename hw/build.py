@@ -173,23 +173,16 @@ def _check_fit(board, estimate: dict, what: str) -> None:
 
 
 def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
-    from amaranth.back import verilog
-
-    from .board_shell import SHELL_NAME, BoardShell
-    from .generate import generate, memory_files
+    from .generate import generate
     from .logic_depth import proxy_clock_mhz
-    from .vivado import check_rom_files, constraints_xdc, ooc_xdc, project_tcl
     from .yosys_estimate import yosys_estimate
 
     step("generate RTL")
     rtl = work / "rtl"
     generate(net_dir, rtl, fold=args.fold, pixels_per_beat=args.pixels_per_beat,
              writable_params=args.writable_params, ram_style=args.ram_style_spec)
-    shell = BoardShell(net, pixels_per_beat=args.pixels_per_beat, rom_mode="verilog")
-    (rtl / f"{SHELL_NAME}.v").write_text(verilog.convert(shell, name=SHELL_NAME, emit_src=False))
+    _write_board_shell(net, rtl, args)
     design = json.loads((rtl / "design.json").read_text())
-    roms = memory_files(net)
-    check_rom_files(rtl, roms)    # an empty ROM would not stop Vivado
 
     report = {"design": {k: design[k] for k in ("pixels_per_beat", "classes", "cycle_model",
                                                 "ram_style", "memories", "stages", "exits")}}
@@ -211,6 +204,31 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
         _check_fit(board, analytic, "the analytic estimate")
 
     step("Vivado project script")
+    _write_vivado_project(board, net, work, args)
+    return report
+
+
+def _write_board_shell(net, rtl: Path, args) -> None:
+    """The board shell (:class:`hw.board_shell.BoardShell`: DMA framing around the
+    generated ``fracbnn_top``) as ``rtl/fracbnn_shell.v``, for a chain or residual network."""
+    from amaranth.back import verilog
+
+    from .board_shell import SHELL_NAME, BoardShell
+    shell = BoardShell(net, pixels_per_beat=args.pixels_per_beat, rom_mode="verilog")
+    (rtl / f"{SHELL_NAME}.v").write_text(verilog.convert(shell, name=SHELL_NAME, emit_src=False))
+
+
+def _write_vivado_project(board, net, work: Path, args) -> None:
+    """Constraints and ``create_project.tcl`` (the block design with the PS, the AXI DMA and
+    the shell) for the design in ``work/rtl``, after checking its ROM files (an empty ROM
+    would not stop Vivado)."""
+    from .board_shell import SHELL_NAME
+    from .generate import memory_files
+    from .vivado import check_rom_files, constraints_xdc, ooc_xdc, project_tcl
+
+    rtl = work / "rtl"
+    roms = memory_files(net)
+    check_rom_files(rtl, roms)
     (work / "constraints.xdc").write_text(constraints_xdc(board))
     (work / "ooc.xdc").write_text(ooc_xdc(args.clock))
     (work / "create_project.tcl").write_text(project_tcl(
@@ -219,7 +237,6 @@ def _build_zynq(board, net, net_dir, work: Path, args, step) -> dict:
                    *(["rtl/fracbnn_ram.v"] if args.writable_params else [])],
         roms=[(f"rtl/{name}", depth) for name, _, depth in roms],
         board_repos=args.board_repo))
-    return report
 
 
 def _build_ecp5(board, net, net_dir, work: Path, args, step) -> dict:
@@ -360,10 +377,11 @@ def _is_residual(net_dir) -> bool:
 
 
 def _build_residual(board, args, out: Path) -> dict:
-    """``hw.build`` of a residual (version 4) network: the residual accelerator's RTL
-    (:func:`hw.residual_accelerator.generate_residual`) and its Yosys estimate.  There is no
-    board shell (DMA framing) nor analytic resource model for it yet: no Vivado project is
-    written, and ECP5 boards are refused."""
+    """``hw.build`` of a residual (version 4) network on a Zynq board: the residual
+    accelerator's RTL (:func:`hw.residual_accelerator.generate_residual`), the board shell
+    (the same DMA framing, ports and registers as a chain's), its Yosys estimate (the fit
+    check: there is no analytic resource model for it) and the Vivado project script (run when
+    Vivado is on PATH, as for chains).  ECP5 boards are refused (no self-test top yet)."""
     from sw.network_io import load_network
 
     from .residual_accelerator import generate_residual, resolve_folding
@@ -374,8 +392,8 @@ def _build_residual(board, args, out: Path) -> dict:
                         f"self-test top the residual accelerator does not have yet; use a Zynq "
                         f"board (e.g. --board ultra96 --no-vivado) for its Yosys estimate")
     if args.no_estimate:
-        raise UserError("a residual network's build is its Yosys estimate (no board shell or "
-                        "Vivado project yet): drop --no-estimate")
+        raise UserError("a residual network's fit check is its Yosys estimate (there is no "
+                        "analytic resource model for it yet): drop --no-estimate")
     if args.writable_params or getattr(args, "ram_style", "auto") != "auto":
         raise UserError("--writable-params / --ram-style: the residual accelerator has ROM "
                         "parameters placed by the auto rule only; drop them")
@@ -385,7 +403,7 @@ def _build_residual(board, args, out: Path) -> dict:
                         f"{ZYNQ_MAX_PIXELS_PER_BEAT} (the {board.title}'s AXI DMA), not "
                         f"{args.pixels_per_beat}")
     net, note = resolve_folding(load_network(args.net), args.fold)
-    steps = ["generate RTL", "Yosys"]
+    steps = ["generate RTL", "Yosys", "Vivado project script"]
     step = _Steps(steps, args.quiet)
     start = time.monotonic()
     try:
@@ -395,6 +413,7 @@ def _build_residual(board, args, out: Path) -> dict:
             rtl = work / "rtl"
             generate_residual(work / "net", rtl, pixels_per_beat=args.pixels_per_beat,
                               fold=args.fold)
+            _write_board_shell(net, rtl, args)
             design = json.loads((rtl / "design.json").read_text())
             step(f"Yosys synth_xilinx -family {board.yosys_family}")
             try:
@@ -415,11 +434,15 @@ def _build_residual(board, args, out: Path) -> dict:
                 supported, why = proxy_clock_mhz(est["timing_proxy"])
                 report["timing_proxy"] = {"supported_clock_mhz": supported, "basis": why}
                 if args.clock_source != "given with --clock":
+                    args.clock, args.clock_source = supported, why
                     report["clock_mhz"], report["clock_source"] = supported, why
+            step("Vivado project script")
+            _write_vivado_project(board, net, work, args)
             report = _write_report(report, board, work, out, start)
     finally:
         step.close()
     report["out"] = str(out)
+    _maybe_run_vivado(out, report, args)
     return report
 
 
@@ -620,9 +643,6 @@ def _summary_lines(r: dict) -> list[str]:
                          f"{p.get('whs_ns')} ns at the PS's {p.get('pl_clock_mhz')} MHz")
         elif not v["ran"]:
             lines.append(f"vivado    not on PATH; to build the bitstream run:\n          {v['command']}")
-    if r.get("kind") == "residual":
-        lines.append("vivado    no board shell for the residual accelerator yet: no Vivado "
-                     "project written (this build is the Yosys estimate)")
     if r.get("resources"):
         lines.append("which estimate to trust for what: see report.md (Yosys: cells after "
                      "synthesis, LUT an upper estimate; model: for folding; Vivado's "

@@ -144,3 +144,22 @@ def test_hw_build_residual_refusals(resnet_export, tmp_path):
         with pytest.raises(UserError, match=match):
             build(parse_args(base + extra + ["--out", str(tmp_path / "b")]))
         assert not (tmp_path / "b").exists()
+
+
+def test_hw_build_residual_writes_shell_and_vivado_project(resnet_export, tmp_path):
+    """``python -m hw.build --board ultra96 --net <residual export> --no-vivado``: the Yosys
+    estimate fits, and the board shell and the Vivado project script are written for the
+    residual design (its engines' ROM files listed, the shell around ``fracbnn_top``)."""
+    from hw.build import build, parse_args
+    out = tmp_path / "b"
+    report = build(parse_args(["--board", "ultra96", "--net", str(resnet_export), "--no-vivado",
+                               "--quiet", "--out", str(out)]))
+    assert report["kind"] == "residual"
+    y = report["estimate"]["yosys"]
+    assert 0 < y["lut"] < 70_560 and y["ff"] > 0
+    tcl = (out / "create_project.tcl").read_text()
+    assert "rtl/fracbnn_shell.v" in tcl and "rtl/fracbnn_top.v" in tcl
+    assert "rtl/L0_weights.mem" in tcl
+    shell = (out / "rtl" / "fracbnn_shell.v").read_text()
+    assert "fracbnn_top" in shell and "module fracbnn_shell" in shell
+    assert (out / "constraints.xdc").is_file() and (out / "report.json").is_file()
