@@ -68,3 +68,26 @@ def test_cocotb_residual_catches_a_wrong_score(design):
     result = run_testbench(root / "design", spec, tests=("test_images",),
                            run_dir=root / "run_bad")
     assert not result.ok
+
+
+def test_board_shell_runs_a_residual_network(design):
+    """The board shell (DMA framing) around the residual accelerator, Amaranth simulation:
+    one DMA packet of three images gives their classes and scores, TLAST on the last word."""
+    from tests.pynq_sim import _Device
+
+    net, root, images, ref = design
+    rtl = _Device(net, root / "design", PPB, max_cycles=200_000)
+    try:
+        raw = np.ascontiguousarray(images[:3]).reshape(-1, PPB)
+        beats = [int.from_bytes(row.tobytes(), "little") for row in raw]
+        sent, _, _, done = rtl.call("dma", beats, 0, "send", 100_000)
+        assert done and sent == len(beats)
+        words = 3 * (1 + net.classes)
+        _, got, last, done = rtl.call("dma", [], words, "recv", 100_000)
+        assert done and last and len(got) == words
+    finally:
+        rtl.close()
+    want = []
+    for k in range(3):
+        want += [int(ref.golden.classes[k])] + [int(s) & 0xFFFFFFFF for s in ref.golden.scores[k]]
+    assert got == want
