@@ -63,6 +63,7 @@ __all__ = [
     "PlanStage",
     "ResidualAccelerator",
     "ResidualPlan",
+    "fixed_elems_per_beat",
     "generate_residual",
     "plan_residual",
     "score_range_bits",
@@ -77,7 +78,9 @@ __all__ = [
 @dataclass
 class PlanStage:
     """One stream stage: ``kind`` ``thermometer``, ``convert``, ``pad``, ``window``, ``mvtu``,
-    ``fixed`` (a fixed-point node's unit, ``node``), or ``serializer``."""
+    ``narrow`` (:class:`hw.fixed_narrow.FixedNarrow` after an engine: ``PE`` scores per beat
+    to ``fixed_elems``; ``layer``), ``fixed`` (a fixed-point node's unit, ``node``), or
+    ``serializer``."""
 
     kind: str
     name: str
@@ -101,10 +104,34 @@ class PlanBlock:
 
 @dataclass
 class ResidualPlan:
+    """``elems_per_beat``: the engines' ``PE``; ``fixed_elems``: elements per beat of every
+    fixed-point stream (:func:`fixed_elems_per_beat`)."""
+
     items: list
     elems_per_beat: int
     score_bits: int
     blocks: list = field(default_factory=list)
+    fixed_elems: int = 0
+
+    def __post_init__(self):
+        if not self.fixed_elems:
+            self.fixed_elems = self.elems_per_beat
+
+
+def fixed_elems_per_beat(net: ResidualNetwork) -> int:
+    """Elements per beat of the fixed-point streams: the smallest divisor ``N`` of the
+    engines' ``PE`` with which no fixed-point tensor needs more beats per image than the
+    slowest engine's cycles per image with every gate closed (``out pixels * NF * SF``, a
+    lower bound of its time).  So the fixed-point units (a multiplier per lane for batch norm
+    and RPReLU) are as narrow as the throughput allows: a ResNet-20 at PE 16 needs 2 lanes
+    (its 32x32x16 maps: 8,192 beats against the engines' 9,216 cycles), not 16."""
+    pe = net.layers[0].folding.pe
+    bound = max(l.conv.out_height * l.conv.out_width * l.neuron_folds * l.synapse_folds
+                for l in net.layers)
+    sizes = [math.prod(net.tensor(node.output).shape) for node in net.nodes
+             if net.tensor(node.output).type in ("fixed", "acc")]
+    return next(n for n in range(1, pe + 1) if pe % n == 0
+                and all(size % n == 0 and size // n <= bound for size in sizes))
 
 
 def uniform_folding(net: ResidualNetwork, max_pe: int = 16) -> list[Folding]:
@@ -215,6 +242,13 @@ def score_range_bits(net: ResidualNetwork) -> int:
     return max(2, signed_bits(int(min(lo)), int(max(hi))))
 
 
+def narrow_unit(net: ResidualNetwork, layer, plan: ResidualPlan):
+    """The :class:`hw.fixed_narrow.FixedNarrow` after ``layer``'s engine in ``plan``."""
+    from .fixed_narrow import FixedNarrow
+    return FixedNarrow(bits=tensor_bits(net, net.conv_node(layer.index).output),
+                       in_elems=plan.elems_per_beat, out_elems=plan.fixed_elems)
+
+
 def _consumers(net: ResidualNetwork) -> dict:
     out: dict = {}
     for node in net.nodes:
@@ -242,6 +276,7 @@ def plan_residual(net: ResidualNetwork, pixels_per_beat: int, *,
                         f"streams need one PE for every convolution; refold with "
                         f"hw.residual_accelerator.uniform_folding")
     e = pes[0]
+    f = fixed_elems_per_beat(net)
     cons = _consumers(net)
     state = {"count": pixels_per_beat * net.input.levels, "elem": BIT,
              "size": net.input.bits}
@@ -269,14 +304,16 @@ def plan_residual(net: ResidualNetwork, pixels_per_beat: int, *,
                 height=c.padded_height, width=c.padded_width, kernel=c.kernel,
                 stride=c.stride, simd=simd)))
             out.append(PlanStage("mvtu", f"mvtu{i}", layer=layer))
+            if f != e:
+                out.append(PlanStage("narrow", f"narrow{i}", layer=layer))
             return out
         x = net.tensor(node.inputs[0])
-        if x.shape[-1] % e:
+        if x.shape[-1] % f:
             raise UserError(f"node {node.name}: {x.shape[-1]} channels are not a multiple of "
-                            f"the {e} elements per beat")
+                            f"the {f} elements per beat")
         if node.op == "binarize":
             t = net.tensor(node.output)
-            state.update(count=e, elem=BIT if t.type == "bit" else ML_PAIR,
+            state.update(count=f, elem=BIT if t.type == "bit" else ML_PAIR,
                          size=math.prod(t.shape))
         return [PlanStage("fixed", node.name, node=node)]
 
@@ -329,7 +366,7 @@ def plan_residual(net: ResidualNetwork, pixels_per_beat: int, *,
         raise UserError(f"classifier {lin.name}'s scores need {width} bits, more than the "
                         f"{SCORE_BEAT_BITS}-bit output beat")
     items.append(PlanStage("serializer", "serializer"))
-    return ResidualPlan(items, e, width, blocks)
+    return ResidualPlan(items, e, width, blocks, f)
 
 
 # ----------------------------------------------------------------------------- hardware
@@ -453,7 +490,7 @@ class ResidualAccelerator(wiring.Component):
         return m
 
     def _build(self, m: Module, items: list, upstream):
-        e = self._plan.elems_per_beat
+        e = self._plan.fixed_elems
         for item in items:
             if isinstance(item, PlanBlock):
                 m.submodules[f"{item.name}_fork"] = fork = StreamFork(upstream.payload.shape(), 2)
@@ -468,6 +505,8 @@ class ResidualAccelerator(wiring.Component):
                 continue
             if item.kind == "mvtu":
                 comp = self._engines[item.layer.index]
+            elif item.kind == "narrow":
+                comp = narrow_unit(self._net, item.layer, self._plan)
             elif item.kind == "fixed":
                 comp = node_unit(self._net, item.node, e)
             else:
@@ -525,7 +564,8 @@ def generate_residual(export_dir, outdir, *, pixels_per_beat: int = 1, fold=None
         shutil.copyfile(WAIVER_FILE, tmp / WAIVER_FILE.name)
         doc = {"top": TOP_NAME, "network": net.name, "kind": "residual",
                "pixels_per_beat": pixels_per_beat, "classes": net.classes,
-               "elems_per_beat": acc.elems_per_beat, "score_bits": acc.plan.score_bits,
+               "elems_per_beat": acc.elems_per_beat, "fixed_elems": acc.plan.fixed_elems,
+               "score_bits": acc.plan.score_bits,
                "folding": [l.folding.to_json() for l in net.layers],
                "skip_fifo_depths": acc.skip_depths,
                "cycle_model": residual_timing.cycle_summary(net, pixels_per_beat),
@@ -557,7 +597,8 @@ def main(argv=None) -> int:
     doc = json.loads((out / "design.json").read_text())
     cm = ", ".join(f"{k}: latency {v['latency']}, II {v['ii']} cycles/image"
                    for k, v in doc["cycle_model"].items())
-    print(f"wrote {out}: E = {doc['elems_per_beat']}, {doc['score_bits']}-bit scores, "
+    print(f"wrote {out}: E = {doc['elems_per_beat']} (fixed-point streams "
+          f"{doc['fixed_elems']}), {doc['score_bits']}-bit scores, "
           f"skip FIFO depths {doc['skip_fifo_depths']}; {cm}")
     return 0
 

@@ -18,7 +18,7 @@ from sw.residual_graph import ResidualNetwork
 
 from .cycle_model import CycleModelResult
 from .output_serializer import SerializerTiming, argmax_latency
-from .residual_accelerator import PlanBlock, plan_residual
+from .residual_accelerator import PlanBlock, narrow_unit, plan_residual
 from .residual_units import node_unit
 from .stream_fork import ForkTiming
 from .sync_fifo_timing import SyncFifoTiming
@@ -139,8 +139,10 @@ def _models(net, plan, items, gates, n, depths):
             layer = item.layer
             out.append(_engine_model(layer, gates[layer.index], np.ones(n, dtype=bool),
                                      engine_timing(layer)))
+        elif item.kind == "narrow":
+            out.append(_timing_of_unit(narrow_unit(net, item.layer, plan)))
         elif item.kind == "fixed":
-            out.append(_timing_of_unit(node_unit(net, item.node, plan.elems_per_beat)))
+            out.append(_timing_of_unit(node_unit(net, item.node, plan.fixed_elems)))
         else:
             out.append(SerializerTiming(net.classes, net.classes, argmax_latency(1, False)))
     return out, blocks

@@ -252,7 +252,7 @@ def run(args) -> dict:
         clock, why = proxy_clock_mhz(est["timing_proxy"]) if est.get("timing_proxy") \
             else (None, "no timing proxy")
         report["yosys"] = {"lut": int(est["lut"]), "ff": int(est["ff"]),
-                           "bram36": float(est["bram36"]), "dsp": int(est["dsp"]),
+                           "bram36": float(est["bram"]), "dsp": int(est["dsp"]),
                            "proxy_clock_mhz": clock, "proxy_basis": why,
                            "seconds": round(time.monotonic() - t0, 1)}
     for c in cycles.values():

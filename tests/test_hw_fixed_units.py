@@ -514,3 +514,29 @@ def test_documented_latency_and_rate():
     dup = DupChannels(channels=c, elems_per_beat=n, bits=16, factor=3)
     _, t_in, t_out, _ = simulate_stage(dup, beats, 3 * len(beats))
     assert t_out == list(range(1, 3 * len(beats) + 1))
+
+
+# --------------------------------------------------------------------------- narrowing
+
+
+@pytest.mark.parametrize("w,n,bits", [(16, 2, 22), (16, 16, 8), (8, 1, 16), (6, 3, 5), (4, 2, 32)])
+@pytest.mark.parametrize("flow", range(len(FLOW)))
+def test_fixed_narrow(w, n, bits, flow):
+    """Every element in order, the timing model equal to the RTL in every cycle."""
+    from hw.fixed_narrow import FixedNarrow
+    rng = np.random.default_rng(w + n + bits + flow)
+    x = corner_codes(rng, (7, w), bits, 0.3)
+    dut = FixedNarrow(bits=bits, in_elems=w, out_elems=n)
+    idle, stall = FLOW[flow]
+    got = run_stage(dut, pack(x, bits, w), x.size // n, idle=idle, stall=stall, seed=flow)
+    np.testing.assert_array_equal(unpack(got, bits, n).reshape(-1), x.reshape(-1))
+
+
+def test_fixed_narrow_rate_and_rejects():
+    from hw.fixed_narrow import FixedNarrow
+    dut = FixedNarrow(bits=8, in_elems=8, out_elems=2)
+    _, t_in, t_out, _ = simulate_stage(dut, pack(np.arange(24) % 100, 8, 8), 12)
+    assert t_out == list(range(1, 13))              # one narrow beat per cycle, latency 1
+    assert t_in == [0, 4, 8]                        # the next wide beat with the last piece
+    with pytest.raises(ValueError, match="must divide"):
+        FixedNarrow(bits=8, in_elems=8, out_elems=3)

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from hw.residual_accelerator import ResidualAccelerator, plan_residual, uniform_folding
+from hw.residual_accelerator import (ResidualAccelerator, plan_residual, refold_residual,
+                                     uniform_folding)
 from hw.residual_timing import simulate_residual, skip_fifo_depths
 from sw.errors import UserError
 from sw.golden import GoldenModel
@@ -327,7 +328,33 @@ def test_cli(exported, tmp_path, capsys):
     assert "\n" not in line and "skip FIFO depths" in line and "II" in line
     doc = json.loads((tmp_path / "out" / "design.json").read_text())
     assert doc["cycle_model"] == cycle_summary(net, PPB)
-    assert doc["cycle_model"]["open"]["ii"] == (576 if not net.layers[-1].gated else 1152)
+    # The engines' bound (64 pixels x SF 9, both planes with gates open); the one-lane
+    # fixed-point streams (fixed_elems 1 of PE 4) add at most 2 %.
+    bound = 576 if not net.layers[-1].gated else 1152
+    assert doc["fixed_elems"] == 1 and doc["elems_per_beat"] == 4
+    assert bound <= doc["cycle_model"]["open"]["ii"] <= 1.02 * bound
     assert main([str(d), str(tmp_path / "bad"), "--pixels-per-beat", "5"]) == 2
     assert "not a multiple of 5" in capsys.readouterr().out
     assert not (tmp_path / "bad").exists()
+
+
+def test_resnet20_fixed_point_streams_are_two_lanes():
+    """ResNet-20 at the benchmark's folding (PE 16, stem SIMD 96): the fixed-point units need
+    2 lanes (the 32x32x16 maps' 8,192 beats per image stay under the engines' 9,216
+    cycles), each engine is followed by a 16 -> 2 narrowing stage; at the exporter's
+    folding (stem SIMD 32: 27,648 cycles) one lane is enough."""
+    from hw.residual_accelerator import fixed_elems_per_beat, narrow_unit
+    from models.export_residual import compile_resnet
+    from models.residual import resnet20
+    from sim.resnet_bench import BENCH_FOLDING
+    from sw.compiled_net import Folding
+    torch.manual_seed(0)
+    net = compile_resnet(resnet20().eval(), "r20")
+    assert fixed_elems_per_beat(refold_residual(net, uniform_folding(net))) == 1
+    net = refold_residual(net, [Folding(pe=f["pe"], simd=f["simd"]) for f in BENCH_FOLDING])
+    plan = plan_residual(net, 8, check_scores=False)
+    assert (plan.elems_per_beat, plan.fixed_elems, fixed_elems_per_beat(net)) == (16, 2, 2)
+    narrows = [s for s in plan.items if getattr(s, "kind", None) == "narrow"]
+    narrows += [s for b in plan.blocks for s in b.main if s.kind == "narrow"]
+    assert sorted(s.layer.index for s in narrows) == list(range(len(net.layers)))
+    assert narrow_unit(net, net.layers[0], plan).pieces == 8
