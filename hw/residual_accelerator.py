@@ -559,7 +559,12 @@ def generate_residual(export_dir, outdir, *, pixels_per_beat: int = 1, fold=None
                 write_mem(tmp / mems[-1], memory_words(layer, kind), width)
         acc = ResidualAccelerator(net, init_dir=tmp, pixels_per_beat=pixels_per_beat,
                                   rom_mode="verilog")
-        (tmp / f"{TOP_NAME}.v").write_text(convert_flat(acc, TOP_NAME))
+        stages = _stage_list(acc.plan.items)
+        # Each engine's output stream keeps its names (the testbench's layer taps).
+        keep = [name for k, st in enumerate(stages[:-1]) if st["kind"] == "mvtu"
+                for name in (f"{st['name']}.o__valid", f"{st['name']}.o__payload",
+                             f"{stages[k + 1]['name']}.i__ready")]
+        (tmp / f"{TOP_NAME}.v").write_text(convert_flat(acc, TOP_NAME, keep=keep))
         shutil.copyfile(VERILOG_ROM_SOURCE, tmp / VERILOG_ROM_SOURCE.name)
         shutil.copyfile(WAIVER_FILE, tmp / WAIVER_FILE.name)
         doc = {"top": TOP_NAME, "network": net.name, "kind": "residual",
@@ -567,11 +572,42 @@ def generate_residual(export_dir, outdir, *, pixels_per_beat: int = 1, fold=None
                "elems_per_beat": acc.elems_per_beat, "fixed_elems": acc.plan.fixed_elems,
                "score_bits": acc.plan.score_bits,
                "folding": [l.folding.to_json() for l in net.layers],
+               "stages": stages,
+               "layers": [_layer_doc(l, eng) for l, eng in zip(net.layers, acc.engines)],
                "skip_fifo_depths": acc.skip_depths,
                "cycle_model": residual_timing.cycle_summary(net, pixels_per_beat),
                "files": [f"{TOP_NAME}.v", VERILOG_ROM_SOURCE.name, WAIVER_FILE.name, *mems]}
         (tmp / "design.json").write_text(json.dumps(doc, indent=2) + "\n")
     return outdir
+
+
+def _stage_list(items: list) -> list[dict]:
+    """The plan's stages in stream order (a block: its fork, main path, shortcut and add), as
+    ``design.json``'s ``stages`` (``kind``, ``name``, ``layer`` for engines and narrowing
+    stages): an engine's consumer is the next entry (:func:`sim.reference.layer_taps`)."""
+    out = []
+    for item in items:
+        if isinstance(item, PlanBlock):
+            out.append({"kind": "fork", "name": f"{item.name}_fork"})
+            out += _stage_list(item.main) + _stage_list(item.skip)
+            out.append({"kind": "fixed", "name": item.name})
+            continue
+        entry = {"kind": item.kind, "name": item.name}
+        if item.layer is not None:
+            entry["layer"] = item.layer.index
+        out.append(entry)
+    return out
+
+
+def _layer_doc(layer, engine) -> dict:
+    """A convolution's ``design.json`` entry (what the testbench's layer taps read: its
+    engine emits ``NF`` beats of ``PE`` signed ``acc_width``-bit scores per output pixel)."""
+    return {"index": layer.index, "name": layer.name, "out": layer.out,
+            "in_features": layer.in_features, "out_features": layer.out_features,
+            "in_bits": layer.in_bits, "pe": layer.folding.pe, "simd": layer.folding.simd,
+            "synapse_folds": layer.synapse_folds, "neuron_folds": layer.neuron_folds,
+            "vectors": layer.vectors_per_image, "conv": layer.conv.to_json(), "pool": 0,
+            "levels": 0, "acc_width": engine.acc_width}
 
 
 def main(argv=None) -> int:

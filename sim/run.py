@@ -521,7 +521,7 @@ def _run_cocotb(args, net, design_dir, images, ref):
                          registers=ref.registers, pred_accept=ref.accept, pred_output=ref.output,
                          idle_prob=0.0, stall_prob=args.stall_percent / 100, seed=args.seed,
                          layer_outputs=layer_outputs_seen(net, ref.golden)
-                         if isinstance(net, CompiledNetwork) else None,   # no residual taps yet
+                         if isinstance(net, CompiledNetwork) else ref.golden.layer_outputs,
                          exit_counts=exit_counts(net, ref.golden.exits) if net.exits else None)
     print(f"running the cocotb testbench on {len(images)} images"
           f"{f' with {args.stall_percent} % output backpressure' if stalled else ''} ...",

@@ -51,15 +51,20 @@ def test_cocotb_residual_exact_under_traffic_and_cycle_exact(design):
     assert any(l.gated for l in net.layers)
     spec = TestbenchSpec(images, ref.golden.classes, ref.golden.scores, PPB,
                          registers=ref.registers, pred_accept=ref.accept, pred_output=ref.output,
-                         idle_prob=0.3, stall_prob=0.4, seed=5)
+                         idle_prob=0.3, stall_prob=0.4, seed=5,
+                         layer_outputs=ref.golden.layer_outputs)
     tests = ("test_registers", "test_images", "test_cycles")
     result = run_testbench(root / "design", spec, tests=tests, run_dir=root / "run")
     assert result.tests == len(tests) and result.ok, result.failure_summary()
     assert result.report["test_cycles"]["output"] == (ref.output - ref.accept[0]).tolist()
+    layers = list(range(len(net.layers)))          # every convolution's accumulators tapped
+    assert result.report["test_images"]["layers_checked"] == layers
+    assert result.report["test_cycles"]["layers_checked"] == layers
 
 
 def test_cocotb_residual_catches_a_wrong_score(design):
-    """The same run with one expected score off by one fails (the check can fail)."""
+    """The same run with one expected score, or one tapped accumulator, off by one fails
+    (the checks can fail)."""
     net, root, images, ref = design
     scores = ref.golden.scores.copy()
     scores[3, 1] += 1
@@ -68,6 +73,14 @@ def test_cocotb_residual_catches_a_wrong_score(design):
     result = run_testbench(root / "design", spec, tests=("test_images",),
                            run_dir=root / "run_bad")
     assert not result.ok
+    # And a wrong accumulator of one convolution's tap.
+    taps = [t.copy() for t in ref.golden.layer_outputs]
+    taps[1][2, 5] += 1
+    spec = TestbenchSpec(images, ref.golden.classes, ref.golden.scores, PPB,
+                         registers=ref.registers, seed=5, layer_outputs=taps)
+    result = run_testbench(root / "design", spec, tests=("test_images",),
+                           run_dir=root / "run_bad_tap")
+    assert not result.ok and "'layer': 1" in result.failure_summary()
 
 
 def test_board_shell_runs_a_residual_network(design):
