@@ -147,7 +147,8 @@ def _source_checkpoint(net, explicit: Path | None) -> tuple[Path | None, str]:
 
 def compare(args: argparse.Namespace) -> dict:
     """Run the comparison; return the report (see the module docstring)."""
-    from .network_io import load_compiled_network
+    from .compiled_net import CompiledNetwork
+    from .network_io import load_compiled_network, load_network
     from .golden import GoldenModel
     from .datasets import load_images
     from .runtime import Accelerator
@@ -165,14 +166,22 @@ def compare(args: argparse.Namespace) -> dict:
             print(f"exporting {_DEFAULT_CHECKPOINT.name} ...", file=sys.stderr)
             export(_DEFAULT_CHECKPOINT, Path(tmp) / "net", progress=False)
             net_dir = Path(tmp) / "net"
-        net = load_compiled_network(net_dir)
+        # The board target drives layer chains only (the residual accelerator's board
+        # runtime is not written yet); golden and sim take residual networks too.
+        net = load_compiled_network(net_dir) if args.target == "pynq" else load_network(net_dir)
+        residual = not isinstance(net, CompiledNetwork)
         if args.target == "sim":
             # The request checked before anything slow: pixels per beat, and a kept design.
             from hw.generate import check_pixels_per_beat
 
             from .runtime import check_design, requested_network
-            want = requested_network(net, args.fold)
-            check_pixels_per_beat(want, args.pixels_per_beat)
+            if residual:
+                from hw.residual_accelerator import plan_residual, resolve_folding
+                want, _ = resolve_folding(net, args.fold)
+                plan_residual(want, args.pixels_per_beat)
+            else:
+                want = requested_network(net, args.fold)
+                check_pixels_per_beat(want, args.pixels_per_beat)
             if args.design_dir is not None and (args.design_dir / "design.json").is_file():
                 check_design(args.design_dir, want, args.pixels_per_beat,
                              export_dir=net_dir if args.fold is None else None)
@@ -225,7 +234,7 @@ def compare(args: argparse.Namespace) -> dict:
                                "golden": [int(c) for c in golden_exits[:len(net.exits)]]}
         if args.target == "sim":
             from hw.cycle_model import data_independent_ii
-            exact = (None if acc.net.exits
+            exact = (None if acc.net.exits or residual
                      else data_independent_ii(acc.net, acc.pixels_per_beat))
             out = run["first_out"]
             ii = exact if exact is not None else (

@@ -49,7 +49,8 @@ from pathlib import Path
 import numpy as np
 
 from .compiled_net import CompiledNetwork
-from .network_io import load_compiled_network
+from .network_io import load_compiled_network, load_network
+from .residual_graph import ResidualNetwork
 from .errors import UserError
 
 __all__ = ["TARGETS", "REG", "REG_ID_VALUE", "REG_VERSION_VALUE", "PARAM_WRITABLE",
@@ -473,6 +474,15 @@ class _SimBackend:
         from hw.generate import generate
         from sim import batch as simbatch
 
+        if isinstance(net, ResidualNetwork):
+            if writable_params:
+                raise UserError("writable_params: the residual accelerator has ROM parameters "
+                                "only; drop it")
+            from hw.residual_accelerator import generate_residual
+
+            def generate(net_dir, design_dir, *, fold, pixels_per_beat, writable_params):
+                generate_residual(net_dir, design_dir, pixels_per_beat=pixels_per_beat,
+                                  fold=fold)
         self._tmp = None
         if design_dir is None:
             self._tmp = tempfile.mkdtemp(prefix="fracbnn-runtime-")
@@ -483,8 +493,11 @@ class _SimBackend:
             generate(net_dir, design_dir, fold=fold, pixels_per_beat=pixels_per_beat,
                      writable_params=writable_params)
         else:
-            check_design(design_dir, net, pixels_per_beat,
-                         export_dir=net_dir if fold is None else None)
+            # The design's .mem files are the export's when its folding is the export's (a
+            # residual network refolded to one PE has them laid out anew).
+            own = fold is None and [l.folding for l in load_network(net_dir).layers] \
+                == [l.folding for l in net.layers]
+            check_design(design_dir, net, pixels_per_beat, export_dir=net_dir if own else None)
         info = json.loads((Path(design_dir) / "design.json").read_text())
         self.writable = bool(info.get("writable_params"))
         # Register writes of the loaded parameters: each run starts the simulator from
@@ -648,11 +661,18 @@ class Accelerator:
             raise UserError(f"target {target!r} needs net= (a compiled-network directory from "
                             "`python -m models.export`)")
         net_dir = None
-        if not isinstance(net, CompiledNetwork):
+        if not isinstance(net, (CompiledNetwork, ResidualNetwork)):
             net_dir = Path(net).expanduser().resolve()
-            net = load_compiled_network(net_dir)
-        net = requested_network(net, fold)
-        if target == "sim":
+            net = load_network(net_dir) if target != "pynq" else load_compiled_network(net_dir)
+        if isinstance(net, ResidualNetwork):
+            # The golden model needs no folding; the simulated design has one PE throughout.
+            if target == "sim":
+                from hw.residual_accelerator import plan_residual, resolve_folding
+                net, _ = resolve_folding(net, fold)
+                plan_residual(net, pixels_per_beat)      # a one-line error if it cannot stream
+        else:
+            net = requested_network(net, fold)
+        if target == "sim" and isinstance(net, CompiledNetwork):
             from hw.generate import check_pixels_per_beat
             check_pixels_per_beat(net, pixels_per_beat, option="pixels_per_beat")
         self._net = net

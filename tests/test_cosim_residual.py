@@ -104,3 +104,18 @@ def test_board_shell_runs_a_residual_network(design):
     for k in range(3):
         want += [int(ref.golden.classes[k])] + [int(s) & 0xFFFFFFFF for s in ref.golden.scores[k]]
     assert got == want
+
+
+def test_runtime_golden_and_sim_targets_run_a_residual_network(design, tmp_path):
+    """sw.runtime's golden and sim targets (the host side of sw.compare) take a residual
+    network: the same classes and scores as the golden model; the sim target reuses the
+    generated design after checking it is this network's."""
+    from sw.runtime import Accelerator
+    net, root, images, ref = design
+    for target, extra in (("golden", {}),
+                          ("sim", {"design_dir": root / "design", "pixels_per_beat": PPB,
+                                   "build_root": tmp_path / "build"})):
+        with Accelerator(target, net=root / "net", **extra) as acc:
+            classes, scores = acc.execute(images)
+        np.testing.assert_array_equal(classes, ref.golden.classes)
+        np.testing.assert_array_equal(scores, ref.golden.scores)
