@@ -109,13 +109,9 @@ class ResidualPlan:
 
     items: list
     elems_per_beat: int
+    fixed_elems: int
     score_bits: int
     blocks: list = field(default_factory=list)
-    fixed_elems: int = 0
-
-    def __post_init__(self):
-        if not self.fixed_elems:
-            self.fixed_elems = self.elems_per_beat
 
 
 def fixed_elems_per_beat(net: ResidualNetwork) -> int:
@@ -128,10 +124,11 @@ def fixed_elems_per_beat(net: ResidualNetwork) -> int:
     pe = net.layers[0].folding.pe
     bound = max(l.conv.out_height * l.conv.out_width * l.neuron_folds * l.synapse_folds
                 for l in net.layers)
-    sizes = [math.prod(net.tensor(node.output).shape) for node in net.nodes
-             if net.tensor(node.output).type in ("fixed", "acc")]
+    maps = [net.tensor(node.output).shape for node in net.nodes
+            if net.tensor(node.output).type in ("fixed", "acc")]    # (H, W, C) each
     return next(n for n in range(1, pe + 1) if pe % n == 0
-                and all(size % n == 0 and size // n <= bound for size in sizes))
+                and all(shape[-1] % n == 0 and math.prod(shape) // n <= bound
+                        for shape in maps))
 
 
 def uniform_folding(net: ResidualNetwork, max_pe: int = 16) -> list[Folding]:
@@ -366,7 +363,7 @@ def plan_residual(net: ResidualNetwork, pixels_per_beat: int, *,
         raise UserError(f"classifier {lin.name}'s scores need {width} bits, more than the "
                         f"{SCORE_BEAT_BITS}-bit output beat")
     items.append(PlanStage("serializer", "serializer"))
-    return ResidualPlan(items, e, width, blocks, f)
+    return ResidualPlan(items, e, f, width, blocks)
 
 
 # ----------------------------------------------------------------------------- hardware
