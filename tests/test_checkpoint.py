@@ -114,12 +114,12 @@ def test_wrong_format_version_and_contents(tmp_path):
 _SHIPPED_MIN_ACCURACY = {"tiny": 0.90, "tiny_frac": 0.90, "lfc_w1a1": 0.988, "lfc_frac": 0.990,
                          "tiny_conv": 0.95, "tiny_conv_frac": 0.975,
                          "cnv_w1a1": 0.99, "cnv_frac": 0.993,
-                         "tfc_exits": 0.97, "tiny_resnet": 0.90}
+                         "tfc_exits": 0.97, "tiny_resnet": 0.90, "resnet_frac": 0.992}
 
 
 # Zoo models whose checkpoint is not shipped: CIFAR-10 ones train on the user's files
-# (CIFAR-10 cannot be had here); resnet_frac trains on a GPU (not yet done).
-_NOT_SHIPPED = {"cnv_w1a1_cifar10", "tiny_conv_cifar10", "resnet_frac", "resnet_frac_cifar10"}
+# (CIFAR-10 cannot be had here).
+_NOT_SHIPPED = {"cnv_w1a1_cifar10", "tiny_conv_cifar10", "resnet_frac_cifar10"}
 _SHIPPED = [name for name in zoo.names() if name not in _NOT_SHIPPED]
 
 
@@ -130,7 +130,8 @@ def test_unshipped_zoo_models_have_no_stale_checkpoint():
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.heavy)
-                                  if n.startswith("cnv") else n for n in _SHIPPED])
+                                  if n.startswith("cnv") or n == "resnet_frac" else n
+                                  for n in _SHIPPED])
 def test_shipped_checkpoint_accuracy_matches_its_record(name):
     from models.data import mnist_tensors
     from models.evaluate import evaluate
