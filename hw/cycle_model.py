@@ -154,6 +154,62 @@ def _frozen(value):
     return value
 
 
+class ImageBeats:
+    """The accelerator's stream ends as a cycle model sees them: ``images`` images of
+    ``beats_in`` input beats offered back to back, ``beats_out`` output beats each; records
+    per image the cycle of its first input beat and of its first and last output beats."""
+
+    def __init__(self, images: int, beats_in: int, beats_out: int):
+        self.beats_in, self.beats_out = beats_in, beats_out
+        self.total_in, self.total_out = images * beats_in, images * beats_out
+        self.sent = self.received = 0
+        self.input_start: list = []
+        self.output_start: list = []
+        self.output_end: list = []
+
+    @property
+    def src_valid(self) -> bool:
+        """Whether an input beat is offered (images are offered back to back)."""
+        return self.sent < self.total_in
+
+    @property
+    def at_image_start(self) -> bool:
+        """Whether the next input beat is an image's first."""
+        return self.sent % self.beats_in == 0
+
+    @property
+    def done(self) -> bool:
+        return self.received >= self.total_out
+
+    def accept_input(self, cycle: int):
+        if self.at_image_start:
+            self.input_start.append(cycle)
+        self.sent += 1
+
+    def accept_output(self, cycle: int):
+        if self.received % self.beats_out == 0:
+            self.output_start.append(cycle)
+        if self.received % self.beats_out == self.beats_out - 1:
+            self.output_end.append(cycle)
+        self.received += 1
+
+    def result(self) -> CycleModelResult:
+        return CycleModelResult(np.array(self.input_start), np.array(self.output_start),
+                                np.array(self.output_end))
+
+
+def fixed_gates(net, images: int, gates):
+    """``gates`` as per-layer arrays: ``"open"``/``"closed"`` become ``(images,
+    vectors_per_image * out_features)`` all-open / all-closed arrays for the gated layers
+    (``None`` for the others); anything else is returned as it is."""
+    if isinstance(gates, str):
+        if gates not in ("open", "closed"):
+            raise ValueError(f"gates must be 'open', 'closed' or per-layer arrays, not {gates!r}")
+        return [np.full((images, l.vectors_per_image * l.out_features), gates == "open")
+                if l.gated else None for l in net.layers]
+    return gates
+
+
 def _extrapolate(images: int, period_images: int, period_cycles: int, start: int,
                  *events: list) -> CycleModelResult:
     """Repeat the events from cycle ``start`` on with the detected period up to ``images``."""
@@ -215,9 +271,7 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
     stages = plan_stages(net, pixels_per_beat)
     gates_arg = gates
     reach = _reach(net, images, exits)
-    if gates in ("open", "closed"):
-        gates = [np.full((images, l.vectors_per_image * l.out_features), gates == "open")
-                 if l.gated else None for l in net.layers]
+    gates = fixed_gates(net, images, gates)
     if gates is None:
         gates = [None] * len(net.layers)
     models = []
@@ -243,11 +297,7 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
         models.append(MergeNestTiming(net.classes, [m for m in models
                                                     if isinstance(m, ExitBranchTiming)]))
 
-    beats_in = stages[0].params["beats_per_image"]
-    beats_out = 1 + net.classes
-    total_in, total_out = images * beats_in, images * beats_out
-    sent = received = 0
-    input_start, output_start, output_end = [], [], []
+    beats = ImageBeats(images, stages[0].params["beats_per_image"], 1 + net.classes)
     if max_cycles is None:
         per_image = sum(stage_cycles_per_image(net, pixels_per_beat, worst=True).values())
         max_cycles = 1000 + 4 * per_image * (images + 2)
@@ -255,14 +305,14 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
     cycle = 0
     # Data-independent timing (1-bit layers, or every gate fixed): once the whole state at an
     # image's first input beat repeats, every later event repeats with the same period.
-    fixed_gates = (not net.exits
-                   and (not any(l.gated for l in net.layers) or isinstance(gates_arg, str)))
+    data_independent = (not net.exits and (not any(l.gated for l in net.layers)
+                                            or isinstance(gates_arg, str)))
     seen: dict = {}
-    while received < total_out:
+    while not beats.done:
         if cycle > max_cycles:
             raise RuntimeError(f"cycle model made no progress after {max_cycles} cycles "
-                               f"({received} of {total_out} output beats)")
-        src_valid = sent < total_in
+                               f"({beats.received} of {beats.total_out} output beats)")
+        src_valid = beats.src_valid
         valids = []
         for mdl in models:    # the merges' valid is combinational from the serializer's
             valids.append(mdl.valid_from(valids[-1]) if hasattr(mdl, "valid_from")
@@ -276,26 +326,23 @@ def simulate_pipeline(net: CompiledNetwork, images: int, *, pixels_per_beat: int
                                                   for k in range(1, n)]
         out_fires = [in_fires[k + 1] for k in range(n - 1)] + [valids[-1]]
         if in_fires[0]:
-            if sent % beats_in == 0:
-                if periodic and fixed_gates:
-                    key = (received % beats_out, *(_state(mdl, cycle) for mdl in models))
-                    if key in seen:
-                        j_img, j_cycle = seen[key]
-                        return _extrapolate(images, len(input_start) - j_img, cycle - j_cycle,
-                                            j_cycle, input_start, output_start, output_end)
-                    seen[key] = (len(input_start), cycle)
-                input_start.append(cycle)
-            sent += 1
+            if periodic and data_independent and beats.at_image_start:
+                key = (beats.received % beats.beats_out,
+                       *(_state(mdl, cycle) for mdl in models))
+                started = len(beats.input_start)
+                if key in seen:
+                    j_img, j_cycle = seen[key]
+                    return _extrapolate(images, started - j_img, cycle - j_cycle, j_cycle,
+                                        beats.input_start, beats.output_start,
+                                        beats.output_end)
+                seen[key] = (started, cycle)
+            beats.accept_input(cycle)
         if out_fires[-1]:
-            if received % beats_out == 0:
-                output_start.append(cycle)
-            if received % beats_out == beats_out - 1:
-                output_end.append(cycle)
-            received += 1
+            beats.accept_output(cycle)
         for k, mdl in enumerate(models):
             mdl.step(in_fires[k], out_fires[k], cycle, src_valid if k == 0 else valids[k - 1])
         cycle += 1
-    return CycleModelResult(np.array(input_start), np.array(output_start), np.array(output_end))
+    return beats.result()
 
 
 def _reach(net: CompiledNetwork, images: int, exits) -> list:

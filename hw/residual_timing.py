@@ -16,7 +16,7 @@ import numpy as np
 
 from sw.residual_graph import ResidualNetwork
 
-from .cycle_model import CycleModelResult
+from .cycle_model import CycleModelResult, ImageBeats, fixed_gates
 from .output_serializer import SerializerTiming, argmax_latency
 from .residual_accelerator import PlanBlock, narrow_unit, plan_residual
 from .residual_units import node_unit
@@ -161,45 +161,34 @@ def simulate_residual(net: ResidualNetwork, images: int, *, pixels_per_beat: int
     plan = plan_residual(net, pixels_per_beat, check_scores=False)
     if isinstance(skip_depths, str):
         skip_depths = skip_fifo_depths(net, pixels_per_beat)
-    if gates in ("open", "closed"):
-        gates = [np.full((images, l.vectors_per_image * l.out_features), gates == "open")
-                 if l.gated else None for l in net.layers]
-    elif gates is None:
+    gates = fixed_gates(net, images, gates)
+    if gates is None:
         if any(l.gated for l in net.layers):
             raise ValueError("the network has gated layers: pass gates=GoldenModel(net)"
                              ".run(images).gates, 'open' or 'closed'")
         gates = [None] * len(net.layers)
     models, blocks = _models(net, plan, plan.items, gates, images, skip_depths)
     beats_in = net.input.pixels // pixels_per_beat
-    beats_out = 1 + net.classes
-    total_in, total_out = images * beats_in, images * beats_out
+    beats = ImageBeats(images, beats_in, 1 + net.classes)
     if max_cycles is None:
         max_cycles = 10_000 + 200 * beats_in * (images + 4) + \
             sum(4 * l.synapse_folds * l.neuron_folds * l.vectors_per_image
                 for l in net.layers) * (images + 4)
-    sent = received = cycle = 0
-    t_in, t_out, t_end = [], [], []
-    while received < total_out:
+    cycle = 0
+    while not beats.done:
         if cycle > max_cycles:
             raise RuntimeError(f"residual cycle model made no progress after {max_cycles} "
-                               f"cycles ({received} of {total_out} output beats)")
-        src_valid = sent < total_in
+                               f"cycles ({beats.received} of {beats.total_out} output beats)")
+        src_valid = beats.src_valid
         valids = [mdl.valid() for mdl in models]
         readies = _chain_readies(models, True)
         if src_valid and readies[0]:
-            if sent % beats_in == 0:
-                t_in.append(cycle)
-            sent += 1
+            beats.accept_input(cycle)
         if valids[-1]:
-            if received % beats_out == 0:
-                t_out.append(cycle)
-            if received % beats_out == beats_out - 1:
-                t_end.append(cycle)
-            received += 1
+            beats.accept_output(cycle)
         _chain_step(models, readies, src_valid, valids[-1], cycle)
         cycle += 1
-    timing = CycleModelResult(np.array(t_in), np.array(t_out), np.array(t_end))
-    return ResidualCycleResult(timing, {name: b.max_fill for name, b in blocks},
+    return ResidualCycleResult(beats.result(), {name: b.max_fill for name, b in blocks},
                                {name: b.max_inner for name, b in blocks})
 
 

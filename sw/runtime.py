@@ -470,7 +470,7 @@ class _SimBackend:
     """The generated design in the Verilator batch harness, fed the packed DMA buffer."""
 
     def __init__(self, net_dir: Path, net: CompiledNetwork, *, design_dir, fold, pixels_per_beat,
-                 build_root, writable_params: bool = False):
+                 build_root, writable_params: bool = False, own_folding: bool = True):
         from hw.generate import generate
         from sim import batch as simbatch
 
@@ -493,11 +493,10 @@ class _SimBackend:
             generate(net_dir, design_dir, fold=fold, pixels_per_beat=pixels_per_beat,
                      writable_params=writable_params)
         else:
-            # The design's .mem files are the export's when its folding is the export's (a
-            # residual network refolded to one PE has them laid out anew).
-            own = fold is None and [l.folding for l in load_network(net_dir).layers] \
-                == [l.folding for l in net.layers]
-            check_design(design_dir, net, pixels_per_beat, export_dir=net_dir if own else None)
+            # The design's .mem files are the export's when its folding is the export's
+            # (``own_folding``; a residual network refolded to one PE has them laid out anew).
+            check_design(design_dir, net, pixels_per_beat,
+                         export_dir=net_dir if own_folding else None)
         info = json.loads((Path(design_dir) / "design.json").read_text())
         self.writable = bool(info.get("writable_params"))
         # Register writes of the loaded parameters: each run starts the simulator from
@@ -664,11 +663,13 @@ class Accelerator:
         if not isinstance(net, (CompiledNetwork, ResidualNetwork)):
             net_dir = Path(net).expanduser().resolve()
             net = load_network(net_dir) if target != "pynq" else load_compiled_network(net_dir)
+        own_folding = fold is None
         if isinstance(net, ResidualNetwork):
             # The golden model needs no folding; the simulated design has one PE throughout.
             if target == "sim":
                 from hw.residual_accelerator import plan_residual, resolve_folding
-                net, _ = resolve_folding(net, fold)
+                net, refolded = resolve_folding(net, fold)
+                own_folding = refolded is None
                 plan_residual(net, pixels_per_beat)      # a one-line error if it cannot stream
         else:
             net = requested_network(net, fold)
@@ -684,7 +685,8 @@ class Accelerator:
                                 "(the generator reads its .mem files)")
             self._backend = _SimBackend(net_dir, net, design_dir=design_dir, fold=fold,
                                         pixels_per_beat=pixels_per_beat, build_root=build_root,
-                                        writable_params=writable_params)
+                                        writable_params=writable_params,
+                                        own_folding=own_folding)
         else:
             if bitfile is None:
                 raise UserError("target 'pynq' needs bitfile= (the .bit from the Vivado build)")
