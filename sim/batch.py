@@ -9,6 +9,11 @@ is left; optional seeded random idle cycles), keeps ``m_axis_tready`` high
 scores and cycle stamps (first/last input beat accepted, first/last output
 beat) plus a few register read-backs.  Cycle k is the k-th rising edge after
 reset; see the harness header for the exact file formats.
+
+With ``taps`` (flattened wire names, :func:`sim.taps.tap_wires`) the build makes those
+wires public (a Verilator configuration file, nothing else of the design changes) and
+:func:`run_batch` records every transfer of the tapped streams (:mod:`sim.taps` decodes
+and compares them).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from . import build as simbuild
 from . import toolchain
 
 __all__ = ["HARNESS_SOURCE", "BatchBuild", "BatchResult", "build_batch", "run_batch",
-           "write_images", "read_results"]
+           "write_images", "read_results", "verilator_bytes"]
 
 #: The C++ harness source.
 HARNESS_SOURCE = Path(__file__).resolve().parent / "harness" / "batch_main.cpp"
@@ -49,6 +54,8 @@ class BatchBuild:
         Compiled-in stream geometry.
     waves
         Trace format compiled in, or ``None``.
+    taps
+        The wires made public for layer taps (empty: none).
     seconds
         Build wall time (0 when cached).
     """
@@ -59,6 +66,7 @@ class BatchBuild:
     classes: int
     waves: str | None
     seconds: float
+    taps: tuple[str, ...] = ()
 
 
 @dataclass
@@ -83,6 +91,9 @@ class BatchResult:
         EXITS says; empty without exits).
     wall_seconds
         Wall time of the simulation process.
+    tap_beats
+        Per requested tap the recorded payloads, uint8 ``(beats, bytes)`` (Verilator's
+        little-endian storage); empty without taps.
     """
 
     classes: np.ndarray
@@ -99,6 +110,7 @@ class BatchResult:
     reg_cycles: int
     wall_seconds: float
     reg_exit_taken: list[int] = field(default_factory=list)
+    tap_beats: list = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -111,7 +123,7 @@ class BatchResult:
 
 def build_batch(design_dir: str | Path, *, pixels_per_beat: int | None = None,
                 classes: int | None = None, build_root: str | Path | None = None,
-                waves: str | None = None, jobs: int = 2) -> BatchBuild:
+                waves: str | None = None, jobs: int = 2, taps=()) -> BatchBuild:
     """Compile the harness with the Verilated design (cached per design).
 
     Parameters
@@ -126,6 +138,9 @@ def build_batch(design_dir: str | Path, *, pixels_per_beat: int | None = None,
         ``None``, ``"vcd"`` or ``"fst"``: compile in tracing (``--trace FILE`` at run time).
     jobs
         Parallel compile jobs (keep <= 2 on a shared 2-core machine).
+    taps
+        Flattened wire names (``"mvtu0.o__valid"``) to make public for layer taps
+        (:func:`sim.taps.tap_wires`); a build per set of taps.
 
     Raises
     ------
@@ -140,23 +155,32 @@ def build_batch(design_dir: str | Path, *, pixels_per_beat: int | None = None,
         raise UserError(f"pixels_per_beat and classes must be >= 1, not {pixels_per_beat}, {classes}")
     sources = simbuild.design_sources(design_dir)
     trace = simbuild.trace_args(waves)
+    taps = tuple(taps)
     key = simbuild.design_key(sources, "batch", waves,
-                              extra=(HARNESS_SOURCE.read_text(), str(pixels_per_beat), str(classes)))
+                              extra=(HARNESS_SOURCE.read_text(), str(pixels_per_beat), str(classes),
+                                     *taps))
     build_dir = simbuild.build_dir_for(key, "batch", build_root)
     exe = build_dir / _EXE
     stamp = build_dir / "build.ok"
     start = time.monotonic()
     with simbuild.build_lock(build_dir):
         if stamp.exists() and exe.exists():
-            return BatchBuild(sources, exe, pixels_per_beat, classes, waves, 0.0)
+            return BatchBuild(sources, exe, pixels_per_beat, classes, waves, 0.0, taps)
         if build_dir.exists():
             shutil.rmtree(build_dir)
         build_dir.mkdir(parents=True)
+        tap_args = []
+        if taps:
+            vlt = build_dir / "taps.vlt"
+            vlt.write_text("`verilator_config\n" + "".join(
+                f'public_flat_rd -module "{simbuild.TOPLEVEL}" -var "{w}"\n' for w in taps))
+            tap_args = [str(vlt)]
         tool = toolchain.find_verilator()
         cmd = [str(tool.executable), "--cc", "--exe", "--build", "-j", str(jobs),
                "--top-module", simbuild.TOPLEVEL, "-Mdir", str(build_dir), "-o", _EXE,
                "-O3", "--x-assign", "fast", "--x-initial", "fast", *simbuild.WAIVER_ARGS, *trace,
-               "-CFLAGS", f"-DFRACBNN_PPB={pixels_per_beat} -DFRACBNN_CLASSES={classes}",
+               "-CFLAGS", f"-DFRACBNN_PPB={pixels_per_beat} -DFRACBNN_CLASSES={classes}"
+                          f" -DFRACBNN_TAPS={int(bool(taps))}", *tap_args,
                "-MAKEFLAGS", "OPT_FAST=-O2 OPT_SLOW=-O1 OPT_GLOBAL=-O2",
                str(HARNESS_SOURCE), *map(str, sources.verilog), *map(str, sources.control)]
         log = build_dir / "build.log"
@@ -170,7 +194,8 @@ def build_batch(design_dir: str | Path, *, pixels_per_beat: int | None = None,
             raise UserError(f"building the batch simulator for {sources.design_dir} failed; "
                             f"see {log}: {' | '.join(errors)}")
         stamp.write_text(key + "\n")
-    return BatchBuild(sources, exe, pixels_per_beat, classes, waves, time.monotonic() - start)
+    return BatchBuild(sources, exe, pixels_per_beat, classes, waves, time.monotonic() - start,
+                      taps)
 
 
 def write_images(path: str | Path, images: np.ndarray) -> None:
@@ -212,7 +237,7 @@ def read_results(path: str | Path, count: int, classes: int, wall_seconds: float
 def run_batch(build: BatchBuild, images: np.ndarray, *, stall_percent: int = 0,
               idle_percent: int = 0, seed: int = 1, trace: str | Path | None = None,
               run_dir: str | Path | None = None, progress=None,
-              axil_writes=None) -> BatchResult:
+              axil_writes=None, taps=None) -> BatchResult:
     """Simulate ``images`` (uint8, (N, P)) back to back; return outputs and cycles.
 
     Parameters
@@ -234,6 +259,10 @@ def run_batch(build: BatchBuild, images: np.ndarray, *, stall_percent: int = 0,
         ``(address, value)`` AXI4-Lite writes made after reset, before the first image
         (e.g. :func:`sw.runtime.parameter_writes` for a design with writable parameters);
         the cycle stamps count from reset, so they include them.
+    taps
+        Streams to record: ``(valid, payload, ready, max_beats, payload_bits)``: wire names
+        (public in ``build``: :func:`sim.taps.tap_wires`), the number of beats to keep and
+        the payload's width; the payloads come back in :attr:`BatchResult.tap_beats`.
 
     Raises
     ------
@@ -261,6 +290,15 @@ def run_batch(build: BatchBuild, images: np.ndarray, *, stall_percent: int = 0,
                 f.write(np.uint32(len(pairs)).tobytes())
                 f.write(pairs.astype("<u4").tobytes())
             cmd += ["--axil-writes", "axil_writes.bin"]
+        if taps:
+            missing = sorted({w for t in taps for w in t[:3]} - set(build.taps))
+            if missing:
+                raise UserError(f"taps {', '.join(missing)} are not public in this batch build; "
+                                f"build it with taps= naming them")
+            with open(work / "taps.txt", "w") as f:
+                for k, (valid, payload, ready, max_beats, _bits) in enumerate(taps):
+                    f.write(f"{valid}\t{payload}\t{ready}\t{int(max_beats)}\ttap{k}.bin\n")
+            cmd += ["--taps", "taps.txt"]
         start = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
@@ -272,4 +310,21 @@ def run_batch(build: BatchBuild, images: np.ndarray, *, stall_percent: int = 0,
         wall = time.monotonic() - start
         if proc.returncode != 0:
             raise RuntimeError(f"batch simulation failed (exit {proc.returncode}): {stderr.strip()}")
-        return read_results(work / "results.bin", len(images), build.classes, wall)
+        result = read_results(work / "results.bin", len(images), build.classes, wall)
+        for k in range(len(taps or ())):
+            raw = np.fromfile(work / f"tap{k}.bin", dtype=np.uint8)
+            result.tap_beats.append(raw.reshape(-1, verilator_bytes(int(taps[k][4]))))
+        return result
+
+
+def verilator_bytes(bits: int) -> int:
+    """Bytes Verilator stores a ``bits``-wide wire in: 1, 2, 4 or 8, or 32-bit words."""
+    if bits <= 8:
+        return 1
+    if bits <= 16:
+        return 2
+    if bits <= 32:
+        return 4
+    if bits <= 64:
+        return 8
+    return 4 * -(-bits // 32)

@@ -39,7 +39,8 @@ from . import batch as simbatch
 from . import build as simbuild
 from .build import REPO_ROOT
 from .reference import (compare_outputs, compare_timing, exit_counts, layer_outputs_seen,
-                        reference)
+                        layer_taps, reference)
+from .taps import payload_bits, tap_beats_per_image, tap_wires
 
 __all__ = ["DEFAULT_CHECKPOINT", "main", "parse_args", "run"]
 
@@ -79,6 +80,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "each shard with the residual cycle model, which steps every cycle in "
                         "Python (about 2 s per tiny_resnet image); 0 = every image (default "
                         f"{RESIDUAL_MODEL_IMAGES}; chains: always every image)")
+    p.add_argument("--tap-images", type=int, default=0, metavar="N",
+                   help="batch engine: also record every layer engine's output stream "
+                        "(accumulators or activations) for the first N images of each shard "
+                        "and compare it with the golden model's per-layer outputs (default 0: "
+                        "outputs only; the cocotb engine taps every image)")
     p.add_argument("--shards", type=int, default=0,
                    help="batch engine: simulator processes, each streaming a contiguous share "
                         "of the images from reset (default: 2 from 1000 images on a machine "
@@ -102,6 +108,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.clock_mhz, args.clock_source = resolve_clock(args.board, args.clock)
     if not 0 <= args.shards <= 64:
         p.error(f"--shards must be 0 (auto) .. 64, not {args.shards}")
+    if args.tap_images < 0:
+        p.error(f"--tap-images must be >= 0, not {args.tap_images}")
+    if args.tap_images and args.engine != "batch":
+        p.error("--tap-images is for the batch engine (the cocotb engine taps every image)")
     if args.model_images is not None and args.model_images < 0:
         p.error(f"--model-images must be >= 0, not {args.model_images}")
     if not 0 <= args.seed < 2**31:
@@ -187,6 +197,11 @@ def _summary_lines(s: dict) -> list[str]:
     if s.get("exits"):
         lines.append(f"no early exit    {s['images'] - sum(e['images'] for e in s['exits'])} "
                      f"images")
+    if s.get("taps"):
+        tp = s["taps"]
+        lines.append(f"layer taps       {tp['layers']} engines' output streams of the first "
+                     f"{tp['images']} images: {tp['mismatches']} of {tp['outputs']:,} outputs "
+                     f"differ from the golden model")
     t = s["timing"]
     if t:
         lines += [
@@ -322,8 +337,9 @@ def _residual_reference(net, images, *, pixels_per_beat: int, cycle_model: bool 
 
     from .reference import Reference, expected_registers
 
+    # Classes, scores and gates only: every tensor of 10,000 ResNet-20 images would not fit.
     golden = golden if golden is not None else GoldenModel(net).run(
-        np.asarray(images, dtype=np.uint8))
+        np.asarray(images, dtype=np.uint8), taps=False, gates=True)
     stop = len(images) if stop is None else stop
     accept = output = None
     if cycle_model:
@@ -444,7 +460,9 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(args.json, summary, what="--json report")
     failed = mismatches or disagreements or extra.get("problems")
     partial = timing and summary["timing"]["partial"]
+    tapped = summary.get("taps")
     print("FAIL" if failed else "PASS: every output bit-exact"
+          + (f" (and every layer tap of {tapped['images']} images)" if tapped else "")
           + (" and every cycle stamp equal to the cycle model" if timing and not partial else "")
           + (f" and the cycle stamps of the first {summary['timing']['modelled_images']} "
              f"images of each shard equal to the cycle model" if partial else ""))
@@ -458,8 +476,10 @@ def _run_batch(args, net, design_dir, images, make_reference, bounds):
 
     from sw.progress import progress_bar
 
+    taps = _batch_taps(net, design_dir, args.tap_images)
     built = simbatch.build_batch(design_dir, pixels_per_beat=args.pixels_per_beat,
-                                 classes=net.classes, build_root=args.build_root, waves=args.waves)
+                                 classes=net.classes, build_root=args.build_root, waves=args.waves,
+                                 taps=sorted({w for t in taps for w in tap_wires(t)}))
     trace = args.waves_file if args.waves else None
     if trace is not None and len(bounds) > 1:
         raise UserError("--waves traces one simulator process: add --shards 1")
@@ -477,7 +497,11 @@ def _run_batch(args, net, design_dir, images, make_reference, bounds):
         # process) run meanwhile.
         futures = [pool.submit(simbatch.run_batch, built, images[a:b],
                                stall_percent=args.stall_percent, seed=args.seed + k, trace=trace,
-                               progress=progress(k)) for k, (a, b) in enumerate(bounds)]
+                               progress=progress(k),
+                               taps=[(*tap_wires(t),
+                                      min(args.tap_images, b - a) * tap_beats_per_image(t),
+                                      payload_bits(t)) for t in taps])
+                   for k, (a, b) in enumerate(bounds)]
         refs = make_reference()
         results = [f.result() for f in futures]
     problems = []
@@ -493,18 +517,81 @@ def _run_batch(args, net, design_dir, images, make_reference, bounds):
         if res.reg_status & 3:
             problems.append(f"STATUS reads 0x{res.reg_status:08X} after the run, expected 0"
                             f"{where}")
+    tap_facts = _compare_batch_taps(net, images, bounds, taps, results, args.tap_images,
+                                    problems) if taps else None
     wall = max(r.wall_seconds for r in results)
     cycles = sum(r.total_cycles for r in results)
     speed = {"images_per_s": len(images) / wall if wall else float("inf"),
              "cycles_per_s": cycles / wall if wall else float("inf"),
              "seconds": wall, "cycles": cycles, "processes": len(bounds)}
     extra = {"problems": problems, "waveform": str(trace) if trace else None,
+             "taps": tap_facts,
              "exit_counts": [int(sum(c)) for c in zip(*(r.reg_exit_taken for r in results))]
              if net.exits else None}
     classes = np.concatenate([r.classes for r in results])
     scores = np.concatenate([r.scores for r in results])
     return refs, (classes, scores, [r.first_in for r in results],
                   [r.first_out for r in results], speed, built.seconds, extra)
+
+
+#: Images per golden-model pass when comparing batch taps (bounds the memory they take).
+_TAP_CHUNK = 100
+
+
+def _golden_taps(net, images) -> list[np.ndarray]:
+    """The residual golden model's per-layer outputs (conv accumulators) of ``images``."""
+    from sw.golden import GoldenModel
+    return GoldenModel(net).run(np.asarray(images, dtype=np.uint8)).layer_outputs
+
+
+def _batch_taps(net, design_dir, tap_images: int) -> list[dict]:
+    """The design's layer taps (:func:`sim.reference.layer_taps`) when ``tap_images``."""
+    if not tap_images:
+        return []
+    if getattr(net, "exits", None):
+        raise UserError("--tap-images: a network with early exits has engines that skip "
+                        "images; tap it with --engine cocotb")
+    taps = layer_taps(simbuild.design_info(design_dir))
+    if not taps:
+        raise UserError(f"--tap-images: the design in {design_dir} lists no layer engines "
+                        f"to tap; regenerate it")
+    return taps
+
+
+def _compare_batch_taps(net, images, bounds, taps, results, tap_images: int,
+                        problems: list) -> dict:
+    """Decode every shard's recorded tap beats and compare them with the golden model's
+    per-layer outputs, ``_TAP_CHUNK`` images at a time; differences go to ``problems``."""
+    from sw.compiled_net import CompiledNetwork
+    from sw.golden import GoldenModel
+
+    from .taps import compare_tap, decode_tap, tap_beats_per_image
+
+    model = GoldenModel(net)
+    compared = mismatched = 0
+    lines: list[str] = []
+    for k, ((a, b), res) in enumerate(zip(bounds, results)):
+        n = min(tap_images, b - a)
+        for c in range(0, n, _TAP_CHUNK):
+            m = min(_TAP_CHUNK, n - c)
+            golden = model.run(np.asarray(images[a + c:a + c + m], dtype=np.uint8))
+            outs = golden.layer_outputs if not isinstance(net, CompiledNetwork) \
+                else layer_outputs_seen(net, golden)
+            for tap, beats in zip(taps, res.tap_beats):
+                per = tap_beats_per_image(tap)
+                got = decode_tap(tap, beats[c * per:(c + m) * per], m)
+                count, found = compare_tap(tap, got, outs[tap["layer"]], first_image=a + c,
+                                           limit=3)
+                compared += outs[tap["layer"]].size
+                mismatched += count
+                lines += [f"layer {f['layer']} tap, image {f['image']}: " + (
+                    f"output {f['neuron']} is {f['got']}, expected {f['expected']}"
+                    if "neuron" in f else f["detail"]) for f in found]
+    if mismatched:
+        problems += lines[:5] + ([f"... {mismatched} layer outputs differ in all"]
+                                 if len(lines) > 5 else [])
+    return {"images": sum(min(tap_images, b - a) for a, b in bounds), "layers": len(taps),
+            "outputs": compared, "mismatches": mismatched}
 
 
 def _run_cocotb(args, net, design_dir, images, ref):
@@ -521,7 +608,7 @@ def _run_cocotb(args, net, design_dir, images, ref):
                          registers=ref.registers, pred_accept=ref.accept, pred_output=ref.output,
                          idle_prob=0.0, stall_prob=args.stall_percent / 100, seed=args.seed,
                          layer_outputs=layer_outputs_seen(net, ref.golden)
-                         if isinstance(net, CompiledNetwork) else ref.golden.layer_outputs,
+                         if isinstance(net, CompiledNetwork) else _golden_taps(net, images),
                          exit_counts=exit_counts(net, ref.golden.exits) if net.exits else None)
     print(f"running the cocotb testbench on {len(images)} images"
           f"{f' with {args.stall_percent} % output backpressure' if stalled else ''} ...",

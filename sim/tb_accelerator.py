@@ -70,6 +70,8 @@ from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame,
                            AxiStreamSink, AxiStreamSource)
 
+from sim.taps import compare_tap, decode_tap, tap_wires
+
 __all__ = ["TB", "test_registers", "test_images", "test_cycles", "test_reset_mid_image",
            "test_framing_error", "test_load_parameters"]
 
@@ -150,11 +152,9 @@ class TB:
         taps = []
         flat = {h._name: h for h in self.dut} if specs else {}  # escaped names only list
         for spec in specs:
-            inst, consumer = spec["instance"], spec["consumer"]
             try:
-                handles = (self._signal(inst, "o__valid", flat),
-                           self._signal(inst, "o__payload", flat),
-                           self._signal(consumer, "i__ready", flat))
+                handles = tuple(self._signal(*wire.rsplit(".", 1), flat)
+                                for wire in tap_wires(spec))
             except LookupError as exc:
                 return [], f"layer taps unavailable ({exc})"
             taps.append({**spec, "handles": handles, "beats": []})
@@ -257,40 +257,6 @@ def _fail_message(cfg: dict, test: str, mismatches: list) -> str:
     return f"{test}: {len(mismatches)} mismatches; first at {where}: {detail}; waveform: {waves}"
 
 
-def _decode_tap(tap: dict, images: int) -> np.ndarray:
-    """Layer outputs (images, MH) from a tap's beats: bits, codes q, or scores."""
-    pe, nf, kind = int(tap["pe"]), int(tap["neuron_folds"]), tap["out"]
-    # Output levels: 2 -> one bit per lane, 3 or 4 -> {m, l} planes; scores: signed lanes.
-    levels = 0 if kind == "scores" else int(tap.get("levels") or
-                                             {"sign": 2, "frac2": 4}.get(kind, 0))
-    beats = tap["beats"][:images * int(tap.get("vectors", 1)) * nf]
-    out = np.zeros((len(beats), pe), dtype=np.int64)
-    for b, word in enumerate(beats):
-        for p in range(pe):
-            if levels == 2:
-                out[b, p] = (word >> p) & 1
-            elif levels:               # StructLayout {m: PE, l: PE}: m planes first
-                out[b, p] = 2 * ((word >> p) & 1) + ((word >> (pe + p)) & 1)
-            else:                      # ArrayLayout(signed(ACCW), PE)
-                w = int(tap["acc_width"])
-                v = (word >> (p * w)) & ((1 << w) - 1)
-                out[b, p] = v - (1 << w) if v >> (w - 1) else v
-    vectors = len(beats) // nf
-    out = out[:vectors * nf].reshape(vectors, nf * pe)[:, :int(tap["out_features"])]
-    per_image = int(tap.get("vectors", 1))
-    if per_image == 1:
-        return out
-    # A convolution: one vector per output position; the golden output is the (pooled) map.
-    n = vectors // per_image
-    out = out[:n * per_image].reshape(n, per_image * out.shape[1])
-    if tap.get("pool"):
-        conv, k = tap["conv"], int(tap["pool"])
-        oh, ow = conv["out_height"] // k, conv["out_width"] // k
-        m = out.reshape(n, conv["out_height"], conv["out_width"], -1)[:, :oh * k, :ow * k]
-        out = m.reshape(n, oh, k, ow, k, -1).max(axis=(2, 4)).reshape(n, -1)
-    return out
-
-
 def _check_taps(tb: TB, cfg: dict, count: int, mismatches: list) -> dict:
     """Compare every tapped layer's outputs with the golden model's per-layer outputs."""
     arrays = cfg["_arrays"]
@@ -299,18 +265,11 @@ def _check_taps(tb: TB, cfg: dict, count: int, mismatches: list) -> dict:
         key = f"layer{tap['layer']}"
         if key not in arrays:
             continue
-        got = _decode_tap(tap, count)
-        expected = arrays[key][:count]
-        if got.shape != expected.shape:
-            mismatches.append({"image": got.shape[0], "what": "layer output count",
-                               "layer": tap["layer"], "detail": f"layer {tap['layer']} produced "
-                               f"{got.shape[0]} vectors, expected {count}"})
-            continue
-        checked.append(tap["layer"])
-        for i, n in zip(*np.nonzero(got != expected)):
-            mismatches.append({"image": int(i), "what": "layer output", "layer": tap["layer"],
-                               "neuron": int(n), "expected": int(expected[i, n]),
-                               "got": int(got[i, n])})
+        got = decode_tap(tap, tap["beats"], count)
+        _, problems = compare_tap(tap, got, arrays[key][:count], limit=None)
+        mismatches += problems
+        if got.shape[0] == count:
+            checked.append(tap["layer"])
     return {"taps": tb.tap_note, "layers_checked": checked}
 
 

@@ -432,15 +432,17 @@ class GoldenModel:
         return images
 
     def run(self, images: np.ndarray, *, progress: bool = False,
-            taps: bool = True) -> GoldenResult:
+            taps: bool = True, gates: bool | None = None) -> GoldenResult:
         """Run ``images`` ``(N, P)`` uint8 through the network.
 
         A residual network runs its graph (:class:`sw.residual_golden.ResidualGolden`);
-        ``taps=False`` keeps only classes, scores and LSB fractions there (chains ignore it).
-        Raises :class:`~sw.errors.UserError` on a wrong shape or dtype.
+        ``taps=False`` keeps only classes, scores and LSB fractions there, ``gates=True``
+        the gates too (chains ignore both).  Raises :class:`~sw.errors.UserError` on a wrong
+        shape or dtype.
         """
         if self._graph is not None:
-            return self._graph.run(self._check_images(images), taps=taps, progress=progress)
+            return self._graph.run(self._check_images(images), taps=taps, gates=gates,
+                                   progress=progress)
         return self._run(images, progress=progress, reference=False)
 
     def _run(self, images: np.ndarray, *, progress: bool, reference: bool) -> GoldenResult:

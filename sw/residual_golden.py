@@ -73,7 +73,7 @@ class ResidualGolden:
                 last[t] = k
         self._free_after = {k: [t for t, j in last.items() if j == k] for k in range(len(net.nodes))}
 
-    def run(self, images: np.ndarray, *, taps: bool = True,
+    def run(self, images: np.ndarray, *, taps: bool = True, gates: bool | None = None,
             progress: bool = False) -> GoldenResult:
         """Run ``images`` ``(N, P)`` uint8 through the graph.
 
@@ -82,8 +82,11 @@ class ResidualGolden:
         (``None`` if ungated); with ``taps`` also ``layer_outputs`` (per conv layer its
         accumulators ``(N, OH*OW*MH)`` int64, HWC), ``gates`` (per conv layer ``(N, V*MH)``
         or ``None``) and ``tensors`` (every graph tensor but the image, ``(N, *shape)``);
-        without ``taps`` those are empty (for whole test sets).
+        without ``taps`` those are empty (for whole test sets).  ``gates`` keeps the gates
+        without the other taps (default: as ``taps``): what the cycle model and the gating
+        report need, a few bits per neuron instead of every tensor.
         """
+        keep_gates = taps if gates is None else gates
         net = self.net
         n = images.shape[0]
         starts = range(0, n, _IMAGE_CHUNK)
@@ -106,7 +109,7 @@ class ResidualGolden:
                     if gate is not None:
                         fired[node.attrs["layer"]][0] += int(gate.sum())
                         fired[node.attrs["layer"]][1] += gate.size
-                        if taps:
+                        if keep_gates:
                             gate_parts[node.attrs["layer"]].append(gate)
                     if taps:
                         parts[node.output].append(out)
@@ -119,7 +122,7 @@ class ResidualGolden:
         classes = net.output.decode(scores)
         lsb = [None if not l.gated else (fired[l.index][0] / fired[l.index][1]
                                          if fired[l.index][1] else 0.0) for l in net.layers]
-        tensors, layer_outputs, gates = {}, [], []
+        tensors, layer_outputs, gate_arrays = {}, [], []
         if taps:
             for t in net.tensors[1:]:
                 tensors[t.name] = (np.concatenate(parts[t.name]) if parts[t.name] else
@@ -127,7 +130,9 @@ class ResidualGolden:
             for l in net.layers:
                 acc = tensors[net.conv_node(l.index).output]
                 layer_outputs.append(acc.reshape(n, -1))
-                gates.append(None if not l.gated else (
-                    np.concatenate(gate_parts[l.index]) if gate_parts[l.index] else
-                    np.zeros((0, l.vectors_per_image * l.out_features), bool)))
-        return GoldenResult(classes, scores, layer_outputs, gates, lsb, tensors=tensors)
+        if keep_gates:
+            gate_arrays = [None if not l.gated else (
+                np.concatenate(gate_parts[l.index]) if gate_parts[l.index] else
+                np.zeros((0, l.vectors_per_image * l.out_features), bool))
+                for l in net.layers]
+        return GoldenResult(classes, scores, layer_outputs, gate_arrays, lsb, tensors=tensors)

@@ -40,7 +40,11 @@ def design(tmp_path_factory):
     net = load_network(root / "net")
     from hw.residual_accelerator import resolve_folding
     net, _ = resolve_folding(net)
-    ref = _residual_reference(net, images, pixels_per_beat=PPB)
+    from sw.golden import GoldenModel
+    # With every tensor (sim.run's reference keeps classes, scores and gates only).
+    ref = _residual_reference(net, images, pixels_per_beat=PPB,
+                              golden=GoldenModel(net).run(images))
+    assert ref.golden.layer_outputs
     return net, root, images, ref
 
 

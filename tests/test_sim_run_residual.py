@@ -163,3 +163,39 @@ def test_hw_build_residual_writes_shell_and_vivado_project(resnet_export, tmp_pa
     shell = (out / "rtl" / "fracbnn_shell.v").read_text()
     assert "fracbnn_top" in shell and "module fracbnn_shell" in shell
     assert (out / "constraints.xdc").is_file() and (out / "report.json").is_file()
+
+
+def test_sim_run_residual_taps(resnet_export, random_images, tmp_path, capsys, monkeypatch):
+    """``--tap-images``: the batch harness records every convolution engine's output stream
+    of the first images of each shard and every accumulator equals the golden model's; one
+    changed accumulator makes the run fail and names the layer and image."""
+    import sim.run as simrun
+    import sim.taps
+
+    args = ["--net", str(resnet_export), "--images", "24", "--shards", "2", "--tap-images", "7",
+            "--model-images", "2", "--build-root", str(tmp_path / "build"),
+            "--json", str(tmp_path / "run.json")]
+    status = simrun.main(args)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    s = json.loads((tmp_path / "run.json").read_text())
+    assert s["taps"]["images"] == 14 and s["taps"]["mismatches"] == 0
+    from sw.network_io import load_network
+    assert s["taps"]["layers"] == len(load_network(resnet_export).layers) > 1
+    assert "layer taps" in out and "(and every layer tap of 14 images)" in out
+
+    decode = sim.taps.decode_tap
+
+    def tampered(tap, beats, images):
+        got = decode(tap, beats, images)
+        if tap["layer"] == 1 and len(got):
+            got[-1, 3] += 1
+        return got
+
+    monkeypatch.setattr(sim.taps, "decode_tap", tampered)
+    status = simrun.main(args)
+    out = capsys.readouterr().out
+    assert status == 1 and "FAIL" in out and "layer 1 tap, image 6: output 3" in out, out
+
+    with pytest.raises(SystemExit):
+        simrun.main([*args, "--engine", "cocotb"])

@@ -1,7 +1,8 @@
 // Batch simulation harness for a Verilated fracbnn_top (built by sim/batch.py).
 //
 // Usage: batch_sim IMAGES.bin RESULTS.bin [--stall PERCENT] [--idle PERCENT]
-//                  [--seed N] [--trace FILE] [--max-stall-cycles N]
+//                  [--seed N] [--trace FILE] [--max-stall-cycles N] [--axil-writes FILE]
+//                  [--taps FILE]
 //
 // IMAGES.bin (little-endian): "FBNNIMG1", u32 count, u32 pixels, then count*pixels
 // bytes (row-major images).  The harness resets the design for 4 cycles, then drives
@@ -23,6 +24,13 @@
 // a result, 3 when the design stalled (no transfer for --max-stall-cycles cycles),
 // 2 on bad arguments or files.  While running it prints "done N" lines (every 64
 // finished images) to stdout for progress display.
+//
+// --taps FILE (a build with FRACBNN_TAPS and the tapped wires public, see sim/batch.py):
+// one tab-separated line per tapped stream: VALID PAYLOAD READY MAX_BEATS OUT, three
+// flattened wire names (e.g. "mvtu0.o__valid"), the beats to record and the file to write.
+// Every cycle whose VALID and READY are high just before the edge appends PAYLOAD's
+// Verilator storage (entSize bytes, little endian: 32-bit words for wide wires) to OUT,
+// up to MAX_BEATS beats.
 
 #include <cstdint>
 #include <cstdio>
@@ -34,6 +42,9 @@
 
 #include "Vfracbnn_top.h"
 #include "verilated.h"
+#if FRACBNN_TAPS
+#include "verilated_syms.h"
+#endif
 #if VM_TRACE
 #if VM_TRACE_FST
 #include "verilated_fst_c.h"
@@ -94,6 +105,62 @@ struct ImageResult {
     uint64_t first_in = 0, last_in = 0, first_out = 0, last_out = 0;
 };
 
+#if FRACBNN_TAPS
+// One tapped stream: pointers into the model's storage of its public wires.
+struct Tap {
+    const uint8_t* valid;
+    const uint8_t* ready;
+    const uint8_t* payload;
+    uint32_t nbytes;
+    uint64_t max_beats, beats = 0;
+    FILE* out;
+    void sample() {
+        if (beats < max_beats && (*valid & 1) && (*ready & 1)) {
+            std::fwrite(payload, 1, nbytes, out);
+            ++beats;
+        }
+    }
+};
+
+// A public wire of the flattened top by its Amaranth name (Yosys escapes it: "\\a.b ").
+const VerilatedVar* find_wire(VerilatedContext& ctx, const std::string& name) {
+    const VerilatedScopeNameMap* scopes = ctx.scopeNameMap();
+    for (const auto& kv : *scopes) {
+        const VerilatedScope* scope = kv.second;
+        if (!scope->varsp()) continue;
+        for (const std::string& key : {"\\" + name + " ", name}) {
+            if (const VerilatedVar* v = scope->varFind(key.c_str())) return v;
+        }
+    }
+    std::fprintf(stderr, "error: no public wire %s in the model (rebuild the batch simulator "
+                 "with these taps)\n", name.c_str());
+    std::exit(2);
+}
+
+std::vector<Tap> open_taps(VerilatedContext& ctx, const char* path) {
+    std::vector<Tap> taps;
+    FILE* f = std::fopen(path, "r");
+    if (!f) { std::fprintf(stderr, "error: cannot open the taps file %s\n", path); std::exit(2); }
+    char v[512], p[512], r[512], o[4096];
+    unsigned long long max_beats = 0;
+    while (std::fscanf(f, "%511[^\t]\t%511[^\t]\t%511[^\t]\t%llu\t%4095[^\n]\n",
+                       v, p, r, &max_beats, o) == 5) {
+        Tap t;
+        t.valid = static_cast<const uint8_t*>(find_wire(ctx, v)->datap());
+        const VerilatedVar* pv = find_wire(ctx, p);
+        t.payload = static_cast<const uint8_t*>(pv->datap());
+        t.nbytes = pv->entSize();
+        t.ready = static_cast<const uint8_t*>(find_wire(ctx, r)->datap());
+        t.max_beats = max_beats;
+        t.out = std::fopen(o, "wb");
+        if (!t.out) { std::fprintf(stderr, "error: cannot write %s\n", o); std::exit(2); }
+        taps.push_back(t);
+    }
+    std::fclose(f);
+    return taps;
+}
+#endif
+
 class Harness {
 public:
     Harness(const char* trace_path) : top_(std::make_unique<Vfracbnn_top>(&ctx_)) {
@@ -132,6 +199,7 @@ public:
     }
 
     Vfracbnn_top& top() { return *top_; }
+    VerilatedContext& context() { return ctx_; }
     uint64_t cycle() const { return cycle_; }
 
     // Settle the inputs set for this cycle (falling-edge half).
@@ -213,7 +281,7 @@ private:
 [[noreturn]] void usage(const char* msg) {
     std::fprintf(stderr, "error: %s\nusage: batch_sim IMAGES.bin RESULTS.bin [--stall PCT] "
                  "[--idle PCT] [--seed N] [--trace FILE] [--max-stall-cycles N] "
-                 "[--axil-writes FILE]\n", msg);
+                 "[--axil-writes FILE] [--taps FILE]\n", msg);
     std::exit(2);
 }
 
@@ -227,6 +295,7 @@ int main(int argc, char** argv) {
     uint64_t seed = 1, max_stall = 1000000;
     const char* trace_path = nullptr;
     const char* writes_path = nullptr;   // AXI4-Lite writes made after reset, before images
+    const char* taps_path = nullptr;     // layer taps to record (FRACBNN_TAPS builds)
     for (int i = 3; i < argc; ++i) {
         std::string a = argv[i];
         if (i + 1 >= argc) usage(("missing value for " + a).c_str());
@@ -237,6 +306,7 @@ int main(int argc, char** argv) {
         else if (a == "--trace") trace_path = v;
         else if (a == "--max-stall-cycles") max_stall = std::strtoull(v, nullptr, 10);
         else if (a == "--axil-writes") writes_path = v;
+        else if (a == "--taps") taps_path = v;
         else usage(("unknown option " + a).c_str());
     }
     if (stall_pct > 99 || idle_pct > 99) usage("--stall/--idle must be 0..99 percent");
@@ -275,6 +345,12 @@ int main(int argc, char** argv) {
     Harness h(trace_path);
     for (size_t k = 0; k < writes.size(); k += 2) h.axil_write(uint8_t(writes[k]), writes[k + 1]);
     Vfracbnn_top& top = h.top();
+#if FRACBNN_TAPS
+    std::vector<Tap> taps;
+    if (taps_path) taps = open_taps(h.context(), taps_path);
+#else
+    if (taps_path) usage("--taps needs a batch simulator built with taps");
+#endif
     Rng rng(seed);
     std::vector<ImageResult> res(count);
 
@@ -302,6 +378,9 @@ int main(int argc, char** argv) {
         bool out_fire = top.m_axis_tvalid && top.m_axis_tready;
         uint32_t out_data = top.m_axis_tdata;
         bool out_last = top.m_axis_tlast;
+#if FRACBNN_TAPS
+        for (Tap& t : taps) t.sample();
+#endif
         h.rise();
         const uint64_t cyc = h.cycle();
         if (in_fire) {
@@ -351,6 +430,10 @@ int main(int argc, char** argv) {
     std::vector<uint32_t> reg_taken(reg_exits);
     for (uint32_t j = 0; j < reg_exits; ++j) reg_taken[j] = h.axil_read(uint8_t(0xD4 + 4 * j));
 
+#if FRACBNN_TAPS
+    for (Tap& t : taps)
+        if (std::fclose(t.out) != 0) usage("cannot write a tap file");
+#endif
     FILE* o = std::fopen(results_path, "wb");
     if (!o) usage("cannot write the results file");
     std::fwrite("FBNNRES1", 1, 8, o);
