@@ -378,13 +378,14 @@ def _is_residual(net_dir) -> bool:
 
 def _build_residual(board, args, out: Path) -> dict:
     """``hw.build`` of a residual (version 4) network on a Zynq board: the residual
-    accelerator's RTL (:func:`hw.residual_accelerator.generate_residual`), the board shell
+    accelerator's RTL (:func:`hw.residual_generate.generate_residual`), the board shell
     (the same DMA framing, ports and registers as a chain's), its Yosys estimate (the fit
     check: there is no analytic resource model for it) and the Vivado project script (run when
     Vivado is on PATH, as for chains).  ECP5 boards are refused (no self-test top yet)."""
     from sw.network_io import load_network
 
-    from .residual_accelerator import generate_residual, resolve_folding
+    from .residual_accelerator import resolve_folding
+    from .residual_generate import generate_residual
     from .yosys_estimate import yosys_estimate
 
     if board.kind != "zynq":

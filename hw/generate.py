@@ -394,10 +394,11 @@ def _is_residual(export_dir) -> bool:
 
 def _main_residual(args) -> int:
     """``python -m hw.generate`` on a version 4 export: the residual accelerator
-    (:func:`hw.residual_accelerator.generate_residual`), one summary line."""
+    (:func:`hw.residual_generate.generate_residual`), one summary line."""
     from sw.network_io import load_network
 
-    from .residual_accelerator import generate_residual, resolve_folding
+    from .residual_accelerator import resolve_folding
+    from .residual_generate import generate_residual
 
     if args.writable_params:
         raise UserError("--writable-params: the residual accelerator has ROM parameters only; "

@@ -150,7 +150,6 @@ class OutputSerializer(wiring.Component):
         # The argmax carries scores with their sign bit inverted (offset binary): ``a > b``
         # of two's-complement values is then an unsigned compare, one carry chain without the
         # sign fix-up logic behind it.
-        msb = 1 << (w - 1)
         best_val = Signal(unsigned(w))
         best_idx = Signal(range(max(total, 2)))
         fold = Signal(range(max(nf, 2)))

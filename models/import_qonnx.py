@@ -609,7 +609,6 @@ def _batched(g: _Graph, n: int):
     """A copy of the model for a batch of ``n`` images (Reshape constants with the export's
     batch of 1 in front are widened)."""
     import copy
-    from onnx import numpy_helper
     ModelWrapper, _, _ = _qonnx()
     proto = copy.deepcopy(g.model.model)
     m = ModelWrapper(proto)

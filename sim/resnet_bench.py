@@ -21,7 +21,7 @@ activations, fixed-point shortcut path):
    layer the engine cycles per image of each case (``hw.cycle_model.gating_savings``).
    Images/s at 300 MHz (the issue's goal clock, *assumed*, not a timed one) and at the clock
    the Yosys timing proxy supports.
-3. **Resources.** :func:`hw.residual_accelerator.generate_residual` and Yosys
+3. **Resources.** :func:`hw.residual_generate.generate_residual` and Yosys
    ``synth_xilinx -family xcup`` (:func:`hw.yosys_estimate.yosys_estimate`): LUT, FF, BRAM36,
    DSP and the logic-depth timing proxy, beside FracBNN's published 51,444 LUT / 212 BRAM18 /
    126 DSP / 2,806.9 FPS at 250 MHz on the same xczu3eg (``../shared/anchors.md``).
@@ -210,7 +210,7 @@ def _markdown(r: dict) -> str:
 def run(args) -> dict:
     import torch
 
-    from hw.residual_accelerator import generate_residual
+    from hw.residual_generate import generate_residual
     from models.export_residual import export_resnet
     from sw.datasets import load_images
     from sw.gating import open_gates

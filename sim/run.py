@@ -10,7 +10,7 @@ first-output cycle with the cycle model (:mod:`hw.cycle_model`).  A network with
 exits (``net.exits``) is compared with the exit each image takes, and the per-exit counters
 (EXITj_TAKEN) with the golden model's exit counts.  A residual (version 4) network
 (``sw.network_io.load_network``) gets the residual accelerator
-(:func:`hw.residual_accelerator.generate_residual`, refolded to one PE if the export's PEs
+(:func:`hw.residual_generate.generate_residual`, refolded to one PE if the export's PEs
 differ) on the batch engine, its outputs compared for every image and its cycle stamps with
 :func:`hw.residual_timing.simulate_residual` for the first ``--model-images`` of each
 shard (docs/simulation.md "Residual networks").
@@ -282,9 +282,10 @@ def _timing_summary(accept, output, ref, clock_mhz: float, disagreements: list[s
 
 
 def _generate_residual(args, net, net_dir: Path, design_dir: Path):
-    """Generate a residual network's design (:func:`hw.residual_accelerator.generate_residual`)
+    """Generate a residual network's design (:func:`hw.residual_generate.generate_residual`)
     and return the network with the folding it was generated with."""
-    from hw.residual_accelerator import generate_residual, resolve_folding
+    from hw.residual_accelerator import resolve_folding
+    from hw.residual_generate import generate_residual
 
     net, note = resolve_folding(net, args.fold)
     if note:

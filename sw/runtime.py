@@ -478,7 +478,7 @@ class _SimBackend:
             if writable_params:
                 raise UserError("writable_params: the residual accelerator has ROM parameters "
                                 "only; drop it")
-            from hw.residual_accelerator import generate_residual
+            from hw.residual_generate import generate_residual
 
             def generate(net_dir, design_dir, *, fold, pixels_per_beat, writable_params):
                 generate_residual(net_dir, design_dir, pixels_per_beat=pixels_per_beat,

@@ -388,7 +388,7 @@ def test_stubbed_rom_init_files_reach_the_ooc_synthesis(stub_dir):
     top = (d / "vivado_rtl" / "fracbnn_top.v").read_text()
     for mem in ("L0_weights.mem", "L0_thresholds.mem"):
         assert f'.INIT_FILE("{(d / "rtl" / mem).resolve()}")' in top
-    assert f'INIT_FILE = "rom.mem"' in (d / "vivado_rtl" / "fracbnn_rom.v").read_text()
+    assert 'INIT_FILE = "rom.mem"' in (d / "vivado_rtl" / "fracbnn_rom.v").read_text()
     added = [c for c in calls if c.startswith("add_files -norecurse")]
     assert str(d / "vivado_rtl" / "fracbnn_top.v") in added[0]
     assert str(d / "rtl" / "L0_weights.mem") in added[1]

@@ -22,7 +22,7 @@ PPB = 8
 def design(tmp_path_factory):
     """A tiny frac2 ResNet (8x8, widths 4/8: a stride-2 block with pool and duplication; the
     global pool averages with shift 2) and its generated design."""
-    from hw.residual_accelerator import generate_residual
+    from hw.residual_generate import generate_residual
     from models import residual as rs
     from models.export_residual import export_resnet
     from sim.run import _residual_reference

@@ -94,7 +94,7 @@ def test_timing(classes, pe, nf, keyed):
         last_out, start = emitted[-1], transfer + 1
     # The stage model, stepped with the same handshakes, fires at the same cycles.
     model = SerializerTiming(classes, nf, lat)
-    fired_in, fired_out, n_in, n_out = [], [], len(t_in), len(t_out)
+    fired_in, fired_out, n_in = [], [], len(t_in)
     for cycle in range(t_out[-1] + 1):
         in_fire = len(fired_in) < n_in and model.ready(True)
         out_fire = model.valid()

@@ -291,7 +291,7 @@ def test_verilator_batch(exported, tmp_path):
     import json
 
     from hw.axi_lite_regs import REG_ID_VALUE
-    from hw.residual_accelerator import generate_residual
+    from hw.residual_generate import generate_residual
     from sim.batch import build_batch, run_batch
     net, d, images = exported
     out = generate_residual(d, tmp_path / "design", pixels_per_beat=PPB)
@@ -316,11 +316,11 @@ def test_verilator_batch(exported, tmp_path):
 
 
 def test_cli(exported, tmp_path, capsys):
-    """``python -m hw.residual_accelerator EXPORTDIR OUTDIR``: the design directory and a
+    """``python -m hw.residual_generate EXPORTDIR OUTDIR``: the design directory and a
     one-line summary (depths, cycle model); a bad beat size is a one-line error."""
     import json
 
-    from hw.residual_accelerator import main
+    from hw.residual_generate import main
     from hw.residual_timing import cycle_summary
     net, d, _ = exported
     assert main([str(d), str(tmp_path / "out")]) == 0

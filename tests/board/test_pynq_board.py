@@ -77,7 +77,7 @@ def test_runtime_on_pynqs_own_drivers(make_board, name):
     assert device.model.shell.images_done == len(images)
     assert acc.last_run["register_cycles"] > 0
 
-    log, model = device.model.log, device.model
+    log = device.model.log
     # pynq's DMA driver started both channels (DMACR.RS) when the overlay bound it.
     assert [log[i][2:] for i in _writes(log, "dma") if log[i][2] in (DMACR, S2MM + DMACR)] \
         == [(DMACR, 1), (S2MM + DMACR, 1)]
