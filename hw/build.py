@@ -409,7 +409,13 @@ def _build_residual(board, args, out: Path) -> dict:
     start = time.monotonic()
     try:
         with atomic_directory(out, marker=_REPORT, what="build directory") as work:
-            shutil.copytree(args.net, work / "net")
+            if note is None:
+                shutil.copytree(args.net, work / "net")
+            else:   # the board runtime's net/ is the hardware's: the refolded network
+                from dataclasses import replace
+
+                from sw.residual_io import write_residual_network
+                write_residual_network(replace(net, test_vectors=None), work / "net")
             step("generate RTL")
             rtl = work / "rtl"
             generate_residual(work / "net", rtl, pixels_per_beat=args.pixels_per_beat,

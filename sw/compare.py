@@ -148,7 +148,7 @@ def _source_checkpoint(net, explicit: Path | None) -> tuple[Path | None, str]:
 def compare(args: argparse.Namespace) -> dict:
     """Run the comparison; return the report (see the module docstring)."""
     from .compiled_net import CompiledNetwork
-    from .network_io import load_compiled_network, load_network
+    from .network_io import load_network
     from .golden import GoldenModel
     from .datasets import load_images
     from .runtime import Accelerator
@@ -166,9 +166,7 @@ def compare(args: argparse.Namespace) -> dict:
             print(f"exporting {_DEFAULT_CHECKPOINT.name} ...", file=sys.stderr)
             export(_DEFAULT_CHECKPOINT, Path(tmp) / "net", progress=False)
             net_dir = Path(tmp) / "net"
-        # The board target drives layer chains only (the residual accelerator's board
-        # runtime is not written yet); golden and sim take residual networks too.
-        net = load_compiled_network(net_dir) if args.target == "pynq" else load_network(net_dir)
+        net = load_network(net_dir)
         residual = not isinstance(net, CompiledNetwork)
         if args.target == "sim":
             # The request checked before anything slow: pixels per beat, and a kept design.

@@ -538,8 +538,8 @@ class _SimBackend:
 class _PynqBackend:
     """A PYNQ overlay: the board shell's registers and an AXI DMA in simple mode."""
 
-    def __init__(self, net: CompiledNetwork, *, bitfile, pynq_module, ip_name, dma_name,
-                 batch_size, dma_timeout):
+    def __init__(self, net: CompiledNetwork | ResidualNetwork, *, bitfile, pynq_module, ip_name,
+                 dma_name, batch_size, dma_timeout):
         self._pynq = pynq_module if pynq_module is not None else _import_pynq()
         if not Path(bitfile).is_file():
             raise UserError(f"bitstream {bitfile} not found; build it with "
@@ -662,7 +662,7 @@ class Accelerator:
         net_dir = None
         if not isinstance(net, (CompiledNetwork, ResidualNetwork)):
             net_dir = Path(net).expanduser().resolve()
-            net = load_network(net_dir) if target != "pynq" else load_compiled_network(net_dir)
+            net = load_network(net_dir)
         own_folding = fold is None
         if isinstance(net, ResidualNetwork):
             # The golden model needs no folding; the simulated design has one PE throughout.

@@ -1,14 +1,16 @@
 """The board session's simulated system is the real one: tests/board/zynq_model.py's board
 shell against the Amaranth simulation of hw/board_shell.py (registers, results, framing and
-TLAST placement), and tests/board/hwh.py's DMA configuration against hw/vivado.py's."""
+TLAST placement; chains, and the residual network the board session runs), and
+tests/board/hwh.py's DMA configuration against hw/vivado.py's."""
 
 import numpy as np
 import pytest
 
 from boards import get_board
 from hw.vivado import dma_config
-from sw.network_io import load_compiled_network
+from sw.network_io import load_compiled_network, load_network
 from tests.board.hwh import dma_parameters
+from tests.board.make_fixtures import DATA
 from tests.board.zynq_model import ShellModel
 from tests.netfactory import random_compiled_network, random_images
 from tests.pynq_sim import _Device
@@ -55,12 +57,20 @@ def _rtl_results(rtl: _Device, words: int) -> tuple[list[int], list[int]]:
 
 
 #: Layer kinds of the shell pairs; "exits": an early exit after layer 0 (EXITS, EXIT0_TAKEN).
+#: "resnet_frac2": the board session's residual network (tests/board/data).
 PAIRS = {"frac2": dict(outs=["frac2", "sign"]), "mt3": dict(outs=["mt3", "sign"]),
-         "exits": dict(outs=["sign", "sign"], exits=((0, 2),))}
+         "exits": dict(outs=["sign", "sign"], exits=((0, 2),)), "resnet_frac2": None}
 
 
 @pytest.fixture(scope="module", params=list(PAIRS))
 def shell_pair(request, tmp_path_factory):
+    if PAIRS[request.param] is None:
+        net_dir = DATA / request.param
+        net = load_network(net_dir)
+        rtl = _Device(net, net_dir, PPB, max_cycles=200_000)
+        yield net, ShellModel(net, PPB), rtl
+        rtl.close()
+        return
     net_dir = random_compiled_network(tmp_path_factory.mktemp("net") / "net", image=(1, 4, 4),
                                       levels=2, shape=(8, 6, 4),
                                       folding=[(2, 4), (2, 4), (2, 3)], seed=3,

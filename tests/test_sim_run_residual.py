@@ -149,8 +149,12 @@ def test_hw_build_residual_refusals(resnet_export, tmp_path):
 def test_hw_build_residual_writes_shell_and_vivado_project(resnet_export, tmp_path):
     """``python -m hw.build --board ultra96 --net <residual export> --no-vivado``: the Yosys
     estimate fits, and the board shell and the Vivado project script are written for the
-    residual design (its engines' ROM files listed, the shell around ``fracbnn_top``)."""
+    residual design (its engines' ROM files listed, the shell around ``fracbnn_top``); ``net/``
+    beside it is the network as built (refolded to one PE: the board runtime checks the
+    design's folding registers against it)."""
     from hw.build import build, parse_args
+    from sw.golden import GoldenModel
+    from sw.network_io import load_network
     out = tmp_path / "b"
     report = build(parse_args(["--board", "ultra96", "--net", str(resnet_export), "--no-vivado",
                                "--quiet", "--out", str(out)]))
@@ -163,6 +167,12 @@ def test_hw_build_residual_writes_shell_and_vivado_project(resnet_export, tmp_pa
     shell = (out / "rtl" / "fracbnn_shell.v").read_text()
     assert "fracbnn_top" in shell and "module fracbnn_shell" in shell
     assert (out / "constraints.xdc").is_file() and (out / "report.json").is_file()
+    built, export = load_network(out / "net"), load_network(resnet_export)
+    assert {l.folding.pe for l in built.layers} == {report["folding"][0]["pe"]}
+    assert len({l.folding.pe for l in export.layers}) > 1
+    images = np.random.default_rng(1).integers(0, 256, (5, 64), dtype=np.uint8)
+    assert np.array_equal(GoldenModel(built).run(images).scores,
+                          GoldenModel(export).run(images).scores)
 
 
 def test_sim_run_residual_taps(resnet_export, random_images, tmp_path, capsys, monkeypatch):

@@ -20,7 +20,9 @@ import pytest
 
 import sw
 from sw.bitpack import popcount, popcount_swar
-from sw.network_io import load_compiled_network, load_test_vectors
+from sw.compiled_net import CompiledNetwork
+from sw.network_io import load_network, load_test_vectors
+from sw.residual_io import load_residual_vectors
 from sw.golden import GoldenModel
 from sw.runtime import Accelerator
 
@@ -36,16 +38,25 @@ HEAVY = ("torch", "amaranth", "cocotb", "cocotb_tools", "cocotbext", "tqdm", "ma
 @pytest.mark.parametrize("name", NETWORKS)
 def test_golden_model_reproduces_the_numpy2_results(name):
     net_dir = DATA / name
-    net = load_compiled_network(net_dir)
+    net = load_network(net_dir)
     expected = np.load(net_dir / "expected.npz")
     result = GoldenModel(net).run(expected["images"])
     np.testing.assert_array_equal(result.classes, expected["classes"])
     np.testing.assert_array_equal(result.scores, expected["scores"])
-    # Every layer's output of the test vectors (written with the network).
-    vectors = load_test_vectors(net_dir, net)
-    layers = GoldenModel(net).run(vectors.images).layer_outputs
-    for i, (got, want) in enumerate(zip(layers, vectors.layers)):
-        np.testing.assert_array_equal(np.asarray(got, dtype=np.int64), want, err_msg=f"layer {i}")
+    # Every layer's output (a residual network: every tensor) of the test vectors.
+    if isinstance(net, CompiledNetwork):
+        vectors = load_test_vectors(net_dir, net)
+        layers = GoldenModel(net).run(vectors.images).layer_outputs
+        for i, (got, want) in enumerate(zip(layers, vectors.layers)):
+            np.testing.assert_array_equal(np.asarray(got, dtype=np.int64), want,
+                                          err_msg=f"layer {i}")
+    else:
+        vectors = load_residual_vectors(net_dir, net)
+        tensors = GoldenModel(net).run(vectors.images.astype(np.uint8)).tensors
+        assert set(tensors) == set(vectors.tensors)
+        for name, want in vectors.tensors.items():
+            got = np.asarray(tensors[name], dtype=np.int64).reshape(len(want), -1)
+            np.testing.assert_array_equal(got, want.reshape(len(want), -1), err_msg=name)
     classes, scores = Accelerator("golden", net=net_dir).execute(expected["images"][:9])
     np.testing.assert_array_equal(scores, expected["scores"][:9])
 

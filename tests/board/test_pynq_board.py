@@ -44,9 +44,9 @@ def make_board(tmp_path):
     restore = []
 
     def make(name, *, stall=None, net=None):
-        from sw.network_io import load_compiled_network
+        from sw.network_io import load_network
         bit = write_overlay(tmp_path / f"overlay{len(restore)}", DATA / name)
-        model = ZynqModel(net or load_compiled_network(DATA / name), stall=stall)
+        model = ZynqModel(net or load_network(DATA / name), stall=stall)
         device = SimulatedBoard(model)
         restore.append(activate(device))
         return device, bit, np.load(DATA / name / "expected.npz")
@@ -61,7 +61,7 @@ def _writes(log, region, offset=None):
             and (offset is None or op[2] == offset)]
 
 
-@pytest.mark.parametrize("name", ["tiny_conv_frac", "dense_keys"])
+@pytest.mark.parametrize("name", ["tiny_conv_frac", "dense_keys", "resnet_frac2"])
 def test_runtime_on_pynqs_own_drivers(make_board, name):
     device, bit, expected = make_board(name)
     images = expected["images"]
