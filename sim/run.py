@@ -312,10 +312,15 @@ def _gates_opened(net, out_dir: Path):
     return out_dir, net
 
 
+def _design_doc(design_dir: Path) -> dict:
+    """The residual design's ``design.json``."""
+    import json
+    return json.loads((Path(design_dir) / "design.json").read_text())
+
+
 def _design_ii(design_dir: Path) -> dict:
     """The residual design's ``cycle_model`` entry of ``design.json``."""
-    import json
-    return json.loads((Path(design_dir) / "design.json").read_text())["cycle_model"]
+    return _design_doc(design_dir)["cycle_model"]
 
 
 def _residual_ii(net, cycle_model: dict) -> float | None:
@@ -328,11 +333,12 @@ def _residual_ii(net, cycle_model: dict) -> float | None:
 
 def _residual_reference(net, images, *, pixels_per_beat: int, cycle_model: bool = True,
                         start: int = 0, stop: int | None = None, golden=None,
-                        model_images: int | None = None):
+                        model_images: int | None = None, skip_depths="default"):
     """:func:`sim.reference.reference` for a residual network: golden results, and cycle
     stamps from :func:`hw.residual_timing.simulate_residual` (with the golden model's
-    gates) for the first ``model_images`` images of ``start..stop-1`` streamed from reset
-    (``None``: all of them)."""
+    gates and the design's ``skip_depths``, default: computed) for the first
+    ``model_images`` images of ``start..stop-1`` streamed from reset (``None``: all of
+    them)."""
     from hw.residual_timing import simulate_residual
     from sw.golden import GoldenModel
 
@@ -346,7 +352,8 @@ def _residual_reference(net, images, *, pixels_per_beat: int, cycle_model: bool 
     if cycle_model:
         n = stop - start if model_images is None else min(model_images, stop - start)
         gates = [None if g is None else g[start:start + n] for g in golden.gates]
-        t = simulate_residual(net, n, pixels_per_beat=pixels_per_beat, gates=gates).timing
+        t = simulate_residual(net, n, pixels_per_beat=pixels_per_beat, gates=gates,
+                              skip_depths=skip_depths).timing
         accept, output = np.asarray(t.input_start), np.asarray(t.output_start)
     return Reference(golden, accept, output, expected_registers(net, pixels_per_beat))
 
@@ -395,7 +402,10 @@ def run(args: argparse.Namespace) -> int:
         def make_reference():
             """One Reference per shard (cycle predictions from reset), golden run once."""
             ref = _residual_reference if residual else reference
-            extra = {"model_images": model_images} if residual else {}
+            # The design's own skip FIFO depths (design.json): no second sizing run.
+            extra = {"model_images": model_images,
+                     "skip_depths": _design_doc(design_dir)["skip_fifo_depths"]} \
+                if residual else {}
             first = ref(net, images, pixels_per_beat=args.pixels_per_beat,
                         cycle_model=timing, stop=bounds[0][1], **extra)
             return [first] + [ref(net, images, pixels_per_beat=args.pixels_per_beat,

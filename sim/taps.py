@@ -82,14 +82,13 @@ def decode_tap(tap: dict, beats, images: int) -> np.ndarray:
         lanes = bits.reshape(-1, pe, w).astype(np.int64)
         out = lanes @ (np.int64(1) << np.arange(w, dtype=np.int64))
         out -= (lanes[:, :, w - 1] << w)                 # two's complement sign
-    vectors = int(tap.get("vectors", 1))
-    out = out.reshape(n * vectors, nf * pe)[:, :int(tap["out_features"])]
-    out = out.reshape(n, -1)
+    vectors, features = int(tap.get("vectors", 1)), int(tap["out_features"])
+    out = out.reshape(n * vectors, nf * pe)[:, :features].reshape(n, vectors * features)
     if tap.get("pool"):
         conv, k = tap["conv"], int(tap["pool"])
         oh, ow = conv["out_height"] // k, conv["out_width"] // k
-        m = out.reshape(n, conv["out_height"], conv["out_width"], -1)[:, :oh * k, :ow * k]
-        out = m.reshape(n, oh, k, ow, k, -1).max(axis=(2, 4)).reshape(n, -1)
+        m = out.reshape(n, conv["out_height"], conv["out_width"], features)[:, :oh * k, :ow * k]
+        out = m.reshape(n, oh, k, ow, k, features).max(axis=(2, 4)).reshape(n, oh * ow * features)
     return out
 
 

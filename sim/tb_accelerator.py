@@ -265,10 +265,12 @@ def _check_taps(tb: TB, cfg: dict, count: int, mismatches: list) -> dict:
         key = f"layer{tap['layer']}"
         if key not in arrays:
             continue
+        # With early exits a later engine sees fewer images: the golden rows are those it saw.
+        expected = arrays[key][:count]
         got = decode_tap(tap, tap["beats"], count)
-        _, problems = compare_tap(tap, got, arrays[key][:count], limit=None)
+        _, problems = compare_tap(tap, got, expected, limit=None)
         mismatches += problems
-        if got.shape[0] == count:
+        if got.shape == expected.shape:
             checked.append(tap["layer"])
     return {"taps": tb.tap_note, "layers_checked": checked}
 

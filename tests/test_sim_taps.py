@@ -62,6 +62,8 @@ def test_decode_round_trip(kind, pe, nf, acc_width):
     # Fewer images asked, fewer beats recorded.
     assert np.array_equal(decode_tap(tap, raw, 2), want[:2])
     assert decode_tap(tap, raw[:-1], images).shape[0] == images - 1
+    assert decode_tap(tap, raw[:0], images).shape == (0, want.shape[1])     # an engine past an exit
+    assert decode_tap(tap, [], images).shape == (0, want.shape[1])
     # Comparison: equal, one changed output, a missing image.
     assert compare_tap(tap, got, want) == (0, [])
     bad = got.copy()
@@ -71,3 +73,18 @@ def test_decode_round_trip(kind, pe, nf, acc_width):
     count, found = compare_tap(tap, got[:2], want)
     assert count == 1 and found[0]["what"] == "layer output count"
     assert tap_wires(tap) == ("mvtu2.o__valid", "mvtu2.o__payload", "narrow2.i__ready")
+
+
+def test_decode_pooled_convolution():
+    """A convolution whose golden output is max pooled (chain networks): the decoded map is
+    pooled the same way, also for an engine that saw no image."""
+    rng = np.random.default_rng(7)
+    tap = {"layer": 0, "instance": "mvtu0", "consumer": "pool0", "out": "sign", "pe": 2,
+           "neuron_folds": 2, "out_features": 3, "acc_width": 4, "vectors": 16,
+           "conv": {"out_height": 4, "out_width": 4}, "pool": 2, "levels": 0}
+    values = rng.integers(0, 2, (2, 16, 4))
+    got = decode_tap(tap, _encode(tap, values), 2)
+    maps = values[:, :, :3].reshape(2, 4, 4, 3)
+    want = maps.reshape(2, 2, 2, 2, 2, 3).max(axis=(2, 4)).reshape(2, -1)
+    assert np.array_equal(got, want)
+    assert decode_tap(tap, [], 2).shape == (0, 12)
