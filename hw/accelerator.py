@@ -328,7 +328,8 @@ class Accelerator(wiring.Component):
 
     def param_widths(self) -> dict[int, int]:
         """Writable-parameter memory index (``3*layer + kind``) -> word width in bits."""
-        from sw.compiled_net import MEMORY_KINDS, memory_widths
+        from sw.compiled_net import MEMORY_KINDS
+        from sw.memory_layout import memory_widths
         return {3 * i + MEMORY_KINDS.index(kind): width
                 for i, layer in enumerate(self._net.layers)
                 for kind, width in memory_widths(layer).items()}

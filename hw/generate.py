@@ -36,8 +36,8 @@ import numpy as np
 from amaranth.hdl import Shape
 from amaranth.lib.wiring import In
 
-from sw.compiled_net import (CompiledNetwork, fold_config_from_json, memory_widths, memory_words,
-                             refold)
+from sw.compiled_net import CompiledNetwork, fold_config_from_json, refold
+from sw.memory_layout import memory_widths, memory_words
 from sw.network_io import load_compiled_network
 from sw.atomic_dir import atomic_directory, json_safe
 from sw.errors import UserError, cli_main

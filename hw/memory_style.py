@@ -63,7 +63,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sw.compiled_net import MEMORY_KINDS, CompiledNetwork, LayerSpec, memory_widths
+from sw.compiled_net import MEMORY_KINDS, CompiledNetwork, LayerSpec
+from sw.memory_layout import memory_widths
 from sw.errors import UserError
 
 __all__ = ["RAM_STYLES", "PLACEMENTS", "BLOCK_MIN_BITS", "DISTRIBUTED_MAX_DEPTH", "auto_style",

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from sw.atomic_dir import atomic_directory, check_apart
-from sw.compiled_net import memory_widths, memory_words
+from sw.memory_layout import memory_widths, memory_words
 from sw.errors import UserError
 from sw.memfile import write_mem
 from sw.network_io import load_network

@@ -1,10 +1,11 @@
-"""The compiled network: its data model, folding and JSON form (docs/compiled-network.md).
+"""The compiled network: its data model and folding (docs/compiled-network.md).
 
 The exporter (``models/export.py``), the golden model (``sw/golden.py``), the importers and
 the hardware generator (``hw/``) all build and read :class:`CompiledNetwork` objects.
 Companions: :mod:`sw.memory_layout` (how weights, thresholds and gates are packed into memory
-words, the same everywhere) and :mod:`sw.network_io` (the atomic writer and the checked
-loader of a compiled-network directory: ``network.json`` + ``.mem`` files).
+words, the same everywhere, and which memories a layer has), :mod:`sw.network_json` (the
+``network.json`` document and its dataflow graph) and :mod:`sw.network_io` (the atomic writer
+and the checked loader of a compiled-network directory: ``network.json`` + ``.mem`` files).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
-from .memory_layout import pack_gate_words, pack_threshold_words, pack_weight_words
 
 __all__ = [
     "FORMAT",
@@ -43,11 +43,7 @@ __all__ = [
     "validate_folding",
     "fold_config_from_json",
     "refold",
-    "network_graph",
-    "network_to_json",
     "MEMORY_KINDS",
-    "memory_widths",
-    "memory_words",
 ]
 
 #: ``format`` field of network.json.
@@ -88,7 +84,6 @@ MAX_LAYERS = 1024
 MAX_PIXEL_BITS = 16
 #: Most thermometer planes per pixel (an 8-bit input quantizer needs up to 255).
 MAX_THERMOMETER_LEVELS = 1024
-_MAX_LAYER_WEIGHTS = MAX_LAYER_WEIGHTS  # old private name
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -924,142 +919,3 @@ def refold(net: CompiledNetwork, folding: list[Folding]) -> CompiledNetwork:
     validate_folding(folding, net.fold_shapes)
     layers = [replace(layer, folding=f) for layer, f in zip(net.layers, folding)]
     return replace(net, layers=layers)
-
-
-# --------------------------------------------------------------------------- JSON
-
-
-def _layer_json(layer: LayerSpec, prefix: str = "L") -> dict:
-    i = layer.index
-    mems: dict[str, dict] = {
-        "weights": {"file": f"{prefix}{i}_weights.mem", "depth": layer.weight_depth,
-                    "width": layer.weight_width}}
-    if layer.threshold_count:
-        mems["thresholds"] = {"file": f"{prefix}{i}_thresholds.mem", "depth": layer.neuron_folds,
-                              "width": layer.threshold_width, "count": layer.threshold_count,
-                              "threshold_bits": layer.threshold_bits}
-    if layer.gated:
-        mems["gates"] = {"file": f"{prefix}{i}_gates.mem", "depth": layer.neuron_folds,
-                         "width": layer.gate_width, "gate_bits": layer.gate_bits}
-    levels = ({"levels": layer.levels, "out_bias": layer.out_bias, "out_scale": layer.out_scale}
-              if layer.out == "multithreshold" else {})
-    return {"index": i, "name": layer.name, "kind": layer.kind,
-            "in_features": layer.in_features,
-            "out_features": layer.out_features, "in_bits": layer.in_bits, "out": layer.out,
-            **levels,
-            "acc_min": layer.acc_min, "acc_max": layer.acc_max,
-            **({} if layer.conv is None else {"conv": layer.conv.to_json(),
-                                               "pool": layer.pool}),
-            "folding": {**layer.folding.to_json(),
-                        "mw_padded": layer.mw_padded, "mh_padded": layer.mh_padded,
-                        "synapse_folds": layer.synapse_folds,
-                        "neuron_folds": layer.neuron_folds},
-            "memories": mems}
-
-
-def _elem_type(layer: LayerSpec) -> str:
-    """Graph element type of a layer's output: ``bit``, ``frac2``, ``code2`` (a 2-bit
-    multi-threshold code) or ``int`` (scores)."""
-    if layer.out in ("frac2", "scores"):
-        return {"frac2": "frac2", "scores": "int"}[layer.out]
-    return "bit" if layer.out_bits == 1 else "code2"
-
-
-def network_graph(net: CompiledNetwork) -> dict:
-    """The dataflow graph of ``net`` (``network.json`` field ``graph``, version 2).
-
-    Named tensors with their shape (``[H, W, C]`` in HWC order, or ``[N]`` for vectors) and
-    element type (``uint8`` pixels, ``bit``: 1-bit ±1, ``frac2``: 2-bit code ``q``,
-    ``code2``: 2-bit code of a multi-threshold activation, ``int``: integer scores), and the nodes that produce them, in execution order: ``thermometer``,
-    ``pad`` (before a convolution with padding), ``conv``/``dense`` (``layer``: index into
-    ``layers``), ``maxpool`` and ``flatten`` (spatial map -> vector, HWC order).
-    """
-    inp = net.input
-    tensors = [{"name": "image", "shape": [inp.height, inp.width, inp.channels],
-                "type": "uint8"},
-               {"name": "x0", "shape": list(inp.out_map), "type": "bit"}]
-    nodes = [{"name": "thermometer", "op": "thermometer", "inputs": ["image"],
-              "outputs": ["x0"]}]
-
-    def add(op, name, shape, type_, **attrs):
-        src = tensors[-1]["name"]
-        dst = f"x{len(tensors) - 1}"
-        tensors.append({"name": dst, "shape": list(shape), "type": type_})
-        nodes.append({"name": name, "op": op, "inputs": [src], "outputs": [dst], **attrs})
-
-    for layer in net.layers:
-        type_ = _elem_type(layer)
-        in_type = tensors[-1]["type"]
-        if layer.conv is not None:
-            c = layer.conv
-            if c.pad:
-                add("pad", f"pad{layer.index}",
-                    (c.padded_height, c.padded_width, c.in_channels), in_type, pad=c.pad)
-            add("conv", layer.name, (c.out_height, c.out_width, layer.out_features), type_,
-                layer=layer.index, kernel=c.kernel, stride=c.stride)
-            if layer.pool:
-                add("maxpool", f"pool{layer.index}", layer.out_map, type_,
-                    kernel=layer.pool, stride=layer.pool)
-        else:
-            if len(tensors[-1]["shape"]) == 3:
-                add("flatten", f"flatten{layer.index}", [math.prod(tensors[-1]["shape"])],
-                    in_type)
-            add("dense", layer.name, [layer.out_features], type_, layer=layer.index)
-        if layer.index == len(net.layers) - 1:
-            tensors[-1]["name"] = nodes[-1]["outputs"][0] = "scores"
-    for j, ex in enumerate(net.exits):
-        src = next(n["outputs"][0] for n in nodes if n.get("layer") == ex.after
-                   and n["op"] in ("dense", "conv"))
-        src = next((n["outputs"][0] for n in nodes if n["inputs"] == [src]
-                    and n["op"] == "maxpool"), src)
-        tensors.append({"name": f"exit{j}_scores", "shape": [ex.layer.out_features],
-                        "type": "int"})
-        nodes.append({"name": ex.layer.name, "op": "exit", "inputs": [src],
-                      "outputs": [f"exit{j}_scores"], "exit": j, "margin": ex.margin})
-    return {"tensors": tensors, "nodes": nodes}
-
-
-def network_to_json(net: CompiledNetwork) -> dict:
-    """The ``network.json`` document of ``net``."""
-    inp = net.input.to_json()
-    inp["order"] = "HWC"
-    doc = {"format": FORMAT, "version": EXITS_VERSION if net.exits else VERSION,
-           "name": net.name, "source": dict(net.source),
-           "input": inp, "layers": [_layer_json(l) for l in net.layers],
-           "graph": network_graph(net), "output": net.output.to_json()}
-    if net.exits:
-        doc["exits"] = [{"after": ex.after, "margin": ex.margin,
-                         "layer": _layer_json(ex.layer, "X")} for ex in net.exits]
-    doc["test_vectors"] = net.test_vectors
-    return doc
-
-
-def memory_widths(layer: LayerSpec) -> dict[str, int]:
-    """Word width of each memory ``layer`` has, by kind (:data:`MEMORY_KINDS` order):
-    weights always, thresholds unless it outputs scores, gates if it is gated."""
-    widths = {"weights": layer.weight_width}
-    if layer.threshold_count:
-        widths["thresholds"] = layer.threshold_width
-    if layer.gated:
-        widths["gates"] = layer.gate_width
-    return widths
-
-
-def memory_words(layer: LayerSpec, kind: str) -> list[int]:
-    """The words of memory ``kind`` of ``layer`` (the ``.mem`` file's)."""
-    return {"weights": pack_weight_words, "thresholds": pack_threshold_words,
-            "gates": pack_gate_words}[kind](layer)
-
-
-def _memories(layer: LayerSpec, prefix: str = "L") -> list[tuple[str, list[int], int]]:
-    """(file name, words, width) of every memory of ``layer`` (``X{j}_...`` for exit ``j``)."""
-    return [(f"{prefix}{layer.index}_{kind}", memory_words(layer, kind), width)
-            for kind, width in memory_widths(layer).items()]
-
-
-def _all_memories(net: CompiledNetwork) -> list[tuple[str, list[int], int]]:
-    """Every memory of ``net``: the layers' (``L``), then the exits' (``X``)."""
-    return ([m for layer in net.layers for m in _memories(layer)]
-            + [m for ex in net.exits for m in _memories(ex.layer, "X")])
-
-

@@ -20,9 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .compiled_net import LayerSpec
+    from .compiled_net import CompiledNetwork, LayerSpec
 
-__all__ = ["pack_weight_words", "unpack_weight_words", "pack_threshold_words", "unpack_threshold_words", "pack_gate_words", "unpack_gate_words"]
+__all__ = ["pack_weight_words", "unpack_weight_words", "pack_threshold_words",
+           "unpack_threshold_words", "pack_gate_words", "unpack_gate_words", "memory_widths",
+           "memory_words", "layer_memories", "network_memories"]
+
 
 def _rows_to_words(bits: np.ndarray) -> list[int]:
     """Each row of 0/1 ``bits`` (row bit k = word bit k) -> one Python int."""
@@ -123,3 +126,30 @@ def unpack_gate_words(words: list[int], pe: int, gate_bits: int) -> np.ndarray:
                     dtype=np.int64)
 
 
+def memory_widths(layer: LayerSpec) -> dict[str, int]:
+    """Word width of each memory ``layer`` has, by kind (:data:`MEMORY_KINDS` order):
+    weights always, thresholds unless it outputs scores, gates if it is gated."""
+    widths = {"weights": layer.weight_width}
+    if layer.threshold_count:
+        widths["thresholds"] = layer.threshold_width
+    if layer.gated:
+        widths["gates"] = layer.gate_width
+    return widths
+
+
+def memory_words(layer: LayerSpec, kind: str) -> list[int]:
+    """The words of memory ``kind`` of ``layer`` (the ``.mem`` file's)."""
+    return {"weights": pack_weight_words, "thresholds": pack_threshold_words,
+            "gates": pack_gate_words}[kind](layer)
+
+
+def layer_memories(layer: LayerSpec, prefix: str = "L") -> list[tuple[str, list[int], int]]:
+    """(file name, words, width) of every memory of ``layer`` (``X{j}_...`` for exit ``j``)."""
+    return [(f"{prefix}{layer.index}_{kind}", memory_words(layer, kind), width)
+            for kind, width in memory_widths(layer).items()]
+
+
+def network_memories(net: CompiledNetwork) -> list[tuple[str, list[int], int]]:
+    """Every memory of ``net``: the layers' (``L``), then the exits' (``X``)."""
+    return ([m for layer in net.layers for m in layer_memories(layer)]
+            + [m for ex in net.exits for m in layer_memories(ex.layer, "X")])

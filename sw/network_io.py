@@ -22,14 +22,15 @@ from .atomic_dir import atomic_directory
 from .compiled_net import (ACTIVATION_PRESETS, EXITS_VERSION, FORMAT, MAX_LAYER_WEIGHTS,
                            MAX_LAYERS, OUT_KINDS, READ_VERSIONS, VERSION, CompiledNetwork,
                            ConvGeometry, ExitSpec, Folding, InputSpec, LayerSpec, OutputSpec,
-                           TestVectors, network_graph, network_to_json)
+                           TestVectors)
 # The format's private pieces shared with the data model: file names, the memories of a
 # network, the per-layer folding check, the JSON reader with one-line errors.
-from .compiled_net import (_NETWORK_JSON, _TEST_VECTORS_JSON, _all_memories, _check_layer_folding,
-                           _parse_json)
+from .compiled_net import _NETWORK_JSON, _TEST_VECTORS_JSON, _check_layer_folding, _parse_json
 from .errors import UserError
 from .memfile import read_mem, write_coe, write_mem
-from .memory_layout import unpack_gate_words, unpack_threshold_words, unpack_weight_words
+from .memory_layout import (network_memories, unpack_gate_words, unpack_threshold_words,
+                            unpack_weight_words)
+from .network_json import network_graph, network_to_json
 
 __all__ = ["write_compiled_network", "load_compiled_network", "load_network", "load_test_vectors"]
 
@@ -81,7 +82,7 @@ def write_compiled_network(net: CompiledNetwork, outdir: str | Path,
     if vectors is not None:
         net = replace(net, test_vectors=_TEST_VECTORS_JSON)
     with atomic_directory(outdir, marker=_NETWORK_JSON, what="compiled network") as tmp:
-        digests = _write_memories(tmp, _all_memories(net), coe)
+        digests = _write_memories(tmp, network_memories(net), coe)
         if vectors is not None:
             _check_vectors(vectors, net, "test vectors")
             (tmp / _TEST_VECTORS_JSON).write_text(json.dumps(vectors.to_json()) + "\n")

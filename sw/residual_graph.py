@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 
 from .compiled_net import (FORMAT, MAX_MAP_VALUES, InputSpec, LayerSpec,
-                           OutputSpec, _check_layer_folding, _is_int, _layer_json)
+                           OutputSpec, _check_layer_folding, _is_int)
 from .errors import UserError
 from .fixed_point import ADD_BITS, MAX_SHIFT, MULT_BITS, FixedPointFormat
+from .network_json import layer_json
 
 __all__ = [
     "RESIDUAL_VERSION",
@@ -613,7 +614,7 @@ def residual_to_json(net: ResidualNetwork) -> dict:
     inp["order"] = "HWC"
     return {"format": FORMAT, "version": RESIDUAL_VERSION, "name": net.name,
             "source": dict(net.source), "input": inp,
-            "layers": [_layer_json(l) for l in net.layers],
+            "layers": [layer_json(l) for l in net.layers],
             "graph": {"tensors": [t.to_json() for t in net.tensors],
                       "nodes": [_node_json(net, n) for n in net.nodes]},
             "output": net.output.to_json(), "test_vectors": net.test_vectors}

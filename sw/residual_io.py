@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from .atomic_dir import atomic_directory
-from .compiled_net import (_NETWORK_JSON, _TEST_VECTORS_JSON, MAX_LAYER_WEIGHTS, memory_widths,
-                           memory_words)
+from .compiled_net import _NETWORK_JSON, _TEST_VECTORS_JSON, MAX_LAYER_WEIGHTS
 from .errors import UserError
+from .memory_layout import memory_widths, memory_words
 from .network_io import (_Doc, _load_input_output, _load_layer, _read_document, _read_memory,
                          _write_memories)
 from .residual_graph import (MAX_NODES, NODE_OPS, RESIDUAL_VERSION, Node, ResidualNetwork,

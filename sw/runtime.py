@@ -161,7 +161,8 @@ def parameter_memories(net: CompiledNetwork) -> list[tuple[int, int, list[int]]]
     """``(index, width, words)`` of every parameter memory of ``net`` in load order: memory
     index ``3*layer + kind`` (:data:`sw.compiled_net.MEMORY_KINDS`), words exactly the
     ``.mem`` files'."""
-    from .compiled_net import MEMORY_KINDS, memory_widths, memory_words
+    from .compiled_net import MEMORY_KINDS
+    from .memory_layout import memory_widths, memory_words
     return [(3 * i + MEMORY_KINDS.index(kind), width, memory_words(layer, kind))
             for i, layer in enumerate(net.layers)
             for kind, width in memory_widths(layer).items()]
@@ -185,7 +186,7 @@ def parameter_writes(net: CompiledNetwork) -> list[tuple[int, int]]:
 def _hardware_view(net: CompiledNetwork) -> dict:
     """What the hardware fixes: network.json without the memories' contents (sha256),
     name, provenance, test vectors, the codes' values and the float logit map."""
-    from .compiled_net import network_to_json
+    from .network_json import network_to_json
     doc = network_to_json(net)
     for key in ("name", "source", "test_vectors"):
         doc.pop(key, None)

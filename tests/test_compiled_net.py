@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import sw.compiled_net as cn
 import sw.network_io as network_io
+from sw.network_json import network_to_json
 from sw.compiled_net import (CompiledNetwork, Folding, InputSpec, LayerSpec, OutputSpec,
                              TestVectors, fold_config_from_json, refold, signed_bits)
 from sw.memory_layout import (pack_gate_words, pack_threshold_words, pack_weight_words,
@@ -188,7 +188,7 @@ def test_fold_config_file_errors(tmp_path):
 # --------------------------------------------------------------------- write / load
 
 def assert_same(a, b):
-    assert cn.network_to_json(a) == cn.network_to_json(b)
+    assert network_to_json(a) == network_to_json(b)
     for la, lb in zip(a.layers, b.layers):
         for name in ("weights", "thresholds", "neg", "gates"):
             xa, xb = getattr(la, name), getattr(lb, name)
