@@ -19,7 +19,7 @@ import numpy as np
 from .atomic_dir import atomic_directory
 from .compiled_net import _NETWORK_JSON, _TEST_VECTORS_JSON, MAX_LAYER_WEIGHTS
 from .errors import UserError
-from .memory_layout import memory_widths, memory_words
+from .memory_layout import layer_memories
 from .network_io import (_Doc, _load_input_output, _load_layer, _read_document, _read_memory,
                          _write_memories)
 from .residual_graph import (MAX_NODES, NODE_OPS, RESIDUAL_VERSION, Node, ResidualNetwork,
@@ -51,8 +51,7 @@ class ResidualVectors:
 def _memories(net: ResidualNetwork) -> list[tuple[str, list[int], int]]:
     """(file stem, words, width) of every memory: the conv layers' (``L{i}_...``), then the
     nodes' (``{node}_{kind}``)."""
-    out = [(f"L{l.index}_{kind}", memory_words(l, kind), width)
-           for l in net.layers for kind, width in memory_widths(l).items()]
+    out = [m for layer in net.layers for m in layer_memories(layer)]
     for node in net.nodes:
         for m in node_memories(node, net.tensor(node.inputs[0])):
             out.append((m.file[:-len(".mem")], m.words(), m.width))
