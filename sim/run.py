@@ -318,11 +318,6 @@ def _design_doc(design_dir: Path) -> dict:
     return json.loads((Path(design_dir) / "design.json").read_text())
 
 
-def _design_ii(design_dir: Path) -> dict:
-    """The residual design's ``cycle_model`` entry of ``design.json``."""
-    return _design_doc(design_dir)["cycle_model"]
-
-
 def _residual_ii(net, cycle_model: dict) -> float | None:
     """The exact steady-state II of a residual network without gated layers (the cycle
     model's, from ``design.json``); ``None`` when gating makes it data-dependent."""
@@ -392,7 +387,8 @@ def run(args: argparse.Namespace) -> int:
         images, labels = np.ascontiguousarray(images[:n_images]), labels[:n_images]
         timing = args.stall_percent == 0
         bounds = _shard_bounds(n_images, args)
-        design_ii = _design_ii(design_dir) if residual else None
+        design_doc = _design_doc(design_dir) if residual else None
+        design_ii = design_doc["cycle_model"] if residual else None
 
         model_images = None
         if residual:
@@ -404,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
             ref = _residual_reference if residual else reference
             # The design's own skip FIFO depths (design.json): no second sizing run.
             extra = {"model_images": model_images,
-                     "skip_depths": _design_doc(design_dir)["skip_fifo_depths"]} \
+                     "skip_depths": design_doc["skip_fifo_depths"]} \
                 if residual else {}
             first = ref(net, images, pixels_per_beat=args.pixels_per_beat,
                         cycle_model=timing, stop=bounds[0][1], **extra)

@@ -144,7 +144,8 @@ def memory_words(layer: LayerSpec, kind: str) -> list[int]:
 
 
 def layer_memories(layer: LayerSpec, prefix: str = "L") -> list[tuple[str, list[int], int]]:
-    """(file name, words, width) of every memory of ``layer`` (``X{j}_...`` for exit ``j``)."""
+    """(file stem, words, width) of every memory of ``layer`` (``X{j}_...`` for exit
+    ``j``); the file is ``<stem>.mem``."""
     return [(f"{prefix}{layer.index}_{kind}", memory_words(layer, kind), width)
             for kind, width in memory_widths(layer).items()]
 
