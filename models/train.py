@@ -2,7 +2,8 @@
 
 ``python -m models.train --net NAME|FILE.toml [--method bp|dfa|drtp|selfbin] [--epochs N]
 [--seed S] [--out PATH] [--data DIR] [--lr LR] [--batch-size B] [--max-shift S]
-[--recalibrate-images N] [--limit N] [--threads K] [--device cpu|cuda|auto]``
+[--recalibrate-images N] [--init CHECKPOINT] [--limit N] [--threads K]
+[--device cpu|cuda|auto]``
 
 ``--net`` is a zoo name or a network description file (:mod:`models.zoo`: TOML or JSON with
 ``[network]`` and ``[recipe]``). Defaults come from its recipe. The run is deterministic
@@ -34,6 +35,15 @@ training (``selfbin``); every method's checkpoint is an ordinary binary network.
 checkout, else ``<name>.pt`` in the current directory) is the model after
 the last epoch, with the architecture and the description; ``<out minus .pt>.png`` holds loss, train/test accuracy and LSB
 fraction per epoch.
+
+``--init CHECKPOINT`` fine-tunes instead of starting from random weights: the run starts
+from that checkpoint's weights (it must hold the ``--net`` architecture) with a fresh
+optimiser and a new cosine schedule from ``--lr``.  A checkpoint keeps binary weights as
++-1 only, so every latent weight starts at the clip bound (a sign flip needs a consistent
+gradient for about ``1 / lr`` steps); the real-valued parameters (batch norm, RPReLU, gates,
+scales) carry on as saved.  The saved history is the init checkpoint's epochs followed by
+this run's (numbered on), so the curve shows the whole schedule; the metadata's ``init``
+records the first run's command, recipe and accuracy.
 """
 
 from __future__ import annotations
@@ -52,7 +62,7 @@ import torch
 from sw.errors import UserError, cli_main
 
 from . import zoo
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import iterate_batches, mnist_tensors, random_shift
 from .evaluate import evaluate
 from .layers import BinaryNet, clip_latent_weights
@@ -61,7 +71,7 @@ from .residual import ResNet
 from .methods import METHODS, backward_step, check_recipe, feedback_matrices, selfbin_surrogate
 from sw.progress import progress_bar, progress_write
 
-__all__ = ["train", "save_trained", "recalibrate", "lr_at", "plot_history", "main"]
+__all__ = ["train", "save_trained", "continued_history", "recalibrate", "lr_at", "plot_history", "main"]
 
 
 def lr_at(step: int, total_steps: int, lr: float, lr_final: float, warmup_steps: int = 0) -> float:
@@ -283,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="after every epoch, recompute the batch-norm statistics from the "
                              "first N training images before scoring (residual nets: "
                              "eval-shaped passes; 0: off; default: recipe)")
+    parser.add_argument("--init", type=Path, metavar="CHECKPOINT",
+                        help="fine-tune: start from this checkpoint's weights (same architecture "
+                             "as --net) with a fresh optimiser and schedule (default: random "
+                             "initialisation)")
     parser.add_argument("--limit", type=int, help="train on the first N training images only (tests)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
@@ -304,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"({entry.name}); use bp or selfbin")
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, not {args.threads}")
+    init_model, init_meta = (None, None) if args.init is None else _init_checkpoint(args.init, entry)
     if args.out is not None:
         out = args.out
     elif entry.name in zoo.ZOO and zoo.ZOO[entry.name] is entry and zoo.SOURCE_CHECKOUT:
@@ -331,15 +346,44 @@ def main(argv: list[str] | None = None) -> int:
     else:
         torch.use_deterministic_algorithms(True)
     start = time.perf_counter()
-    model, history = train(entry, data=args.data, limit=args.limit, progress=True, device=device,
-                           **rec)
+    model, history = train(entry if init_model is None else init_model, data=args.data,
+                           limit=args.limit, progress=True, device=device, name=entry.name, **rec)
     model.cpu()
     command = "python -m models.train " + " ".join(shlex.quote(a) for a in
                                                    (sys.argv[1:] if argv is None else argv))
+    init = None
+    if init_meta is not None:
+        history = continued_history(init_meta["history"], history)
+        init = {key: init_meta.get(key) for key in ("command", "recipe", "test_accuracy",
+                                                      "lsb_fraction", "wall_time_s", "device")}
+        init["checkpoint"] = args.init.name
     save_trained(model, history, out, name=entry.name, recipe=rec, description=entry.to_dict(),
                  limit=args.limit, threads=args.threads, command=command,
-                 wall=time.perf_counter() - start, device=_device_name(device))
+                 wall=time.perf_counter() - start, device=_device_name(device), init=init)
     return 0
+
+
+def _init_checkpoint(path: Path, entry: zoo.ZooEntry) -> tuple[BinaryNet | ResNet, dict]:
+    """``--init``: the checkpoint's model and metadata; another architecture than ``--net``'s
+    is a one-line error."""
+    model, meta = load_checkpoint(path)
+    fresh = entry.build()
+    if type(model) is not type(fresh) or model.config() != fresh.config():
+        raise UserError(f"--init {path} holds another architecture than --net {entry.name}; "
+                        f"pass a checkpoint trained with --net {entry.name}")
+    if not isinstance(meta.get("history"), dict) or not meta["history"].get("epoch"):
+        raise UserError(f"--init {path} has no training history (not written by "
+                        "models.train); pass a checkpoint that models.train saved")
+    return model, meta
+
+
+def continued_history(first: dict, then: dict) -> dict:
+    """The history of a run started from a checkpoint (``then``) behind the checkpoint's own
+    (``first``): lists concatenated, ``then``'s epochs numbered on from ``first``'s last."""
+    offset = first["epoch"][-1]
+    joined = {key: list(first.get(key, [])) + list(values) for key, values in then.items()}
+    joined["epoch"] = list(first["epoch"]) + [offset + e for e in then["epoch"]]
+    return joined
 
 
 def _device(choice: str) -> torch.device:
@@ -361,10 +405,10 @@ def _device_name(device: torch.device) -> str:
 
 def save_trained(model: BinaryNet | ResNet, history: dict, out: Path, *, name: str, recipe: dict,
                  description: dict | None, limit: int | None, threads: int, command: str,
-                 wall: float | None = None, device: str = "cpu") -> dict:
+                 wall: float | None = None, device: str = "cpu", init: dict | None = None) -> dict:
     """Save a trained model as a checkpoint with its metadata (name, recipe, description,
-    command, device, history, accuracy) and its curve ``<out minus .pt>.png``; print where;
-    return the metadata."""
+    command, device, history, accuracy; ``init``: the run it was fine-tuned from, ``--init``)
+    and its curve ``<out minus .pt>.png``; print where; return the metadata."""
     total = sum(history["seconds"]) if wall is None else wall
     meta = {
         "net": name,
@@ -382,6 +426,8 @@ def save_trained(model: BinaryNet | ResNet, history: dict, out: Path, *, name: s
     }
     if description is None:
         del meta["description"]
+    if init is not None:
+        meta["init"] = init
     save_checkpoint(model, out, meta)
     method = recipe.get("method", "bp")
     plot_history(history, out.with_suffix(".png"),

@@ -108,6 +108,47 @@ def test_cli_user_errors_exit_2_with_one_line(args, match):
     assert "Traceback" not in proc.stderr
 
 
+def test_init_fine_tunes_from_the_checkpoint(tiny_runs, tmp_path):
+    """``--init``: the run starts from the checkpoint's weights (a learning rate too small to
+    flip a sign keeps every binary weight), continues its history and records it."""
+    base = tiny_runs["a"]
+    out = tmp_path / "ft.pt"
+    args = ["--net", "tiny", "--epochs", "1", "--limit", "3000", "--threads", "1",
+            "--init", str(base), "--lr", "1e-9"]
+    assert train_mod.main([*args, "--out", str(out)]) == 0
+    (sa, ma), (sf, mf) = _state(base), _state(out)
+    binary = [k for k in sa if k.endswith(".weight") and set(sa[k].unique().tolist()) <= {-1.0, 1.0}]
+    assert binary and all(torch.equal(sa[k], sf[k]) for k in binary)
+    assert mf["history"]["epoch"] == [1, 2]
+    assert mf["history"]["test_accuracy"][0] == ma["test_accuracy"]
+    assert mf["test_accuracy"] == mf["history"]["test_accuracy"][-1]
+    assert mf["init"]["checkpoint"] == base.name and mf["init"]["command"] == ma["command"]
+    assert "--init" in mf["command"]
+    # With a learning rate large enough to flip signs within 24 steps from the clip bound,
+    # the fine-tune moves, deterministically.
+    outs = [tmp_path / f"ft{i}.pt" for i in range(2)]
+    for o in outs:
+        assert train_mod.main([*args[:-1], "0.1", "--out", str(o)]) == 0
+    (s0, m0), (s1, m1) = _state(outs[0]), _state(outs[1])
+    assert all(torch.equal(s0[k], s1[k]) for k in s0)
+    assert m0["history"]["loss"] == m1["history"]["loss"]
+    assert not all(torch.equal(s0[k], sa[k]) for k in binary)
+
+
+def test_init_with_another_architecture_is_a_one_line_error(tiny_runs, tmp_path):
+    from models.checkpoint import save_checkpoint
+    from sw.errors import UserError
+
+    with pytest.raises(UserError, match="another architecture than --net tiny_resnet"):
+        train_mod.main(["--net", "tiny_resnet", "--init", str(tiny_runs["a"]),
+                        "--out", str(tmp_path / "x.pt")])
+    model, _ = load_checkpoint(tiny_runs["a"])
+    bare = save_checkpoint(model, tmp_path / "bare.pt", {})
+    with pytest.raises(UserError, match="no training history"):
+        train_mod.main(["--net", "tiny", "--init", str(bare), "--out", str(tmp_path / "y.pt")])
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
+
+
 def test_evaluate_cli_rejects_corrupt_checkpoint(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
