@@ -37,7 +37,7 @@ from amaranth.hdl import Shape
 from amaranth.lib.wiring import In
 
 from sw.compiled_net import CompiledNetwork, fold_config_from_json, refold
-from sw.memory_layout import memory_widths, memory_words
+from sw.memory_layout import memory_depth, network_memories, network_memory_kinds
 from sw.network_io import load_compiled_network
 from sw.atomic_dir import atomic_directory, json_safe
 from sw.errors import UserError, cli_main
@@ -94,32 +94,18 @@ def check_pixels_per_beat(net: CompiledNetwork, pixels_per_beat, *,
 def write_memories(net: CompiledNetwork, directory: Path) -> list[str]:
     """Write every layer's ``.mem`` files laid out for ``net``'s folding, and every early
     exit's (``X{j}_*.mem``, the exit's folding); return their names."""
-    names = _memory_names(net)
-    for name, (_, layer, kind, width) in zip(names, _memories(net)):
-        write_mem(directory / name, memory_words(layer, kind), width)
+    names = []
+    for stem, words, width in network_memories(net):
+        write_mem(directory / f"{stem}.mem", words, width)
+        names.append(f"{stem}.mem")
     return names
-
-
-def _memories(net: CompiledNetwork) -> list[tuple]:
-    """``(prefix, layer, kind, width)`` of every memory of ``net``, in file-name order: the
-    layers' (``L``), then the early exits' classifiers (``X``)."""
-    return [(prefix, layer, kind, width)
-            for prefix, layers in (("L", net.layers), ("X", [ex.layer for ex in net.exits]))
-            for layer in layers for kind, width in memory_widths(layer).items()]
-
-
-def _memory_names(net: CompiledNetwork) -> list[str]:
-    return [f"{prefix}{layer.index}_{kind}.mem" for prefix, layer, kind, _ in _memories(net)]
 
 
 def memory_files(net: CompiledNetwork) -> list[tuple[str, int, int]]:
     """``(file name, word width, depth)`` of every ``.mem`` file :func:`generate` writes for
     ``net``'s folding, in file-name order (the ``INIT_FILE`` names of the generated ROMs)."""
-    depths = {"weights": lambda layer: layer.weight_depth,
-              "thresholds": lambda layer: layer.neuron_folds,
-              "gates": lambda layer: layer.neuron_folds}
-    return [(name, width, depths[kind](layer))
-            for name, (_, layer, kind, width) in zip(_memory_names(net), _memories(net))]
+    return [(f"{stem}.mem", width, memory_depth(layer, kind))
+            for stem, layer, kind, width in network_memory_kinds(net)]
 
 
 def input_mode(layer, engine) -> str:
@@ -349,7 +335,7 @@ def generate(export_dir, outdir, *, fold=None, pixels_per_beat: int = 8,
                 _quiet_if_abandoned(), heartbeat(f"generating {outdir}", enabled=progress):
             if fold is None:
                 # Same folding: the export's .mem files are the source of truth, copied as is.
-                mem_files = _memory_names(net)
+                mem_files = [name for name, _, _ in memory_files(net)]
                 for name in mem_files:
                     shutil.copyfile(export_dir / name, tmp / name)
             else:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["pack_weight_words", "unpack_weight_words", "pack_threshold_words",
            "unpack_threshold_words", "pack_gate_words", "unpack_gate_words", "memory_widths",
-           "memory_words", "layer_memories", "network_memories"]
+           "memory_words", "memory_depth", "layer_memories", "network_memory_kinds",
+           "network_memories"]
 
 
 def _rows_to_words(bits: np.ndarray) -> list[int]:
@@ -143,6 +144,12 @@ def memory_words(layer: LayerSpec, kind: str) -> list[int]:
             "gates": pack_gate_words}[kind](layer)
 
 
+def memory_depth(layer: LayerSpec, kind: str) -> int:
+    """Words in memory ``kind`` of ``layer`` (``len(memory_words(layer, kind))``, without
+    packing them)."""
+    return layer.weight_depth if kind == "weights" else layer.neuron_folds
+
+
 def layer_memories(layer: LayerSpec, prefix: str = "L") -> list[tuple[str, list[int], int]]:
     """(file stem, words, width) of every memory of ``layer`` (``X{j}_...`` for exit
     ``j``); the file is ``<stem>.mem``."""
@@ -150,7 +157,17 @@ def layer_memories(layer: LayerSpec, prefix: str = "L") -> list[tuple[str, list[
             for kind, width in memory_widths(layer).items()]
 
 
+def network_memory_kinds(net: CompiledNetwork) -> list[tuple[str, LayerSpec, str, int]]:
+    """(file stem, layer, kind, width) of every memory of ``net`` in file order: the layers'
+    (``L{i}_<kind>``), then the early exits' classifiers (``X{j}_<kind>``); the words are
+    :func:`memory_words` ``(layer, kind)``."""
+    return [(f"{prefix}{layer.index}_{kind}", layer, kind, width)
+            for prefix, layers in (("L", net.layers), ("X", [ex.layer for ex in net.exits]))
+            for layer in layers for kind, width in memory_widths(layer).items()]
+
+
 def network_memories(net: CompiledNetwork) -> list[tuple[str, list[int], int]]:
-    """Every memory of ``net``: the layers' (``L``), then the exits' (``X``)."""
-    return ([m for layer in net.layers for m in layer_memories(layer)]
-            + [m for ex in net.exits for m in layer_memories(ex.layer, "X")])
+    """(file stem, words, width) of every memory of ``net`` (:func:`network_memory_kinds`
+    order)."""
+    return [(stem, memory_words(layer, kind), width)
+            for stem, layer, kind, width in network_memory_kinds(net)]
