@@ -2,8 +2,8 @@
 
 ``python -m models.train --net NAME|FILE.toml [--method bp|dfa|drtp|selfbin] [--epochs N]
 [--seed S] [--out PATH] [--data DIR] [--lr LR] [--batch-size B] [--max-shift S]
-[--recalibrate-images N] [--init CHECKPOINT] [--limit N] [--threads K]
-[--device cpu|cuda|auto]``
+[--recalibrate-images N] [--init CHECKPOINT] [--finetune-epochs N] [--limit N]
+[--threads K] [--device cpu|cuda|auto]``
 
 ``--net`` is a zoo name or a network description file (:mod:`models.zoo`: TOML or JSON with
 ``[network]`` and ``[recipe]``). Defaults come from its recipe. The run is deterministic
@@ -38,7 +38,11 @@ fraction per epoch.
 
 ``--init CHECKPOINT`` fine-tunes instead of starting from random weights: the run starts
 from that checkpoint's weights (it must hold the ``--net`` architecture) with a fresh
-optimiser and a new cosine schedule from ``--lr``.  A checkpoint keeps binary weights as
+optimiser and a new cosine schedule from ``--lr`` (default: the recipe's ``finetune_lr``
+over ``finetune_epochs`` when the recipe has a fine-tuning stage).  A recipe with
+``finetune_epochs`` N > 0 (``--finetune-epochs``) runs that stage itself after the main
+run: the weights go through a checkpoint file and the same code as ``--init``, so one
+command gives what the two would.  A checkpoint keeps binary weights as
 +-1 only, so every latent weight starts at the clip bound (a sign flip needs a consistent
 gradient for about ``1 / lr`` steps); the real-valued parameters (batch norm, RPReLU, gates,
 scales) carry on as saved.  The saved history is the init checkpoint's epochs followed by
@@ -53,6 +57,7 @@ import math
 import os
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -71,7 +76,7 @@ from .residual import ResNet
 from .methods import METHODS, backward_step, check_recipe, feedback_matrices, selfbin_surrogate
 from sw.progress import progress_bar, progress_write
 
-__all__ = ["train", "save_trained", "continued_history", "recalibrate", "lr_at", "plot_history", "main"]
+__all__ = ["train", "save_trained", "continued_history", "finetune_recipe", "recalibrate", "lr_at", "plot_history", "main"]
 
 
 def lr_at(step: int, total_steps: int, lr: float, lr_final: float, warmup_steps: int = 0) -> float:
@@ -243,7 +248,33 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet | ResNet, *, data: Path | N
                    f"test_acc {result['accuracy']:.4f}{lsb} lr {rate:.2e} ({seconds:.0f} s)")
     model.set_surrogate(None)
     model.eval()
+    if rec["finetune_epochs"]:
+        # The fine-tuning stage is exactly `--init` from this run's checkpoint: the weights go
+        # through a checkpoint file (binary weights become +-1) and a fresh train() call.
+        model = _through_checkpoint(model)
+        model, more = train(model, data=data, limit=limit, progress=progress, name=label,
+                            device=device, phase_hook=phase_hook,
+                            **finetune_recipe(rec))
+        history = continued_history(history, more)
     return model, history
+
+
+def finetune_recipe(recipe: dict) -> dict:
+    """The recipe of a recipe's fine-tuning stage (``finetune_epochs`` > 0): ``epochs`` and
+    ``lr`` from ``finetune_epochs`` and ``finetune_lr``, no further stage; what ``--init``
+    runs by default."""
+    return {**recipe, "epochs": recipe["finetune_epochs"], "lr": recipe["finetune_lr"],
+            "finetune_epochs": 0}
+
+
+def _through_checkpoint(model: BinaryNet | ResNet) -> BinaryNet | ResNet:
+    """``model`` saved and loaded again (:func:`save_checkpoint`, :func:`load_checkpoint`):
+    what a later ``--init`` run starts from, placed on the model's device."""
+    device = next(model.parameters()).device
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_checkpoint(model.cpu(), Path(tmp) / "stage.pt", {})
+        loaded, _ = load_checkpoint(path)
+    return loaded.to(device)
 
 
 def plot_history(history: dict, path: Path, title: str) -> None:
@@ -295,8 +326,12 @@ def main(argv: list[str] | None = None) -> int:
                              "eval-shaped passes; 0: off; default: recipe)")
     parser.add_argument("--init", type=Path, metavar="CHECKPOINT",
                         help="fine-tune: start from this checkpoint's weights (same architecture "
-                             "as --net) with a fresh optimiser and schedule (default: random "
-                             "initialisation)")
+                             "as --net) with a fresh optimiser and schedule; --epochs and --lr "
+                             "default to the recipe's finetune_epochs and finetune_lr if it has "
+                             "a fine-tuning stage (default: random initialisation)")
+    parser.add_argument("--finetune-epochs", type=int,
+                        help="epochs of a fine-tuning stage after training, from the saved "
+                             "weights as --init would (0: none; default: recipe)")
     parser.add_argument("--limit", type=int, help="train on the first N training images only (tests)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
@@ -306,9 +341,12 @@ def main(argv: list[str] | None = None) -> int:
 
     entry = zoo.resolve(args.net)  # UserError for unknown names and bad description files
     rec = dict(entry.recipe)
+    if args.init is not None:   # the recipe's fine-tuning stage, if it has one
+        rec = finetune_recipe(rec) if rec["finetune_epochs"] else {**rec, "finetune_epochs": 0}
     for key, value in (("epochs", args.epochs), ("seed", args.seed), ("lr", args.lr),
                        ("batch_size", args.batch_size), ("max_shift", args.max_shift),
-                       ("method", args.method), ("recalibrate_images", args.recalibrate_images)):
+                       ("method", args.method), ("recalibrate_images", args.recalibrate_images),
+                       ("finetune_epochs", args.finetune_epochs)):
         if value is not None:
             rec[key] = value
     # The overrides are checked as the description file's values are, named as options.

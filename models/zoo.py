@@ -128,13 +128,14 @@ DEFAULT_RECIPE = MappingProxyType({
     "epochs": 10, "lr": 3e-3, "lr_final": 3e-5, "batch_size": 128, "seed": 0,
     "gate_lambda": 0.0, "gate_lr_scale": 1.0, "warmup_epochs": 0, "max_shift": 0,
     "exit_weight": 1.0, "method": "bp", "slope_final": SLOPE_FINAL,
-    "exact_fraction": EXACT_FRACTION, "recalibrate_images": 0})
+    "exact_fraction": EXACT_FRACTION, "recalibrate_images": 0,
+    "finetune_epochs": 0, "finetune_lr": 1e-3})
 #: Recipe keys and their types.
 RECIPE_KEYS = MappingProxyType({
     "epochs": int, "lr": float, "lr_final": float, "batch_size": int, "seed": int,
     "gate_lambda": float, "gate_lr_scale": float, "warmup_epochs": int, "max_shift": int,
     "exit_weight": float, "method": str, "slope_final": float, "exact_fraction": float,
-    "recalibrate_images": int})
+    "recalibrate_images": int, "finetune_epochs": int, "finetune_lr": float})
 #: Network kinds of ``[network] kind`` (default ``"binary"``).
 KINDS = ("binary", "resnet")
 _NETWORK_KEYS = ("input_shape", "thermometer_levels", "hidden", "activation", "classes",
@@ -248,6 +249,11 @@ def check_recipe_values(recipe: Mapping[str, Any], prefix: str = "recipe.",
     if recipe.get("recalibrate_images", 0) < 0:
         raise UserError(f"{name('recalibrate_images')} must be >= 0 (0: off), not "
                         f"{recipe['recalibrate_images']}")
+    if recipe.get("finetune_epochs", 0) < 0:
+        raise UserError(f"{name('finetune_epochs')} must be >= 0 (0: no fine-tuning stage), "
+                        f"not {recipe['finetune_epochs']}")
+    if not recipe.get("finetune_lr", 1e-3) > 0:
+        raise UserError(f"{name('finetune_lr')} must be > 0, not {recipe['finetune_lr']}")
     check_recipe(recipe, prefix)
 
 

@@ -93,6 +93,7 @@ def _run_cli(*args):
     (("models.evaluate", "does/not/exist.pt"), "not found"),
     (("models.train", "--net", "nope"), "unknown zoo model"),
     (("models.train", "--net", "tiny", "--epochs", "0"), "--epochs"),
+    (("models.train", "--net", "tiny", "--finetune-epochs", "-1"), "--finetune-epochs must be >= 0"),
     # An unwritable --out is refused before training (a 1-epoch run would take seconds here,
     # and the timeout below minutes).
     (("models.train", "--net", "tiny", "--out", "/sys/fracbnn-tiny.pt"),
@@ -133,6 +134,29 @@ def test_init_fine_tunes_from_the_checkpoint(tiny_runs, tmp_path):
     assert all(torch.equal(s0[k], s1[k]) for k in s0)
     assert m0["history"]["loss"] == m1["history"]["loss"]
     assert not all(torch.equal(s0[k], sa[k]) for k in binary)
+
+
+def test_recipe_finetune_stage_is_the_init_run(tmp_path):
+    """A recipe with ``finetune_epochs`` trains, then fine-tunes from the saved weights in the
+    same command: bit for bit what the run without the stage plus ``--init`` (whose epochs
+    and lr default to the recipe's stage) give."""
+    text = (REPO / "models/nets/tiny.toml").read_text()
+    desc = tmp_path / "tinyft.toml"
+    desc.write_text(text.replace("[recipe]\n", "[recipe]\nfinetune_epochs = 1\nfinetune_lr = 2e-3\n"))
+    common = ["--net", str(desc), "--epochs", "1", "--limit", "3000", "--threads", "1"]
+    one, first, second = (tmp_path / n for n in ("one.pt", "first.pt", "second.pt"))
+    assert train_mod.main([*common, "--out", str(one)]) == 0
+    assert train_mod.main([*common, "--finetune-epochs", "0", "--out", str(first)]) == 0
+    assert train_mod.main(["--net", str(desc), "--limit", "3000", "--threads", "1",
+                           "--init", str(first), "--out", str(second)]) == 0
+    (s1, m1), (sf, mf), (s2, m2) = _state(one), _state(first), _state(second)
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert m1["history"]["epoch"] == m2["history"]["epoch"] == [1, 2]
+    for key in ("loss", "train_accuracy", "test_accuracy"):
+        assert m1["history"][key] == m2["history"][key]
+    assert m2["recipe"]["epochs"] == 1 and m2["recipe"]["lr"] == 2e-3
+    assert m1["recipe"]["finetune_epochs"] == 1 and mf["history"]["epoch"] == [1]
+    assert not all(torch.equal(s1[k], sf[k]) for k in s1)
 
 
 def test_init_with_another_architecture_is_a_one_line_error(tiny_runs, tmp_path):
