@@ -392,8 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     init = None
     if init_meta is not None:
         history = continued_history(init_meta["history"], history)
-        init = {key: init_meta.get(key) for key in ("command", "recipe", "test_accuracy",
-                                                      "lsb_fraction", "wall_time_s", "device")}
+        # The first run's facts, and its own "init" if it was fine-tuned too.
+        init = {key: init_meta[key] for key in ("command", "recipe", "test_accuracy",
+                                                  "lsb_fraction", "wall_time_s", "device",
+                                                  "init") if key in init_meta}
         init["checkpoint"] = args.init.name
     save_trained(model, history, out, name=entry.name, recipe=rec, description=entry.to_dict(),
                  limit=args.limit, threads=args.threads, command=command,

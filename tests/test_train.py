@@ -124,7 +124,11 @@ def test_init_fine_tunes_from_the_checkpoint(tiny_runs, tmp_path):
     assert mf["history"]["test_accuracy"][0] == ma["test_accuracy"]
     assert mf["test_accuracy"] == mf["history"]["test_accuracy"][-1]
     assert mf["init"]["checkpoint"] == base.name and mf["init"]["command"] == ma["command"]
-    assert "--init" in mf["command"]
+    assert "--init" in mf["command"] and "init" not in mf["init"]
+    again = tmp_path / "ft2.pt"      # a fine-tune of a fine-tune keeps the whole chain
+    assert train_mod.main([*args, "--init", str(out), "--out", str(again)]) == 0
+    _, m2 = _state(again)
+    assert m2["history"]["epoch"] == [1, 2, 3] and m2["init"]["init"] == mf["init"]
     # With a learning rate large enough to flip signs within 24 steps from the clip bound,
     # the fine-tune moves, deterministically.
     outs = [tmp_path / f"ft{i}.pt" for i in range(2)]
