@@ -294,6 +294,13 @@ def plot_history(history: dict, path: Path, title: str) -> None:
     if gated:
         axes[2].plot(epochs, history["lsb_fraction"], marker=".")
         axes[2].set(title="LSB-needed fraction (test)", xlabel="epoch", ylim=(0, 1))
+    stages = history.get("stage", [])
+    for k in range(1, len(stages)):
+        if stages[k] != stages[k - 1]:   # a fine-tuning run (--init) starts here
+            for ax in axes:
+                ax.axvline(epochs[k] - 0.5, color="grey", linestyle="--", linewidth=1)
+            axes[1].annotate("fine-tune", (epochs[k] - 0.5, 0.02), xycoords=("data", "axes fraction"),
+                             rotation=90, fontsize=8, color="grey", ha="right")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(title)
@@ -421,8 +428,12 @@ def continued_history(first: dict, then: dict) -> dict:
     """The history of a run started from a checkpoint (``then``) behind the checkpoint's own
     (``first``): lists concatenated, ``then``'s epochs numbered on from ``first``'s last."""
     offset = first["epoch"][-1]
-    joined = {key: list(first.get(key, [])) + list(values) for key, values in then.items()}
+    joined = {key: list(first.get(key, [])) + list(values) for key, values in then.items()
+              if key != "stage"}
     joined["epoch"] = list(first["epoch"]) + [offset + e for e in then["epoch"]]
+    # Which run each epoch belongs to (1: the first; the curve marks where the next starts).
+    stages = list(first.get("stage", [1] * len(first["epoch"])))
+    joined["stage"] = stages + [stages[-1] + s for s in then.get("stage", [1] * len(then["epoch"]))]
     return joined
 
 

@@ -120,7 +120,7 @@ def test_init_fine_tunes_from_the_checkpoint(tiny_runs, tmp_path):
     (sa, ma), (sf, mf) = _state(base), _state(out)
     binary = [k for k in sa if k.endswith(".weight") and set(sa[k].unique().tolist()) <= {-1.0, 1.0}]
     assert binary and all(torch.equal(sa[k], sf[k]) for k in binary)
-    assert mf["history"]["epoch"] == [1, 2]
+    assert mf["history"]["epoch"] == [1, 2] and mf["history"]["stage"] == [1, 2]
     assert mf["history"]["test_accuracy"][0] == ma["test_accuracy"]
     assert mf["test_accuracy"] == mf["history"]["test_accuracy"][-1]
     assert mf["init"]["checkpoint"] == base.name and mf["init"]["command"] == ma["command"]
@@ -129,6 +129,7 @@ def test_init_fine_tunes_from_the_checkpoint(tiny_runs, tmp_path):
     assert train_mod.main([*args, "--init", str(out), "--out", str(again)]) == 0
     _, m2 = _state(again)
     assert m2["history"]["epoch"] == [1, 2, 3] and m2["init"]["init"] == mf["init"]
+    assert m2["history"]["stage"] == [1, 2, 3]
     # With a learning rate large enough to flip signs within 24 steps from the clip bound,
     # the fine-tune moves, deterministically.
     outs = [tmp_path / f"ft{i}.pt" for i in range(2)]
