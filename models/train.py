@@ -2,7 +2,7 @@
 
 ``python -m models.train --net NAME|FILE.toml [--method bp|dfa|drtp|selfbin] [--epochs N]
 [--seed S] [--out PATH] [--data DIR] [--lr LR] [--batch-size B] [--max-shift S]
-[--recalibrate-images N] [--init CHECKPOINT] [--finetune-epochs N] [--limit N]
+[--recalibrate-images N] [--init CHECKPOINT] [--finetune-epochs N[,N...]] [--limit N]
 [--threads K] [--device cpu|cuda|auto]``
 
 ``--net`` is a zoo name or a network description file (:mod:`models.zoo`: TOML or JSON with
@@ -39,10 +39,11 @@ fraction per epoch.
 ``--init CHECKPOINT`` fine-tunes instead of starting from random weights: the run starts
 from that checkpoint's weights (it must hold the ``--net`` architecture) with a fresh
 optimiser and a new cosine schedule from ``--lr`` (default: the recipe's ``finetune_lr``
-over ``finetune_epochs`` when the recipe has a fine-tuning stage).  A recipe with
-``finetune_epochs`` N > 0 (``--finetune-epochs``) runs that stage itself after the main
-run: the weights go through a checkpoint file and the same code as ``--init``, so one
-command gives what the two would.  A checkpoint keeps binary weights as
+over the first of ``finetune_epochs`` when the recipe has fine-tuning stages, the others
+following).  A recipe with ``finetune_epochs`` (N, or a list, one entry per stage;
+``--finetune-epochs N[,N...]``) runs those stages itself after the main run: each starts
+from the previous stage's weights passed through a checkpoint file, by the same code as
+``--init``, so one command gives what the chain of ``--init`` runs would.  A checkpoint keeps binary weights as
 +-1 only, so every latent weight starts at the clip bound (a sign flip needs a consistent
 gradient for about ``1 / lr`` steps); the real-valued parameters (batch norm, RPReLU, gates,
 scales) carry on as saved.  The saved history is the init checkpoint's epochs followed by
@@ -260,11 +261,11 @@ def train(net: str | Path | zoo.ZooEntry | BinaryNet | ResNet, *, data: Path | N
 
 
 def finetune_recipe(recipe: dict) -> dict:
-    """The recipe of a recipe's fine-tuning stage (``finetune_epochs`` > 0): ``epochs`` and
-    ``lr`` from ``finetune_epochs`` and ``finetune_lr``, no further stage; what ``--init``
-    runs by default."""
-    return {**recipe, "epochs": recipe["finetune_epochs"], "lr": recipe["finetune_lr"],
-            "finetune_epochs": 0}
+    """The recipe of a recipe's first fine-tuning stage: ``epochs`` the first entry of
+    ``finetune_epochs``, ``lr`` ``finetune_lr``, the other stages still to follow; what
+    ``--init`` runs by default."""
+    first, *rest = recipe["finetune_epochs"]
+    return {**recipe, "epochs": first, "lr": recipe["finetune_lr"], "finetune_epochs": tuple(rest)}
 
 
 def _through_checkpoint(model: BinaryNet | ResNet) -> BinaryNet | ResNet:
@@ -336,9 +337,10 @@ def main(argv: list[str] | None = None) -> int:
                              "as --net) with a fresh optimiser and schedule; --epochs and --lr "
                              "default to the recipe's finetune_epochs and finetune_lr if it has "
                              "a fine-tuning stage (default: random initialisation)")
-    parser.add_argument("--finetune-epochs", type=int,
-                        help="epochs of a fine-tuning stage after training, from the saved "
-                             "weights as --init would (0: none; default: recipe)")
+    parser.add_argument("--finetune-epochs", metavar="N[,N...]",
+                        help="fine-tuning stages after training, each from the previous stage's "
+                             "saved weights as --init would: epochs per stage (0: none; "
+                             "default: recipe)")
     parser.add_argument("--limit", type=int, help="train on the first N training images only (tests)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
@@ -348,14 +350,16 @@ def main(argv: list[str] | None = None) -> int:
 
     entry = zoo.resolve(args.net)  # UserError for unknown names and bad description files
     rec = dict(entry.recipe)
-    if args.init is not None:   # the recipe's fine-tuning stage, if it has one
-        rec = finetune_recipe(rec) if rec["finetune_epochs"] else {**rec, "finetune_epochs": 0}
+    if args.init is not None:   # from the recipe's first fine-tuning stage, if it has one
+        rec = finetune_recipe(rec) if rec["finetune_epochs"] else rec
     for key, value in (("epochs", args.epochs), ("seed", args.seed), ("lr", args.lr),
                        ("batch_size", args.batch_size), ("max_shift", args.max_shift),
-                       ("method", args.method), ("recalibrate_images", args.recalibrate_images),
-                       ("finetune_epochs", args.finetune_epochs)):
+                       ("method", args.method), ("recalibrate_images", args.recalibrate_images)):
         if value is not None:
             rec[key] = value
+    if args.finetune_epochs is not None:
+        rec["finetune_epochs"] = zoo.finetune_stages(_epoch_list(args.finetune_epochs),
+                                                     "--finetune-epochs")
     # The overrides are checked as the description file's values are, named as options.
     zoo.check_recipe_values(rec, "--", spell=lambda key: key.replace("_", "-"))
     if entry.kind == "resnet" and rec["method"] not in ("bp", "selfbin"):
@@ -408,6 +412,17 @@ def main(argv: list[str] | None = None) -> int:
                  limit=args.limit, threads=args.threads, command=command,
                  wall=time.perf_counter() - start, device=_device_name(device), init=init)
     return 0
+
+
+def _epoch_list(text: str) -> int | list:
+    """``--finetune-epochs`` ``"8,3"`` -> ``[8, 3]``, ``"0"`` -> ``0``; a non-number is a
+    one-line error."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"--finetune-epochs must be epoch counts separated by commas (e.g. "
+                        f"8,3), not {text!r}") from None
+    return values[0] if len(values) == 1 else values
 
 
 def _init_checkpoint(path: Path, entry: zoo.ZooEntry) -> tuple[BinaryNet | ResNet, dict]:

@@ -129,13 +129,13 @@ DEFAULT_RECIPE = MappingProxyType({
     "gate_lambda": 0.0, "gate_lr_scale": 1.0, "warmup_epochs": 0, "max_shift": 0,
     "exit_weight": 1.0, "method": "bp", "slope_final": SLOPE_FINAL,
     "exact_fraction": EXACT_FRACTION, "recalibrate_images": 0,
-    "finetune_epochs": 0, "finetune_lr": 1e-3})
+    "finetune_epochs": (), "finetune_lr": 1e-3})
 #: Recipe keys and their types.
 RECIPE_KEYS = MappingProxyType({
     "epochs": int, "lr": float, "lr_final": float, "batch_size": int, "seed": int,
     "gate_lambda": float, "gate_lr_scale": float, "warmup_epochs": int, "max_shift": int,
     "exit_weight": float, "method": str, "slope_final": float, "exact_fraction": float,
-    "recalibrate_images": int, "finetune_epochs": int, "finetune_lr": float})
+    "recalibrate_images": int, "finetune_epochs": tuple, "finetune_lr": float})
 #: Network kinds of ``[network] kind`` (default ``"binary"``).
 KINDS = ("binary", "resnet")
 _NETWORK_KEYS = ("input_shape", "thermometer_levels", "hidden", "activation", "classes",
@@ -199,6 +199,9 @@ def parse_description(data: Any, source: str, name: str) -> ZooEntry:
     merged = dict(DEFAULT_RECIPE)
     for key, value in rec.items():
         kind = RECIPE_KEYS[key]
+        if kind is tuple:
+            merged[key] = finetune_stages(value, f"recipe.{key}")
+            continue
         if kind is str:
             if not isinstance(value, str):
                 raise bad(f"recipe.{key} must be a string, not {value!r}")
@@ -249,12 +252,24 @@ def check_recipe_values(recipe: Mapping[str, Any], prefix: str = "recipe.",
     if recipe.get("recalibrate_images", 0) < 0:
         raise UserError(f"{name('recalibrate_images')} must be >= 0 (0: off), not "
                         f"{recipe['recalibrate_images']}")
-    if recipe.get("finetune_epochs", 0) < 0:
-        raise UserError(f"{name('finetune_epochs')} must be >= 0 (0: no fine-tuning stage), "
-                        f"not {recipe['finetune_epochs']}")
+    finetune_stages(recipe.get("finetune_epochs", ()), name("finetune_epochs"))
     if not recipe.get("finetune_lr", 1e-3) > 0:
         raise UserError(f"{name('finetune_lr')} must be > 0, not {recipe['finetune_lr']}")
     check_recipe(recipe, prefix)
+
+
+def finetune_stages(value: Any, what: str = "recipe.finetune_epochs") -> tuple[int, ...]:
+    """``finetune_epochs`` as a tuple of stage lengths: an integer N is one stage of N epochs
+    (0: none), a list one stage per entry (each >= 1); anything else is a one-line error."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise UserError(f"{what} must be >= 0 (0: no fine-tuning stage), not {value}")
+        return (value,) if value else ()
+    if isinstance(value, (list, tuple)) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+        return tuple(value)
+    raise UserError(f"{what} must be an epoch count or a list of them (one per fine-tuning "
+                    f"stage, each >= 1), not {value!r}")
 
 
 def load_description(path: str | Path) -> ZooEntry:

@@ -94,6 +94,7 @@ def _run_cli(*args):
     (("models.train", "--net", "nope"), "unknown zoo model"),
     (("models.train", "--net", "tiny", "--epochs", "0"), "--epochs"),
     (("models.train", "--net", "tiny", "--finetune-epochs", "-1"), "--finetune-epochs must be >= 0"),
+    (("models.train", "--net", "tiny", "--finetune-epochs", "2,x"), "--finetune-epochs must be epoch"),
     # An unwritable --out is refused before training (a 1-epoch run would take seconds here,
     # and the timeout below minutes).
     (("models.train", "--net", "tiny", "--out", "/sys/fracbnn-tiny.pt"),
@@ -141,27 +142,45 @@ def test_init_fine_tunes_from_the_checkpoint(tiny_runs, tmp_path):
     assert not all(torch.equal(s0[k], sa[k]) for k in binary)
 
 
-def test_recipe_finetune_stage_is_the_init_run(tmp_path):
-    """A recipe with ``finetune_epochs`` trains, then fine-tunes from the saved weights in the
-    same command: bit for bit what the run without the stage plus ``--init`` (whose epochs
-    and lr default to the recipe's stage) give."""
+def test_recipe_finetune_stages_are_the_init_runs(tmp_path):
+    """A recipe with ``finetune_epochs`` trains, then fine-tunes stage by stage from the saved
+    weights in the same command: bit for bit what the run without the stages followed by
+    ``--init`` runs give (``--init`` runs the recipe's stages from the first: its epochs and
+    lr default to them)."""
     text = (REPO / "models/nets/tiny.toml").read_text()
     desc = tmp_path / "tinyft.toml"
-    desc.write_text(text.replace("[recipe]\n", "[recipe]\nfinetune_epochs = 1\nfinetune_lr = 2e-3\n"))
+    desc.write_text(text.replace("[recipe]\n", "[recipe]\nfinetune_epochs = [1, 1]\n"
+                                 "finetune_lr = 2e-3\n"))
     common = ["--net", str(desc), "--epochs", "1", "--limit", "3000", "--threads", "1"]
-    one, first, second = (tmp_path / n for n in ("one.pt", "first.pt", "second.pt"))
+    one, first, second, third = (tmp_path / n for n in ("one.pt", "1.pt", "2.pt", "3.pt"))
     assert train_mod.main([*common, "--out", str(one)]) == 0
     assert train_mod.main([*common, "--finetune-epochs", "0", "--out", str(first)]) == 0
-    assert train_mod.main(["--net", str(desc), "--limit", "3000", "--threads", "1",
-                           "--init", str(first), "--out", str(second)]) == 0
-    (s1, m1), (sf, mf), (s2, m2) = _state(one), _state(first), _state(second)
-    assert all(torch.equal(s1[k], s2[k]) for k in s1)
-    assert m1["history"]["epoch"] == m2["history"]["epoch"] == [1, 2]
-    for key in ("loss", "train_accuracy", "test_accuracy"):
-        assert m1["history"][key] == m2["history"][key]
-    assert m2["recipe"]["epochs"] == 1 and m2["recipe"]["lr"] == 2e-3
-    assert m1["recipe"]["finetune_epochs"] == 1 and mf["history"]["epoch"] == [1]
+    init = ["--net", str(desc), "--limit", "3000", "--threads", "1", "--init"]
+    # All stages from the first run's checkpoint; or one stage at a time.
+    assert train_mod.main([*init, str(first), "--out", str(second)]) == 0
+    assert train_mod.main([*init, str(first), "--finetune-epochs", "0", "--out", str(third)]) == 0
+    assert train_mod.main([*init, str(third), "--epochs", "1", "--lr", "2e-3",
+                           "--finetune-epochs", "0", "--out", str(third)]) == 0
+    (s1, m1), (sf, mf) = _state(one), _state(first)
+    for path in (second, third):
+        s2, m2 = _state(path)
+        assert all(torch.equal(s1[k], s2[k]) for k in s1)
+        assert m1["history"]["epoch"] == m2["history"]["epoch"] == [1, 2, 3]
+        assert m1["history"]["stage"] == m2["history"]["stage"] == [1, 2, 3]
+        for key in ("loss", "train_accuracy", "test_accuracy"):
+            assert m1["history"][key] == m2["history"][key]
+        assert m2["recipe"]["lr"] == 2e-3
+    assert tuple(m1["recipe"]["finetune_epochs"]) == (1, 1) and mf["history"]["epoch"] == [1]
     assert not all(torch.equal(s1[k], sf[k]) for k in s1)
+
+
+@pytest.mark.parametrize("value,match", [("-1", "must be >= 0"), ("3,0", "each >= 1"),
+                                         ("x", "separated by commas")])
+def test_finetune_epochs_option_errors(value, match):
+    from sw.errors import UserError
+
+    with pytest.raises(UserError, match=match):
+        train_mod.main(["--net", "tiny", "--finetune-epochs", value, "--out", "/nonexistent/x.pt"])
 
 
 def test_init_with_another_architecture_is_a_one_line_error(tiny_runs, tmp_path):
