@@ -78,7 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model-images", type=int, default=None, metavar="N",
                    help="residual networks: compare the cycle stamps of the first N images of "
                         "each shard with the residual cycle model, which steps every cycle in "
-                        "Python (about 2 s per tiny_resnet image); 0 = every image (default "
+                        "Python (about 2 s per tiny_resnet image, 3 s per ResNet-20 image; "
+                        "the shards' models run in parallel processes); 0 = every image (default "
                         f"{RESIDUAL_MODEL_IMAGES}; chains: always every image)")
     p.add_argument("--tap-images", type=int, default=0, metavar="N",
                    help="batch engine: also record every layer engine's output stream "
@@ -334,7 +335,21 @@ def _residual_reference(net, images, *, pixels_per_beat: int, cycle_model: bool 
     gates and the design's ``skip_depths``, default: computed) for the first
     ``model_images`` images of ``start..stop-1`` streamed from reset (``None``: all of
     them)."""
-    from hw.residual_timing import simulate_residual
+    return _residual_references(net, images, [(start, len(images) if stop is None else stop)],
+                                pixels_per_beat=pixels_per_beat, cycle_model=cycle_model,
+                                golden=golden, model_images=model_images,
+                                skip_depths=skip_depths)[0]
+
+
+def _residual_references(net, images, bounds, *, pixels_per_beat: int, cycle_model: bool,
+                         golden=None, model_images: int | None = None, skip_depths="default"):
+    """One :func:`_residual_reference` per shard ``(start, stop)`` of ``bounds``: the golden
+    model runs once over ``images`` (unless given), each shard's cycle model (it steps every
+    cycle in Python, seconds per ResNet-20 image) in a process of its own when there are
+    several, so the shards' stamps take the time of one."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
     from sw.golden import GoldenModel
 
     from .reference import Reference, expected_registers
@@ -342,15 +357,32 @@ def _residual_reference(net, images, *, pixels_per_beat: int, cycle_model: bool 
     # Classes, scores and gates only: every tensor of 10,000 ResNet-20 images would not fit.
     golden = golden if golden is not None else GoldenModel(net).run(
         np.asarray(images, dtype=np.uint8), taps=False, gates=True)
-    stop = len(images) if stop is None else stop
-    accept = output = None
+    stamps = [(None, None)] * len(bounds)
     if cycle_model:
-        n = stop - start if model_images is None else min(model_images, stop - start)
-        gates = [None if g is None else g[start:start + n] for g in golden.gates]
-        t = simulate_residual(net, n, pixels_per_beat=pixels_per_beat, gates=gates,
-                              skip_depths=skip_depths).timing
-        accept, output = np.asarray(t.input_start), np.asarray(t.output_start)
-    return Reference(golden, accept, output, expected_registers(net, pixels_per_beat))
+        jobs = []
+        for start, stop in bounds:
+            n = stop - start if model_images is None else min(model_images, stop - start)
+            jobs.append((net, n, pixels_per_beat,
+                         [None if g is None else g[start:start + n] for g in golden.gates],
+                         skip_depths))
+        if len(jobs) == 1:
+            stamps = [_residual_stamps(*jobs[0])]
+        else:
+            # spawn: this process runs threads (the simulator shards' waiters).
+            with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) \
+                    as pool:
+                stamps = list(pool.map(_residual_stamps, *zip(*jobs)))
+    registers = expected_registers(net, pixels_per_beat)
+    return [Reference(golden, accept, output, registers) for accept, output in stamps]
+
+
+def _residual_stamps(net, images: int, pixels_per_beat: int, gates, skip_depths):
+    """``(accept, output)`` cycle stamps of ``images`` images streamed from reset."""
+    from hw.residual_timing import simulate_residual
+
+    t = simulate_residual(net, images, pixels_per_beat=pixels_per_beat, gates=gates,
+                          skip_depths=skip_depths).timing
+    return np.asarray(t.input_start), np.asarray(t.output_start)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -397,16 +429,17 @@ def run(args: argparse.Namespace) -> int:
 
         def make_reference():
             """One Reference per shard (cycle predictions from reset), golden run once."""
-            ref = _residual_reference if residual else reference
-            # The design's own skip FIFO depths (design.json): no second sizing run.
-            extra = {"model_images": model_images,
-                     "skip_depths": design_doc["skip_fifo_depths"]} \
-                if residual else {}
-            first = ref(net, images, pixels_per_beat=args.pixels_per_beat,
-                        cycle_model=timing, stop=bounds[0][1], **extra)
-            return [first] + [ref(net, images, pixels_per_beat=args.pixels_per_beat,
-                                  cycle_model=timing, start=a, stop=b,
-                                  golden=first.golden, **extra) for a, b in bounds[1:]]
+            if residual:
+                # The design's own skip FIFO depths (design.json): no second sizing run.
+                return _residual_references(net, images, bounds,
+                                            pixels_per_beat=args.pixels_per_beat,
+                                            cycle_model=timing, model_images=model_images,
+                                            skip_depths=design_doc["skip_fifo_depths"])
+            first = reference(net, images, pixels_per_beat=args.pixels_per_beat,
+                              cycle_model=timing, stop=bounds[0][1])
+            return [first] + [reference(net, images, pixels_per_beat=args.pixels_per_beat,
+                                        cycle_model=timing, start=a, stop=b,
+                                        golden=first.golden) for a, b in bounds[1:]]
 
         if args.engine == "batch":
             refs, (classes, scores, accepts, outputs, speed, build_s, extra) = _run_batch(
