@@ -43,9 +43,9 @@ over the first of ``finetune_epochs`` when the recipe has fine-tuning stages, th
 following).  A recipe with ``finetune_epochs`` (N, or a list, one entry per stage;
 ``--finetune-epochs N[,N...]``) runs those stages itself after the main run: each starts
 from the previous stage's weights passed through a checkpoint file, by the same code as
-``--init``, so one command gives what the chain of ``--init`` runs would.  A checkpoint keeps binary weights as
-+-1 only, so every latent weight starts at the clip bound (a sign flip needs a consistent
-gradient for about ``1 / lr`` steps); the real-valued parameters (batch norm, RPReLU, gates,
+``--init``, so one command gives what the chain of ``--init`` runs would.  A checkpoint
+keeps binary weights as +-1 only, so every latent weight starts at the clip bound (a sign
+flip needs a consistent gradient for about ``1 / lr`` steps); the real-valued parameters (batch norm, RPReLU, gates,
 scales) carry on as saved.  The saved history is the init checkpoint's epochs followed by
 this run's (numbered on), so the curve shows the whole schedule; the metadata's ``init``
 records the first run's command, recipe and accuracy.

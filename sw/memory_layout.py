@@ -150,20 +150,25 @@ def memory_depth(layer: LayerSpec, kind: str) -> int:
     return layer.weight_depth if kind == "weights" else layer.neuron_folds
 
 
+def _layer_memory_kinds(layer: LayerSpec, prefix: str) -> list[tuple[str, LayerSpec, str, int]]:
+    """(file stem ``<prefix><index>_<kind>``, layer, kind, width) of every memory of ``layer``."""
+    return [(f"{prefix}{layer.index}_{kind}", layer, kind, width)
+            for kind, width in memory_widths(layer).items()]
+
+
 def layer_memories(layer: LayerSpec, prefix: str = "L") -> list[tuple[str, list[int], int]]:
     """(file stem, words, width) of every memory of ``layer`` (``X{j}_...`` for exit
     ``j``); the file is ``<stem>.mem``."""
-    return [(f"{prefix}{layer.index}_{kind}", memory_words(layer, kind), width)
-            for kind, width in memory_widths(layer).items()]
+    return [(stem, memory_words(layer, kind), width)
+            for stem, _, kind, width in _layer_memory_kinds(layer, prefix)]
 
 
 def network_memory_kinds(net: CompiledNetwork) -> list[tuple[str, LayerSpec, str, int]]:
     """(file stem, layer, kind, width) of every memory of ``net`` in file order: the layers'
     (``L{i}_<kind>``), then the early exits' classifiers (``X{j}_<kind>``); the words are
     :func:`memory_words` ``(layer, kind)``."""
-    return [(f"{prefix}{layer.index}_{kind}", layer, kind, width)
-            for prefix, layers in (("L", net.layers), ("X", [ex.layer for ex in net.exits]))
-            for layer in layers for kind, width in memory_widths(layer).items()]
+    return [m for prefix, layers in (("L", net.layers), ("X", [ex.layer for ex in net.exits]))
+            for layer in layers for m in _layer_memory_kinds(layer, prefix)]
 
 
 def network_memories(net: CompiledNetwork) -> list[tuple[str, list[int], int]]:
